@@ -1,0 +1,287 @@
+//! The certificate checks, as pure functions of the certificate, its CA, the
+//! profile, the deny-list and the time. Nothing here trusts the event or
+//! IoT's own verification.
+
+use std::collections::BTreeMap;
+
+use crate::certificate::{Certificate, KeyKind};
+use crate::config::{CaTrust, OnboardingConfig};
+use crate::ports::CertificateStatus;
+use crate::profile::{DeviceProfile, DroppedAttribute, NameError};
+use crate::reason::{RejectReason, Rejection};
+
+/// Default tolerance for device clocks and certificate factories whose
+/// notBefore is slightly in the future.
+pub const DEFAULT_CLOCK_SKEW_SECS: i64 = 300;
+
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// Everything the device-certificate checks need.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckContext<'a> {
+    /// The CA's IoT id (deny-lists are per CA).
+    pub ca_certificate_id: &'a str,
+    pub ca: &'a Certificate,
+    pub profile: &'a DeviceProfile,
+    pub config: &'a OnboardingConfig,
+    /// Unix seconds.
+    pub now: i64,
+    pub clock_skew_secs: i64,
+}
+
+/// A certificate that passed every check, with what the profile derived from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub thing_name: String,
+    pub attributes: BTreeMap<String, String>,
+    pub dropped_attributes: Vec<DroppedAttribute>,
+}
+
+/// The CA-level verdict, before the certificate itself is looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaVerdict<'a> {
+    /// The CA is the event's, ACTIVE, and bound to this profile.
+    Trusted(&'a DeviceProfile),
+    /// Refused (the certificate is rejected with the default action: no profile applies).
+    Rejected(Rejection),
+    /// Bound to a profile that is missing or invalid: not the device's fault, retry later.
+    Misconfigured { profile: String, problem: String },
+}
+
+/// The certificate's CA in IoT is the event's, that CA is ACTIVE, and it is
+/// bound to a device profile.
+pub fn check_ca<'a>(
+    event_ca_id: &str,
+    certificate_ca_id: Option<&str>,
+    ca_status: Option<&CertificateStatus>,
+    config: &'a OnboardingConfig,
+) -> CaVerdict<'a> {
+    if certificate_ca_id != Some(event_ca_id) {
+        return CaVerdict::Rejected(Rejection::new(
+            RejectReason::CaMismatch,
+            format!(
+                "IoT records CA {:?}, the event names {event_ca_id}",
+                certificate_ca_id.unwrap_or("none")
+            ),
+        ));
+    }
+    match ca_status {
+        Some(CertificateStatus::Active) => {}
+        other => {
+            let status = other.map_or("not registered", CertificateStatus::as_str);
+            return CaVerdict::Rejected(Rejection::new(
+                RejectReason::CaNotActive,
+                format!("CA {event_ca_id} is {status}"),
+            ));
+        }
+    }
+    match config.trust(event_ca_id) {
+        CaTrust::Bound(profile) => CaVerdict::Trusted(profile),
+        CaTrust::Unbound => CaVerdict::Rejected(Rejection::new(
+            RejectReason::CaNotBound,
+            format!("CA {event_ca_id} is bound to no device profile"),
+        )),
+        CaTrust::Misconfigured { profile, problem } => CaVerdict::Misconfigured {
+            profile: profile.to_string(),
+            problem: problem.to_string(),
+        },
+    }
+}
+
+// Signature algorithms by OID.
+const ALLOWED_SIGNATURES: [&str; 7] = [
+    "1.2.840.113549.1.1.11", // sha256WithRSAEncryption
+    "1.2.840.113549.1.1.12", // sha384WithRSAEncryption
+    "1.2.840.113549.1.1.13", // sha512WithRSAEncryption
+    "1.2.840.10045.4.3.2",   // ecdsa-with-SHA256
+    "1.2.840.10045.4.3.3",   // ecdsa-with-SHA384
+    "1.2.840.10045.4.3.4",   // ecdsa-with-SHA512
+    "1.3.101.112",           // Ed25519
+];
+const WEAK_SIGNATURES: [&str; 7] = [
+    "1.2.840.113549.1.1.2", // md2WithRSAEncryption
+    "1.2.840.113549.1.1.4", // md5WithRSAEncryption
+    "1.2.840.113549.1.1.5", // sha1WithRSAEncryption
+    "1.3.14.3.2.29",        // sha1WithRSASignature (OIW)
+    "1.2.840.10045.4.1",    // ecdsa-with-SHA1
+    "1.2.840.10040.4.3",    // dsa-with-sha1
+    "1.3.14.3.2.3",         // md5WithRSA (OIW)
+];
+
+/// Runs every check on a device certificate, in a fixed order, and returns the
+/// first failure.
+///
+/// # Errors
+/// The [`Rejection`] of the first check that fails.
+pub fn check_device_certificate(cert: &Certificate, ctx: &CheckContext<'_>) -> Result<Approval, Rejection> {
+    check_issuer_and_signature(cert, ctx.ca)?;
+    check_deny_list(cert, ctx)?;
+    check_key(&cert.key)?;
+    check_extensions(cert)?;
+    check_validity(cert, ctx.now, ctx.clock_skew_secs, ctx.profile.min_remaining_days)?;
+    approve_naming(cert, ctx.profile)
+}
+
+/// The issuer DN names the CA, the algorithm is strong, and the signature
+/// verifies with the CA's key.
+///
+/// # Errors
+/// `ISSUER_MISMATCH`, `WEAK_SIGNATURE_ALGORITHM`, `UNSUPPORTED_SIGNATURE_ALGORITHM` or `SIGNATURE_INVALID`.
+pub fn check_issuer_and_signature(cert: &Certificate, ca: &Certificate) -> Result<(), Rejection> {
+    if !cert.issuer_matches_subject_of(ca) {
+        return Err(Rejection::new(
+            RejectReason::IssuerMismatch,
+            format!("issuer {:?} is not the CA subject {:?}", cert.issuer_dn, ca.subject_dn),
+        ));
+    }
+    let alg = cert.signature_algorithm.as_str();
+    if WEAK_SIGNATURES.contains(&alg) {
+        return Err(Rejection::new(
+            RejectReason::WeakSignatureAlgorithm,
+            format!("signature algorithm {alg} uses SHA-1 or MD5"),
+        ));
+    }
+    if !ALLOWED_SIGNATURES.contains(&alg) {
+        return Err(Rejection::new(
+            RejectReason::UnsupportedSignatureAlgorithm,
+            format!("signature algorithm {alg} is not allowed"),
+        ));
+    }
+    if !cert.is_signed_by(ca) {
+        return Err(Rejection::new(
+            RejectReason::SignatureInvalid,
+            "signature does not verify with the CA's public key",
+        ));
+    }
+    Ok(())
+}
+
+fn check_deny_list(cert: &Certificate, ctx: &CheckContext<'_>) -> Result<(), Rejection> {
+    if ctx.config.is_fingerprint_denied(&cert.fingerprint) {
+        return Err(Rejection::new(
+            RejectReason::FingerprintDenied,
+            format!("fingerprint {} is on the deny-list", cert.fingerprint),
+        ));
+    }
+    if ctx.config.is_serial_denied(ctx.ca_certificate_id, &cert.serial) {
+        return Err(Rejection::new(
+            RejectReason::SerialDenied,
+            format!("serial {} is on the deny-list", cert.serial),
+        ));
+    }
+    Ok(())
+}
+
+/// RSA ≥ 2048 bits, EC P-256 or P-384, or Ed25519.
+///
+/// # Errors
+/// `WEAK_KEY` or `UNSUPPORTED_KEY`.
+pub fn check_key(key: &KeyKind) -> Result<(), Rejection> {
+    match key {
+        KeyKind::Rsa { bits } if *bits >= 2048 => Ok(()),
+        KeyKind::Rsa { bits } => Err(Rejection::new(
+            RejectReason::WeakKey,
+            format!("RSA key of {bits} bits, at least 2048 required"),
+        )),
+        KeyKind::EcP256 | KeyKind::EcP384 | KeyKind::Ed25519 => Ok(()),
+        other => Err(Rejection::new(
+            RejectReason::UnsupportedKey,
+            format!("{other} is not RSA ≥ 2048, P-256, P-384 or Ed25519"),
+        )),
+    }
+}
+
+/// Not a CA; keyUsage allows digitalSignature; extendedKeyUsage includes clientAuth.
+///
+/// # Errors
+/// `CERTIFICATE_IS_CA`, `KEY_USAGE_INVALID` or `EXTENDED_KEY_USAGE_INVALID`.
+pub fn check_extensions(cert: &Certificate) -> Result<(), Rejection> {
+    if cert.is_ca {
+        return Err(Rejection::new(
+            RejectReason::CertificateIsCa,
+            "basicConstraints cA=true on a device certificate",
+        ));
+    }
+    if cert.key_usage_digital_signature == Some(false) {
+        return Err(Rejection::new(
+            RejectReason::KeyUsageInvalid,
+            "keyUsage does not allow digitalSignature",
+        ));
+    }
+    if cert.eku_client_auth == Some(false) {
+        return Err(Rejection::new(
+            RejectReason::ExtendedKeyUsageInvalid,
+            "extendedKeyUsage does not include clientAuth",
+        ));
+    }
+    Ok(())
+}
+
+/// now ∈ [notBefore − skew, notAfter] and at least `min_remaining_days` left.
+///
+/// # Errors
+/// `NOT_YET_VALID`, `EXPIRED` or `INSUFFICIENT_REMAINING_VALIDITY`.
+pub fn check_validity(cert: &Certificate, now: i64, skew_secs: i64, min_remaining_days: u32) -> Result<(), Rejection> {
+    if now < cert.not_before.saturating_sub(skew_secs) {
+        return Err(Rejection::new(
+            RejectReason::NotYetValid,
+            format!("valid from {}, {}s from now", cert.not_before, cert.not_before - now),
+        ));
+    }
+    if now > cert.not_after {
+        return Err(Rejection::new(
+            RejectReason::Expired,
+            format!("expired {}s ago", now - cert.not_after),
+        ));
+    }
+    let remaining = cert.not_after - now;
+    let required = i64::from(min_remaining_days) * SECONDS_PER_DAY;
+    if remaining < required {
+        return Err(Rejection::new(
+            RejectReason::InsufficientRemainingValidity,
+            format!(
+                "{} days left, the profile requires {min_remaining_days}",
+                remaining / SECONDS_PER_DAY
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the thing name and attributes by the profile's rules.
+///
+/// # Errors
+/// `THING_NAME_MISSING`, `THING_NAME_INVALID` or `ATTRIBUTE_INVALID`.
+pub fn approve_naming(cert: &Certificate, profile: &DeviceProfile) -> Result<Approval, Rejection> {
+    let thing_name = profile.thing_name_for(&cert.subject).map_err(|e| match e {
+        NameError::Missing(field) => Rejection::new(
+            RejectReason::ThingNameMissing,
+            format!(
+                "subject has no {field}, which the naming rule {:?} uses",
+                profile.thing_name
+            ),
+        ),
+        NameError::Invalid(name) => Rejection::new(
+            RejectReason::ThingNameInvalid,
+            format!("{:?} does not match [a-zA-Z0-9:_-]{{1,128}}", truncate(&name, 140)),
+        ),
+    })?;
+    let mapped = profile.attributes_for(&cert.subject).map_err(|unfit| {
+        Rejection::new(
+            RejectReason::AttributeInvalid,
+            format!(
+                "attribute {} from {} does not fit [a-zA-Z0-9_.,@/:#=\\[\\]-]{{0,800}}",
+                unfit.name, unfit.field
+            ),
+        )
+    })?;
+    Ok(Approval {
+        thing_name,
+        attributes: mapped.values,
+        dropped_attributes: mapped.dropped,
+    })
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}

@@ -1,0 +1,26 @@
+//! The onboarding domain: certificate checks, naming rules, device profiles,
+//! the provisioning plan and workflow, outcomes and errors. No AWS dependency:
+//! the outside world is reached through the traits in [`ports`].
+
+pub mod certificate;
+pub mod checks;
+pub mod config;
+pub mod event;
+pub mod naming;
+pub mod plan;
+pub mod ports;
+pub mod profile;
+pub mod reason;
+pub mod record;
+pub mod registrar;
+pub mod time_fmt;
+
+pub use certificate::{Certificate, KeyKind, Subject, SubjectField};
+pub use config::{CaTrust, OnboardingConfig};
+pub use event::{JitrEvent, MalformedEvent};
+pub use plan::{CredentialsRecord, ProvisioningPlan};
+pub use ports::{CertificateStatus, PortError, PortErrorKind};
+pub use profile::{DeviceProfile, ProfileError, RejectionAction, UnfitAttribute};
+pub use reason::{RejectReason, Rejection};
+pub use record::{CertificateRecord, Outcome, RecordStatus};
+pub use registrar::{ProvisioningError, Registrar, RegistrarSettings};

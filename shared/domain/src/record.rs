@@ -1,0 +1,159 @@
+//! Inventory records and outcomes: what the registrar decided and keeps.
+
+use crate::plan::ProvisioningPlan;
+use crate::ports::CertificateStatus;
+use crate::reason::{RejectReason, Rejection};
+
+/// The state of a certificate in the inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordStatus {
+    /// Every resource is in place; activation is the step after this write.
+    Provisioned,
+    /// Refused, with a reason.
+    Rejected,
+    /// Seen in a status other than PENDING_ACTIVATION; nothing was done.
+    Observed,
+}
+
+impl RecordStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioned => "PROVISIONED",
+            Self::Rejected => "REJECTED",
+            Self::Observed => "OBSERVED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "PROVISIONED" => Some(Self::Provisioned),
+            "REJECTED" => Some(Self::Rejected),
+            "OBSERVED" => Some(Self::Observed),
+            _ => None,
+        }
+    }
+}
+
+/// One certificate's inventory record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    pub certificate_id: String,
+    pub ca_certificate_id: String,
+    pub status: RecordStatus,
+    pub thing_name: Option<String>,
+    pub profile: Option<String>,
+    pub serial: Option<String>,
+    /// SHA-256 of the DER; equals the certificate id for IoT certificates.
+    pub fingerprint: String,
+    /// Unix seconds.
+    pub not_before: Option<i64>,
+    pub not_after: Option<i64>,
+    pub reason: Option<RejectReason>,
+    pub detail: Option<String>,
+    /// For rejections: the status the certificate was given; for observations: the status seen.
+    pub certificate_status: Option<String>,
+    pub dropped_attributes: Vec<String>,
+    pub credentials_key: Option<String>,
+    /// Unix seconds of this write; the adapter keeps the first as `createdAt`.
+    pub updated_at: i64,
+}
+
+impl CertificateRecord {
+    /// The record of a provisioned certificate.
+    pub fn provisioned(plan: &ProvisioningPlan, credentials_key: String, now: i64) -> Self {
+        Self {
+            certificate_id: plan.certificate_id.clone(),
+            ca_certificate_id: plan.ca_certificate_id.clone(),
+            status: RecordStatus::Provisioned,
+            thing_name: Some(plan.thing_name.clone()),
+            profile: Some(plan.profile.clone()),
+            serial: Some(plan.serial.clone()),
+            fingerprint: plan.fingerprint.clone(),
+            not_before: Some(plan.not_before),
+            not_after: Some(plan.not_after),
+            reason: None,
+            detail: None,
+            certificate_status: Some(CertificateStatus::Active.as_str().to_string()),
+            dropped_attributes: plan.dropped_attributes.iter().map(|d| d.name.clone()).collect(),
+            credentials_key: Some(credentials_key),
+            updated_at: now,
+        }
+    }
+
+    /// A bare record for a certificate known only by its ids.
+    pub fn bare(certificate_id: &str, ca_certificate_id: &str, status: RecordStatus, now: i64) -> Self {
+        Self {
+            certificate_id: certificate_id.to_string(),
+            ca_certificate_id: ca_certificate_id.to_string(),
+            status,
+            thing_name: None,
+            profile: None,
+            serial: None,
+            fingerprint: certificate_id.to_string(),
+            not_before: None,
+            not_after: None,
+            reason: None,
+            detail: None,
+            certificate_status: None,
+            dropped_attributes: Vec::new(),
+            credentials_key: None,
+            updated_at: now,
+        }
+    }
+
+    /// Adds a rejection's reason and the status given to the certificate.
+    pub fn with_rejection(mut self, rejection: &Rejection, status: &CertificateStatus) -> Self {
+        self.reason = Some(rejection.reason);
+        self.detail = Some(rejection.detail.clone());
+        self.certificate_status = Some(status.as_str().to_string());
+        self
+    }
+}
+
+/// What the registrar did with one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The device is provisioned and its certificate ACTIVE.
+    Provisioned {
+        thing_name: String,
+        profile: String,
+        dropped_attributes: Vec<String>,
+    },
+    /// Already ACTIVE and provisioned: nothing done (duplicate delivery).
+    AlreadyProvisioned { thing_name: Option<String> },
+    /// Refused; the certificate was set to `status`.
+    Rejected {
+        rejection: Rejection,
+        thing_name: Option<String>,
+        status: CertificateStatus,
+    },
+    /// Not PENDING_ACTIVATION (or gone): nothing done, outcome recorded.
+    Ignored { certificate_status: String },
+}
+
+impl Outcome {
+    /// `provisioned`, `duplicate`, `rejected` or `ignored`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Provisioned { .. } => "provisioned",
+            Self::AlreadyProvisioned { .. } => "duplicate",
+            Self::Rejected { .. } => "rejected",
+            Self::Ignored { .. } => "ignored",
+        }
+    }
+
+    pub fn thing_name(&self) -> Option<&str> {
+        match self {
+            Self::Provisioned { thing_name, .. } => Some(thing_name),
+            Self::AlreadyProvisioned { thing_name } | Self::Rejected { thing_name, .. } => thing_name.as_deref(),
+            Self::Ignored { .. } => None,
+        }
+    }
+
+    pub fn reason(&self) -> Option<crate::RejectReason> {
+        match self {
+            Self::Rejected { rejection, .. } => Some(rejection.reason),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Starts the pinned local AWS emulator (ministack) for one test run.
+//!
+//! Each [`Emulator`] gets its own free loopback ports for the HTTP gateway and
+//! the MQTT-over-mTLS listener, runs with `AUTH=true` (SigV4, IAM and IoT
+//! policies enforced), is started through `python/ministack_loopback.py` so
+//! that every listener binds 127.0.0.1 only, is waited for until ready, and is
+//! stopped (with its whole process group) when dropped, even on panic.
+//!
+//! The Python interpreter is `$ONBOARDING_PYTHON`, else `.venv/bin/python` at
+//! the workspace root, where `scripts/setup-python.sh` installs the pinned
+//! emulator.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The account root credentials the emulator accepts under `AUTH=true`.
+pub const ACCESS_KEY: &str = "test";
+pub const SECRET_KEY: &str = "test";
+pub const REGION: &str = "us-east-1";
+/// The account id the emulator uses for `test` credentials.
+pub const ACCOUNT_ID: &str = "000000000000";
+
+const READY_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Why the emulator could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("the emulator's Python environment is missing ({0}); run scripts/setup-python.sh or set ONBOARDING_PYTHON")]
+    PythonMissing(PathBuf),
+    #[error("could not start the emulator: {0}")]
+    Spawn(std::io::Error),
+    #[error("no free loopback port: {0}")]
+    Port(std::io::Error),
+    #[error("the emulator exited during start-up ({status}); its log:\n{log}")]
+    Exited { status: String, log: String },
+    #[error("the emulator was not ready after {0:?}; its log:\n{1}")]
+    NotReady(Duration, String),
+    #[error("request to the emulator failed: {0}")]
+    Http(String),
+}
+
+/// A running emulator. Dropping it stops it.
+#[derive(Debug)]
+pub struct Emulator {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    pub gateway_port: u16,
+    pub mqtt_port: u16,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// The Python interpreter that has the pinned emulator installed.
+pub fn python() -> PathBuf {
+    std::env::var_os("ONBOARDING_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"))
+}
+
+/// A port that was free on 127.0.0.1 a moment ago.
+///
+/// # Errors
+/// When no port can be bound.
+pub fn free_port() -> Result<u16, EmulatorError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(EmulatorError::Port)?;
+    Ok(listener.local_addr().map_err(EmulatorError::Port)?.port())
+}
+
+impl Emulator {
+    /// Starts an emulator and waits until it is ready.
+    ///
+    /// # Errors
+    /// [`EmulatorError`] with the emulator's log when it does not come up.
+    pub async fn start() -> Result<Self, EmulatorError> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts an emulator with extra environment variables.
+    ///
+    /// # Errors
+    /// As [`Emulator::start`].
+    pub async fn start_with(extra_env: &[(&str, &str)]) -> Result<Self, EmulatorError> {
+        let python = python();
+        if !python.exists() {
+            return Err(EmulatorError::PythonMissing(python));
+        }
+        // A port taken between probing and binding fails the start: try again.
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::try_start(&python, extra_env).await {
+                Ok(emulator) => return Ok(emulator),
+                Err(e @ EmulatorError::Exited { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| EmulatorError::NotReady(READY_TIMEOUT, String::new())))
+    }
+
+    async fn try_start(python: &Path, extra_env: &[(&str, &str)]) -> Result<Self, EmulatorError> {
+        let gateway_port = free_port()?;
+        let mqtt_port = free_port()?;
+        let dir = tempfile::tempdir().map_err(EmulatorError::Spawn)?;
+        let log_path = dir.path().join("ministack.log");
+        let log = std::fs::File::create(&log_path).map_err(EmulatorError::Spawn)?;
+        let log_err = log.try_clone().map_err(EmulatorError::Spawn)?;
+        let endpoint = format!("http://127.0.0.1:{gateway_port}");
+        let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/ministack_loopback.py");
+        let mut command = Command::new(python);
+        command
+            .arg(launcher)
+            .current_dir(dir.path())
+            .env("GATEWAY_PORT", gateway_port.to_string())
+            .env("IOT_MTLS_PORT", mqtt_port.to_string())
+            .env("BIND_HOST", "127.0.0.1")
+            .env("AUTH", "true")
+            .env("SFTP_ENABLED", "0")
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("LOG_LEVEL", "WARNING")
+            .env("TMPDIR", dir.path())
+            .env("MINISTACK_REGION", REGION)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err));
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().map_err(EmulatorError::Spawn)?;
+        let mut emulator = Self {
+            child,
+            endpoint,
+            gateway_port,
+            mqtt_port,
+            log_path,
+            _dir: dir,
+        };
+        emulator.wait_ready().await?;
+        Ok(emulator)
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), EmulatorError> {
+        let started = Instant::now();
+        while started.elapsed() < READY_TIMEOUT {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(EmulatorError::Exited {
+                    status: status.to_string(),
+                    log: self.log_tail(),
+                });
+            }
+            if let Ok(body) = self.get("/_ministack/ready").await
+                && body.contains("\"iot_mtls\": \"listening\"")
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(EmulatorError::NotReady(READY_TIMEOUT, self.log_tail()))
+    }
+
+    /// The last 4 KiB of the emulator's log.
+    pub fn log_tail(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut text);
+        }
+        let start = text.len().saturating_sub(4096);
+        text.get(start..).unwrap_or_default().to_string()
+    }
+
+    /// A plain HTTP GET on the gateway (emulator-internal endpoints).
+    ///
+    /// # Errors
+    /// [`EmulatorError::Http`] on connection or status failures.
+    pub async fn get(&self, path: &str) -> Result<String, EmulatorError> {
+        let http = |e: std::io::Error| EmulatorError::Http(e.to_string());
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.gateway_port))
+            .await
+            .map_err(http)?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.gateway_port);
+        stream.write_all(request.as_bytes()).await.map_err(http)?;
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+            .await
+            .map_err(|_| EmulatorError::Http(format!("GET {path} timed out")))?
+            .map_err(http)?;
+        let text = String::from_utf8_lossy(&response);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+            return Err(EmulatorError::Http(format!(
+                "GET {path}: {}",
+                head.lines().next().unwrap_or_default()
+            )));
+        }
+        Ok(body.to_string())
+    }
+
+    /// The emulator's server CA, which devices must trust.
+    ///
+    /// # Errors
+    /// [`EmulatorError::Http`].
+    pub async fn server_ca_pem(&self) -> Result<String, EmulatorError> {
+        self.get("/_ministack/iot/ca.pem").await
+    }
+
+    /// SDK configuration pointed at the emulator, with the account root keys.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        sdk_config_for(&self.endpoint).await
+    }
+
+    pub async fn iot(&self) -> aws_sdk_iot::Client {
+        aws_sdk_iot::Client::new(&self.sdk_config().await)
+    }
+
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        s3_client(&self.sdk_config().await)
+    }
+
+    pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk_config().await)
+    }
+}
+
+/// SDK configuration for an emulator endpoint.
+pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_iot::config::Credentials::new(
+            ACCESS_KEY, SECRET_KEY, None, None, "emulator",
+        ))
+        .load()
+        .await
+}
+
+/// An S3 client with path-style addressing (the emulator has no DNS).
+pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(config).force_path_style(true).build())
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        // The emulator runs in its own process group; stop every process in it
+        // (Lambda runtimes it spawned included).
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

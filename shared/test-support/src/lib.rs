@@ -1,0 +1,10 @@
+//! Test support: the local AWS emulator launcher, a CA and device certificate
+//! factory, and a minimal MQTT-over-mTLS device connection.
+
+pub mod certs;
+pub mod emulator;
+pub mod mqtt;
+
+pub use certs::{DeviceCert, KeyAlg, TestCa};
+pub use emulator::Emulator;
+pub use rcgen;
