@@ -1,1 +1,42 @@
+//! The JITR registrar Lambda: wiring of the domain registrar to the AWS
+//! adapters, the payload handling, and metrics. `main.rs` only assembles it.
 
+pub mod handler;
+pub mod metrics;
+pub mod settings;
+
+use onboarding_aws::{DynamoInventory, IotAdapter, S3CredentialsStore};
+use onboarding_domain::Registrar;
+
+pub use handler::{Handler, InvocationError};
+pub use settings::{Settings, SettingsError};
+
+/// The registrar with the AWS adapters.
+pub type AwsRegistrar = Registrar<IotAdapter, IotAdapter, S3CredentialsStore, DynamoInventory>;
+/// The handler with the AWS adapters.
+pub type AwsHandler = Handler<IotAdapter, IotAdapter, S3CredentialsStore, DynamoInventory>;
+
+/// Builds the handler from settings and a loaded SDK configuration.
+pub fn build_handler(settings: &Settings, sdk: &aws_config::SdkConfig) -> AwsHandler {
+    let iot = IotAdapter::new(aws_sdk_iot::Client::new(sdk));
+    let s3 = onboarding_aws::s3_client(sdk, settings.s3_force_path_style);
+    let store = S3CredentialsStore::new(s3, &settings.credentials_bucket, &settings.credentials_kms_key_id);
+    let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(sdk), &settings.inventory_table);
+    let registrar = Registrar::new(iot.clone(), iot, store, inventory, settings.registrar.clone());
+    Handler::new(registrar, settings.batch_concurrency, &settings.metrics_namespace)
+}
+
+/// JSON logs for CloudWatch (one object per line), filtered by `RUST_LOG`
+/// (default `info`; the SDK's own per-attempt logs stay at their debug level).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(false)
+        .with_env_filter(filter)
+        .init();
+}

@@ -1,1 +1,15 @@
+//! AWS adapters behind the domain's ports: IoT (certificates, things,
+//! groups, policies), S3 (credentials records under SSE-KMS) and DynamoDB
+//! (inventory, configuration, name claims). Adapters take clients and names
+//! in their constructors and never read the environment.
 
+pub mod config;
+pub mod dynamodb;
+pub mod error;
+pub mod iot;
+pub mod s3;
+
+pub use config::{SdkSettings, s3_client};
+pub use dynamodb::DynamoInventory;
+pub use iot::IotAdapter;
+pub use s3::S3CredentialsStore;

@@ -25,7 +25,7 @@ pub struct JitrEvent {
 }
 
 /// Why an event could not be used. Permanent: retrying cannot fix it.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum MalformedEvent {
     #[error("event is not valid JSON: {0}")]
     NotJson(String),

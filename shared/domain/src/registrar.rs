@@ -153,6 +153,22 @@ where
         }
     }
 
+    /// Loads the configuration and describes the CAs bound in the environment,
+    /// so that the first event finds warm caches and open connections.
+    ///
+    /// # Errors
+    /// The first failure; the caller may ignore it (events load lazily).
+    pub async fn warm_up(&self) -> Result<(), ProvisioningError> {
+        let cas: Vec<String> = self
+            .settings
+            .default_profile
+            .iter()
+            .flat_map(|(_, cas)| cas.clone())
+            .collect();
+        try_join(self.config(), try_join_all(cas.iter().map(|ca| self.ca(ca)))).await?;
+        Ok(())
+    }
+
     /// Processes one event as of `now` (Unix seconds).
     ///
     /// # Errors

@@ -1,0 +1,92 @@
+//! Outcomes as CloudWatch embedded-metric-format (EMF) lines on stdout.
+//!
+//! Metrics (namespace `METRICS_NAMESPACE`, dimension `Function`):
+//! `Provisioned`, `Duplicate`, `Ignored`, `Rejected` (also by `Reason`),
+//! `Failed` (also by `ErrorKind`), `MalformedEvent`, and `DurationMs`.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+/// What one event came to, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measured<'a> {
+    Provisioned,
+    Duplicate,
+    Ignored,
+    Rejected { reason: &'a str },
+    Failed { kind: &'a str },
+    MalformedEvent,
+}
+
+/// Builds the EMF document for one outcome.
+pub fn emf(namespace: &str, function: &str, measured: Measured<'_>, duration_ms: f64, timestamp_ms: i64) -> Value {
+    let (metric, extra): (&str, Option<(&str, &str)>) = match measured {
+        Measured::Provisioned => ("Provisioned", None),
+        Measured::Duplicate => ("Duplicate", None),
+        Measured::Ignored => ("Ignored", None),
+        Measured::Rejected { reason } => ("Rejected", Some(("Reason", reason))),
+        Measured::Failed { kind } => ("Failed", Some(("ErrorKind", kind))),
+        Measured::MalformedEvent => ("MalformedEvent", None),
+    };
+    let mut dimensions = vec![json!(["Function"])];
+    let mut doc = json!({
+        "Function": function,
+        metric: 1,
+        "DurationMs": duration_ms,
+    });
+    if let Some((name, value)) = extra {
+        dimensions.push(json!(["Function", name]));
+        doc[name] = json!(value);
+    }
+    doc["_aws"] = json!({
+        "Timestamp": timestamp_ms,
+        "CloudWatchMetrics": [{
+            "Namespace": namespace,
+            "Dimensions": dimensions,
+            "Metrics": [
+                {"Name": metric, "Unit": "Count"},
+                {"Name": "DurationMs", "Unit": "Milliseconds"},
+            ],
+        }],
+    });
+    doc
+}
+
+/// Writes one EMF line to stdout (Lambda ships stdout to CloudWatch Logs,
+/// which extracts the metrics).
+pub fn emit(doc: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{doc}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_carries_reason_dimension() {
+        let doc = emf(
+            "ns",
+            "jitr-registrar",
+            Measured::Rejected { reason: "EXPIRED" },
+            12.5,
+            1_700_000_000_000,
+        );
+        assert_eq!(doc["Rejected"], 1);
+        assert_eq!(doc["Reason"], "EXPIRED");
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "ns");
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"][1],
+            json!(["Function", "Reason"])
+        );
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "Rejected");
+        let provisioned = emf("ns", "f", Measured::Provisioned, 1.0, 0);
+        assert_eq!(
+            provisioned["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+                .as_array()
+                .map(Vec::len),
+            Some(1)
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! SDK configuration tuned for bursts of first connections.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+
+/// Retry and timeout settings for the SDK clients.
+#[derive(Debug, Clone)]
+pub struct SdkSettings {
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Limit for one attempt (connect + request + response).
+    pub attempt_timeout: Duration,
+    /// Limit for one call across all attempts.
+    pub operation_timeout: Duration,
+}
+
+impl Default for SdkSettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl SdkSettings {
+    /// Adaptive retries: exponential backoff with jitter, plus a client-side
+    /// rate limiter that slows the container down when the service throttles,
+    /// which is what keeps a burst of thousands of registrations within the
+    /// IoT API rate limits instead of amplifying them.
+    pub fn retry_config(&self) -> RetryConfig {
+        RetryConfig::adaptive()
+            .with_max_attempts(self.max_attempts)
+            .with_initial_backoff(self.initial_backoff)
+            .with_max_backoff(self.max_backoff)
+    }
+
+    pub fn timeout_config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .operation_attempt_timeout(self.attempt_timeout)
+            .operation_timeout(self.operation_timeout)
+            .build()
+    }
+
+    /// Loads the shared SDK configuration from the environment (region,
+    /// credentials, `AWS_ENDPOINT_URL`) with these retry and timeout settings.
+    pub async fn load(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(self.retry_config())
+            .timeout_config(self.timeout_config())
+            .load()
+            .await
+    }
+}
+
+/// An S3 client; path-style addressing when `force_path_style` (emulators).
+pub fn s3_client(config: &SdkConfig, force_path_style: bool) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(force_path_style)
+            .build(),
+    )
+}

@@ -1,0 +1,393 @@
+//! DynamoDB adapter: the inventory table.
+//!
+//! One table, generic keys `pk` (S) and `sk` (S):
+//!
+//! | item | pk | sk | main attributes |
+//! |---|---|---|---|
+//! | certificate record | `CERT#<certificateId>` | `CERT` | status, thingName, caCertificateId, serial, fingerprint, notBefore, notAfter, profile, reasonCode, … |
+//! | device profile | `CONFIG` | `PROFILE#<name>` | `profile` (JSON text) |
+//! | CA binding | `CONFIG` | `CA#<caCertificateId>` | `profile` (name) |
+//! | denied serial | `CONFIG` | `DENY#SERIAL#<caCertificateId>#<serialHex>` | `reason` (optional) |
+//! | denied fingerprint | `CONFIG` | `DENY#FINGERPRINT#<sha256Hex>` | `reason` (optional) |
+//! | thing-name claim | `THING#<thingName>` | `CLAIM` | certificateId |
+//!
+//! The sparse global secondary index `expiry` (`expiryShard`, `expiryKey`)
+//! holds provisioned certificates only: `expiryShard` is `EXP#<first hex digit
+//! of the certificate id>` (16 shards, so no single partition takes the write
+//! burst) and `expiryKey` is `<notAfter RFC 3339>#<certificateId>`. "Expiring
+//! before T" is 16 Queries with `expiryKey < T`: its cost grows with the number
+//! expiring, never with the fleet.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use onboarding_domain::ports::{Inventory, NameClaim, PortResult};
+use onboarding_domain::time_fmt::{parse_rfc3339, rfc3339};
+use onboarding_domain::{
+    CertificateRecord, DeviceProfile, OnboardingConfig, PortError, PortErrorKind, ProfileError, RecordStatus,
+    RejectReason,
+};
+
+use crate::error::{classify, service_code};
+
+/// Partition of configuration items.
+pub const CONFIG_PK: &str = "CONFIG";
+/// Name of the expiry index.
+pub const EXPIRY_INDEX: &str = "expiry";
+/// Number of expiry shards.
+pub const EXPIRY_SHARDS: u32 = 16;
+
+pub fn certificate_pk(certificate_id: &str) -> String {
+    format!("CERT#{certificate_id}")
+}
+pub const CERTIFICATE_SK: &str = "CERT";
+pub fn thing_pk(thing_name: &str) -> String {
+    format!("THING#{thing_name}")
+}
+pub const CLAIM_SK: &str = "CLAIM";
+pub fn profile_sk(name: &str) -> String {
+    format!("PROFILE#{name}")
+}
+pub fn binding_sk(ca_certificate_id: &str) -> String {
+    format!("CA#{ca_certificate_id}")
+}
+pub fn denied_serial_sk(ca_certificate_id: &str, serial: &str) -> String {
+    format!("DENY#SERIAL#{ca_certificate_id}#{serial}")
+}
+pub fn denied_fingerprint_sk(fingerprint: &str) -> String {
+    format!("DENY#FINGERPRINT#{fingerprint}")
+}
+/// `EXP#<0-f>`: the shard of a certificate in the expiry index.
+pub fn expiry_shard(certificate_id: &str) -> String {
+    format!("EXP#{}", certificate_id.chars().next().unwrap_or('0'))
+}
+
+/// The inventory table.
+#[derive(Debug, Clone)]
+pub struct DynamoInventory {
+    client: Client,
+    table: String,
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+impl DynamoInventory {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Writes a record with SET for present fields and REMOVE for absent ones,
+    /// keeping the first write's `createdAt`.
+    async fn write_record(&self, record: &CertificateRecord, indexed: bool, condition: Option<&str>) -> PortResult<()> {
+        let mut values: Vec<(&str, Option<AttributeValue>)> = vec![
+            ("certificateId", Some(s(&record.certificate_id))),
+            ("caCertificateId", Some(s(&record.ca_certificate_id))),
+            ("status", Some(s(record.status.as_str()))),
+            ("fingerprint", Some(s(&record.fingerprint))),
+            ("thingName", record.thing_name.as_ref().map(s)),
+            ("profile", record.profile.as_ref().map(s)),
+            ("serial", record.serial.as_ref().map(s)),
+            ("notBefore", record.not_before.map(|t| s(rfc3339(t)))),
+            ("notAfter", record.not_after.map(|t| s(rfc3339(t)))),
+            ("reasonCode", record.reason.map(|r| s(r.code()))),
+            ("reasonDetail", record.detail.as_ref().map(s)),
+            ("certificateStatus", record.certificate_status.as_ref().map(s)),
+            (
+                "droppedAttributes",
+                (!record.dropped_attributes.is_empty())
+                    .then(|| AttributeValue::L(record.dropped_attributes.iter().map(s).collect())),
+            ),
+            ("credentialsKey", record.credentials_key.as_ref().map(s)),
+            ("updatedAt", Some(s(rfc3339(record.updated_at)))),
+        ];
+        let expiry = match (indexed, record.not_after) {
+            (true, Some(not_after)) => (
+                Some(s(expiry_shard(&record.certificate_id))),
+                Some(s(format!("{}#{}", rfc3339(not_after), record.certificate_id))),
+            ),
+            _ => (None, None),
+        };
+        values.push(("expiryShard", expiry.0));
+        values.push(("expiryKey", expiry.1));
+
+        let mut set = vec!["#createdAt = if_not_exists(#createdAt, :updatedAt)".to_string()];
+        let mut remove = Vec::new();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(certificate_pk(&record.certificate_id)))
+            .key("sk", s(CERTIFICATE_SK))
+            .expression_attribute_names("#createdAt", "createdAt");
+        for (name, value) in values {
+            request = request.expression_attribute_names(format!("#{name}"), name);
+            match value {
+                Some(v) => {
+                    set.push(format!("#{name} = :{name}"));
+                    request = request.expression_attribute_values(format!(":{name}"), v);
+                }
+                None => remove.push(format!("#{name}")),
+            }
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        request = request.update_expression(expression);
+        if let Some(condition) = condition {
+            request = request
+                .condition_expression(condition)
+                .expression_attribute_values(":provisioned", s("PROVISIONED"));
+        }
+        request.send().await.map_err(|e| classify("UpdateItem", e))?;
+        Ok(())
+    }
+}
+
+fn parse_record(item: &HashMap<String, AttributeValue>) -> Option<CertificateRecord> {
+    Some(CertificateRecord {
+        certificate_id: get_s(item, "certificateId")?.to_string(),
+        ca_certificate_id: get_s(item, "caCertificateId").unwrap_or_default().to_string(),
+        status: RecordStatus::parse(get_s(item, "status")?)?,
+        thing_name: get_s(item, "thingName").map(str::to_string),
+        profile: get_s(item, "profile").map(str::to_string),
+        serial: get_s(item, "serial").map(str::to_string),
+        fingerprint: get_s(item, "fingerprint").unwrap_or_default().to_string(),
+        not_before: get_s(item, "notBefore").and_then(parse_rfc3339),
+        not_after: get_s(item, "notAfter").and_then(parse_rfc3339),
+        reason: get_s(item, "reasonCode").and_then(RejectReason::from_code),
+        detail: get_s(item, "reasonDetail").map(str::to_string),
+        certificate_status: get_s(item, "certificateStatus").map(str::to_string),
+        dropped_attributes: item
+            .get("droppedAttributes")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+            .unwrap_or_default(),
+        credentials_key: get_s(item, "credentialsKey").map(str::to_string),
+        updated_at: get_s(item, "updatedAt").and_then(parse_rfc3339).unwrap_or_default(),
+    })
+}
+
+/// Reads one configuration item into the snapshot.
+fn add_config_item(config: &mut OnboardingConfig, item: &HashMap<String, AttributeValue>) {
+    let Some(sk) = get_s(item, "sk") else { return };
+    if let Some(name) = sk.strip_prefix("PROFILE#") {
+        let profile = match get_s(item, "profile") {
+            Some(json) => DeviceProfile::parse(json).and_then(|p| {
+                if p.name == name {
+                    Ok(p)
+                } else {
+                    Err(ProfileError::Field {
+                        field: "name".into(),
+                        problem: format!("is {:?} but the item key says {name:?}", p.name),
+                    })
+                }
+            }),
+            None => Err(ProfileError::Field {
+                field: "profile".into(),
+                problem: "attribute is missing or not a string".into(),
+            }),
+        };
+        if let Err(e) = &profile {
+            tracing::warn!(profile = name, error = %e, "invalid device profile in the inventory table");
+        }
+        config.add_profile(name.to_string(), profile);
+    } else if let Some(ca) = sk.strip_prefix("CA#") {
+        config.bind(ca.to_string(), get_s(item, "profile").unwrap_or_default().to_string());
+    } else if let Some(rest) = sk.strip_prefix("DENY#SERIAL#") {
+        match rest.split_once('#') {
+            Some((ca, serial)) if config.deny_serial(ca.to_string(), serial) => {}
+            _ => tracing::warn!(sk, "deny-list item with an unreadable serial is ignored"),
+        }
+    } else if let Some(fingerprint) = sk.strip_prefix("DENY#FINGERPRINT#") {
+        config.deny_fingerprint(fingerprint);
+    }
+}
+
+impl Inventory for DynamoInventory {
+    async fn load_config(&self) -> PortResult<OnboardingConfig> {
+        let mut config = OnboardingConfig::default();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(CONFIG_PK))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify("Query", e))?;
+            for item in page.items() {
+                add_config_item(&mut config, item);
+            }
+        }
+        Ok(config)
+    }
+
+    async fn certificate_record(&self, certificate_id: &str) -> PortResult<Option<CertificateRecord>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(certificate_pk(certificate_id)))
+            .key("sk", s(CERTIFICATE_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        Ok(output.item.as_ref().and_then(parse_record))
+    }
+
+    async fn record_provisioned(&self, record: &CertificateRecord) -> PortResult<()> {
+        // A certificate never moves to another thing: a provisioned record
+        // naming a different thing fails the condition (a provisioned record
+        // always names its thing, so `:thingName` is always bound).
+        let condition = "attribute_not_exists(pk) OR #status <> :provisioned OR #thingName = :thingName";
+        self.write_record(record, true, Some(condition)).await
+    }
+
+    async fn record_rejected(&self, record: &CertificateRecord) -> PortResult<()> {
+        self.write_record(record, false, None).await
+    }
+
+    async fn record_observed(&self, record: &CertificateRecord) -> PortResult<()> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(certificate_pk(&record.certificate_id)))
+            .item("sk", s(CERTIFICATE_SK))
+            .item("certificateId", s(&record.certificate_id))
+            .item("caCertificateId", s(&record.ca_certificate_id))
+            .item("status", s(record.status.as_str()))
+            .item("fingerprint", s(&record.fingerprint))
+            .item("createdAt", s(rfc3339(record.updated_at)))
+            .item("updatedAt", s(rfc3339(record.updated_at)))
+            .condition_expression("attribute_not_exists(pk)");
+        if let Some(status) = &record.certificate_status {
+            request = request.item("certificateStatus", s(status));
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            // Already recorded (a rejection, an earlier observation): keep it.
+            Err(e) if service_code(&e) == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(classify("PutItem", e)),
+        }
+    }
+
+    async fn claim_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<NameClaim> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(thing_pk(thing_name)))
+            .item("sk", s(CLAIM_SK))
+            .item("thingName", s(thing_name))
+            .item("certificateId", s(certificate_id))
+            .condition_expression("attribute_not_exists(pk) OR certificateId = :me")
+            .expression_attribute_values(":me", s(certificate_id))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(NameClaim::Claimed),
+            Err(e) if service_code(&e) == Some("ConditionalCheckFailedException") => {
+                let holder = match e.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(c)) => c
+                        .item()
+                        .and_then(|item| get_s(item, "certificateId"))
+                        .map(str::to_string),
+                    _ => None,
+                };
+                match holder {
+                    Some(holder) => Ok(NameClaim::HeldBy(holder)),
+                    None => self.claim_holder(thing_name).await,
+                }
+            }
+            Err(e) => Err(classify("PutItem", e)),
+        }
+    }
+
+    async fn transfer_thing_name(&self, thing_name: &str, from: &str, to: &str) -> PortResult<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(thing_pk(thing_name)))
+            .key("sk", s(CLAIM_SK))
+            .update_expression("SET certificateId = :to")
+            .condition_expression("certificateId = :from")
+            .expression_attribute_values(":to", s(to))
+            .expression_attribute_values(":from", s(from))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if service_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    async fn release_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<()> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(thing_pk(thing_name)))
+            .key("sk", s(CLAIM_SK))
+            .condition_expression("certificateId = :me")
+            .expression_attribute_values(":me", s(certificate_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if service_code(&e) == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(classify("DeleteItem", e)),
+        }
+    }
+}
+
+impl DynamoInventory {
+    /// The current holder of a name claim, read consistently (fallback when the
+    /// condition failure did not return the old item).
+    async fn claim_holder(&self, thing_name: &str) -> PortResult<NameClaim> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(thing_pk(thing_name)))
+            .key("sk", s(CLAIM_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        match output.item.as_ref().and_then(|item| get_s(item, "certificateId")) {
+            Some(holder) => Ok(NameClaim::HeldBy(holder.to_string())),
+            // Released in between: the retry claims it.
+            None => Err(PortError::new(
+                "PutItem",
+                PortErrorKind::Transient,
+                format!("claim on {thing_name} changed during the call"),
+            )),
+        }
+    }
+}

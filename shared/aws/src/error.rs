@@ -1,0 +1,94 @@
+//! Maps SDK errors to the domain's [`PortError`] classes.
+//!
+//! Throttling, 429, 5xx, timeouts and connection failures are transient: the
+//! SDK has already retried them with backoff, and the invocation fails so that
+//! Lambda or SQS retries later.
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use onboarding_domain::{PortError, PortErrorKind};
+
+const THROTTLING: [&str; 9] = [
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "LimitExceededException",
+    "RequestThrottled",
+    "ThrottledException",
+];
+const FAULTS: [&str; 5] = [
+    "ServiceUnavailableException",
+    "ServiceUnavailable",
+    "InternalFailureException",
+    "InternalServerError",
+    "InternalError",
+];
+const MISSING: [&str; 4] = [
+    "ResourceNotFoundException",
+    "NoSuchBucket",
+    "NotFoundException",
+    "KMS.NotFoundException",
+];
+const DENIED: [&str; 7] = [
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnauthorizedException",
+    "UnrecognizedClientException",
+    "KMS.DisabledException",
+    "KMS.KMSInvalidStateException",
+    "InvalidAccessKeyId",
+];
+const CONFLICT: [&str; 5] = [
+    "ConditionalCheckFailedException",
+    "ResourceAlreadyExistsException",
+    "TransactionConflictException",
+    "CertificateStateException",
+    "VersionConflictException",
+];
+
+/// The error code of a service error, if the call reached the service.
+pub fn service_code<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Option<&str> {
+    match error {
+        SdkError::ServiceError(e) => e.err().code(),
+        _ => None,
+    }
+}
+
+/// Classifies an SDK error for `operation`.
+pub fn classify<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> PortError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let kind = match &error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            PortErrorKind::Transient
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            match service.err().code() {
+                Some(code) if THROTTLING.contains(&code) || FAULTS.contains(&code) => PortErrorKind::Transient,
+                Some(code) if MISSING.contains(&code) => PortErrorKind::MissingResource,
+                Some(code) if DENIED.contains(&code) || code.starts_with("KMS.") => PortErrorKind::AccessDenied,
+                Some(code) if CONFLICT.contains(&code) => PortErrorKind::Conflict,
+                _ if status == 429 || status >= 500 => PortErrorKind::Transient,
+                _ if status == 403 => PortErrorKind::AccessDenied,
+                _ if status == 404 => PortErrorKind::MissingResource,
+                _ => PortErrorKind::Invalid,
+            }
+        }
+        _ => PortErrorKind::Invalid,
+    };
+    let detail = match &error {
+        SdkError::ServiceError(service) => format!(
+            "{}: {}",
+            service.err().code().unwrap_or("unknown error"),
+            service.err().message().unwrap_or("no message")
+        ),
+        other => aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
+    };
+    PortError::new(operation, kind, detail)
+}
