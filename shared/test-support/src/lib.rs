@@ -4,6 +4,8 @@
 pub mod certs;
 pub mod emulator;
 pub mod mqtt;
+pub mod proxy;
+pub mod world;
 
 pub use certs::{DeviceCert, KeyAlg, TestCa};
 pub use emulator::Emulator;

@@ -1,0 +1,10 @@
+//! The JITR registrar against the emulator (AUTH=true): devices connect over
+//! MQTT with mutual TLS, IoT auto-registers their certificates, and the
+//! handler runs on the events.
+
+#![recursion_limit = "256"]
+
+mod common;
+mod provisioning;
+mod rejections;
+mod resilience;
