@@ -141,3 +141,67 @@ async fn provisions_a_device_end_to_end() -> TestResult {
     assert_eq!(world.connect(&device, "sensor-00001").await?, ConnectResult::Accepted);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_three_times_and_twice_concurrently_gives_one_end_state() -> TestResult {
+    let world = world().await;
+    let device = world.ca.device("sensor-00002").build()?;
+    let certificate_id = world.first_connection(&device, "sensor-00002").await?;
+    let event = world.direct_event(&certificate_id, &world.ca_id)?;
+
+    // Three deliveries in a row to one container.
+    let container = handler(&world, &[]);
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        outcomes.push(container.handle(event.clone()).await?["outcome"].clone());
+    }
+    assert_eq!(
+        outcomes,
+        vec![json!("provisioned"), json!("duplicate"), json!("duplicate")]
+    );
+
+    // A second device delivered twice at once to two containers.
+    let second = world.ca.device("sensor-00003").build()?;
+    let second_id = world.first_connection(&second, "sensor-00003").await?;
+    let second_event = world.direct_event(&second_id, &world.ca_id)?;
+    let (a, b) = (handler(&world, &[]), handler(&world, &[]));
+    let (ra, rb) = futures::join!(a.handle(second_event.clone()), b.handle(second_event.clone()));
+    let mut concurrent = vec![ra?["outcome"].clone(), rb?["outcome"].clone()];
+    concurrent.sort_by_key(|v| v.to_string());
+    assert!(
+        concurrent == vec![json!("provisioned"), json!("provisioned")]
+            || concurrent == vec![json!("duplicate"), json!("provisioned")],
+        "{concurrent:?}"
+    );
+
+    for (name, id) in [("sensor-00002", &certificate_id), ("sensor-00003", &second_id)] {
+        assert_eq!(world.certificate_status(id).await?.as_deref(), Some("ACTIVE"));
+        let principals = world
+            .iot
+            .list_thing_principals()
+            .thing_name(name)
+            .send()
+            .await?
+            .principals
+            .unwrap_or_default();
+        assert_eq!(principals.len(), 1, "{name}: {principals:?}");
+        let item = world.inventory_record(id).await?.ok_or("no record")?;
+        assert_eq!(attr(&item, "status"), Some("PROVISIONED"));
+    }
+    // One record per certificate, one thing per device.
+    let things = world.iot.list_things().send().await?.things.unwrap_or_default();
+    assert_eq!(things.len(), 2);
+    let scan = world
+        .dynamodb
+        .scan()
+        .table_name(onboarding_test_support::world::TABLE)
+        .send()
+        .await?;
+    let records = scan
+        .items()
+        .iter()
+        .filter(|i| attr(i, "pk").is_some_and(|pk| pk.starts_with("CERT#")))
+        .count();
+    assert_eq!(records, 2);
+    Ok(())
+}
