@@ -55,6 +55,7 @@ pub struct Handler<C, T, S, I> {
     registrar: Registrar<C, T, S, I>,
     batch_concurrency: usize,
     metrics_namespace: String,
+    emit_metrics: bool,
 }
 
 /// One SQS message, decoded.
@@ -80,7 +81,14 @@ where
             registrar,
             batch_concurrency: batch_concurrency.max(1),
             metrics_namespace: metrics_namespace.into(),
+            emit_metrics: true,
         }
+    }
+
+    /// Stops writing EMF lines to stdout (for local tools that print their own output).
+    pub fn without_metrics(mut self) -> Self {
+        self.emit_metrics = false;
+        self
     }
 
     pub fn registrar(&self) -> &Registrar<C, T, S, I> {
@@ -216,25 +224,25 @@ where
                 Measured::Failed { kind: e.kind() }
             }
         };
-        metrics::emit(&metrics::emf(
-            &self.metrics_namespace,
-            FUNCTION,
-            measured,
-            duration,
-            unix_now_ms(),
-        ));
+        self.emit(measured, duration);
         result
     }
 
     fn malformed(&self, message_id: Option<&str>, error: &MalformedEvent) {
         tracing::error!(messageId = message_id, outcome = "malformed", error = %error, "malformed event (permanent failure)");
-        metrics::emit(&metrics::emf(
-            &self.metrics_namespace,
-            FUNCTION,
-            Measured::MalformedEvent,
-            0.0,
-            unix_now_ms(),
-        ));
+        self.emit(Measured::MalformedEvent, 0.0);
+    }
+
+    fn emit(&self, measured: Measured<'_>, duration_ms: f64) {
+        if self.emit_metrics {
+            metrics::emit(&metrics::emf(
+                &self.metrics_namespace,
+                FUNCTION,
+                measured,
+                duration_ms,
+                unix_now_ms(),
+            ));
+        }
     }
 }
 

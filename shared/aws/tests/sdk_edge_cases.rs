@@ -23,7 +23,7 @@ use aws_sdk_iot::config::retry::RetryConfig;
 use aws_sdk_iot::operation::add_thing_to_thing_group::AddThingToThingGroupError;
 use aws_sdk_iot::operation::attach_thing_principal::AttachThingPrincipalOutput;
 use aws_sdk_iot::operation::create_thing::{CreateThingError, CreateThingOutput};
-use aws_sdk_iot::operation::describe_ca_certificate::DescribeCaCertificateError;
+use aws_sdk_iot::operation::describe_ca_certificate::DescribeCACertificateError;
 use aws_sdk_iot::operation::describe_certificate::{DescribeCertificateError, DescribeCertificateOutput};
 use aws_sdk_iot::operation::describe_thing::DescribeThingError;
 use aws_sdk_iot::operation::list_thing_principals::ListThingPrincipalsError;
@@ -302,7 +302,7 @@ async fn describe_certificate_not_found_from_http_404_is_none() {
 async fn describe_ca_certificate_not_found_is_none() {
     let rule = mock!(aws_sdk_iot::Client::describe_ca_certificate)
         .match_requests(|req| req.certificate_id() == Some(CA_ID))
-        .then_error(|| DescribeCaCertificateError::ResourceNotFoundException(not_found_exception()));
+        .then_error(|| DescribeCACertificateError::ResourceNotFoundException(not_found_exception()));
     let adapter = iot(&[&rule]);
 
     let found = adapter.describe_ca_certificate(CA_ID).await.unwrap();
@@ -931,4 +931,66 @@ async fn load_config_reads_every_page() {
     );
     assert!(config.is_serial_denied(CA_ID, "0abc"));
     assert_eq!(config.counts(), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn production_adaptive_retry_settings_retry_throttling() {
+    // The retry configuration the functions really use (adaptive mode),
+    // shortened to 3 attempts and millisecond backoff.
+    let settings = onboarding_aws::SdkSettings {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        ..onboarding_aws::SdkSettings::default()
+    };
+    let rule = mock!(aws_sdk_iot::Client::describe_certificate)
+        .sequence()
+        .error(throttling)
+        .times(2)
+        .output(described_certificate)
+        .build();
+    let retry_config = settings.retry_config();
+    let adapter = IotAdapter::new(mock_client!(aws_sdk_iot, RuleMode::Sequential, [&rule], |c| {
+        c.retry_config(retry_config.clone())
+    }));
+
+    let found = tokio::time::timeout(Duration::from_secs(10), adapter.describe_certificate(CERT_ID))
+        .await
+        .expect("adaptive retries finish quickly")
+        .unwrap();
+
+    assert_eq!(found.map(|c| c.certificate_id).as_deref(), Some(CERT_ID));
+    assert_eq!(rule.num_calls(), 3);
+}
+
+#[tokio::test]
+async fn thing_principals_reads_every_page() {
+    let first = mock!(aws_sdk_iot::Client::list_thing_principals)
+        .match_requests(|req| req.thing_name() == Some("sensor-0042") && req.next_token().is_none())
+        .then_output(|| {
+            aws_sdk_iot::operation::list_thing_principals::ListThingPrincipalsOutput::builder()
+                .principals("arn:aws:iot:us-east-1:123456789012:cert/old")
+                .next_token("page-2")
+                .build()
+        });
+    let second = mock!(aws_sdk_iot::Client::list_thing_principals)
+        .match_requests(|req| req.thing_name() == Some("sensor-0042") && req.next_token() == Some("page-2"))
+        .then_output(|| {
+            aws_sdk_iot::operation::list_thing_principals::ListThingPrincipalsOutput::builder()
+                .principals(CERT_ARN)
+                .build()
+        });
+    let adapter = iot(&[&first, &second]);
+
+    let principals = adapter.thing_principals("sensor-0042").await.unwrap();
+
+    assert_eq!(
+        principals,
+        Some(vec![
+            "arn:aws:iot:us-east-1:123456789012:cert/old".to_string(),
+            CERT_ARN.to_string()
+        ])
+    );
+    assert_eq!(first.num_calls(), 1);
+    assert_eq!(second.num_calls(), 1);
 }
