@@ -146,8 +146,8 @@ async fn main() -> Result<(), DemoError> {
 
     println!("\nSecond connections…\n");
     println!(
-        "{:<14} {:<20} {:<10} {:<40} {:<12} {}",
-        "device", "kind", "status", "inventory", "reconnect", "thing"
+        "{:<14} {:<20} {:<10} {:<40} {:<12} thing",
+        "device", "kind", "status", "inventory", "reconnect"
     );
     let rows = devices.iter().map(|d| (d.name.as_str(), d.label, &d.cert)).chain([(
         "sensor-00001",

@@ -44,7 +44,10 @@ impl OnboardingConfig {
     /// Adds a denied serial for a CA. Returns false when the serial is not hexadecimal.
     pub fn deny_serial(&mut self, ca_certificate_id: String, serial: &str) -> bool {
         match normalize_serial(serial) {
-            Some(s) => self.denied_serials.insert((ca_certificate_id, s)) || true,
+            Some(s) => {
+                self.denied_serials.insert((ca_certificate_id, s));
+                true
+            }
             None => false,
         }
     }

@@ -125,6 +125,8 @@ pub struct Registrar<C, T, S, I> {
     ca_cache: Mutex<HashMap<String, (Instant, Arc<CachedCa>)>>,
 }
 
+// Short-lived and returned once per event: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Verdict {
     Approved(Box<ProvisioningPlan>),
     Rejected {
