@@ -14,6 +14,18 @@ use onboarding_test_support::proxy::RecordedRequest;
 pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 pub type BenchResult<T = ()> = Result<T, BenchError>;
 
+/// The exit of a benchmark: its error, if any, on stderr (displayed, not
+/// debug-printed, so that multi-line messages read well) and a failure status.
+pub fn exit(name: &str, result: BenchResult) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// `--name value` / `--name=value` options.
 #[derive(Debug, Default)]
 pub struct Args {

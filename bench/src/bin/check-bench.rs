@@ -73,7 +73,11 @@ fn measure(iterations: usize, warmup: usize, mut op: impl FnMut() -> bool) -> Be
     Ok(samples)
 }
 
-fn main() -> BenchResult {
+fn main() -> std::process::ExitCode {
+    onboarding_bench::exit("check-bench", run())
+}
+
+fn run() -> BenchResult {
     let args = Args::parse(USAGE, &["iterations", "warmup"])?;
     let iterations: usize = args.number("iterations", 2000)?;
     let warmup: usize = args.number("warmup", (iterations / 10).max(50))?;

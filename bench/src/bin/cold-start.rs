@@ -202,7 +202,11 @@ async fn run_once(binary: &PathBuf, world: &World, event: &serde_json::Value) ->
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> BenchResult {
+async fn main() -> std::process::ExitCode {
+    onboarding_bench::exit("cold-start", run().await)
+}
+
+async fn run() -> BenchResult {
     let args = Args::parse(USAGE, &["binary", "runs"])?;
     let runs: usize = args.number("runs", 5)?;
     if runs == 0 {

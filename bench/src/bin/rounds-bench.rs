@@ -12,11 +12,12 @@
 //!
 //! The first event on a fresh handler has cold caches (configuration and CA
 //! description); a fresh handler after `warm_up()` is what the Lambda's first
-//! event sees (see `main.rs`); the following events find warm caches. The same
-//! runs at L = 0 give the raw handler time against the emulator.
+//! event sees (see `main.rs`); the following events find warm caches.
 //!
-//! The handler writes one EMF metrics line per event on stdout; the report
-//! comes after them.
+//! The same runs with the handler pointed straight at the emulator give the
+//! raw handler time; through the proxy at L = 0 they give the baseline t₀ of
+//! the proxy path (the proxy's own overhead per round included), so that
+//! (t − t₀) ÷ L estimates the rounds from times alone.
 
 // The registrar's concurrent rounds nest deeply generic futures.
 #![recursion_limit = "256"]
@@ -61,7 +62,17 @@ impl Kind {
 struct Sample {
     kind: Kind,
     time: Duration,
+    /// What the proxy saw (nothing when the handler went straight to the emulator).
     requests: Vec<RecordedRequest>,
+}
+
+/// Where the handler's AWS calls go.
+#[derive(Clone, Copy)]
+enum Route<'a> {
+    /// Straight to the emulator.
+    Direct,
+    /// Through the proxy, each request held for this latency.
+    Proxy(&'a Proxy, Duration),
 }
 
 /// Operation names per wave, sorted within each wave.
@@ -95,10 +106,10 @@ fn settings(world: &World) -> BenchResult<Settings> {
 }
 
 /// A handler as the Lambda builds it, with its own SDK configuration (so its
-/// own HTTP connection pool) pointed at the proxy.
-async fn fresh_handler(settings: &Settings, proxy: &Proxy) -> AwsHandler {
-    let sdk = sdk_config_for(&proxy.endpoint()).await;
-    jitr_registrar::build_handler(settings, &sdk)
+/// own HTTP connection pool), without EMF metric lines on stdout.
+async fn fresh_handler(settings: &Settings, endpoint: &str) -> AwsHandler {
+    let sdk = sdk_config_for(endpoint).await;
+    jitr_registrar::build_handler(settings, &sdk).without_metrics()
 }
 
 /// Mints `count` devices and makes their first connections; returns their certificate ids.
@@ -118,16 +129,18 @@ async fn prepare_devices(world: &World, prefix: &str, count: usize) -> BenchResu
     Ok(ids)
 }
 
-/// Handles one event through the proxy and returns the time and the requests.
+/// Handles one event and returns the time and the requests the proxy saw.
 async fn provision(
     handler: &AwsHandler,
     world: &World,
-    proxy: &Proxy,
+    proxy: Option<&Proxy>,
     certificate_id: &str,
     kind: Kind,
 ) -> BenchResult<Sample> {
     let event = world.direct_event(certificate_id, &world.ca_id)?;
-    proxy.clear();
+    if let Some(proxy) = proxy {
+        proxy.clear();
+    }
     let started = Instant::now();
     let answer = handler.handle(event).await?;
     let time = started.elapsed();
@@ -137,28 +150,28 @@ async fn provision(
     Ok(Sample {
         kind,
         time,
-        requests: proxy.requests(),
+        requests: proxy.map(Proxy::requests).unwrap_or_default(),
     })
 }
 
-/// One pass at latency `latency`: `devices.len() - 1` events on one fresh
-/// handler, then one event on a fresh handler after `warm_up()`.
-async fn pass(
-    world: &World,
-    proxy: &Proxy,
-    settings: &Settings,
-    latency: Duration,
-    devices: &[String],
-) -> BenchResult<Vec<Sample>> {
-    proxy.set_latency(latency);
+/// One pass: `devices.len() - 1` events on one fresh handler, then one event
+/// on a fresh handler after `warm_up()`.
+async fn pass(world: &World, route: Route<'_>, settings: &Settings, devices: &[String]) -> BenchResult<Vec<Sample>> {
+    let (endpoint, proxy) = match route {
+        Route::Direct => (world.emulator.endpoint.clone(), None),
+        Route::Proxy(proxy, latency) => {
+            proxy.set_latency(latency);
+            (proxy.endpoint(), Some(proxy))
+        }
+    };
     let (after_warm_up, events) = devices.split_last().ok_or("no devices")?;
     let mut samples = Vec::with_capacity(devices.len());
-    let handler = fresh_handler(settings, proxy).await;
+    let handler = fresh_handler(settings, &endpoint).await;
     for (i, id) in events.iter().enumerate() {
         let kind = if i == 0 { Kind::Cold } else { Kind::Warm };
         samples.push(provision(&handler, world, proxy, id, kind).await?);
     }
-    let handler = fresh_handler(settings, proxy).await;
+    let handler = fresh_handler(settings, &endpoint).await;
     handler.registrar().warm_up().await?;
     samples.push(provision(&handler, world, proxy, after_warm_up, Kind::AfterWarmUp).await?);
     Ok(samples)
@@ -233,7 +246,11 @@ fn print_waves(title: &str, requests: &[RecordedRequest], latency: Duration) {
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> BenchResult {
+async fn main() -> std::process::ExitCode {
+    onboarding_bench::exit("rounds-bench", run().await)
+}
+
+async fn run() -> BenchResult {
     let args = Args::parse(USAGE, &["latency-ms", "devices"])?;
     let latency_ms: u64 = args.number("latency-ms", 50)?;
     let devices: usize = args.number("devices", 10)?;
@@ -249,33 +266,45 @@ async fn main() -> BenchResult {
     let world = World::new().await?;
     let settings = settings(&world)?;
     let proxy = Proxy::start(world.emulator.gateway_port, Duration::ZERO).await?;
-    eprintln!("rounds-bench: {} first connections…", 2 * (devices + 1));
-    let raw_devices = prepare_devices(&world, "rounds-l0", devices + 1).await?;
+    eprintln!("rounds-bench: {} first connections…", 3 * (devices + 1) + 1);
+    let warm_up_devices = prepare_devices(&world, "rounds-warm-up", 1).await?;
+    let direct_devices = prepare_devices(&world, "rounds-direct", devices + 1).await?;
+    let zero_devices = prepare_devices(&world, "rounds-l0", devices + 1).await?;
     let slow_devices = prepare_devices(&world, &format!("rounds-l{latency_ms}"), devices + 1).await?;
-    // Let the emulator finish publishing the registration events.
+    // Let the emulator finish publishing the registration events, then run one
+    // provisioning outside the measurements, so that the emulator's own first
+    // use of each operation (lazy imports, first KMS key use) is not measured.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let handler = fresh_handler(&settings, &world.emulator.endpoint).await;
+    for id in &warm_up_devices {
+        provision(&handler, &world, None, id, Kind::Warm).await?;
+    }
+    drop(handler);
 
-    eprintln!("rounds-bench: L = 0 pass…");
-    let raw = pass(&world, &proxy, &settings, Duration::ZERO, &raw_devices).await?;
-    eprintln!("rounds-bench: L = {latency_ms} ms pass…");
-    let slow = pass(&world, &proxy, &settings, latency, &slow_devices).await?;
+    eprintln!("rounds-bench: straight to the emulator…");
+    let direct = pass(&world, Route::Direct, &settings, &direct_devices).await?;
+    eprintln!("rounds-bench: through the proxy, L = 0…");
+    let zero = pass(&world, Route::Proxy(&proxy, Duration::ZERO), &settings, &zero_devices).await?;
+    eprintln!("rounds-bench: through the proxy, L = {latency_ms} ms…");
+    let slow = pass(&world, Route::Proxy(&proxy, latency), &settings, &slow_devices).await?;
     drop(proxy);
 
-    let raw_rows = rows(&raw, Duration::ZERO);
+    let direct_rows = rows(&direct, Duration::ZERO);
+    let zero_rows = rows(&zero, Duration::ZERO);
     let slow_rows = rows(&slow, latency);
 
     println!();
     println!("## rounds-bench");
     println!();
     println!(
-        "{devices} devices per handler; L = added latency per AWS request at the proxy; {} build. \
+        "{devices} devices per handler; L = latency the proxy adds to every AWS request; {} build. \
          Times are medians (min–max). Rounds are counted from the proxy's arrival timestamps \
          (waves split at L/2); at L = 0 they cannot be told apart.",
         if cfg!(debug_assertions) { "debug" } else { "release" }
     );
     println!();
     let mut table = Table::new(&[
-        ">L ms",
+        "route",
         "event",
         ">n",
         ">handler ms",
@@ -285,13 +314,27 @@ async fn main() -> BenchResult {
         ">AWS calls",
         ">rounds",
     ]);
-    for (kind, row) in &raw_rows {
+    let span = |row: &Row| format!("{}–{}", f(row.min_ms, 1), f(row.max_ms, 1));
+    for (kind, row) in &direct_rows {
         table.row(vec![
-            "0".into(),
+            "emulator, no proxy".into(),
             kind.label().into(),
             row.n.to_string(),
             f(row.median_ms, 1),
-            format!("{}–{}", f(row.min_ms, 1), f(row.max_ms, 1)),
+            span(row),
+            "—".into(),
+            "—".into(),
+            "—".into(),
+            "—".into(),
+        ]);
+    }
+    for (kind, row) in &zero_rows {
+        table.row(vec![
+            "proxy, L = 0".into(),
+            kind.label().into(),
+            row.n.to_string(),
+            f(row.median_ms, 1),
+            span(row),
             "—".into(),
             "—".into(),
             range(row.calls.0, row.calls.1),
@@ -299,14 +342,14 @@ async fn main() -> BenchResult {
         ]);
     }
     for (kind, row) in &slow_rows {
-        let base = raw_rows.get(kind).map_or(0.0, |r| r.median_ms);
+        let base = zero_rows.get(kind).map_or(0.0, |r| r.median_ms);
         let l = latency_ms as f64;
         table.row(vec![
-            latency_ms.to_string(),
+            format!("proxy, L = {latency_ms} ms"),
             kind.label().into(),
             row.n.to_string(),
             f(row.median_ms, 1),
-            format!("{}–{}", f(row.min_ms, 1), f(row.max_ms, 1)),
+            span(row),
             f(row.median_ms / l, 2),
             f((row.median_ms - base) / l, 2),
             range(row.calls.0, row.calls.1),
@@ -315,7 +358,7 @@ async fn main() -> BenchResult {
     }
     println!("{}", table.render());
     println!();
-    println!("t₀ = the L = 0 median for the same kind of event.");
+    println!("t₀ = the median through the proxy at L = 0 for the same kind of event.");
     println!();
 
     // The rounds, call by call, for each kind of event at L > 0; every
@@ -339,17 +382,16 @@ async fn main() -> BenchResult {
         let title = format!("{} ({count} of {})", Kind::Warm.label(), devices - 1);
         print_waves(&title, &sample.requests, latency);
     }
-    let over: Vec<&Sample> = slow
+    let over = slow
         .iter()
         .filter(|s| waves(&s.requests, latency).len() > CLAIMED_ROUNDS)
-        .collect();
-    if over.is_empty() {
+        .count();
+    if over == 0 {
         println!("Every provisioning at L = {latency_ms} ms took at most {CLAIMED_ROUNDS} sequential rounds.");
     } else {
         println!(
-            "{} of {} provisionings at L = {latency_ms} ms took more than {CLAIMED_ROUNDS} sequential rounds \
+            "{over} of {} provisionings at L = {latency_ms} ms took more than {CLAIMED_ROUNDS} sequential rounds \
              (see the waves above).",
-            over.len(),
             slow.len()
         );
     }

@@ -247,8 +247,9 @@ where
 }
 
 /// The records of an SQS batch, decoded; `None` when the payload is not an
-/// SQS batch. Bodies are the event JSON, or that JSON in base64 (an IoT rule
-/// SQS action with `useBase64`).
+/// SQS batch. Bodies are the event JSON, that JSON in base64 (an IoT rule
+/// SQS action with `useBase64`), or an IoT rule error-action report carrying
+/// the event in `base64OriginalPayload`.
 pub fn sqs_records(payload: &Value) -> Option<Vec<QueuedEvent>> {
     let records = payload.get("Records")?.as_array()?;
     if !records
@@ -277,13 +278,22 @@ pub fn sqs_records(payload: &Value) -> Option<Vec<QueuedEvent>> {
 }
 
 fn decode_body(body: &str) -> Result<JitrEvent, MalformedEvent> {
-    match JitrEvent::from_json_str(body) {
-        Err(MalformedEvent::NotJson(e)) => match aws_smithy_types::base64::decode(body.trim()) {
-            Ok(bytes) => JitrEvent::from_json_str(&String::from_utf8_lossy(&bytes)),
-            Err(_) => Err(MalformedEvent::NotJson(e)),
+    let value = match serde_json::from_str::<Value>(body) {
+        Ok(value) => value,
+        // An IoT rule SQS action with `useBase64`.
+        Err(e) => match aws_smithy_types::base64::decode(body.trim()) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| MalformedEvent::NotJson(e.to_string()))?,
+            Err(_) => return Err(MalformedEvent::NotJson(e.to_string())),
         },
-        other => other,
+    };
+    // The rule's error action wraps the event in an error report; accepting it
+    // lets an operator redrive the dead-letter queue into the main queue.
+    if let Some(original) = value.get("base64OriginalPayload").and_then(Value::as_str) {
+        let bytes = aws_smithy_types::base64::decode(original)
+            .map_err(|e| MalformedEvent::Shape(format!("base64OriginalPayload: {e}")))?;
+        return JitrEvent::from_json_str(&String::from_utf8_lossy(&bytes));
     }
+    JitrEvent::from_value(value)
 }
 
 /// The answer to a direct invocation.
@@ -330,14 +340,20 @@ mod tests {
     #[test]
     fn sqs_batches_are_recognised_and_decoded() {
         let b64 = aws_smithy_types::base64::encode(event_json());
+        let b64_clone = b64.clone();
         let payload = json!({"Records": [
             {"messageId": "m1", "eventSource": "aws:sqs", "body": event_json()},
             {"messageId": "m2", "eventSource": "aws:sqs", "body": b64},
             {"messageId": "m3", "eventSource": "aws:sqs", "body": "not json"},
             {"messageId": "m4", "eventSource": "aws:sqs", "body": "{\"certificateId\":\"x\"}"},
+            {"messageId": "m5", "eventSource": "aws:sqs", "body": json!({
+                "ruleName": "registrations", "topic": format!("$aws/events/certificates/registered/{CA}"),
+                "base64OriginalPayload": b64_clone, "failures": [{"failedAction": "SqsAction", "errorMessage": "throttled"}]
+            }).to_string()},
         ]});
         let records = sqs_records(&payload).unwrap_or_default();
-        assert_eq!(records.len(), 4);
+        assert_eq!(records.len(), 5);
+        assert_eq!(records[4].event.as_ref().map(|e| e.certificate_id.as_str()), Ok(CERT));
         assert_eq!(records[0].event.as_ref().map(|e| e.certificate_id.as_str()), Ok(CERT));
         assert_eq!(records[1].event.as_ref().map(|e| e.ca_certificate_id.as_str()), Ok(CA));
         assert!(matches!(records[2].event, Err(MalformedEvent::NotJson(_))));

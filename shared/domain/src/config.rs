@@ -96,6 +96,11 @@ impl OnboardingConfig {
         self.denied_fingerprints.contains(fingerprint)
     }
 
+    /// The CA ids bound to a profile, in no particular order.
+    pub fn bound_ca_ids(&self) -> impl Iterator<Item = &str> {
+        self.bindings.keys().map(String::as_str)
+    }
+
     /// Number of profiles, bindings and deny-list entries (for logs).
     pub fn counts(&self) -> (usize, usize, usize) {
         (

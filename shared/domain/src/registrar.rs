@@ -37,6 +37,9 @@ use crate::profile::{DeviceProfile, RejectionAction};
 use crate::reason::{RejectReason, Rejection};
 use crate::record::{CertificateRecord, Outcome, RecordStatus};
 
+/// How many bound CAs [`Registrar::warm_up`] describes ahead of the first event.
+pub const WARM_UP_CAS: usize = 16;
+
 /// Registrar settings, read from the environment by the function.
 #[derive(Debug, Clone)]
 pub struct RegistrarSettings {
@@ -155,19 +158,16 @@ where
         }
     }
 
-    /// Loads the configuration and describes the CAs bound in the environment,
-    /// so that the first event finds warm caches and open connections.
+    /// Loads the configuration and describes the bound CAs (at most
+    /// [`WARM_UP_CAS`]), so that the first event finds warm caches and open
+    /// connections.
     ///
     /// # Errors
     /// The first failure; the caller may ignore it (events load lazily).
     pub async fn warm_up(&self) -> Result<(), ProvisioningError> {
-        let cas: Vec<String> = self
-            .settings
-            .default_profile
-            .iter()
-            .flat_map(|(_, cas)| cas.clone())
-            .collect();
-        try_join(self.config(), try_join_all(cas.iter().map(|ca| self.ca(ca)))).await?;
+        let config = self.config().await?;
+        let cas: Vec<&str> = config.bound_ca_ids().take(WARM_UP_CAS).collect();
+        try_join_all(cas.iter().map(|ca| self.ca(ca))).await?;
         Ok(())
     }
 
