@@ -2,7 +2,7 @@
 //!
 //! Each [`Emulator`] gets its own free loopback ports for the HTTP gateway and
 //! the MQTT-over-mTLS listener, runs with `AUTH=true` (SigV4, IAM and IoT
-//! policies enforced), is started through `python/ministack_loopback.py` so
+//! policies enforced), is started through `python/launch_ministack.py` so
 //! that every listener binds 127.0.0.1 only, is waited for until ready, and is
 //! stopped (with its whole process group) when dropped, even on panic.
 //!
@@ -119,7 +119,7 @@ impl Emulator {
         let log = std::fs::File::create(&log_path).map_err(EmulatorError::Spawn)?;
         let log_err = log.try_clone().map_err(EmulatorError::Spawn)?;
         let endpoint = format!("http://127.0.0.1:{gateway_port}");
-        let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/ministack_loopback.py");
+        let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/launch_ministack.py");
         let mut command = Command::new(python);
         command
             .arg(launcher)
