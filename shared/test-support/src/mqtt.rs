@@ -48,21 +48,8 @@ pub async fn connect_once(
     key_pem: &str,
     client_id: &str,
 ) -> Result<ConnectResult, MqttError> {
-    let pem = |e: rustls::pki_types::pem::Error| MqttError::Pem(e.to_string());
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(server_ca_pem.as_bytes()) {
-        roots.add(ca.map_err(pem)?)?;
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(pem)?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(pem)?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let config = client_config(server_ca_pem, cert_pem, key_pem)?;
+    let connector = tokio_rustls::TlsConnector::from(config);
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let server = ServerName::try_from("localhost").map_err(|e| MqttError::Pem(e.to_string()))?;
     let timeout = Duration::from_secs(15);
@@ -89,6 +76,28 @@ pub async fn connect_once(
     let _ = tls.write_all(&[0xE0, 0x00]).await;
     let _ = tls.shutdown().await;
     Ok(result)
+}
+
+/// A rustls client configuration for a device: trusts the broker's CA and
+/// presents the device certificate (aws-lc-rs, like the rest of the project).
+///
+/// # Errors
+/// [`MqttError`] for unreadable PEMs or keys rustls refuses.
+pub fn client_config(server_ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ClientConfig>, MqttError> {
+    let pem = |e: rustls::pki_types::pem::Error| MqttError::Pem(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(server_ca_pem.as_bytes()) {
+        roots.add(ca.map_err(pem)?)?;
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(pem)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(pem)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    Ok(Arc::new(config))
 }
 
 fn is_tls_alert(e: &std::io::Error) -> bool {

@@ -136,24 +136,7 @@ impl World {
     /// # Errors
     /// SDK failures.
     pub async fn register_ca(&self, ca: &TestCa) -> Result<String, WorldError> {
-        let code = self
-            .iot
-            .get_registration_code()
-            .send()
-            .await?
-            .registration_code
-            .ok_or("no registration code")?;
-        let verification = ca.verification_certificate(&code)?;
-        let registered = self
-            .iot
-            .register_ca_certificate()
-            .ca_certificate(&ca.cert_pem)
-            .verification_certificate(verification)
-            .set_as_active(true)
-            .allow_auto_registration(true)
-            .send()
-            .await?;
-        Ok(registered.certificate_id.ok_or("no CA certificate id")?)
+        register_ca(&self.iot, ca).await
     }
 
     /// Writes a device profile item.
@@ -389,6 +372,25 @@ impl World {
             .collect();
         Ok(json!({ "Records": records }))
     }
+}
+
+/// Registers a CA as ACTIVE with auto-registration, as an operator would:
+/// registration code, verification certificate, `RegisterCACertificate`.
+///
+/// # Errors
+/// SDK failures.
+pub async fn register_ca(iot: &aws_sdk_iot::Client, ca: &TestCa) -> Result<String, WorldError> {
+    let code = iot.get_registration_code().send().await?.registration_code.ok_or("no registration code")?;
+    let verification = ca.verification_certificate(&code)?;
+    let registered = iot
+        .register_ca_certificate()
+        .ca_certificate(&ca.cert_pem)
+        .verification_certificate(verification)
+        .set_as_active(true)
+        .allow_auto_registration(true)
+        .send()
+        .await?;
+    Ok(registered.certificate_id.ok_or("no CA certificate id")?)
 }
 
 /// The IoT certificate id of a device certificate: SHA-256 of its DER.

@@ -1,0 +1,243 @@
+//! End to end: `infra/template.yaml` deployed into the emulator (AUTH=true)
+//! through CloudFormation with the SAM transform, and real MQTT devices
+//! (rumqttc, rustls, mutual TLS) onboarding through the deployed
+//! IoT rule → SQS → event-source mapping → jitr-registrar path.
+//!
+//! Needs the functions' Lambda zips (`cargo lambda build --release
+//! --output-format zip --lambda-dir target/lambda/x86_64`); `scripts/test.sh`
+//! builds them first.
+
+#![recursion_limit = "256"]
+
+mod deployment;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::types::ServerSideEncryption;
+use deployment::Deployment;
+use futures::future::join_all;
+use onboarding_test_support::mqtt::{ConnectResult, client_config, connect_once};
+use onboarding_test_support::world::{WorldError, certificate_id};
+use onboarding_test_support::{DeviceCert, TestCa};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+
+type TestResult = Result<(), WorldError>;
+
+/// How long a device keeps retrying before it gives up.
+const ONBOARDING_DEADLINE: Duration = Duration::from_secs(120);
+
+async fn deployment() -> Deployment {
+    match Deployment::new().await {
+        Ok(d) => d,
+        Err(e) => panic!("could not deploy infra/template.yaml into the emulator: {e:?}"),
+    }
+}
+
+/// A device's MQTT session through rumqttc.
+struct Session {
+    client: AsyncClient,
+    events: EventLoop,
+}
+
+impl Session {
+    /// Connects once; `Ok(None)` when the broker drops or refuses the connection.
+    async fn connect(d: &Deployment, device: &DeviceCert, client_id: &str) -> Result<Option<Self>, WorldError> {
+        let key = device.key_pem.as_deref().ok_or("device without key")?;
+        let tls = client_config(&d.server_ca_pem, &device.cert_pem, key)?;
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", d.emulator.mqtt_port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+        let (client, mut events) = AsyncClient::new(options, 10);
+        match tokio::time::timeout(Duration::from_secs(10), events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) if ack.code == ConnectReturnCode::Success => {
+                Ok(Some(Self { client, events }))
+            }
+            Ok(_) => Ok(None),
+            Err(_) => Err(format!("{client_id}: no answer to CONNECT").into()),
+        }
+    }
+
+    /// Reconnects with exponential backoff until connected or the deadline passes.
+    async fn connect_with_backoff(d: &Deployment, device: &DeviceCert, client_id: &str) -> Result<Self, WorldError> {
+        let deadline = Instant::now() + ONBOARDING_DEADLINE;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            if let Some(session) = Self::connect(d, device, client_id).await? {
+                return Ok(session);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{client_id} was not let in within {ONBOARDING_DEADLINE:?}").into());
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 3 / 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Publishes at QoS 1; true when the broker acknowledges, false when it
+    /// closes the connection instead.
+    async fn publish(&mut self, topic: &str) -> Result<bool, WorldError> {
+        self.client.publish(topic, QoS::AtLeastOnce, false, br#"{"temperature":21.5}"#.to_vec()).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(5), self.events.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => return Ok(true),
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Ok(false),
+                Err(_) => break,
+            }
+        }
+        Err(format!("no answer to a publish on {topic}").into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_onboards_through_the_deployed_stack() -> TestResult {
+    let d = deployment().await;
+    let device = d
+        .ca
+        .device("e2e-sensor-1")
+        .with(onboarding_test_support::rcgen::DnType::OrganizationName, "Acme")
+        .build()?;
+    let id = certificate_id(&device);
+
+    // The first connection of a new certificate is dropped (JITR).
+    assert!(Session::connect(&d, &device, "e2e-sensor-1").await?.is_none(), "the first connection must be dropped");
+    // The event flows rule → SQS → registrar; the device retries with backoff.
+    let mut session = Session::connect_with_backoff(&d, &device, "e2e-sensor-1").await?;
+    assert!(session.publish("devices/e2e-sensor-1/telemetry").await?, "publish on its own topic");
+    assert!(
+        !session.publish("devices/e2e-sensor-2/telemetry").await?,
+        "a publish to another thing's topic must be refused"
+    );
+
+    // What the deployed function did.
+    assert_eq!(d.certificate_status(&id).await?.as_deref(), Some("ACTIVE"));
+    let thing = d.iot.describe_thing().thing_name("e2e-sensor-1").send().await?;
+    assert_eq!(thing.thing_type_name.as_deref(), Some("onboarded-device"));
+    assert_eq!(thing.attributes.unwrap_or_default().get("manufacturer").map(String::as_str), Some("Acme"));
+    let groups = d.iot.list_thing_groups_for_thing().thing_name("e2e-sensor-1").send().await?;
+    let groups: Vec<_> = groups.thing_groups.unwrap_or_default().into_iter().filter_map(|g| g.group_name).collect();
+    assert_eq!(groups, vec!["onboarded-fleet".to_string()]);
+    let record = d.inventory_record(&id).await?;
+    assert_eq!(record.get("status").and_then(|v| v.as_s().ok()).map(String::as_str), Some("PROVISIONED"));
+    // The emulator ignores BucketEncryption in CloudFormation, so assert the
+    // encryption the function requested on the object itself.
+    let head = d
+        .s3
+        .head_object()
+        .bucket(d.output("CredentialsBucketName")?)
+        .key(format!("credentials/e2e-sensor-1/{id}.json"))
+        .send()
+        .await?;
+    assert_eq!(head.server_side_encryption, Some(ServerSideEncryption::AwsKms));
+    assert_eq!(head.ssekms_key_id.as_deref(), Some(d.output("CredentialsKeyArn")?));
+    assert_eq!(d.queue_depth("RegistrationDeadLetterQueueUrl").await?, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_of_a_lookalike_ca_never_gets_in() -> TestResult {
+    let d = deployment().await;
+    // A CA with the same subject DN as the manufacturer's, registered in the
+    // account with auto-registration but bound to no device profile.
+    let lookalike = TestCa::new("Acme Device CA")?;
+    onboarding_test_support::world::register_ca(&d.iot, &lookalike).await?;
+    let forged = lookalike.device("e2e-sensor-1").build()?;
+    let id = certificate_id(&forged);
+
+    assert_ne!(connect(&d, &forged, "e2e-sensor-1").await?, ConnectResult::Accepted);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.certificate_status(&id).await?.as_deref() != Some("REVOKED") {
+        assert!(Instant::now() < deadline, "the forged certificate was not revoked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let record = d.inventory_record(&id).await?;
+    assert_eq!(record.get("status").and_then(|v| v.as_s().ok()).map(String::as_str), Some("REJECTED"));
+    assert_eq!(record.get("reasonCode").and_then(|v| v.as_s().ok()).map(String::as_str), Some("CA_NOT_BOUND"));
+    for _ in 0..3 {
+        assert_ne!(connect(&d, &forged, "e2e-sensor-1").await?, ConnectResult::Accepted);
+    }
+    assert!(d.iot.describe_thing().thing_name("e2e-sensor-1").send().await.is_err(), "no thing was created");
+    Ok(())
+}
+
+async fn connect(d: &Deployment, device: &DeviceCert, client_id: &str) -> Result<ConnectResult, WorldError> {
+    let key = device.key_pem.as_deref().ok_or("device without key")?;
+    Ok(connect_once(d.emulator.mqtt_port, &d.server_ca_pem, &device.cert_pem, key, client_id).await?)
+}
+
+/// Time from a device's first connection until a connection is accepted.
+async fn time_to_active(d: &Deployment, device: &DeviceCert, name: &str) -> Result<Duration, WorldError> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        if connect(d, device, name).await? == ConnectResult::Accepted {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > ONBOARDING_DEADLINE {
+            return Err(format!("{name} was not let in within {ONBOARDING_DEADLINE:?}").into());
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 3 / 2).min(Duration::from_secs(2));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_first_connections_loses_and_duplicates_nothing() -> TestResult {
+    let count: usize = std::env::var("E2E_BURST_DEVICES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let d = deployment().await;
+    let devices: Vec<(String, DeviceCert)> = (0..count)
+        .map(|n| {
+            let name = format!("burst-{n:05}");
+            d.ca.device(&name).build().map(|cert| (name, cert))
+        })
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    let results = join_all(devices.iter().map(|(name, cert)| time_to_active(&d, cert, name))).await;
+    let wall = started.elapsed();
+    let mut times: Vec<f64> = Vec::new();
+    for ((name, _), result) in devices.iter().zip(results) {
+        times.push(result.map_err(|e| format!("{name}: {e}"))?.as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let pick = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
+    eprintln!(
+        "burst of {count} first connections: all active after {:.1} s; time to active per device p50 {:.2} s, p95 {:.2} s, max {:.2} s",
+        wall.as_secs_f64(),
+        pick(0.5),
+        pick(0.95),
+        pick(1.0)
+    );
+
+    // None lost, none duplicated: one ACTIVE certificate, one thing with one
+    // principal and one provisioned record per device; nothing dead-lettered.
+    let d = &d;
+    let checks = join_all(devices.iter().map(|(name, cert)| async move {
+        let id = certificate_id(cert);
+        let status = d.certificate_status(&id).await?;
+        let principals = d.iot.list_thing_principals().thing_name(name).send().await?.principals.unwrap_or_default();
+        let record = d.inventory_record(&id).await?;
+        let provisioned = record.get("status").and_then(|v| v.as_s().ok()).map(String::as_str) == Some("PROVISIONED");
+        if status.as_deref() == Some("ACTIVE") && principals.len() == 1 && provisioned {
+            Ok(())
+        } else {
+            Err::<(), WorldError>(format!("{name}: status {status:?}, principals {principals:?}, record {record:?}").into())
+        }
+    }))
+    .await;
+    let failures: Vec<String> = checks.into_iter().filter_map(|r| r.err().map(|e| e.to_string())).collect();
+    assert!(failures.is_empty(), "{} devices not cleanly onboarded:\n{}", failures.len(), failures.join("\n"));
+    let mut things = 0;
+    let mut token = None;
+    loop {
+        let page = d.iot.list_things().set_next_token(token).send().await?;
+        things += page.things().len();
+        token = page.next_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(things, count, "one thing per device");
+    assert_eq!(d.queue_depth("RegistrationDeadLetterQueueUrl").await?, 0);
+    Ok(())
+}
