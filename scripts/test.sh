@@ -1,17 +1,38 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit tests, SDK edge-case tests and
-# integration tests against the local AWS emulator. Installs what it needs
-# (the pinned emulator into .venv) first. CI runs exactly this (.ci/run).
+# The whole test suite. Installs what it needs first (the pinned emulator,
+# cargo-lambda and zig into .venv; cfn-lint and the SAM CLI into .venv-infra).
+# CI runs exactly this (.ci/run).
+#
+#   1. cargo fmt --check and cargo clippy -D warnings;
+#   2. the SAM template: cfn-lint, sam validate --lint, sam build (arm64, as deployed);
+#   3. the Lambda zips for the local architecture (x86_64), which the
+#      end-to-end tests deploy into the emulator with the template;
+#   4. cargo test: unit tests, SDK edge cases, integration and end-to-end tests.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 command -v cargo >/dev/null 2>&1 || { echo "error: the Rust toolchain (cargo) is required" >&2; exit 1; }
-scripts/setup-python.sh
+scripts/setup-python.sh --lambda --infra
+export PATH="$root/.venv/bin:$PATH"          # cargo-lambda and zig
+export SAM_CLI_TELEMETRY=0
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> cfn-lint infra/template.yaml"
+.venv-infra/bin/cfn-lint infra/template.yaml
+echo "==> sam validate --lint"
+# Validation is offline; the SAM CLI only wants a region to be named.
+(cd infra && AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}" ../.venv-infra/bin/sam validate --lint)
+echo "==> sam build (arm64, cargo-lambda)"
+(cd infra && AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}" PATH="$root/.venv/bin:$PATH" \
+  ../.venv-infra/bin/sam build --build-dir "$root/target/sam-build" --cache-dir "$root/target/sam-cache")
+
+echo "==> cargo lambda build (x86_64 zips for the end-to-end tests)"
+cargo lambda build --release --locked --output-format zip --lambda-dir target/lambda/x86_64 -p jitr-registrar
+
 echo "==> cargo test"
 cargo test --workspace --locked
