@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 use onboarding_test_support::TestCa;
 use onboarding_test_support::emulator::{Emulator, s3_client, workspace_root};
-use onboarding_test_support::world::{WorldError, register_ca};
+use onboarding_test_support::world::{Item, WorldError, certificate_status, inventory_record, register_ca};
 
 const ARTIFACTS: &str = "deployment-artifacts";
 const STACK: &str = "iot-onboarding";
@@ -85,7 +85,10 @@ impl Deployment {
     }
 
     pub fn output(&self, key: &str) -> Result<&str, WorldError> {
-        self.outputs.get(key).map(String::as_str).ok_or_else(|| format!("stack output {key} is missing").into())
+        self.outputs
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| format!("stack output {key} is missing").into())
     }
 
     pub async fn bind(&self, ca_id: &str, profile: &str) -> Result<(), WorldError> {
@@ -101,24 +104,13 @@ impl Deployment {
     }
 
     pub async fn certificate_status(&self, certificate_id: &str) -> Result<Option<String>, WorldError> {
-        match self.iot.describe_certificate().certificate_id(certificate_id).send().await {
-            Ok(out) => Ok(out.certificate_description.and_then(|d| d.status).map(|s| s.as_str().to_string())),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        certificate_status(&self.iot, certificate_id).await
     }
 
-    pub async fn inventory_record(&self, certificate_id: &str) -> Result<HashMap<String, AttributeValue>, WorldError> {
-        let out = self
-            .dynamodb
-            .get_item()
-            .table_name(self.output("InventoryTableName")?)
-            .key("pk", AttributeValue::S(format!("CERT#{certificate_id}")))
-            .key("sk", AttributeValue::S("CERT".into()))
-            .consistent_read(true)
-            .send()
-            .await?;
-        out.item.ok_or_else(|| format!("no inventory record for {certificate_id}").into())
+    pub async fn inventory_record(&self, certificate_id: &str) -> Result<Item, WorldError> {
+        inventory_record(&self.dynamodb, self.output("InventoryTableName")?, certificate_id)
+            .await?
+            .ok_or_else(|| format!("no inventory record for {certificate_id}").into())
     }
 
     /// Messages waiting in a queue (visible and in flight).
@@ -155,17 +147,29 @@ async fn package(s3: &aws_sdk_s3::Client, template: &str) -> Result<String, Worl
             )
         })?;
         let key = format!("{function}.zip");
-        s3.put_object().bucket(ARTIFACTS).key(&key).body(ByteStream::from(bytes)).send().await?;
+        s3.put_object()
+            .bucket(ARTIFACTS)
+            .key(&key)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await?;
         packaged.push(format!("{indent}CodeUri: s3://{ARTIFACTS}/{key}"));
     }
     Ok(packaged.join("\n"))
 }
 
-async fn wait_for_stack(cloudformation: &aws_sdk_cloudformation::Client) -> Result<aws_sdk_cloudformation::types::Stack, WorldError> {
+async fn wait_for_stack(
+    cloudformation: &aws_sdk_cloudformation::Client,
+) -> Result<aws_sdk_cloudformation::types::Stack, WorldError> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let stacks = cloudformation.describe_stacks().stack_name(STACK).send().await?;
-        let stack = stacks.stacks.unwrap_or_default().into_iter().next().ok_or("stack vanished")?;
+        let stack = stacks
+            .stacks
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .ok_or("stack vanished")?;
         match stack.stack_status() {
             Some(StackStatus::CreateComplete) => return Ok(stack),
             Some(StackStatus::CreateInProgress) if Instant::now() < deadline => {

@@ -19,7 +19,9 @@ use futures::future::join_all;
 use onboarding_test_support::mqtt::{ConnectResult, client_config, connect_once};
 use onboarding_test_support::world::{WorldError, certificate_id};
 use onboarding_test_support::{DeviceCert, TestCa};
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
 
 type TestResult = Result<(), WorldError>;
 
@@ -76,7 +78,9 @@ impl Session {
     /// Publishes at QoS 1; true when the broker acknowledges, false when it
     /// closes the connection instead.
     async fn publish(&mut self, topic: &str) -> Result<bool, WorldError> {
-        self.client.publish(topic, QoS::AtLeastOnce, false, br#"{"temperature":21.5}"#.to_vec()).await?;
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, br#"{"temperature":21.5}"#.to_vec())
+            .await?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             match tokio::time::timeout(Duration::from_secs(5), self.events.poll()).await {
@@ -93,18 +97,23 @@ impl Session {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_onboards_through_the_deployed_stack() -> TestResult {
     let d = deployment().await;
-    let device = d
-        .ca
-        .device("e2e-sensor-1")
-        .with(onboarding_test_support::rcgen::DnType::OrganizationName, "Acme")
-        .build()?;
+    let device =
+        d.ca.device("e2e-sensor-1")
+            .with(onboarding_test_support::rcgen::DnType::OrganizationName, "Acme")
+            .build()?;
     let id = certificate_id(&device);
 
     // The first connection of a new certificate is dropped (JITR).
-    assert!(Session::connect(&d, &device, "e2e-sensor-1").await?.is_none(), "the first connection must be dropped");
+    assert!(
+        Session::connect(&d, &device, "e2e-sensor-1").await?.is_none(),
+        "the first connection must be dropped"
+    );
     // The event flows rule → SQS → registrar; the device retries with backoff.
     let mut session = Session::connect_with_backoff(&d, &device, "e2e-sensor-1").await?;
-    assert!(session.publish("devices/e2e-sensor-1/telemetry").await?, "publish on its own topic");
+    assert!(
+        session.publish("devices/e2e-sensor-1/telemetry").await?,
+        "publish on its own topic"
+    );
     assert!(
         !session.publish("devices/e2e-sensor-2/telemetry").await?,
         "a publish to another thing's topic must be refused"
@@ -114,21 +123,40 @@ async fn a_device_onboards_through_the_deployed_stack() -> TestResult {
     assert_eq!(d.certificate_status(&id).await?.as_deref(), Some("ACTIVE"));
     let thing = d.iot.describe_thing().thing_name("e2e-sensor-1").send().await?;
     assert_eq!(thing.thing_type_name.as_deref(), Some("onboarded-device"));
-    assert_eq!(thing.attributes.unwrap_or_default().get("manufacturer").map(String::as_str), Some("Acme"));
-    let groups = d.iot.list_thing_groups_for_thing().thing_name("e2e-sensor-1").send().await?;
-    let groups: Vec<_> = groups.thing_groups.unwrap_or_default().into_iter().filter_map(|g| g.group_name).collect();
-    assert_eq!(groups, vec!["onboarded-fleet".to_string()]);
-    let record = d.inventory_record(&id).await?;
-    assert_eq!(record.get("status").and_then(|v| v.as_s().ok()).map(String::as_str), Some("PROVISIONED"));
-    // The emulator ignores BucketEncryption in CloudFormation, so assert the
-    // encryption the function requested on the object itself.
-    let head = d
-        .s3
-        .head_object()
-        .bucket(d.output("CredentialsBucketName")?)
-        .key(format!("credentials/e2e-sensor-1/{id}.json"))
+    assert_eq!(
+        thing
+            .attributes
+            .unwrap_or_default()
+            .get("manufacturer")
+            .map(String::as_str),
+        Some("Acme")
+    );
+    let groups = d
+        .iot
+        .list_thing_groups_for_thing()
+        .thing_name("e2e-sensor-1")
         .send()
         .await?;
+    let groups: Vec<_> = groups
+        .thing_groups
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|g| g.group_name)
+        .collect();
+    assert_eq!(groups, vec!["onboarded-fleet".to_string()]);
+    let record = d.inventory_record(&id).await?;
+    assert_eq!(
+        record.get("status").and_then(|v| v.as_s().ok()).map(String::as_str),
+        Some("PROVISIONED")
+    );
+    // The emulator ignores BucketEncryption in CloudFormation, so assert the
+    // encryption the function requested on the object itself.
+    let head =
+        d.s3.head_object()
+            .bucket(d.output("CredentialsBucketName")?)
+            .key(format!("credentials/e2e-sensor-1/{id}.json"))
+            .send()
+            .await?;
     assert_eq!(head.server_side_encryption, Some(ServerSideEncryption::AwsKms));
     assert_eq!(head.ssekms_key_id.as_deref(), Some(d.output("CredentialsKeyArn")?));
     assert_eq!(d.queue_depth("RegistrationDeadLetterQueueUrl").await?, 0);
@@ -152,12 +180,21 @@ async fn a_device_of_a_lookalike_ca_never_gets_in() -> TestResult {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let record = d.inventory_record(&id).await?;
-    assert_eq!(record.get("status").and_then(|v| v.as_s().ok()).map(String::as_str), Some("REJECTED"));
-    assert_eq!(record.get("reasonCode").and_then(|v| v.as_s().ok()).map(String::as_str), Some("CA_NOT_BOUND"));
+    assert_eq!(
+        record.get("status").and_then(|v| v.as_s().ok()).map(String::as_str),
+        Some("REJECTED")
+    );
+    assert_eq!(
+        record.get("reasonCode").and_then(|v| v.as_s().ok()).map(String::as_str),
+        Some("CA_NOT_BOUND")
+    );
     for _ in 0..3 {
         assert_ne!(connect(&d, &forged, "e2e-sensor-1").await?, ConnectResult::Accepted);
     }
-    assert!(d.iot.describe_thing().thing_name("e2e-sensor-1").send().await.is_err(), "no thing was created");
+    assert!(
+        d.iot.describe_thing().thing_name("e2e-sensor-1").send().await.is_err(),
+        "no thing was created"
+    );
     Ok(())
 }
 
@@ -184,7 +221,10 @@ async fn time_to_active(d: &Deployment, device: &DeviceCert, name: &str) -> Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_first_connections_loses_and_duplicates_nothing() -> TestResult {
-    let count: usize = std::env::var("E2E_BURST_DEVICES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let count: usize = std::env::var("E2E_BURST_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let d = deployment().await;
     let devices: Vec<(String, DeviceCert)> = (0..count)
         .map(|n| {
@@ -215,18 +255,35 @@ async fn a_burst_of_first_connections_loses_and_duplicates_nothing() -> TestResu
     let checks = join_all(devices.iter().map(|(name, cert)| async move {
         let id = certificate_id(cert);
         let status = d.certificate_status(&id).await?;
-        let principals = d.iot.list_thing_principals().thing_name(name).send().await?.principals.unwrap_or_default();
+        let principals = d
+            .iot
+            .list_thing_principals()
+            .thing_name(name)
+            .send()
+            .await?
+            .principals
+            .unwrap_or_default();
         let record = d.inventory_record(&id).await?;
         let provisioned = record.get("status").and_then(|v| v.as_s().ok()).map(String::as_str) == Some("PROVISIONED");
         if status.as_deref() == Some("ACTIVE") && principals.len() == 1 && provisioned {
             Ok(())
         } else {
-            Err::<(), WorldError>(format!("{name}: status {status:?}, principals {principals:?}, record {record:?}").into())
+            Err::<(), WorldError>(
+                format!("{name}: status {status:?}, principals {principals:?}, record {record:?}").into(),
+            )
         }
     }))
     .await;
-    let failures: Vec<String> = checks.into_iter().filter_map(|r| r.err().map(|e| e.to_string())).collect();
-    assert!(failures.is_empty(), "{} devices not cleanly onboarded:\n{}", failures.len(), failures.join("\n"));
+    let failures: Vec<String> = checks
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} devices not cleanly onboarded:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     let mut things = 0;
     let mut token = None;
     loop {

@@ -83,14 +83,19 @@ pub async fn connect_once(
 ///
 /// # Errors
 /// [`MqttError`] for unreadable PEMs or keys rustls refuses.
-pub fn client_config(server_ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ClientConfig>, MqttError> {
+pub fn client_config(
+    server_ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ClientConfig>, MqttError> {
     let pem = |e: rustls::pki_types::pem::Error| MqttError::Pem(e.to_string());
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(server_ca_pem.as_bytes()) {
         roots.add(ca.map_err(pem)?)?;
     }
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(pem)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(pem)?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(pem)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)

@@ -265,25 +265,7 @@ impl World {
     /// # Errors
     /// SDK failures other than not-found.
     pub async fn certificate_status(&self, certificate_id: &str) -> Result<Option<String>, WorldError> {
-        match self
-            .iot
-            .describe_certificate()
-            .certificate_id(certificate_id)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out
-                .certificate_description
-                .and_then(|d| d.status)
-                .map(|s| s.as_str().to_string())),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
+        certificate_status(&self.iot, certificate_id).await
     }
 
     /// True when a thing of this name exists.
@@ -307,21 +289,8 @@ impl World {
     ///
     /// # Errors
     /// SDK failures.
-    pub async fn inventory_record(
-        &self,
-        certificate_id: &str,
-    ) -> Result<Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>, WorldError> {
-        use aws_sdk_dynamodb::types::AttributeValue as A;
-        let out = self
-            .dynamodb
-            .get_item()
-            .table_name(TABLE)
-            .key("pk", A::S(format!("CERT#{certificate_id}")))
-            .key("sk", A::S("CERT".into()))
-            .consistent_read(true)
-            .send()
-            .await?;
-        Ok(out.item)
+    pub async fn inventory_record(&self, certificate_id: &str) -> Result<Option<Item>, WorldError> {
+        inventory_record(&self.dynamodb, TABLE, certificate_id).await
     }
 
     /// Environment settings for the registrar pointed at this world.
@@ -374,13 +343,62 @@ impl World {
     }
 }
 
+/// A DynamoDB item.
+pub type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+/// The IoT status of a certificate, `None` if it does not exist.
+///
+/// # Errors
+/// SDK failures other than not-found.
+pub async fn certificate_status(iot: &aws_sdk_iot::Client, certificate_id: &str) -> Result<Option<String>, WorldError> {
+    match iot.describe_certificate().certificate_id(certificate_id).send().await {
+        Ok(out) => Ok(out
+            .certificate_description
+            .and_then(|d| d.status)
+            .map(|s| s.as_str().to_string())),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The inventory record of a certificate, as raw attributes.
+///
+/// # Errors
+/// SDK failures.
+pub async fn inventory_record(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    certificate_id: &str,
+) -> Result<Option<Item>, WorldError> {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    let out = dynamodb
+        .get_item()
+        .table_name(table)
+        .key("pk", A::S(format!("CERT#{certificate_id}")))
+        .key("sk", A::S("CERT".into()))
+        .consistent_read(true)
+        .send()
+        .await?;
+    Ok(out.item)
+}
+
 /// Registers a CA as ACTIVE with auto-registration, as an operator would:
 /// registration code, verification certificate, `RegisterCACertificate`.
 ///
 /// # Errors
 /// SDK failures.
 pub async fn register_ca(iot: &aws_sdk_iot::Client, ca: &TestCa) -> Result<String, WorldError> {
-    let code = iot.get_registration_code().send().await?.registration_code.ok_or("no registration code")?;
+    let code = iot
+        .get_registration_code()
+        .send()
+        .await?
+        .registration_code
+        .ok_or("no registration code")?;
     let verification = ca.verification_certificate(&code)?;
     let registered = iot
         .register_ca_certificate()
