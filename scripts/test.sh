@@ -28,6 +28,8 @@ echo "==> sam validate --lint"
 # Validation is offline; the SAM CLI only wants a region to be named.
 (cd infra && AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}" ../.venv-infra/bin/sam validate --lint)
 echo "==> sam build (arm64, cargo-lambda)"
+command -v rustup >/dev/null 2>&1 || { echo "error: rustup is required to add the aarch64 target for sam build" >&2; exit 1; }
+rustup target add aarch64-unknown-linux-gnu >/dev/null
 (cd infra && AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}" PATH="$root/.venv/bin:$PATH" \
   ../.venv-infra/bin/sam build --build-dir "$root/target/sam-build" --cache-dir "$root/target/sam-cache")
 
