@@ -3,12 +3,14 @@
 //! (inventory, configuration, name claims). Adapters take clients and names
 //! in their constructors and never read the environment.
 
+pub mod admin;
 pub mod config;
 pub mod dynamodb;
 pub mod error;
 pub mod iot;
 pub mod s3;
 
+pub use admin::ConfigAdmin;
 pub use config::{SdkSettings, s3_client};
 pub use dynamodb::DynamoInventory;
 pub use iot::IotAdapter;

@@ -1,0 +1,108 @@
+//! `onboard`: the operator CLI.
+//!
+//! Exit codes: 0 success; 1 bad input or a refused operation (the message
+//! says what to do); 2 wrong usage (from the argument parser); 3 an AWS call
+//! failed.
+
+mod ca;
+mod error;
+mod files;
+mod profile;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+
+/// Operator CLI for zero-touch onboarding on AWS IoT Core.
+#[derive(Debug, Parser)]
+#[command(name = "onboard", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub aws: AwsOptions,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where and as whom to call AWS.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AwsOptions {
+    /// AWS region (default: the SDK's region chain).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Named AWS profile from the shared config and credentials files.
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Send every AWS call to this endpoint (a local emulator).
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// The inventory table (the stack's InventoryTableName output).
+    #[arg(long, global = true, env = "ONBOARD_TABLE")]
+    pub table: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Certificate authorities: create, register, bind to profiles.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+    /// Device profiles in the inventory table.
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
+}
+
+impl AwsOptions {
+    /// The SDK configuration from the default credential chain.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &self.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(profile) = &self.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(endpoint) = &self.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        loader.load().await
+    }
+
+    /// The inventory table name.
+    ///
+    /// # Errors
+    /// [`CliError::Input`] when neither `--table` nor `ONBOARD_TABLE` names one.
+    pub fn table(&self) -> Result<&str, CliError> {
+        self.table.as_deref().ok_or_else(|| {
+            CliError::Input(
+                "no inventory table: pass --table NAME or set ONBOARD_TABLE (the stack's InventoryTableName output)"
+                    .into(),
+            )
+        })
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Ca(command) => ca::run(command, &cli).await,
+            Command::Profile(command) => profile::run(command, &cli).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! `onboard` end to end against the emulator (AUTH=true), bad input included.
+
+use std::os::unix::fs::PermissionsExt;
+
+use assert_cmd::Command;
+use onboarding_test_support::world::{TABLE, World};
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+fn onboard(world: Option<&World>) -> Result<Command, Box<dyn std::error::Error + Send + Sync>> {
+    let mut cmd = Command::cargo_bin("onboard")?;
+    cmd.env_remove("ONBOARD_TABLE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_PROFILE");
+    if let Some(world) = world {
+        cmd.args([
+            "--endpoint-url",
+            &world.emulator.endpoint,
+            "--region",
+            "us-east-1",
+            "--table",
+            TABLE,
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test");
+    }
+    Ok(cmd)
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+#[test]
+fn ca_create_writes_a_private_key_and_refuses_to_overwrite() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("acme-ca");
+    let output = onboard(None)?
+        .args(["ca", "create", "--out"])
+        .arg(&out)
+        .args(["--organization", "Acme"])
+        .output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let key_mode = std::fs::metadata(out.join("ca.key.pem"))?.permissions().mode() & 0o777;
+    assert_eq!(key_mode, 0o600);
+    let cert = onboarding_domain::Certificate::from_pem(&std::fs::read_to_string(out.join("ca.pem"))?)?;
+    assert!(cert.is_ca);
+    assert_eq!(cert.key, onboarding_domain::KeyKind::EcP256);
+    assert!(cert.subject_dn.contains("O=Acme"), "{}", cert.subject_dn);
+
+    // Existing files: refused, untouched, exit code 1.
+    let before = std::fs::read(out.join("ca.key.pem"))?;
+    let output = onboard(None)?.args(["ca", "create", "--out"]).arg(&out).output()?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("already exists"), "{}", stderr(&output));
+    assert_eq!(std::fs::read(out.join("ca.key.pem"))?, before);
+
+    // A half-existing pair is refused without writing the other half.
+    let partial = dir.path().join("partial");
+    std::fs::create_dir_all(&partial)?;
+    std::fs::write(partial.join("ca.pem"), "not mine")?;
+    let output = onboard(None)?.args(["ca", "create", "--out"]).arg(&partial).output()?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!partial.join("ca.key.pem").exists(), "no partial files");
+
+    let rsa = dir.path().join("rsa");
+    let output = onboard(None)?
+        .args(["ca", "create", "--key-type", "rsa3072", "--out"])
+        .arg(&rsa)
+        .output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let cert = onboarding_domain::Certificate::from_pem(&std::fs::read_to_string(rsa.join("ca.pem"))?)?;
+    assert_eq!(cert.key, onboarding_domain::KeyKind::Rsa { bits: 3072 });
+    Ok(())
+}
+
+#[test]
+fn commands_on_the_table_need_a_table() -> TestResult {
+    let output = onboard(None)?.args(["profile", "list"]).output()?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("--table"), "{}", stderr(&output));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_are_validated_written_listed_and_shown() -> TestResult {
+    let world = World::new().await?;
+    let dir = tempfile::tempdir()?;
+    let good = dir.path().join("trackers.json");
+    std::fs::write(
+        &good,
+        r#"{"name":"trackers","thingType":"sensor","thingName":"trk-{serialNumber}","attributes":{"org":"O"},"thingGroups":["fleet"],"policyName":"onboarding-device-policy"}"#,
+    )?;
+    let output = onboard(Some(&world))?.args(["profile", "put"]).arg(&good).output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let output = onboard(Some(&world))?.args(["--json", "profile", "list"]).output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let names: Vec<&str> = list
+        .as_array()
+        .ok_or("not a list")?
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(names.contains(&"trackers") && names.contains(&"sensors"), "{names:?}");
+
+    let output = onboard(Some(&world))?.args(["profile", "show", "trackers"]).output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(shown["thingName"], "trk-{serialNumber}");
+    assert_eq!(shown["minRemainingDays"], 30, "defaults are filled in");
+
+    // An unknown field: refused, and the message names it.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"name":"bad","policyName":"p","colour":"red"}"#)?;
+    let output = onboard(Some(&world))?.args(["profile", "put"]).arg(&bad).output()?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("colour"), "{}", stderr(&output));
+    // A naming rule that can only yield invalid thing names.
+    std::fs::write(&bad, r#"{"name":"bad","policyName":"p","thingName":"sensor #{CN}"}"#)?;
+    let output = onboard(Some(&world))?.args(["profile", "put"]).arg(&bad).output()?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("thingName"), "{}", stderr(&output));
+    // A missing file.
+    let output = onboard(Some(&world))?
+        .args(["profile", "put", "/nonexistent/profile.json"])
+        .output()?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("/nonexistent/profile.json"),
+        "{}",
+        stderr(&output)
+    );
+    // Nothing invalid was written.
+    let output = onboard(Some(&world))?.args(["profile", "show", "bad"]).output()?;
+    assert_eq!(output.status.code(), Some(1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_ca_is_registered_bound_listed_and_unbound() -> TestResult {
+    let world = World::new().await?;
+    let dir = tempfile::tempdir()?;
+    let ca_dir = dir.path().join("ca");
+    let output = onboard(None)?.args(["ca", "create", "--out"]).arg(&ca_dir).output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    // A profile that does not exist: refused before anything is registered.
+    let output = onboard(Some(&world))?
+        .args(["ca", "register", "--profile", "nope", "--ca"])
+        .arg(&ca_dir)
+        .output()?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("no profile named nope"), "{}", stderr(&output));
+
+    let output = onboard(Some(&world))?
+        .args(["--json", "ca", "register", "--profile", "sensors", "--ca"])
+        .arg(&ca_dir)
+        .output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let registered: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let ca_id = registered["caCertificateId"].as_str().ok_or("no id")?.to_string();
+    let described = world
+        .iot
+        .describe_ca_certificate()
+        .certificate_id(&ca_id)
+        .send()
+        .await?;
+    let description = described.certificate_description.ok_or("no description")?;
+    assert_eq!(
+        description.status.map(|s| s.as_str().to_string()).as_deref(),
+        Some("ACTIVE")
+    );
+    assert_eq!(
+        description
+            .auto_registration_status
+            .map(|s| s.as_str().to_string())
+            .as_deref(),
+        Some("ENABLE")
+    );
+
+    let output = onboard(Some(&world))?.args(["--json", "ca", "list"]).output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let row = list
+        .as_array()
+        .ok_or("not a list")?
+        .iter()
+        .find(|r| r["caCertificateId"] == ca_id.as_str())
+        .ok_or("CA not listed")?
+        .clone();
+    assert_eq!(row["profile"], "sensors");
+    assert_eq!(row["autoRegistration"], "ENABLE");
+
+    // The registered CA's devices are onboarded by the registrar: bind checks.
+    let output = onboard(Some(&world))?
+        .args(["ca", "bind", &ca_id, "--profile", "sensors"])
+        .output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = onboard(Some(&world))?
+        .args(["ca", "bind", &"a".repeat(64), "--profile", "sensors"])
+        .output()?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("no CA"), "{}", stderr(&output));
+    let output = onboard(Some(&world))?
+        .args(["ca", "bind", "not-an-id", "--profile", "sensors"])
+        .output()?;
+    assert_eq!(output.status.code(), Some(1));
+
+    let output = onboard(Some(&world))?.args(["ca", "unbind", &ca_id]).output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = onboard(Some(&world))?.args(["ca", "unbind", &ca_id]).output()?;
+    assert_eq!(output.status.code(), Some(1), "a second unbind says it was not bound");
+
+    // A missing CA directory.
+    let output = onboard(Some(&world))?
+        .args(["ca", "register", "--profile", "sensors", "--ca", "/nonexistent/ca"])
+        .output()?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("/nonexistent/ca/ca.pem"),
+        "{}",
+        stderr(&output)
+    );
+    Ok(())
+}
