@@ -5,6 +5,7 @@
 //! failed.
 
 mod ca;
+mod device;
 mod error;
 mod files;
 mod profile;
@@ -51,6 +52,9 @@ pub enum Command {
     /// Device profiles in the inventory table.
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
+    /// Device credentials.
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
 }
 
 impl AwsOptions {
@@ -96,6 +100,7 @@ fn main() -> std::process::ExitCode {
         match &cli.command {
             Command::Ca(command) => ca::run(command, &cli).await,
             Command::Profile(command) => profile::run(command, &cli).await,
+            Command::Device(command) => device::run(command, &cli).await,
         }
     });
     match result {

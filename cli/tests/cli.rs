@@ -225,3 +225,94 @@ async fn a_created_ca_is_registered_bound_listed_and_unbound() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_devices_carry_their_subject_fields_and_get_onboarded() -> TestResult {
+    let world = World::new().await?;
+    let dir = tempfile::tempdir()?;
+    let ca_dir = dir.path().join("ca");
+    std::fs::create_dir_all(&ca_dir)?;
+    std::fs::write(ca_dir.join("ca.pem"), &world.ca.cert_pem)?;
+    std::fs::write(ca_dir.join("ca.key.pem"), &world.ca.key_pem)?;
+    let out = dir.path().join("devices");
+    let mint = |extra: &[&str]| -> Result<std::process::Output, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(onboard(None)?
+            .args(["device", "mint", "--ca"])
+            .arg(&ca_dir)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()?)
+    };
+    let output = mint(&[
+        "--count",
+        "20",
+        "--name",
+        "sensor-{n:05}",
+        "--organization",
+        "Acme",
+        "--organizational-unit",
+        "TH-200",
+        "--serial-number",
+        "SN-{n:06}",
+    ])?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let device_dir = out.join("sensor-00007");
+    assert_eq!(
+        std::fs::metadata(device_dir.join("key.pem"))?.permissions().mode() & 0o777,
+        0o600
+    );
+    let cert_pem = std::fs::read_to_string(device_dir.join("cert.pem"))?;
+    let cert = onboarding_domain::Certificate::from_pem(&cert_pem)?;
+    assert!(cert.subject_dn.contains("CN=sensor-00007"), "{}", cert.subject_dn);
+    assert_eq!(
+        cert.subject.get(onboarding_domain::SubjectField::SerialNumber),
+        Some("SN-000007")
+    );
+    assert_eq!(std::fs::read_dir(&out)?.count(), 20);
+
+    // Existing output, an invalid name pattern, a missing CA: refused, nothing written.
+    let output = mint(&["--count", "3"])?;
+    assert!(
+        output.status.success(),
+        "device-{{n:05}} names are new: {}",
+        stderr(&output)
+    );
+    let output = mint(&["--count", "3"])?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("already exists"), "{}", stderr(&output));
+    let output = mint(&["--count", "2", "--name", "sensor #{n}"])?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("not a valid thing name"),
+        "{}",
+        stderr(&output)
+    );
+    let output = mint(&["--count", "2", "--name", "fixed-name"])?;
+    assert_eq!(output.status.code(), Some(1));
+    let output = onboard(None)?
+        .args(["device", "mint", "--ca", "/nonexistent", "--count", "1", "--out"])
+        .arg(dir.path().join("x"))
+        .output()?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!dir.path().join("x").join("device-00001").exists());
+
+    // A minted device's first connection, and the registrar onboards it with
+    // the profile's attribute mapping (O → manufacturer, serialNumber → serial).
+    let device = onboarding_test_support::DeviceCert {
+        cert_pem: cert_pem.clone(),
+        key_pem: Some(std::fs::read_to_string(device_dir.join("key.pem"))?),
+        der: cert.der().to_vec(),
+    };
+    let id = world.first_connection(&device, "sensor-00007").await?;
+    let env: std::collections::HashMap<String, String> = world.registrar_env().into_iter().collect();
+    let settings = jitr_registrar::Settings::from_lookup(|k| env.get(k).cloned())?;
+    let handler = jitr_registrar::build_handler(&settings, &world.sdk).without_metrics();
+    let answer = handler.handle(world.direct_event(&id, &world.ca_id)?).await?;
+    assert_eq!(answer["outcome"], "provisioned", "{answer}");
+    let thing = world.iot.describe_thing().thing_name("sensor-00007").send().await?;
+    let attributes = thing.attributes.unwrap_or_default();
+    assert_eq!(attributes.get("manufacturer").map(String::as_str), Some("Acme"));
+    assert_eq!(attributes.get("serial").map(String::as_str), Some("SN-000007"));
+    Ok(())
+}
