@@ -8,6 +8,7 @@ mod ca;
 mod device;
 mod error;
 mod files;
+mod fleet;
 mod profile;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,9 @@ pub enum Command {
     /// Device credentials.
     #[command(subcommand)]
     Device(device::DeviceCommand),
+    /// The fleet as the inventory sees it.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
 }
 
 impl AwsOptions {
@@ -101,6 +105,7 @@ fn main() -> std::process::ExitCode {
             Command::Ca(command) => ca::run(command, &cli).await,
             Command::Profile(command) => profile::run(command, &cli).await,
             Command::Device(command) => device::run(command, &cli).await,
+            Command::Fleet(command) => fleet::run(command, &cli).await,
         }
     });
     match result {

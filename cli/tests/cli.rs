@@ -316,3 +316,39 @@ async fn minted_devices_carry_their_subject_fields_and_get_onboarded() -> TestRe
     assert_eq!(attributes.get("serial").map(String::as_str), Some("SN-000007"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_status_counts_statuses_reasons_and_expiry() -> TestResult {
+    let world = World::new().await?;
+    let env: std::collections::HashMap<String, String> = world.registrar_env().into_iter().collect();
+    let settings = jitr_registrar::Settings::from_lookup(|k| env.get(k).cloned())?;
+    let handler = jitr_registrar::build_handler(&settings, &world.sdk).without_metrics();
+    let devices = [
+        ("fleet-1", world.ca.device("fleet-1").build()?),
+        ("fleet-2", world.ca.device("fleet-2").build()?),
+        ("fleet-3", world.ca.device("fleet-3").valid_days(-1, 45).build()?),
+        ("fleet 4", world.ca.device("fleet 4").build()?),
+        ("fleet-5", world.ca.device("fleet-5").valid_days(-1, 10).build()?),
+    ];
+    for (name, device) in &devices {
+        let id = world.first_connection(device, name).await?;
+        handler.handle(world.direct_event(&id, &world.ca_id)?).await?;
+    }
+    let output = onboard(Some(&world))?.args(["--json", "fleet", "status"]).output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(status["byStatus"]["PROVISIONED"], 3, "{status}");
+    assert_eq!(status["byStatus"]["REJECTED"], 2, "{status}");
+    assert_eq!(status["rejectionsByReason"]["THING_NAME_INVALID"], 1, "{status}");
+    assert_eq!(
+        status["rejectionsByReason"]["INSUFFICIENT_REMAINING_VALIDITY"], 1,
+        "{status}"
+    );
+    assert_eq!(status["expired"], 0);
+    assert_eq!(status["expiringWithinDays"]["30"], 0, "{status}");
+    assert_eq!(status["expiringWithinDays"]["60"], 1, "{status}");
+    assert_eq!(status["expiringWithinDays"]["90"], 1, "{status}");
+    let output = onboard(Some(&world))?.args(["fleet", "status"]).output()?;
+    assert!(String::from_utf8_lossy(&output.stdout).contains("within 60 d"));
+    Ok(())
+}

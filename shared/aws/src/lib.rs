@@ -7,6 +7,7 @@ pub mod admin;
 pub mod config;
 pub mod dynamodb;
 pub mod error;
+pub mod fleet;
 pub mod iot;
 pub mod s3;
 
