@@ -12,7 +12,8 @@
 #                  makes a second release build, for its own target directory)
 #
 # Options of the benchmarks can be passed through the environment:
-#   CHECK_ITERATIONS (2000), ROUNDS_LATENCY_MS (50), ROUNDS_DEVICES (10), COLD_RUNS (5).
+#   CHECK_ITERATIONS (2000), ROUNDS_LATENCY_MS (50), ROUNDS_DEVICES (10), COLD_RUNS (5),
+#   MINT_P256 (5000), MINT_RSA (200).
 #
 # cargo-lambda is looked for on PATH and in .venv/bin; `scripts/setup-python.sh --lambda`
 # installs the pinned version (scripts/requirements-lambda.txt) into .venv.
@@ -54,8 +55,8 @@ human() { # bytes -> "N bytes (X.Y MiB)"
     awk -v b="$1" 'BEGIN { printf "%d bytes (%.1f MiB)", b, b / 1048576 }'
 }
 
-echo "==> cargo build --release -p jitr-registrar -p onboarding-bench"
-cargo build --release -p jitr-registrar -p onboarding-bench
+echo "==> cargo build --release -p jitr-registrar -p onboarding-bench -p onboard"
+cargo build --release -p jitr-registrar -p onboarding-bench -p onboard
 
 target_dir="$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
@@ -148,3 +149,21 @@ echo "==> rounds-bench"
 echo
 echo "==> cold-start"
 "$release/cold-start" --binary "$binary" --runs "${COLD_RUNS:-5}"
+
+echo
+echo "==> onboard device mint throughput"
+mint_dir="$work/mint"
+"$release/onboard" ca create --out "$mint_dir/ca" >/dev/null
+echo "| key type | certificates | seconds | per second |"
+echo "| --- | ---: | ---: | ---: |"
+for spec in "p256 ${MINT_P256:-5000}" "rsa2048 ${MINT_RSA:-200}"; do
+    key_type="${spec%% *}"
+    count="${spec##* }"
+    "$release/onboard" --json device mint --ca "$mint_dir/ca" --key-type "$key_type" --count "$count" \
+        --name "$key_type-{n:06}" --out "$mint_dir/$key_type" |
+        python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print("| %s | %d | %.2f | %.0f |" % (sys.argv[1], r["minted"], r["seconds"], r["perSecond"]))
+' "$key_type"
+done
