@@ -61,6 +61,11 @@ pub enum DeviceCommand {
         #[arg(long)]
         country: Option<String>,
     },
+    /// Connect devices over MQTT with mutual TLS: expect the first connection
+    /// of a new certificate to be dropped, retry with backoff until active (or
+    /// rejected, or the deadline), then publish one message on the device's
+    /// own topic. Reports each device.
+    Connect(crate::connect::ConnectArgs),
 }
 
 /// Expands `{n}` / `{n:0W}` in a pattern.
@@ -92,6 +97,9 @@ pub fn expand(pattern: &str, n: u32) -> Result<String, String> {
 }
 
 pub async fn run(command: &DeviceCommand, cli: &Cli) -> Result<(), CliError> {
+    if let DeviceCommand::Connect(args) = command {
+        return crate::connect::run(args, cli).await;
+    }
     let DeviceCommand::Mint {
         ca,
         count,
@@ -104,7 +112,10 @@ pub async fn run(command: &DeviceCommand, cli: &Cli) -> Result<(), CliError> {
         organizational_unit,
         serial_number,
         country,
-    } = command;
+    } = command
+    else {
+        return Ok(());
+    };
     let last = start
         .checked_add(count - 1)
         .ok_or_else(|| CliError::Input("--start + --count is too large".into()))?;

@@ -5,6 +5,7 @@
 //! failed.
 
 mod ca;
+mod connect;
 mod device;
 mod error;
 mod files;

@@ -352,3 +352,99 @@ async fn fleet_status_counts_statuses_reasons_and_expiry() -> TestResult {
     assert!(String::from_utf8_lossy(&output.stdout).contains("within 60 d"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_connect_waits_through_onboarding_and_reports_each_device() -> TestResult {
+    let world = World::new().await?;
+    let dir = tempfile::tempdir()?;
+    let ca_dir = dir.path().join("ca");
+    std::fs::create_dir_all(&ca_dir)?;
+    std::fs::write(ca_dir.join("ca.pem"), &world.ca.cert_pem)?;
+    std::fs::write(ca_dir.join("ca.key.pem"), &world.ca.key_pem)?;
+    let out = dir.path().join("devices");
+    let mint = |extra: &[&str]| -> Result<std::process::Output, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(onboard(None)?
+            .args(["device", "mint", "--ca"])
+            .arg(&ca_dir)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()?)
+    };
+    assert!(mint(&["--count", "3", "--name", "conn-{n:02}"])?.status.success());
+    // One that the profile rejects: 10 days of validity left, 30 required.
+    assert!(
+        mint(&["--count", "1", "--name", "short-{n}", "--days", "10"])?
+            .status
+            .success()
+    );
+    let server_ca = dir.path().join("server-ca.pem");
+    std::fs::write(&server_ca, &world.server_ca_pem)?;
+
+    let mut child = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("onboard"))
+        .args([
+            "--json",
+            "--endpoint-url",
+            &world.emulator.endpoint,
+            "--region",
+            "us-east-1",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .args([
+            "device",
+            "connect",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &world.emulator.mqtt_port.to_string(),
+            "--deadline",
+            "60",
+            "--dir",
+        ])
+        .arg(&out)
+        .arg("--server-ca")
+        .arg(&server_ca)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+
+    // The pipeline's part: registration events for pending certificates go
+    // to the registrar (what rule → SQS → Lambda does when deployed).
+    let env: std::collections::HashMap<String, String> = world.registrar_env().into_iter().collect();
+    let settings = jitr_registrar::Settings::from_lookup(|k| env.get(k).cloned())?;
+    let handler = jitr_registrar::build_handler(&settings, &world.sdk).without_metrics();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while child.try_wait()?.is_none() && std::time::Instant::now() < deadline {
+        let listed = world
+            .iot
+            .list_certificates_by_ca()
+            .ca_certificate_id(&world.ca_id)
+            .send()
+            .await?;
+        for cert in listed.certificates() {
+            if cert.status().map(|s| s.as_str()) == Some("PENDING_ACTIVATION")
+                && let Some(id) = cert.certificate_id()
+            {
+                handler.handle(world.direct_event(id, &world.ca_id)?).await?;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let output = child.wait_with_output().await?;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let outcome = |name: &str| {
+        report["devices"]
+            .as_array()
+            .and_then(|d| d.iter().find(|r| r["device"] == name))
+            .map(|r| r["outcome"].clone())
+    };
+    for name in ["conn-01", "conn-02", "conn-03"] {
+        assert_eq!(outcome(name), Some(serde_json::json!("active")), "{name}: {report}");
+    }
+    assert_eq!(outcome("short-1"), Some(serde_json::json!("rejected")), "{report}");
+    assert!(report["activeP50"].as_f64().is_some());
+    Ok(())
+}
