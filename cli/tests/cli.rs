@@ -448,3 +448,61 @@ async fn device_connect_waits_through_onboarding_and_reports_each_device() -> Te
     assert!(report["activeP50"].as_f64().is_some());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_inspect_shows_a_thing_its_certificates_and_history() -> TestResult {
+    let world = World::new().await?;
+    let env: std::collections::HashMap<String, String> = world.registrar_env().into_iter().collect();
+    let settings = jitr_registrar::Settings::from_lookup(|k| env.get(k).cloned())?;
+    let handler = jitr_registrar::build_handler(&settings, &world.sdk).without_metrics();
+    let device = world
+        .ca
+        .device("inspect-1")
+        .with(onboarding_test_support::rcgen::DnType::OrganizationName, "Acme")
+        .build()?;
+    let id = world.first_connection(&device, "inspect-1").await?;
+    handler.handle(world.direct_event(&id, &world.ca_id)?).await?;
+    // An impostor's rejected certificate also names the thing.
+    let impostor = world.ca.device("inspect-1").build()?;
+    let impostor_id = world.first_connection(&impostor, "inspect-1").await?;
+    handler.handle(world.direct_event(&impostor_id, &world.ca_id)?).await?;
+
+    let output = onboard(Some(&world))?
+        .args(["--json", "fleet", "inspect", "inspect-1", "--history"])
+        .output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(report["exists"], true);
+    assert_eq!(report["details"]["thingType"], "sensor");
+    assert_eq!(report["details"]["attributes"]["manufacturer"], "Acme");
+    assert_eq!(report["nameClaimedBy"], id.as_str());
+    let certificates = report["certificates"].as_array().ok_or("no certificates")?;
+    assert_eq!(certificates.len(), 1);
+    assert_eq!(certificates[0]["status"], "ACTIVE");
+    assert_eq!(
+        certificates[0]["policies"],
+        serde_json::json!(["onboarding-device-policy"])
+    );
+    assert_eq!(certificates[0]["inventory"]["status"], "PROVISIONED");
+    let mut groups: Vec<String> = serde_json::from_value(report["groups"].clone())?;
+    groups.sort();
+    assert_eq!(groups, vec!["fleet".to_string(), "sensors-eu".to_string()]);
+    let history = report["history"].as_array().ok_or("no history")?;
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert!(
+        history
+            .iter()
+            .any(|r| r["reasonCode"] == "IDENTITY_COLLISION" && r["certificateId"] == impostor_id.as_str())
+    );
+
+    let output = onboard(Some(&world))?
+        .args(["fleet", "inspect", "no-such-thing"])
+        .output()?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("no thing named no-such-thing"),
+        "{}",
+        stderr(&output)
+    );
+    Ok(())
+}
