@@ -27,6 +27,14 @@ fn onboard(world: Option<&World>) -> Result<Command, Box<dyn std::error::Error +
     Ok(cmd)
 }
 
+/// The registrar as the Lambda builds it, pointed at the world (it plays the
+/// deployed event pipeline in these tests).
+fn registrar(world: &World) -> Result<jitr_registrar::AwsHandler, Box<dyn std::error::Error + Send + Sync>> {
+    let env: std::collections::HashMap<String, String> = world.registrar_env().into_iter().collect();
+    let settings = jitr_registrar::Settings::from_lookup(|k| env.get(k).cloned())?;
+    Ok(jitr_registrar::build_handler(&settings, &world.sdk).without_metrics())
+}
+
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
 }
@@ -305,9 +313,7 @@ async fn minted_devices_carry_their_subject_fields_and_get_onboarded() -> TestRe
         der: cert.der().to_vec(),
     };
     let id = world.first_connection(&device, "sensor-00007").await?;
-    let env: std::collections::HashMap<String, String> = world.registrar_env().into_iter().collect();
-    let settings = jitr_registrar::Settings::from_lookup(|k| env.get(k).cloned())?;
-    let handler = jitr_registrar::build_handler(&settings, &world.sdk).without_metrics();
+    let handler = registrar(&world)?;
     let answer = handler.handle(world.direct_event(&id, &world.ca_id)?).await?;
     assert_eq!(answer["outcome"], "provisioned", "{answer}");
     let thing = world.iot.describe_thing().thing_name("sensor-00007").send().await?;
@@ -320,9 +326,7 @@ async fn minted_devices_carry_their_subject_fields_and_get_onboarded() -> TestRe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_status_counts_statuses_reasons_and_expiry() -> TestResult {
     let world = World::new().await?;
-    let env: std::collections::HashMap<String, String> = world.registrar_env().into_iter().collect();
-    let settings = jitr_registrar::Settings::from_lookup(|k| env.get(k).cloned())?;
-    let handler = jitr_registrar::build_handler(&settings, &world.sdk).without_metrics();
+    let handler = registrar(&world)?;
     let devices = [
         ("fleet-1", world.ca.device("fleet-1").build()?),
         ("fleet-2", world.ca.device("fleet-2").build()?),
@@ -412,9 +416,7 @@ async fn device_connect_waits_through_onboarding_and_reports_each_device() -> Te
 
     // The pipeline's part: registration events for pending certificates go
     // to the registrar (what rule → SQS → Lambda does when deployed).
-    let env: std::collections::HashMap<String, String> = world.registrar_env().into_iter().collect();
-    let settings = jitr_registrar::Settings::from_lookup(|k| env.get(k).cloned())?;
-    let handler = jitr_registrar::build_handler(&settings, &world.sdk).without_metrics();
+    let handler = registrar(&world)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     while child.try_wait()?.is_none() && std::time::Instant::now() < deadline {
         let listed = world
@@ -452,9 +454,7 @@ async fn device_connect_waits_through_onboarding_and_reports_each_device() -> Te
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_inspect_shows_a_thing_its_certificates_and_history() -> TestResult {
     let world = World::new().await?;
-    let env: std::collections::HashMap<String, String> = world.registrar_env().into_iter().collect();
-    let settings = jitr_registrar::Settings::from_lookup(|k| env.get(k).cloned())?;
-    let handler = jitr_registrar::build_handler(&settings, &world.sdk).without_metrics();
+    let handler = registrar(&world)?;
     let device = world
         .ca
         .device("inspect-1")

@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use onboarding_domain::DeviceProfile;
 use onboarding_domain::ports::PortResult;
 
-use crate::dynamodb::{CONFIG_PK, binding_sk, profile_sk};
+use crate::dynamodb::{CONFIG_PK, binding_sk, config_items, profile_sk};
 use crate::error::classify;
 
 /// Reads and writes profiles and bindings.
@@ -81,27 +81,16 @@ impl ConfigAdmin {
     pub async fn load(&self) -> PortResult<(BTreeMap<String, StoredProfile>, BTreeMap<String, String>)> {
         let mut profiles = BTreeMap::new();
         let mut bindings = BTreeMap::new();
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(CONFIG_PK))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| classify("Query", e))?;
-            for item in page.items() {
-                let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-                let Some(sk) = get("sk") else { continue };
-                if let Some(name) = sk.strip_prefix("PROFILE#") {
-                    let profile = get("profile")
-                        .ok_or_else(|| "the profile attribute is missing".to_string())
-                        .and_then(|json| DeviceProfile::parse(&json).map_err(|e| e.to_string()));
-                    profiles.insert(name.to_string(), profile);
-                } else if let Some(ca) = sk.strip_prefix("CA#") {
-                    bindings.insert(ca.to_string(), get("profile").unwrap_or_default());
-                }
+        for item in config_items(&self.client, &self.table).await? {
+            let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+            let Some(sk) = get("sk") else { continue };
+            if let Some(name) = sk.strip_prefix("PROFILE#") {
+                let profile = get("profile")
+                    .ok_or_else(|| "the profile attribute is missing".to_string())
+                    .and_then(|json| DeviceProfile::parse(&json).map_err(|e| e.to_string()));
+                profiles.insert(name.to_string(), profile);
+            } else if let Some(ca) = sk.strip_prefix("CA#") {
+                bindings.insert(ca.to_string(), get("profile").unwrap_or_default());
             }
         }
         Ok((profiles, bindings))

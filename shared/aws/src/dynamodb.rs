@@ -187,6 +187,25 @@ fn parse_record(item: &HashMap<String, AttributeValue>) -> Option<CertificateRec
     })
 }
 
+/// Every configuration item (`pk = CONFIG`), all pages.
+///
+/// # Errors
+/// SDK failures, classified.
+pub async fn config_items(client: &Client, table: &str) -> PortResult<Vec<HashMap<String, AttributeValue>>> {
+    let mut items = Vec::new();
+    let mut pages = client
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", s(CONFIG_PK))
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        items.extend(page.map_err(|e| classify("Query", e))?.items.unwrap_or_default());
+    }
+    Ok(items)
+}
+
 /// Reads one configuration item into the snapshot.
 fn add_config_item(config: &mut OnboardingConfig, item: &HashMap<String, AttributeValue>) {
     let Some(sk) = get_s(item, "sk") else { return };
@@ -226,19 +245,8 @@ fn add_config_item(config: &mut OnboardingConfig, item: &HashMap<String, Attribu
 impl Inventory for DynamoInventory {
     async fn load_config(&self) -> PortResult<OnboardingConfig> {
         let mut config = OnboardingConfig::default();
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(CONFIG_PK))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| classify("Query", e))?;
-            for item in page.items() {
-                add_config_item(&mut config, item);
-            }
+        for item in config_items(&self.client, &self.table).await? {
+            add_config_item(&mut config, &item);
         }
         Ok(config)
     }
