@@ -35,6 +35,33 @@ fn registrar(world: &World) -> Result<jitr_registrar::AwsHandler, Box<dyn std::e
     Ok(jitr_registrar::build_handler(&settings, &world.sdk).without_metrics())
 }
 
+/// The world's CA written as `onboard ca create` writes one.
+fn world_ca_dir(
+    world: &World,
+    parent: &std::path::Path,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error + Send + Sync>> {
+    let ca_dir = parent.join("ca");
+    std::fs::create_dir_all(&ca_dir)?;
+    std::fs::write(ca_dir.join("ca.pem"), &world.ca.cert_pem)?;
+    std::fs::write(ca_dir.join("ca.key.pem"), &world.ca.key_pem)?;
+    Ok(ca_dir)
+}
+
+/// `onboard device mint --ca CA --out OUT EXTRA...`.
+fn mint(
+    ca: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> Result<std::process::Output, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(onboard(None)?
+        .args(["device", "mint", "--ca"])
+        .arg(ca)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()?)
+}
+
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
 }
@@ -238,32 +265,24 @@ async fn a_created_ca_is_registered_bound_listed_and_unbound() -> TestResult {
 async fn minted_devices_carry_their_subject_fields_and_get_onboarded() -> TestResult {
     let world = World::new().await?;
     let dir = tempfile::tempdir()?;
-    let ca_dir = dir.path().join("ca");
-    std::fs::create_dir_all(&ca_dir)?;
-    std::fs::write(ca_dir.join("ca.pem"), &world.ca.cert_pem)?;
-    std::fs::write(ca_dir.join("ca.key.pem"), &world.ca.key_pem)?;
+    let ca_dir = world_ca_dir(&world, dir.path())?;
     let out = dir.path().join("devices");
-    let mint = |extra: &[&str]| -> Result<std::process::Output, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(onboard(None)?
-            .args(["device", "mint", "--ca"])
-            .arg(&ca_dir)
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .output()?)
-    };
-    let output = mint(&[
-        "--count",
-        "20",
-        "--name",
-        "sensor-{n:05}",
-        "--organization",
-        "Acme",
-        "--organizational-unit",
-        "TH-200",
-        "--serial-number",
-        "SN-{n:06}",
-    ])?;
+    let output = mint(
+        &ca_dir,
+        &out,
+        &[
+            "--count",
+            "20",
+            "--name",
+            "sensor-{n:05}",
+            "--organization",
+            "Acme",
+            "--organizational-unit",
+            "TH-200",
+            "--serial-number",
+            "SN-{n:06}",
+        ],
+    )?;
     assert!(output.status.success(), "{}", stderr(&output));
     let device_dir = out.join("sensor-00007");
     assert_eq!(
@@ -280,23 +299,23 @@ async fn minted_devices_carry_their_subject_fields_and_get_onboarded() -> TestRe
     assert_eq!(std::fs::read_dir(&out)?.count(), 20);
 
     // Existing output, an invalid name pattern, a missing CA: refused, nothing written.
-    let output = mint(&["--count", "3"])?;
+    let output = mint(&ca_dir, &out, &["--count", "3"])?;
     assert!(
         output.status.success(),
         "device-{{n:05}} names are new: {}",
         stderr(&output)
     );
-    let output = mint(&["--count", "3"])?;
+    let output = mint(&ca_dir, &out, &["--count", "3"])?;
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("already exists"), "{}", stderr(&output));
-    let output = mint(&["--count", "2", "--name", "sensor #{n}"])?;
+    let output = mint(&ca_dir, &out, &["--count", "2", "--name", "sensor #{n}"])?;
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).contains("not a valid thing name"),
         "{}",
         stderr(&output)
     );
-    let output = mint(&["--count", "2", "--name", "fixed-name"])?;
+    let output = mint(&ca_dir, &out, &["--count", "2", "--name", "fixed-name"])?;
     assert_eq!(output.status.code(), Some(1));
     let output = onboard(None)?
         .args(["device", "mint", "--ca", "/nonexistent", "--count", "1", "--out"])
@@ -361,24 +380,16 @@ async fn fleet_status_counts_statuses_reasons_and_expiry() -> TestResult {
 async fn device_connect_waits_through_onboarding_and_reports_each_device() -> TestResult {
     let world = World::new().await?;
     let dir = tempfile::tempdir()?;
-    let ca_dir = dir.path().join("ca");
-    std::fs::create_dir_all(&ca_dir)?;
-    std::fs::write(ca_dir.join("ca.pem"), &world.ca.cert_pem)?;
-    std::fs::write(ca_dir.join("ca.key.pem"), &world.ca.key_pem)?;
+    let ca_dir = world_ca_dir(&world, dir.path())?;
     let out = dir.path().join("devices");
-    let mint = |extra: &[&str]| -> Result<std::process::Output, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(onboard(None)?
-            .args(["device", "mint", "--ca"])
-            .arg(&ca_dir)
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .output()?)
-    };
-    assert!(mint(&["--count", "3", "--name", "conn-{n:02}"])?.status.success());
+    assert!(
+        mint(&ca_dir, &out, &["--count", "3", "--name", "conn-{n:02}"])?
+            .status
+            .success()
+    );
     // One that the profile rejects: 10 days of validity left, 30 required.
     assert!(
-        mint(&["--count", "1", "--name", "short-{n}", "--days", "10"])?
+        mint(&ca_dir, &out, &["--count", "1", "--name", "short-{n}", "--days", "10"])?
             .status
             .success()
     );

@@ -71,6 +71,7 @@ fn plan() -> ProvisioningPlan {
         thing_groups: vec!["fleet".to_string()],
         billing_group: Some("standard-billing".to_string()),
         policy_name: "device-policy".to_string(),
+        rejection_action: onboarding_domain::RejectionAction::Revoked,
         serial: "0abc".to_string(),
         fingerprint: CERT_ID.to_string(),
         subject_dn: "CN=sensor-0042,O=Example".to_string(),

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::certificate::Certificate;
 use crate::checks::Approval;
-use crate::profile::{DeviceProfile, DroppedAttribute};
+use crate::profile::{DeviceProfile, DroppedAttribute, RejectionAction};
 use crate::time_fmt::rfc3339;
 
 /// What to create for one certificate.
@@ -24,6 +24,9 @@ pub struct ProvisioningPlan {
     pub thing_groups: Vec<String>,
     pub billing_group: Option<String>,
     pub policy_name: String,
+    /// What the profile does with a certificate refused at this stage (an
+    /// identity collision found while provisioning).
+    pub rejection_action: RejectionAction,
     pub serial: String,
     pub fingerprint: String,
     pub subject_dn: String,
@@ -69,6 +72,7 @@ impl ProvisioningPlan {
             thing_groups: profile.thing_groups.clone(),
             billing_group: profile.billing_group.clone(),
             policy_name: profile.policy_name.clone(),
+            rejection_action: profile.rejection_action,
             serial: cert.serial.clone(),
             fingerprint: cert.fingerprint.clone(),
             subject_dn: cert.subject_dn.clone(),

@@ -26,7 +26,7 @@ use futures::lock::Mutex;
 
 use crate::certificate::Certificate;
 use crate::checks::{CaVerdict, CheckContext, check_ca, check_device_certificate};
-use crate::config::{CaTrust, OnboardingConfig};
+use crate::config::OnboardingConfig;
 use crate::event::JitrEvent;
 use crate::plan::ProvisioningPlan;
 use crate::ports::{
@@ -199,7 +199,7 @@ where
                 action,
                 record,
             } => self.reject(&cert, rejection, action, record, None).await,
-            Verdict::Approved(plan) => self.provision(&cert, &plan, &config, now).await,
+            Verdict::Approved(plan) => self.provision(&cert, &plan, now).await,
         }
     }
 
@@ -288,7 +288,6 @@ where
         &self,
         cert: &RegisteredCertificate,
         plan: &ProvisioningPlan,
-        config: &OnboardingConfig,
         now: i64,
     ) -> Result<Outcome, ProvisioningError> {
         let name = plan.thing_name.as_str();
@@ -304,16 +303,12 @@ where
             record.credentials_key = None;
             record
         };
-        let profile_action = match config.trust(&plan.ca_certificate_id) {
-            CaTrust::Bound(p) => p.rejection_action,
-            _ => RejectionAction::Revoked,
-        };
         if let Some(rejection) = self.collision(plan, &claim, principals.as_deref()).await? {
             if claim == NameClaim::Claimed {
                 self.inventory.release_thing_name(name, &plan.certificate_id).await?;
             }
             return self
-                .reject(cert, rejection, profile_action, rejected_record(), Some(name))
+                .reject(cert, rejection, plan.rejection_action, rejected_record(), Some(name))
                 .await;
         }
         if creation == ThingCreation::ExistsDifferently
@@ -321,7 +316,7 @@ where
         {
             self.inventory.release_thing_name(name, &plan.certificate_id).await?;
             return self
-                .reject(cert, rejection, profile_action, rejected_record(), Some(name))
+                .reject(cert, rejection, plan.rejection_action, rejected_record(), Some(name))
                 .await;
         }
         // Round 3.
