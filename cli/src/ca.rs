@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Subcommand, ValueEnum};
 use onboarding_domain::event::is_certificate_id;
+use onboarding_domain::profile::NameError;
+use onboarding_domain::{Certificate, DeviceProfile, jitp};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, RsaKeySize,
@@ -23,6 +25,35 @@ pub enum CaKeyType {
     P256,
     /// RSA 3072.
     Rsa3072,
+}
+
+/// Who provisions a registered CA's devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RegistrationMode {
+    /// Just-in-time registration: the registrar checks and provisions each
+    /// device (default).
+    Jitr,
+    /// Just-in-time provisioning: AWS IoT provisions each device from a
+    /// template rendered from the profile, without the registrar's checks.
+    Jitp,
+}
+
+impl RegistrationMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Jitr => "jitr",
+            Self::Jitp => "jitp",
+        }
+    }
+}
+
+/// What JITP registration needs besides the profile.
+#[derive(Debug, Clone)]
+pub(crate) struct JitpOptions {
+    /// The IAM role AWS IoT assumes to provision devices.
+    pub role_arn: String,
+    /// A sample device certificate (PEM file) to check against the template.
+    pub check_device: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,8 +76,10 @@ pub enum CaCommand {
         #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
     },
-    /// Register a CA in AWS IoT with auto-registration (just-in-time
-    /// registration) and bind it to a device profile.
+    /// Register a CA in AWS IoT with auto-registration and bind it to a
+    /// device profile. `--mode jitr` (default): the registrar provisions its
+    /// devices. `--mode jitp`: AWS IoT provisions them from a template
+    /// rendered from the profile (the limitations are printed).
     Register {
         /// Directory holding `ca.pem` and `ca.key.pem` (from `onboard ca create`).
         #[arg(long)]
@@ -54,6 +87,19 @@ pub enum CaCommand {
         /// Device profile to bind the CA to (it must exist).
         #[arg(long)]
         profile: String,
+        /// Who provisions the CA's devices: the registrar (jitr) or AWS IoT from
+        /// the profile's template (jitp).
+        #[arg(long, value_enum, default_value = "jitr")]
+        mode: RegistrationMode,
+        /// JITP only, required there: the IAM role AWS IoT assumes to provision
+        /// devices (trusting iot.amazonaws.com, with the AWSIoTThingsRegistration
+        /// managed policy).
+        #[arg(long, value_name = "ARN")]
+        role_arn: Option<String>,
+        /// JITP only: a device certificate (PEM) of this CA to check first; the
+        /// registration is refused if it lacks a subject field the template needs.
+        #[arg(long, value_name = "CERT_PEM")]
+        check_device: Option<PathBuf>,
     },
     /// Bind a CA registered by other means (CloudFormation, the console) to a profile.
     Bind {
@@ -93,40 +139,62 @@ pub async fn run(command: &CaCommand, cli: &Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
-        CaCommand::Register { ca, profile } => {
-            let (cert_pem, key_pem) = (
-                read(&ca.join(CA_CERT), "CA certificate")?,
-                read(&ca.join(CA_KEY), "CA key")?,
-            );
+        CaCommand::Register {
+            ca,
+            profile,
+            mode,
+            role_arn,
+            check_device,
+        } => {
+            let jitp = match (mode, role_arn) {
+                (RegistrationMode::Jitr, None) => {
+                    if check_device.is_some() {
+                        return Err(CliError::Input(
+                            "--check-device applies to --mode jitp only; under JITR the registrar checks every device"
+                                .into(),
+                        ));
+                    }
+                    None
+                }
+                (RegistrationMode::Jitr, Some(_)) => {
+                    return Err(CliError::Input(
+                        "--role-arn applies to --mode jitp only; under JITR the registrar provisions devices".into(),
+                    ));
+                }
+                (RegistrationMode::Jitp, None) => {
+                    return Err(CliError::Input(
+                        "--mode jitp needs --role-arn ARN: the IAM role AWS IoT assumes to provision devices \
+                         (trusting iot.amazonaws.com, with the AWSIoTThingsRegistration managed policy)"
+                            .into(),
+                    ));
+                }
+                (RegistrationMode::Jitp, Some(role_arn)) => {
+                    check_role_arn(role_arn)?;
+                    Some(JitpOptions {
+                        role_arn: role_arn.clone(),
+                        check_device: check_device.clone(),
+                    })
+                }
+            };
             let admin = admin(cli).await?;
-            require_profile(&admin, profile).await?;
             let sdk = cli.aws.sdk_config().await;
             let iot = aws_sdk_iot::Client::new(&sdk);
-            let code = iot
-                .get_registration_code()
-                .send()
-                .await
-                .map_err(|e| CliError::aws("GetRegistrationCode", e))?
-                .registration_code
-                .ok_or_else(|| CliError::Aws("GetRegistrationCode returned no code".into()))?;
-            let verification = verification_certificate(&cert_pem, &key_pem, &code)?;
-            let registered = iot
-                .register_ca_certificate()
-                .ca_certificate(&cert_pem)
-                .verification_certificate(verification)
-                .set_as_active(true)
-                .allow_auto_registration(true)
-                .send()
-                .await
-                .map_err(|e| CliError::aws("RegisterCACertificate", e))?;
-            let ca_id = registered
-                .certificate_id
-                .ok_or_else(|| CliError::Aws("RegisterCACertificate returned no id".into()))?;
-            admin.bind(&ca_id, profile).await?;
+            let ca_id = register_ca(&iot, &admin, ca, profile, jitp.as_ref()).await?;
             if cli.json {
                 println!(
                     "{}",
-                    serde_json::json!({"caCertificateId": ca_id, "profile": profile, "autoRegistration": true})
+                    serde_json::json!({
+                        "caCertificateId": ca_id,
+                        "profile": profile,
+                        "autoRegistration": true,
+                        "mode": mode.as_str(),
+                    })
+                );
+            } else if let Some(jitp) = &jitp {
+                println!(
+                    "CA {ca_id} registered (ACTIVE, auto-registration on, JITP: the template rendered from profile \
+                     {profile}, role {}) and bound to profile {profile}",
+                    jitp.role_arn
                 );
             } else {
                 println!("CA {ca_id} registered (ACTIVE, auto-registration on) and bound to profile {profile}");
@@ -136,7 +204,7 @@ pub async fn run(command: &CaCommand, cli: &Cli) -> Result<(), CliError> {
         CaCommand::Bind { ca_id, profile } => {
             check_ca_id(ca_id)?;
             let admin = admin(cli).await?;
-            require_profile(&admin, profile).await?;
+            load_profile(&admin, profile).await?;
             let sdk = cli.aws.sdk_config().await;
             let iot = aws_sdk_iot::Client::new(&sdk);
             match iot.describe_ca_certificate().certificate_id(ca_id).send().await {
@@ -178,15 +246,126 @@ fn check_ca_id(ca_id: &str) -> Result<(), CliError> {
     }
 }
 
-async fn require_profile(admin: &onboarding_aws::ConfigAdmin, profile: &str) -> Result<(), CliError> {
+/// The named profile from the table, or what to do when it is missing or invalid.
+async fn load_profile(admin: &onboarding_aws::ConfigAdmin, profile: &str) -> Result<DeviceProfile, CliError> {
     let (profiles, _) = admin.load().await?;
     match profiles.get(profile) {
-        Some(Ok(_)) => Ok(()),
+        Some(Ok(found)) => Ok(found.clone()),
         Some(Err(problem)) => Err(CliError::Input(format!(
             "profile {profile} is invalid ({problem}); fix it with: onboard profile put FILE"
         ))),
         None => Err(CliError::Input(format!(
             "no profile named {profile}; create it with: onboard profile put FILE"
+        ))),
+    }
+}
+
+fn check_role_arn(role_arn: &str) -> Result<(), CliError> {
+    if role_arn.starts_with("arn:") && role_arn.contains(":role/") {
+        Ok(())
+    } else {
+        Err(CliError::Input(format!(
+            "--role-arn {role_arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+        )))
+    }
+}
+
+/// Registers the CA in `ca_dir` (`ca.pem`, `ca.key.pem`) as `ACTIVE` with
+/// auto-registration, with the profile's JITP template when `jitp` is given,
+/// and binds it to the profile. Everything is checked (files, profile,
+/// template, sample device) before anything is registered. JITP warnings go
+/// to stderr.
+///
+/// # Errors
+/// [`CliError::Input`] for unreadable files, a missing or invalid profile, a
+/// template AWS would not take, or a sample device that would not provision;
+/// [`CliError::Aws`] when an AWS call fails.
+pub(crate) async fn register_ca(
+    iot: &aws_sdk_iot::Client,
+    admin: &onboarding_aws::ConfigAdmin,
+    ca_dir: &Path,
+    profile: &str,
+    jitp: Option<&JitpOptions>,
+) -> Result<String, CliError> {
+    let (cert_pem, key_pem) = (
+        read(&ca_dir.join(CA_CERT), "CA certificate")?,
+        read(&ca_dir.join(CA_KEY), "CA key")?,
+    );
+    let device_profile = load_profile(admin, profile).await?;
+    let registration_config = match jitp {
+        None => None,
+        Some(options) => {
+            let rendered = jitp::render(&device_profile)
+                .map_err(|e| CliError::Input(format!("profile {profile} cannot be used for JITP: {e}")))?;
+            if let Some(device) = &options.check_device {
+                check_device(&device_profile, &cert_pem, device)?;
+            }
+            for warning in &rendered.warnings {
+                eprintln!("warning: JITP: {warning}");
+            }
+            Some(
+                aws_sdk_iot::types::RegistrationConfig::builder()
+                    .template_body(rendered.to_template_body())
+                    .role_arn(&options.role_arn)
+                    .build(),
+            )
+        }
+    };
+    let code = iot
+        .get_registration_code()
+        .send()
+        .await
+        .map_err(|e| CliError::aws("GetRegistrationCode", e))?
+        .registration_code
+        .ok_or_else(|| CliError::Aws("GetRegistrationCode returned no code".into()))?;
+    let verification = verification_certificate(&cert_pem, &key_pem, &code)?;
+    let registered = iot
+        .register_ca_certificate()
+        .ca_certificate(&cert_pem)
+        .verification_certificate(verification)
+        .set_as_active(true)
+        .allow_auto_registration(true)
+        .set_registration_config(registration_config)
+        .send()
+        .await
+        .map_err(|e| CliError::aws("RegisterCACertificate", e))?;
+    let ca_id = registered
+        .certificate_id
+        .ok_or_else(|| CliError::Aws("RegisterCACertificate returned no id".into()))?;
+    admin.bind(&ca_id, profile).await?;
+    Ok(ca_id)
+}
+
+/// Refuses a sample device certificate that JITP would not provision under
+/// this profile: not signed by the CA, lacking a subject field the template
+/// declares, or yielding an invalid thing name.
+fn check_device(profile: &DeviceProfile, ca_pem: &str, device: &Path) -> Result<(), CliError> {
+    let shown = device.display();
+    let device_pem = read(device, "device certificate")?;
+    let cert = Certificate::from_pem(&device_pem).map_err(|e| CliError::Input(format!("{shown}: {e}")))?;
+    let ca = Certificate::from_pem(ca_pem).map_err(|e| CliError::Input(format!("the CA certificate: {e}")))?;
+    if !cert.issuer_matches_subject_of(&ca) || !cert.is_signed_by(&ca) {
+        return Err(CliError::Input(format!(
+            "{shown} is not signed by this CA; check a certificate of one of its devices"
+        )));
+    }
+    if let Err(field) = jitp::check_subject(profile, &cert.subject) {
+        return Err(CliError::Input(format!(
+            "{shown} lacks subject field {field} ({}), which profile {} needs: JITP would fail to provision \
+             this device; nothing was registered",
+            jitp::parameter_name(field),
+            profile.name
+        )));
+    }
+    match profile.thing_name_for(&cert.subject) {
+        Ok(_) => Ok(()),
+        Err(NameError::Missing(field)) => Err(CliError::Input(format!(
+            "{shown} lacks subject field {field}, which the naming rule of profile {} uses; nothing was registered",
+            profile.name
+        ))),
+        Err(NameError::Invalid(name)) => Err(CliError::Input(format!(
+            "{shown} would be named {name:?}, not a valid thing name ([a-zA-Z0-9:_-]{{1,128}}): JITP would fail \
+             to provision this device; nothing was registered"
         ))),
     }
 }
@@ -247,7 +426,11 @@ async fn list(cli: &Cli) -> Result<(), CliError> {
     Ok(())
 }
 
-fn create(
+/// Writes a new CA key and self-signed certificate into `out`.
+///
+/// # Errors
+/// [`CliError::Input`] when the CA cannot be made or written (existing files included).
+pub(crate) fn create(
     out: &Path,
     key_type: CaKeyType,
     common_name: &str,

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::Cli;
 use crate::error::CliError;
@@ -42,10 +42,21 @@ pub struct ConnectArgs {
     pub concurrency: usize,
 }
 
-struct Device {
-    name: String,
-    cert_pem: String,
-    key_pem: String,
+/// One simulated device's credentials.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub name: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Where devices connect.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+    /// The CA that signs the broker's certificate.
+    pub server_ca_pem: String,
 }
 
 /// What happened to one device.
@@ -53,12 +64,338 @@ struct Device {
 pub enum Fate {
     /// Connected and published, this long after its first attempt.
     Active(Duration),
-    /// Its certificate was set REVOKED or INACTIVE.
-    Rejected(String),
+    /// Its certificate was set REVOKED or INACTIVE; the inventory's reason
+    /// code when the inventory table is known.
+    Rejected {
+        status: String,
+        reason: Option<String>,
+    },
+    /// The broker refused the certificate before registering it (at the TLS
+    /// handshake: an issuer it does not know, an expired certificate, a key
+    /// its TLS stack will not take); the last connection error.
+    Refused(String),
     TimedOut,
+    /// The device could not even try (unusable credentials).
     Failed(String),
 }
 
+impl Fate {
+    /// A short outcome word for tables and JSON.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Active(_) => "active",
+            Self::Rejected { .. } => "rejected",
+            Self::Refused(_) => "refused",
+            Self::TimedOut => "timed_out",
+            Self::Failed(_) => "failed",
+        }
+    }
+
+    /// A human-readable account.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Active(d) => format!("active after {:.1} s", d.as_secs_f64()),
+            Self::Rejected { status, reason } => match reason {
+                Some(reason) => format!("rejected: {reason} (certificate {status})"),
+                None => format!("rejected (certificate {status})"),
+            },
+            Self::Refused(why) => format!("refused before registration: {why}"),
+            Self::TimedOut => "timed out".to_string(),
+            Self::Failed(e) => format!("failed: {e}"),
+        }
+    }
+
+    pub fn to_json(&self, name: &str) -> serde_json::Value {
+        let mut row = serde_json::json!({"device": name, "outcome": self.outcome()});
+        match self {
+            Self::Active(d) => row["seconds"] = d.as_secs_f64().into(),
+            Self::Rejected { status, reason } => {
+                row["certificateStatus"] = status.as_str().into();
+                row["reason"] = reason.as_deref().into();
+            }
+            Self::Refused(why) | Self::Failed(why) => row["error"] = why.as_str().into(),
+            Self::TimedOut => {}
+        }
+        row
+    }
+}
+
+/// How devices are run and observed.
+pub struct Session<'a> {
+    pub broker: &'a Broker,
+    /// Certificate statuses tell a rejection from a slow onboarding.
+    pub iot: &'a aws_sdk_iot::Client,
+    /// The inventory, for the reasons of rejections.
+    pub inventory: Option<&'a onboarding_aws::DynamoInventory>,
+    /// Give up on a device after this long.
+    pub deadline: Duration,
+    pub concurrency: usize,
+}
+
+/// A certificate AWS IoT has still not registered after this many attempts
+/// and this long was refused before registration (TLS).
+const ATTEMPTS_BEFORE_REFUSED: u32 = 4;
+const TIME_BEFORE_REFUSED: Duration = Duration::from_secs(3);
+
+/// What went wrong with a connection, in words.
+fn failure(error: &rumqttc::ConnectionError) -> String {
+    let from_io = |e: &std::io::Error| match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(tls) => format!("TLS: {tls}"),
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the broker closed the connection without a TLS close_notify".to_string()
+        }
+        None => e.to_string(),
+    };
+    match error {
+        rumqttc::ConnectionError::Tls(rumqttc::TlsError::TLS(e)) => format!("TLS: {e}"),
+        rumqttc::ConnectionError::Tls(rumqttc::TlsError::Io(e)) | rumqttc::ConnectionError::Io(e) => from_io(e),
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Io(e))
+        | rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::Io(e))) => {
+            from_io(e)
+        }
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted) => {
+            "the broker closed the connection without a CONNACK".to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One attempt: connect, publish one message, wait for its PUBACK.
+async fn attempt(broker: &Broker, config: Arc<rustls::ClientConfig>, name: &str) -> Result<(), String> {
+    let mut options = MqttOptions::new(name, &broker.host, broker.port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+    let (client, mut events) = AsyncClient::new(options, 10);
+    match tokio::time::timeout(Duration::from_secs(10), events.poll()).await {
+        Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) if ack.code == ConnectReturnCode::Success => {}
+        Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => return Err(format!("CONNACK {:?}", ack.code)),
+        Ok(Ok(other)) => return Err(format!("unexpected {other:?}")),
+        Ok(Err(e)) => return Err(failure(&e)),
+        Err(_) => return Err("no answer to CONNECT within 10 s".into()),
+    }
+    let topic = format!("devices/{name}/telemetry");
+    client
+        .publish(&topic, QoS::AtLeastOnce, false, br#"{"hello":"onboarded"}"#.to_vec())
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
+                let _ = client.disconnect().await;
+                return Ok(());
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("publish on {topic}: {}", failure(&e))),
+            Err(_) => break,
+        }
+    }
+    Err(format!("no PUBACK for {topic}"))
+}
+
+/// The certificate id AWS IoT gives a certificate: SHA-256 of its DER.
+fn certificate_id(cert_pem: &str) -> Option<String> {
+    CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .map(|der| hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der)))
+}
+
+/// Connects one device until it is active, rejected, refused or out of time.
+pub async fn run_device(session: &Session<'_>, device: &Device) -> Fate {
+    let config =
+        match onboarding_emulator::tls::client_config(&session.broker.server_ca_pem, &device.cert_pem, &device.key_pem)
+        {
+            Ok(config) => config,
+            Err(e) => return Fate::Failed(e.to_string()),
+        };
+    let certificate_id = certificate_id(&device.cert_pem);
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(250);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let error = match attempt(session.broker, config.clone(), &device.name).await {
+            Ok(()) => return Fate::Active(started.elapsed()),
+            Err(error) => error,
+        };
+        if let Some(id) = &certificate_id {
+            match registration(session, id).await {
+                Registration::Rejected { status } => {
+                    return Fate::Rejected {
+                        reason: reason(session, id).await,
+                        status,
+                    };
+                }
+                // JITR registers a new certificate on its first CONNECT; one
+                // still unknown after several attempts never got that far.
+                Registration::Unknown
+                    if attempts >= ATTEMPTS_BEFORE_REFUSED && started.elapsed() >= TIME_BEFORE_REFUSED =>
+                {
+                    return Fate::Refused(error);
+                }
+                _ => {}
+            }
+        }
+        if started.elapsed() > session.deadline {
+            return Fate::TimedOut;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 3 / 2).min(Duration::from_secs(3));
+    }
+}
+
+/// Where a certificate stands in AWS IoT.
+enum Registration {
+    /// No such certificate.
+    Unknown,
+    /// Set REVOKED or INACTIVE.
+    Rejected { status: String },
+    /// Anything else, or the status could not be read.
+    Other,
+}
+
+async fn registration(session: &Session<'_>, certificate_id: &str) -> Registration {
+    match session
+        .iot
+        .describe_certificate()
+        .certificate_id(certificate_id)
+        .send()
+        .await
+    {
+        Ok(out) => match out.certificate_description.and_then(|d| d.status) {
+            Some(status) if matches!(status.as_str(), "REVOKED" | "INACTIVE") => Registration::Rejected {
+                status: status.as_str().to_string(),
+            },
+            _ => Registration::Other,
+        },
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            Registration::Unknown
+        }
+        Err(_) => Registration::Other,
+    }
+}
+
+/// The inventory's reason code for a rejected certificate.
+async fn reason(session: &Session<'_>, certificate_id: &str) -> Option<String> {
+    use onboarding_domain::ports::Inventory;
+    session
+        .inventory?
+        .certificate_record(certificate_id)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.reason)
+        .map(|r| r.code().to_string())
+}
+
+/// Runs every device, `concurrency` at a time, ticking `progress`; results in
+/// the devices' order.
+pub async fn run_all(session: &Session<'_>, devices: &[Device], progress: &indicatif::ProgressBar) -> Vec<Fate> {
+    let mut fates: Vec<(usize, Fate)> = futures::stream::iter(devices.iter().enumerate())
+        .map(|(i, device)| async move {
+            let fate = run_device(session, device).await;
+            progress.inc(1);
+            (i, fate)
+        })
+        .buffer_unordered(session.concurrency.max(1))
+        .collect()
+        .await;
+    fates.sort_by_key(|(i, _)| *i);
+    fates.into_iter().map(|(_, fate)| fate).collect()
+}
+
+/// The p-quantile (nearest rank) of sorted seconds.
+pub fn quantile(sorted: &[f64], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    sorted.get((last as f64 * p).round() as usize).copied()
+}
+
+/// Times to active, sorted.
+pub fn active_seconds(fates: &[Fate]) -> Vec<f64> {
+    let mut active: Vec<f64> = fates
+        .iter()
+        .filter_map(|f| match f {
+            Fate::Active(d) => Some(d.as_secs_f64()),
+            _ => None,
+        })
+        .collect();
+    active.sort_by(f64::total_cmp);
+    active
+}
+
+/// A progress bar, hidden for `--json`.
+pub fn progress_bar(len: usize, json: bool, template: &str) -> indicatif::ProgressBar {
+    let progress = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(len as u64)
+    };
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    progress
+}
+
+pub async fn run(args: &ConnectArgs, cli: &Cli) -> Result<(), CliError> {
+    let devices = load_devices(args)?;
+    let broker = Broker {
+        host: args.host.clone(),
+        port: args.port,
+        server_ca_pem: read(&args.server_ca, "server CA")?,
+    };
+    let sdk = cli.aws.sdk_config().await;
+    let iot = aws_sdk_iot::Client::new(&sdk);
+    let inventory = cli
+        .aws
+        .table
+        .as_deref()
+        .map(|table| onboarding_aws::DynamoInventory::new(aws_sdk_dynamodb::Client::new(&sdk), table));
+    let session = Session {
+        broker: &broker,
+        iot: &iot,
+        inventory: inventory.as_ref(),
+        deadline: Duration::from_secs(args.deadline),
+        concurrency: args.concurrency,
+    };
+    let progress = progress_bar(
+        devices.len(),
+        cli.json,
+        "{bar:40} {pos}/{len} devices settled, {elapsed}",
+    );
+    let fates = run_all(&session, &devices, &progress).await;
+    progress.finish_and_clear();
+    let active = active_seconds(&fates);
+    let (p50, p95) = (quantile(&active, 0.5), quantile(&active, 0.95));
+    if cli.json {
+        let rows: Vec<_> = devices.iter().zip(&fates).map(|(d, f)| f.to_json(&d.name)).collect();
+        println!(
+            "{}",
+            serde_json::json!({"devices": rows, "activeP50": p50, "activeP95": p95})
+        );
+    } else {
+        println!("{:<24} outcome", "device");
+        for (device, fate) in devices.iter().zip(&fates) {
+            println!("{:<24} {}", device.name, fate.describe());
+        }
+        if let (Some(p50), Some(p95)) = (p50, p95) {
+            println!(
+                "{} of {} active; time to active p50 {p50:.1} s, p95 {p95:.1} s",
+                active.len(),
+                fates.len()
+            );
+        }
+    }
+    if fates.iter().any(|f| matches!(f, Fate::Failed(_))) {
+        return Err(CliError::Input(
+            "some devices could not even try (bad credentials?): see above".into(),
+        ));
+    }
+    Ok(())
+}
 fn load_devices(args: &ConnectArgs) -> Result<Vec<Device>, CliError> {
     let device = |name: String, cert: &Path, key: &Path| -> Result<Device, CliError> {
         Ok(Device {
@@ -118,173 +455,4 @@ fn load_devices(args: &ConnectArgs) -> Result<Vec<Device>, CliError> {
         }
         _ => Err(CliError::Input("give --dir, or --cert and --key".into())),
     }
-}
-
-fn tls(server_ca: &str, device: &Device) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(server_ca.as_bytes()) {
-        roots.add(ca.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(device.cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
-    let key = PrivateKeyDer::from_pem_slice(device.key_pem.as_bytes()).map_err(|e| e.to_string())?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| e.to_string())?;
-    Ok(Arc::new(config))
-}
-
-/// One attempt: `Ok(true)` when connected and the message was acknowledged.
-async fn attempt(args: &ConnectArgs, config: Arc<rustls::ClientConfig>, name: &str) -> bool {
-    let mut options = MqttOptions::new(name, &args.host, args.port);
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
-    let (client, mut events) = AsyncClient::new(options, 10);
-    match tokio::time::timeout(Duration::from_secs(10), events.poll()).await {
-        Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) if ack.code == ConnectReturnCode::Success => {}
-        _ => return false,
-    }
-    let topic = format!("devices/{name}/telemetry");
-    if client
-        .publish(&topic, QoS::AtLeastOnce, false, br#"{"hello":"onboarded"}"#.to_vec())
-        .await
-        .is_err()
-    {
-        return false;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(5), events.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
-                let _ = client.disconnect().await;
-                return true;
-            }
-            Ok(Ok(_)) => {}
-            _ => return false,
-        }
-    }
-    false
-}
-
-async fn run_device(args: &ConnectArgs, server_ca: &str, device: &Device, iot: Option<&aws_sdk_iot::Client>) -> Fate {
-    let config = match tls(server_ca, device) {
-        Ok(config) => config,
-        Err(e) => return Fate::Failed(e),
-    };
-    let certificate_id = rustls::pki_types::CertificateDer::pem_slice_iter(device.cert_pem.as_bytes())
-        .next()
-        .and_then(Result::ok)
-        .map(|der| hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der)));
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(250);
-    loop {
-        if attempt(args, config.clone(), &device.name).await {
-            return Fate::Active(started.elapsed());
-        }
-        if let (Some(iot), Some(id)) = (iot, &certificate_id)
-            && let Ok(out) = iot.describe_certificate().certificate_id(id).send().await
-            && let Some(status) = out.certificate_description.and_then(|d| d.status)
-            && matches!(status.as_str(), "REVOKED" | "INACTIVE")
-        {
-            return Fate::Rejected(status.as_str().to_string());
-        }
-        if started.elapsed() > Duration::from_secs(args.deadline) {
-            return Fate::TimedOut;
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 3 / 2).min(Duration::from_secs(3));
-    }
-}
-
-pub async fn run(args: &ConnectArgs, cli: &Cli) -> Result<(), CliError> {
-    let devices = load_devices(args)?;
-    let server_ca = read(&args.server_ca, "server CA")?;
-    let sdk = cli.aws.sdk_config().await;
-    // Certificate statuses tell a rejection from a slow onboarding; without
-    // AWS credentials devices simply wait until the deadline.
-    let iot = aws_sdk_iot::Client::new(&sdk);
-    let progress = if cli.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(devices.len() as u64)
-    };
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} devices settled, {elapsed}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let fates: Vec<(String, Fate)> = futures::stream::iter(devices.iter())
-        .map(|device| {
-            let (iot, server_ca, progress) = (&iot, &server_ca, &progress);
-            async move {
-                let fate = run_device(args, server_ca, device, Some(iot)).await;
-                progress.inc(1);
-                (device.name.clone(), fate)
-            }
-        })
-        .buffer_unordered(args.concurrency.max(1))
-        .collect()
-        .await;
-    progress.finish_and_clear();
-    let mut fates = fates;
-    fates.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut active: Vec<f64> = fates
-        .iter()
-        .filter_map(|(_, f)| {
-            if let Fate::Active(d) = f {
-                Some(d.as_secs_f64())
-            } else {
-                None
-            }
-        })
-        .collect();
-    active.sort_by(f64::total_cmp);
-    let pick = |p: f64| {
-        active
-            .get(((active.len().max(1) - 1) as f64 * p).round() as usize)
-            .copied()
-    };
-    if cli.json {
-        let rows: Vec<_> = fates
-            .iter()
-            .map(|(name, fate)| match fate {
-                Fate::Active(d) => serde_json::json!({"device": name, "outcome": "active", "seconds": d.as_secs_f64()}),
-                Fate::Rejected(s) => serde_json::json!({"device": name, "outcome": "rejected", "certificateStatus": s}),
-                Fate::TimedOut => serde_json::json!({"device": name, "outcome": "timed_out"}),
-                Fate::Failed(e) => serde_json::json!({"device": name, "outcome": "failed", "error": e}),
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"devices": rows, "activeP50": pick(0.5), "activeP95": pick(0.95)})
-        );
-    } else {
-        println!("{:<24} outcome", "device");
-        for (name, fate) in &fates {
-            let text = match fate {
-                Fate::Active(d) => format!("active after {:.1} s", d.as_secs_f64()),
-                Fate::Rejected(s) => format!("rejected (certificate {s})"),
-                Fate::TimedOut => "timed out".to_string(),
-                Fate::Failed(e) => format!("failed: {e}"),
-            };
-            println!("{name:<24} {text}");
-        }
-        if let (Some(p50), Some(p95)) = (pick(0.5), pick(0.95)) {
-            println!(
-                "{} of {} active; time to active p50 {p50:.1} s, p95 {p95:.1} s",
-                active.len(),
-                fates.len()
-            );
-        }
-    }
-    if fates.iter().any(|(_, f)| matches!(f, Fate::Failed(_))) {
-        return Err(CliError::Input(
-            "some devices could not even try (bad credentials?): see above".into(),
-        ));
-    }
-    Ok(())
 }

@@ -15,12 +15,14 @@ use crate::Cli;
 use crate::error::CliError;
 use crate::files::{read, write_all_new};
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DeviceKeyType {
     P256,
     P384,
     Ed25519,
     Rsa2048,
+    /// Deliberately weak: for checking that such devices are rejected.
+    Rsa1024,
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,14 +148,7 @@ pub async fn run(command: &DeviceCommand, cli: &Cli) -> Result<(), CliError> {
             out.join(existing).display()
         )));
     }
-    let (ca_pem, ca_key_pem) = (
-        read(&ca.join("ca.pem"), "CA certificate")?,
-        read(&ca.join("ca.key.pem"), "CA key")?,
-    );
-    let ca_key =
-        KeyPair::from_pem(&ca_key_pem).map_err(|e| CliError::Input(format!("the CA key does not parse: {e}")))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
-        .map_err(|e| CliError::Input(format!("the CA certificate does not parse: {e}")))?;
+    let issuer = load_issuer(ca)?;
     std::fs::create_dir_all(out).map_err(|e| CliError::Input(format!("cannot create {}: {e}", out.display())))?;
 
     let subject = Subject {
@@ -161,6 +156,7 @@ pub async fn run(command: &DeviceCommand, cli: &Cli) -> Result<(), CliError> {
         organizational_unit: organizational_unit.clone(),
         country: country.clone(),
     };
+    let validity = Validity::days_from_now(*days);
     let progress = if cli.json {
         indicatif::ProgressBar::hidden()
     } else {
@@ -189,7 +185,7 @@ pub async fn run(command: &DeviceCommand, cli: &Cli) -> Result<(), CliError> {
                             serial.as_deref(),
                             &subject,
                             *key_type,
-                            *days,
+                            validity,
                         ) {
                             return Some(e);
                         }
@@ -220,29 +216,84 @@ pub async fn run(command: &DeviceCommand, cli: &Cli) -> Result<(), CliError> {
     Ok(())
 }
 
-struct Subject {
-    organization: Option<String>,
-    organizational_unit: Option<String>,
-    country: Option<String>,
+/// The CA in `dir` (`ca.pem`, `ca.key.pem`) as an issuer of device certificates.
+///
+/// # Errors
+/// [`CliError::Input`] naming the missing or unreadable file.
+pub(crate) fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, CliError> {
+    let (ca_pem, ca_key_pem) = (
+        read(&dir.join("ca.pem"), "CA certificate")?,
+        read(&dir.join("ca.key.pem"), "CA key")?,
+    );
+    let ca_key =
+        KeyPair::from_pem(&ca_key_pem).map_err(|e| CliError::Input(format!("the CA key does not parse: {e}")))?;
+    Issuer::from_ca_cert_pem(&ca_pem, ca_key)
+        .map_err(|e| CliError::Input(format!("the CA certificate does not parse: {e}")))
 }
 
-fn mint_one(
+/// Optional subject fields besides the common name.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Subject {
+    pub organization: Option<String>,
+    pub organizational_unit: Option<String>,
+    pub country: Option<String>,
+}
+
+/// A certificate's validity window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Validity {
+    pub not_before: time::OffsetDateTime,
+    pub not_after: time::OffsetDateTime,
+}
+
+impl Validity {
+    /// From five minutes ago (clock skew) to `days` from now.
+    pub fn days_from_now(days: u32) -> Self {
+        let now = time::OffsetDateTime::now_utc();
+        Self {
+            not_before: now - time::Duration::minutes(5),
+            not_after: now + time::Duration::days(i64::from(days)),
+        }
+    }
+}
+
+/// A device key, and its private key in PEM.
+enum DeviceKey {
+    Rcgen(KeyPair),
+    /// An RSA key below what aws-lc-rs generates: the public key as SPKI.
+    Weak(rcgen::SubjectPublicKeyInfo, String),
+}
+
+fn generate(key_type: DeviceKeyType) -> Result<DeviceKey, String> {
+    let key = match key_type {
+        DeviceKeyType::P256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256),
+        DeviceKeyType::P384 => KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384),
+        DeviceKeyType::Ed25519 => KeyPair::generate_for(&PKCS_ED25519),
+        DeviceKeyType::Rsa2048 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048),
+        DeviceKeyType::Rsa1024 => {
+            use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+            let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).map_err(|e| e.to_string())?;
+            let spki = key.to_public_key().to_public_key_der().map_err(|e| e.to_string())?;
+            let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| e.to_string())?;
+            let spki = rcgen::SubjectPublicKeyInfo::from_der(spki.as_bytes()).map_err(|e| e.to_string())?;
+            return Ok(DeviceKey::Weak(spki, pem.to_string()));
+        }
+    };
+    key.map(DeviceKey::Rcgen).map_err(|e| e.to_string())
+}
+
+/// Mints one device into `dir` (created; it must not exist).
+pub(crate) fn mint_one(
     issuer: &Issuer<'_, KeyPair>,
     dir: &Path,
     name: &str,
     serial: Option<&str>,
     subject: &Subject,
     key_type: DeviceKeyType,
-    days: u32,
+    validity: Validity,
 ) -> Result<(), CliError> {
     let fail = |e: rcgen::Error| CliError::Input(format!("{name}: {e}"));
-    let key = match key_type {
-        DeviceKeyType::P256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256),
-        DeviceKeyType::P384 => KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384),
-        DeviceKeyType::Ed25519 => KeyPair::generate_for(&PKCS_ED25519),
-        DeviceKeyType::Rsa2048 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048),
-    }
-    .map_err(fail)?;
+    let key = generate(key_type).map_err(|e| CliError::Input(format!("{name}: key generation: {e}")))?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
@@ -263,13 +314,15 @@ fn mint_one(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + time::Duration::days(i64::from(days));
-    let cert = params.signed_by(&key, issuer).map_err(fail)?;
+    params.not_before = validity.not_before;
+    params.not_after = validity.not_after;
+    let (cert, key_pem) = match &key {
+        DeviceKey::Rcgen(key) => (params.signed_by(key, issuer).map_err(fail)?, key.serialize_pem()),
+        DeviceKey::Weak(spki, pem) => (params.signed_by(spki, issuer).map_err(fail)?, pem.clone()),
+    };
     std::fs::create_dir(dir).map_err(|e| CliError::Input(format!("cannot create {}: {e}", dir.display())))?;
     write_all_new(&[
-        (dir.join("key.pem"), key.serialize_pem(), 0o600),
+        (dir.join("key.pem"), key_pem, 0o600),
         (dir.join("cert.pem"), cert.pem(), 0o644),
     ])
 }

@@ -6,6 +6,7 @@
 
 mod ca;
 mod connect;
+mod demo;
 mod device;
 mod error;
 mod files;
@@ -35,9 +36,11 @@ pub struct AwsOptions {
     /// AWS region (default: the SDK's region chain).
     #[arg(long, global = true)]
     pub region: Option<String>,
-    /// Named AWS profile from the shared config and credentials files.
-    #[arg(long, global = true)]
-    pub profile: Option<String>,
+    /// Named AWS profile from the shared config and credentials files
+    /// (default: $AWS_PROFILE, else `default`). Not to be confused with the
+    /// device profiles of `--profile NAME` in `ca register` / `ca bind`.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub aws_profile: Option<String>,
     /// Send every AWS call to this endpoint (a local emulator).
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
@@ -60,6 +63,10 @@ pub enum Command {
     /// The fleet as the inventory sees it.
     #[command(subcommand)]
     Fleet(fleet::FleetCommand),
+    /// The whole system on the local emulator: deploy the SAM template, create
+    /// and register a CA, mint good and bad devices, connect them over MQTT,
+    /// and summarize who got in and why the others did not.
+    Demo(demo::DemoArgs),
 }
 
 impl AwsOptions {
@@ -69,7 +76,7 @@ impl AwsOptions {
         if let Some(region) = &self.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
-        if let Some(profile) = &self.profile {
+        if let Some(profile) = &self.aws_profile {
             loader = loader.profile_name(profile);
         }
         if let Some(endpoint) = &self.endpoint_url {
@@ -107,6 +114,7 @@ fn main() -> std::process::ExitCode {
             Command::Profile(command) => profile::run(command, &cli).await,
             Command::Device(command) => device::run(command, &cli).await,
             Command::Fleet(command) => fleet::run(command, &cli).await,
+            Command::Demo(args) => demo::run(args, &cli).await,
         }
     });
     match result {

@@ -195,6 +195,7 @@ async fn a_created_ca_is_registered_bound_listed_and_unbound() -> TestResult {
         .output()?;
     assert!(output.status.success(), "{}", stderr(&output));
     let registered: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(registered["mode"], "jitr");
     let ca_id = registered["caCertificateId"].as_str().ok_or("no id")?.to_string();
     let described = world
         .iot
@@ -258,6 +259,182 @@ async fn a_created_ca_is_registered_bound_listed_and_unbound() -> TestResult {
         "{}",
         stderr(&output)
     );
+    Ok(())
+}
+
+async fn ca_count(world: &World) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(world.iot.list_ca_certificates().send().await?.certificates().len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_register_jitp_attaches_the_profile_template_and_refuses_bad_input() -> TestResult {
+    let world = World::new().await?;
+    let dir = tempfile::tempdir()?;
+    let ca_dir = dir.path().join("jitp-ca");
+    let output = onboard(None)?.args(["ca", "create", "--out"]).arg(&ca_dir).output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let devices = dir.path().join("devices");
+    // A device with every field the `sensors` profile maps, and one with a CN only.
+    let output = mint(
+        &ca_dir,
+        &devices,
+        &[
+            "--count",
+            "1",
+            "--name",
+            "jitp-{n:02}",
+            "--organization",
+            "Acme",
+            "--organizational-unit",
+            "TH-200",
+            "--serial-number",
+            "SN-{n:06}",
+        ],
+    )?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = mint(&ca_dir, &devices, &["--count", "1", "--name", "bare-{n:02}"])?;
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    // The role AWS IoT assumes to provision devices.
+    let iam = aws_sdk_iam::Client::new(&world.sdk);
+    let trust = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"}]
+    });
+    let role = iam
+        .create_role()
+        .role_name("onboarding-jitp")
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await?;
+    let role_arn = role.role.ok_or("CreateRole returned no role")?.arn;
+    iam.attach_role_policy()
+        .role_name("onboarding-jitp")
+        .policy_arn("arn:aws:iam::aws:policy/service-role/AWSIoTThingsRegistration")
+        .send()
+        .await?;
+    let cas_before = ca_count(&world).await?;
+
+    // JITP without a role, a role without JITP: refused before anything is registered.
+    let output = onboard(Some(&world))?
+        .args(["ca", "register", "--mode", "jitp", "--profile", "sensors", "--ca"])
+        .arg(&ca_dir)
+        .output()?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("--mode jitp needs --role-arn"),
+        "{}",
+        stderr(&output)
+    );
+    let output = onboard(Some(&world))?
+        .args([
+            "ca",
+            "register",
+            "--role-arn",
+            &role_arn,
+            "--profile",
+            "sensors",
+            "--ca",
+        ])
+        .arg(&ca_dir)
+        .output()?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("--mode jitp only"), "{}", stderr(&output));
+
+    // A sample device lacking a field the template declares (O, mapped to
+    // `manufacturer`): refused, the field named, no CA registered.
+    let output = onboard(Some(&world))?
+        .args(["ca", "register", "--mode", "jitp", "--role-arn", &role_arn])
+        .args(["--profile", "sensors", "--ca"])
+        .arg(&ca_dir)
+        .arg("--check-device")
+        .arg(devices.join("bare-01").join("cert.pem"))
+        .output()?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("lacks subject field O (AWS::IoT::Certificate::Organization)"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(ca_count(&world).await?, cas_before, "nothing registered");
+
+    let output = onboard(Some(&world))?
+        .args(["--json", "ca", "register", "--mode", "jitp", "--role-arn", &role_arn])
+        .args(["--profile", "sensors", "--ca"])
+        .arg(&ca_dir)
+        .arg("--check-device")
+        .arg(devices.join("jitp-01").join("cert.pem"))
+        .output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("warning: JITP: no identity-collision check"),
+        "{}",
+        stderr(&output)
+    );
+    let registered: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(registered["mode"], "jitp");
+    let ca_id = registered["caCertificateId"].as_str().ok_or("no id")?.to_string();
+    assert_eq!(ca_count(&world).await?, cas_before + 1);
+
+    let described = world
+        .iot
+        .describe_ca_certificate()
+        .certificate_id(&ca_id)
+        .send()
+        .await?;
+    let auto = described
+        .certificate_description
+        .and_then(|d| d.auto_registration_status)
+        .map(|s| s.as_str().to_string());
+    assert_eq!(auto.as_deref(), Some("ENABLE"));
+    let config = described.registration_config.ok_or("no registrationConfig")?;
+    assert_eq!(config.role_arn(), Some(role_arn.as_str()));
+    let template: serde_json::Value = serde_json::from_str(config.template_body().ok_or("no templateBody")?)?;
+    let thing = &template["Resources"]["thing"];
+    assert_eq!(thing["Type"], "AWS::IoT::Thing");
+    assert_eq!(
+        thing["Properties"]["ThingName"],
+        serde_json::json!({"Ref": "AWS::IoT::Certificate::CommonName"})
+    );
+    assert_eq!(
+        thing["Properties"]["AttributePayload"]["manufacturer"],
+        serde_json::json!({"Ref": "AWS::IoT::Certificate::Organization"})
+    );
+    assert_eq!(thing["Properties"]["ThingTypeName"], "sensor");
+    assert_eq!(
+        thing["Properties"]["ThingGroups"],
+        serde_json::json!(["fleet", "sensors-eu"])
+    );
+    assert_eq!(
+        template["Resources"]["certificate"]["Properties"]["CertificateId"],
+        serde_json::json!({"Ref": "AWS::IoT::Certificate::Id"})
+    );
+    assert_eq!(
+        template["Resources"]["policy"]["Properties"]["PolicyName"],
+        "onboarding-device-policy"
+    );
+    for parameter in [
+        "AWS::IoT::Certificate::Id",
+        "AWS::IoT::Certificate::CommonName",
+        "AWS::IoT::Certificate::Organization",
+        "AWS::IoT::Certificate::OrganizationalUnit",
+        "AWS::IoT::Certificate::SerialNumber",
+    ] {
+        assert_eq!(template["Parameters"][parameter]["Type"], "String", "{parameter}");
+    }
+
+    // Still bound to the profile in the inventory.
+    let output = onboard(Some(&world))?.args(["--json", "ca", "list"]).output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let row = list
+        .as_array()
+        .ok_or("not a list")?
+        .iter()
+        .find(|r| r["caCertificateId"] == ca_id.as_str())
+        .ok_or("CA not listed")?
+        .clone();
+    assert_eq!(row["profile"], "sensors");
     Ok(())
 }
 

@@ -343,3 +343,35 @@ async fn a_second_device_never_takes_over_an_identity() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_bound_after_the_configuration_was_cached_is_not_rejected() -> TestResult {
+    let world = world().await;
+    let handler = handler(&world, &[]);
+    // Warm: the configuration (60 s TTL) is cached without the new CA.
+    let first = world.ca.device("cached-1").build()?;
+    let first_id = world.first_connection(&first, "cached-1").await?;
+    let answer = handler.handle(world.direct_event(&first_id, &world.ca_id)?).await?;
+    assert_eq!(answer["outcome"], json!("provisioned"), "{answer}");
+
+    // A second CA registered and bound a moment later: its first device
+    // must not be revoked as CA_NOT_BOUND from the stale cache.
+    let new_ca = onboarding_test_support::TestCa::new("Second Line CA")?;
+    let new_ca_id = world.register_ca(&new_ca).await?;
+    world.bind(&new_ca_id, "sensors").await?;
+    let device = new_ca.device("cached-2").build()?;
+    let device_id = world.first_connection(&device, "cached-2").await?;
+    let answer = handler.handle(world.direct_event(&device_id, &new_ca_id)?).await?;
+    assert_eq!(answer["outcome"], json!("provisioned"), "{answer}");
+    assert_eq!(world.certificate_status(&device_id).await?.as_deref(), Some("ACTIVE"));
+
+    // And an unbinding is seen at once for rejections too: the fresh
+    // configuration decides, in both directions.
+    let stray_ca = onboarding_test_support::TestCa::new("Stray CA")?;
+    let stray_ca_id = world.register_ca(&stray_ca).await?;
+    let stray = stray_ca.device("cached-3").build()?;
+    let stray_id = world.first_connection(&stray, "cached-3").await?;
+    let answer = handler.handle(world.direct_event(&stray_id, &stray_ca_id)?).await?;
+    assert_eq!(answer["reasonCode"], json!("CA_NOT_BOUND"), "{answer}");
+    Ok(())
+}

@@ -1,11 +1,13 @@
-//! The onboarding domain: certificate checks, naming rules, device profiles,
-//! the provisioning plan and workflow, outcomes and errors. No AWS dependency:
+//! The onboarding domain: certificate checks, naming rules, device profiles
+//! (and the JITP templates they render to), the provisioning plan and
+//! workflow, outcomes and errors. No AWS dependency:
 //! the outside world is reached through the traits in [`ports`].
 
 pub mod certificate;
 pub mod checks;
 pub mod config;
 pub mod event;
+pub mod jitp;
 pub mod naming;
 pub mod plan;
 pub mod ports;

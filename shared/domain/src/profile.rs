@@ -105,7 +105,7 @@ fn field_error(field: impl Into<String>, problem: impl Into<String>) -> ProfileE
 
 /// One piece of a naming template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece<'a> {
+pub(crate) enum Piece<'a> {
     Text(&'a str),
     Field(SubjectField),
 }
@@ -315,7 +315,9 @@ impl DeviceProfile {
     }
 }
 
-fn parse_template(template: &str) -> Result<Vec<Piece<'_>>, String> {
+/// Splits a naming template into literal text and subject-field placeholders
+/// (the JITP template renderer builds its `ThingName` from the same pieces).
+pub(crate) fn parse_template(template: &str) -> Result<Vec<Piece<'_>>, String> {
     let mut pieces = Vec::new();
     let mut rest = template;
     while !rest.is_empty() {

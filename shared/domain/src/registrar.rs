@@ -165,9 +165,9 @@ where
     /// # Errors
     /// The first failure; the caller may ignore it (events load lazily).
     pub async fn warm_up(&self) -> Result<(), ProvisioningError> {
-        let config = self.config().await?;
+        let (config, _) = self.config(false).await?;
         let cas: Vec<&str> = config.bound_ca_ids().take(WARM_UP_CAS).collect();
-        try_join_all(cas.iter().map(|ca| self.ca(ca))).await?;
+        try_join_all(cas.iter().map(|ca| self.ca(ca, false))).await?;
         Ok(())
     }
 
@@ -178,9 +178,9 @@ where
     /// then not ACTIVE.
     pub async fn handle(&self, event: &JitrEvent, now: i64) -> Result<Outcome, ProvisioningError> {
         // Round 1. Configuration and the CA come from the cache when warm.
-        let (cert, (config, ca)) = try_join(
+        let (cert, ((config, config_cached), (ca, ca_cached))) = try_join(
             async { Ok::<_, ProvisioningError>(self.certificates.describe_certificate(&event.certificate_id).await?) },
-            try_join(self.config(), self.ca(&event.ca_certificate_id)),
+            try_join(self.config(false), self.ca(&event.ca_certificate_id, false)),
         )
         .await?;
         let Some(cert) = cert else {
@@ -193,7 +193,15 @@ where
             CertificateStatus::Active => return self.already_active(event, now).await,
             other => return self.observe(event, other, now).await,
         }
-        match self.verdict(event, &cert, ca.as_deref(), &config, now)? {
+        let mut verdict = self.verdict(event, &cert, ca.as_deref(), &config, now)?;
+        if matches!(verdict, Verdict::Rejected { .. }) && (config_cached || ca_cached) {
+            // A rejection cannot be undone (a revoked certificate never comes
+            // back), so it is never decided on cached configuration: a CA
+            // bound, a profile fixed or a CA activated a moment ago counts.
+            let ((config, _), (ca, _)) = try_join(self.config(true), self.ca(&event.ca_certificate_id, true)).await?;
+            verdict = self.verdict(event, &cert, ca.as_deref(), &config, now)?;
+        }
+        match verdict {
             Verdict::Rejected {
                 rejection,
                 action,
@@ -487,12 +495,15 @@ where
         })
     }
 
-    async fn config(&self) -> Result<Arc<OnboardingConfig>, ProvisioningError> {
+    /// The configuration, and whether it came from the cache; `fresh`
+    /// bypasses the cache (and refills it).
+    async fn config(&self, fresh: bool) -> Result<(Arc<OnboardingConfig>, bool), ProvisioningError> {
         let mut cached = self.config_cache.lock().await;
-        if let Some((at, config)) = cached.as_ref()
+        if !fresh
+            && let Some((at, config)) = cached.as_ref()
             && at.elapsed() < self.settings.cache_ttl
         {
-            return Ok(config.clone());
+            return Ok((config.clone(), true));
         }
         let mut config = self.inventory.load_config().await?;
         if let Some((profile, cas)) = &self.settings.default_profile {
@@ -500,24 +511,31 @@ where
         }
         let config = Arc::new(config);
         *cached = Some((Instant::now(), config.clone()));
-        Ok(config)
+        Ok((config, false))
     }
 
-    async fn ca(&self, ca_certificate_id: &str) -> Result<Option<Arc<CachedCa>>, ProvisioningError> {
+    /// The CA's description, and whether it came from the cache; `fresh`
+    /// bypasses the cache (and refills it).
+    async fn ca(
+        &self,
+        ca_certificate_id: &str,
+        fresh: bool,
+    ) -> Result<(Option<Arc<CachedCa>>, bool), ProvisioningError> {
         let mut cache = self.ca_cache.lock().await;
-        if let Some((at, ca)) = cache.get(ca_certificate_id)
+        if !fresh
+            && let Some((at, ca)) = cache.get(ca_certificate_id)
             && at.elapsed() < self.settings.cache_ttl
         {
-            return Ok(Some(ca.clone()));
+            return Ok((Some(ca.clone()), true));
         }
         let Some(registered) = self.certificates.describe_ca_certificate(ca_certificate_id).await? else {
             cache.remove(ca_certificate_id);
-            return Ok(None);
+            return Ok((None, false));
         };
         let parsed = Certificate::from_pem(&registered.pem).map_err(|e| e.to_string());
         let ca = Arc::new(CachedCa { registered, parsed });
         cache.insert(ca_certificate_id.to_string(), (Instant::now(), ca.clone()));
-        Ok(Some(ca))
+        Ok((Some(ca), false))
     }
 }
 

@@ -2,11 +2,11 @@
 //! factory, and a minimal MQTT-over-mTLS device connection.
 
 pub mod certs;
-pub mod emulator;
 pub mod mqtt;
 pub mod proxy;
 pub mod world;
 
 pub use certs::{DeviceCert, KeyAlg, TestCa};
-pub use emulator::Emulator;
+pub use onboarding_emulator as emulator;
+pub use onboarding_emulator::Emulator;
 pub use rcgen;

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What the broker did with a CONNECT.
@@ -88,21 +87,7 @@ pub fn client_config(
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<Arc<rustls::ClientConfig>, MqttError> {
-    let pem = |e: rustls::pki_types::pem::Error| MqttError::Pem(e.to_string());
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(server_ca_pem.as_bytes()) {
-        roots.add(ca.map_err(pem)?)?;
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(pem)?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(pem)?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
-    Ok(Arc::new(config))
+    onboarding_emulator::tls::client_config(server_ca_pem, cert_pem, key_pem).map_err(|e| MqttError::Pem(e.to_string()))
 }
 
 fn is_tls_alert(e: &std::io::Error) -> bool {

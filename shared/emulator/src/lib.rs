@@ -1,14 +1,21 @@
-//! Starts the pinned local AWS emulator (ministack) for one test run.
+//! The pinned local AWS emulator (ministack), for tests and `onboard demo`.
 //!
 //! Each [`Emulator`] gets its own free loopback ports for the HTTP gateway and
 //! the MQTT-over-mTLS listener, runs with `AUTH=true` (SigV4, IAM and IoT
-//! policies enforced), is started through `python/launch_ministack.py` so
-//! that every listener binds 127.0.0.1 only, is waited for until ready, and is
-//! stopped (with its whole process group) when dropped, even on panic.
+//! policies enforced), is started through `python/launch_ministack.py`
+//! (embedded in this crate) so that every listener binds 127.0.0.1 only, is
+//! waited for until ready, and is stopped (with its whole process group) when
+//! dropped, even on panic — unless [`Emulator::keep`] hands it over.
 //!
 //! The Python interpreter is `$ONBOARDING_PYTHON`, else `.venv/bin/python` at
 //! the workspace root, where `scripts/setup-python.sh` installs the pinned
 //! emulator.
+//!
+//! [`stack`] deploys `infra/template.yaml` into an emulator as `sam deploy`
+//! would; [`tls`] is the device side of mutual TLS.
+
+pub mod stack;
+pub mod tls;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -27,6 +34,10 @@ pub const REGION: &str = "us-east-1";
 pub const ACCOUNT_ID: &str = "000000000000";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// The launcher that forces loopback binds and corrects the emulator's IAM
+/// resource mapping (see the script's docstring).
+const LAUNCHER: &str = include_str!("../python/launch_ministack.py");
 
 /// Why the emulator could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +65,21 @@ pub struct Emulator {
     pub gateway_port: u16,
     pub mqtt_port: u16,
     log_path: PathBuf,
-    _dir: tempfile::TempDir,
+    /// The emulator's working directory (its log, its temporary files);
+    /// `None` once [`Emulator::keep`] has handed it over.
+    dir: Option<tempfile::TempDir>,
+}
+
+/// An emulator left running on purpose (`onboard demo --keep`).
+#[derive(Debug, Clone)]
+pub struct KeptEmulator {
+    /// Leader of the emulator's process group: `kill -- -<pid>` stops it.
+    pub pid: u32,
+    pub endpoint: String,
+    pub gateway_port: u16,
+    pub mqtt_port: u16,
+    /// The emulator's log, kept with its working directory.
+    pub log_path: PathBuf,
 }
 
 /// The workspace root (two levels above this crate).
@@ -119,7 +144,8 @@ impl Emulator {
         let log = std::fs::File::create(&log_path).map_err(EmulatorError::Spawn)?;
         let log_err = log.try_clone().map_err(EmulatorError::Spawn)?;
         let endpoint = format!("http://127.0.0.1:{gateway_port}");
-        let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/launch_ministack.py");
+        let launcher = dir.path().join("launch_ministack.py");
+        std::fs::write(&launcher, LAUNCHER).map_err(EmulatorError::Spawn)?;
         let mut command = Command::new(python);
         command
             .arg(launcher)
@@ -147,7 +173,7 @@ impl Emulator {
             gateway_port,
             mqtt_port,
             log_path,
-            _dir: dir,
+            dir: Some(dir),
         };
         emulator.wait_ready().await?;
         Ok(emulator)
@@ -187,26 +213,7 @@ impl Emulator {
     /// # Errors
     /// [`EmulatorError::Http`] on connection or status failures.
     pub async fn get(&self, path: &str) -> Result<String, EmulatorError> {
-        let http = |e: std::io::Error| EmulatorError::Http(e.to_string());
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.gateway_port))
-            .await
-            .map_err(http)?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.gateway_port);
-        stream.write_all(request.as_bytes()).await.map_err(http)?;
-        let mut response = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-            .await
-            .map_err(|_| EmulatorError::Http(format!("GET {path} timed out")))?
-            .map_err(http)?;
-        let text = String::from_utf8_lossy(&response);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-            return Err(EmulatorError::Http(format!(
-                "GET {path}: {}",
-                head.lines().next().unwrap_or_default()
-            )));
-        }
-        Ok(body.to_string())
+        http_get(self.gateway_port, path).await
     }
 
     /// The emulator's server CA, which devices must trust.
@@ -214,7 +221,22 @@ impl Emulator {
     /// # Errors
     /// [`EmulatorError::Http`].
     pub async fn server_ca_pem(&self) -> Result<String, EmulatorError> {
-        self.get("/_ministack/iot/ca.pem").await
+        self.get(SERVER_CA_PATH).await
+    }
+
+    /// Leaves the emulator running after this process exits, with its working
+    /// directory and log; the caller tells the user how to stop it.
+    pub fn keep(mut self) -> KeptEmulator {
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.keep();
+        }
+        KeptEmulator {
+            pid: self.child.id(),
+            endpoint: self.endpoint.clone(),
+            gateway_port: self.gateway_port,
+            mqtt_port: self.mqtt_port,
+            log_path: self.log_path.clone(),
+        }
     }
 
     /// SDK configuration pointed at the emulator, with the account root keys.
@@ -233,6 +255,54 @@ impl Emulator {
     pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         aws_sdk_dynamodb::Client::new(&self.sdk_config().await)
     }
+}
+
+/// Where the emulator serves the CA of its MQTT server certificate.
+pub const SERVER_CA_PATH: &str = "/_ministack/iot/ca.pem";
+
+/// The gateway port of an `http://127.0.0.1:<port>` (or `localhost`) endpoint.
+///
+/// # Errors
+/// [`EmulatorError::Http`] for anything else: emulator-internal endpoints are
+/// only ever reached on loopback.
+pub fn loopback_port(endpoint: &str) -> Result<u16, EmulatorError> {
+    let rest = endpoint
+        .strip_prefix("http://")
+        .ok_or_else(|| EmulatorError::Http(format!("{endpoint}: expected http://127.0.0.1:<port>")))?;
+    let rest = rest.trim_end_matches('/');
+    let port = rest
+        .strip_prefix("127.0.0.1:")
+        .or_else(|| rest.strip_prefix("localhost:"))
+        .ok_or_else(|| EmulatorError::Http(format!("{endpoint}: the emulator must be on 127.0.0.1")))?;
+    port.parse()
+        .map_err(|_| EmulatorError::Http(format!("{endpoint}: {port:?} is not a port")))
+}
+
+/// A plain HTTP/1.0 GET on an emulator's loopback gateway port.
+///
+/// # Errors
+/// [`EmulatorError::Http`] on connection or status failures.
+pub async fn http_get(gateway_port: u16, path: &str) -> Result<String, EmulatorError> {
+    let http = |e: std::io::Error| EmulatorError::Http(e.to_string());
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port))
+        .await
+        .map_err(http)?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{gateway_port}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(http)?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| EmulatorError::Http(format!("GET {path} timed out")))?
+        .map_err(http)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(EmulatorError::Http(format!(
+            "GET {path}: {}",
+            head.lines().next().unwrap_or_default()
+        )));
+    }
+    Ok(body.to_string())
 }
 
 /// SDK configuration for an emulator endpoint.
@@ -254,6 +324,10 @@ pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
+        if self.dir.is_none() {
+            // Kept on purpose.
+            return;
+        }
         // The emulator runs in its own process group; stop every process in it
         // (Lambda runtimes it spawned included).
         let group = format!("-{}", self.child.id());
