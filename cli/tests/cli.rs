@@ -62,6 +62,20 @@ fn mint(
         .output()?)
 }
 
+/// The row of `onboard --json ca list` for one CA.
+fn listed_ca(world: &World, ca_id: &str) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
+    let output = onboard(Some(world))?.args(["--json", "ca", "list"]).output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok(list
+        .as_array()
+        .ok_or("not a list")?
+        .iter()
+        .find(|r| r["caCertificateId"] == ca_id)
+        .ok_or("CA not listed")?
+        .clone())
+}
+
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
 }
@@ -216,16 +230,7 @@ async fn a_created_ca_is_registered_bound_listed_and_unbound() -> TestResult {
         Some("ENABLE")
     );
 
-    let output = onboard(Some(&world))?.args(["--json", "ca", "list"]).output()?;
-    assert!(output.status.success(), "{}", stderr(&output));
-    let list: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let row = list
-        .as_array()
-        .ok_or("not a list")?
-        .iter()
-        .find(|r| r["caCertificateId"] == ca_id.as_str())
-        .ok_or("CA not listed")?
-        .clone();
+    let row = listed_ca(&world, &ca_id)?;
     assert_eq!(row["profile"], "sensors");
     assert_eq!(row["autoRegistration"], "ENABLE");
 
@@ -424,16 +429,7 @@ async fn ca_register_jitp_attaches_the_profile_template_and_refuses_bad_input() 
     }
 
     // Still bound to the profile in the inventory.
-    let output = onboard(Some(&world))?.args(["--json", "ca", "list"]).output()?;
-    assert!(output.status.success(), "{}", stderr(&output));
-    let list: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let row = list
-        .as_array()
-        .ok_or("not a list")?
-        .iter()
-        .find(|r| r["caCertificateId"] == ca_id.as_str())
-        .ok_or("CA not listed")?
-        .clone();
+    let row = listed_ca(&world, &ca_id)?;
     assert_eq!(row["profile"], "sensors");
     Ok(())
 }
