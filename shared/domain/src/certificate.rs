@@ -238,6 +238,59 @@ impl Certificate {
     }
 }
 
+/// The facts of a certificate signing request (PKCS #10), as a device sends
+/// one to rotate its certificate.
+#[derive(Debug, Clone)]
+pub struct CertificateRequest {
+    pub subject: Subject,
+    pub subject_dn: String,
+    pub key: KeyKind,
+    /// The DER of the requested SubjectPublicKeyInfo, to match against the
+    /// certificate issued for it.
+    pub public_key_der: Vec<u8>,
+    /// The request is signed by the key it carries (proof of possession).
+    pub signature_valid: bool,
+}
+
+impl CertificateRequest {
+    /// Parses a PEM CSR (`CERTIFICATE REQUEST`).
+    ///
+    /// # Errors
+    /// [`MalformedCertificate`] when there is no readable request.
+    pub fn from_pem(pem: &str) -> Result<Self, MalformedCertificate> {
+        let (_, pem) =
+            x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| MalformedCertificate(format!("PEM: {e}")))?;
+        if pem.label != "CERTIFICATE REQUEST" && pem.label != "NEW CERTIFICATE REQUEST" {
+            return Err(MalformedCertificate(format!(
+                "PEM block is {:?}, not CERTIFICATE REQUEST",
+                pem.label
+            )));
+        }
+        let (rest, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
+            .map_err(|e| MalformedCertificate(format!("CSR DER: {e}")))?;
+        if !rest.is_empty() {
+            return Err(MalformedCertificate("trailing bytes after the request".into()));
+        }
+        let info = &csr.certification_request_info;
+        Ok(Self {
+            subject: subject_of(&info.subject)?,
+            subject_dn: info.subject.to_string(),
+            key: key_kind(&info.subject_pki)?,
+            public_key_der: info.subject_pki.raw.to_vec(),
+            signature_valid: csr.verify_signature().is_ok(),
+        })
+    }
+}
+
+impl Certificate {
+    /// The DER of the certificate's SubjectPublicKeyInfo.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        X509Certificate::from_der(&self.der)
+            .map(|(_, cert)| cert.public_key().raw.to_vec())
+            .unwrap_or_default()
+    }
+}
+
 struct Facts {
     serial: String,
     subject: Subject,
@@ -259,25 +312,12 @@ struct Facts {
 impl Facts {
     fn read(cert: &X509Certificate<'_>) -> Result<Self, MalformedCertificate> {
         let bad = |what: &str, e: &dyn fmt::Display| MalformedCertificate(format!("{what}: {e}"));
-        let mut subject = Vec::new();
-        for field in SubjectField::ALL {
-            let value = cert
-                .subject()
-                .iter_attributes()
-                .find(|a| a.attr_type().to_id_string() == field.oid())
-                .map(|a| a.as_str().map(str::to_owned))
-                .transpose()
-                .map_err(|e| bad(&format!("subject {field}"), &e))?;
-            if let Some(value) = value {
-                subject.push((field, value));
-            }
-        }
         let basic = cert.basic_constraints().map_err(|e| bad("basicConstraints", &e))?;
         let key_usage = cert.key_usage().map_err(|e| bad("keyUsage", &e))?;
         let eku = cert.extended_key_usage().map_err(|e| bad("extendedKeyUsage", &e))?;
         Ok(Self {
             serial: normalize_serial_bytes(cert.raw_serial()),
-            subject: Subject { values: subject },
+            subject: subject_of(cert.subject())?,
             subject_dn: cert.subject().to_string(),
             issuer_dn: cert.issuer().to_string(),
             subject_raw: cert.subject().as_raw().to_vec(),
@@ -286,7 +326,7 @@ impl Facts {
             issuer_normalized: normalized_name(cert.issuer()),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
-            key: key_kind(cert)?,
+            key: key_kind(cert.public_key())?,
             signature_algorithm: cert.signature_algorithm.algorithm.to_id_string(),
             is_ca: basic.is_some_and(|b| b.value.ca),
             key_usage_digital_signature: key_usage.map(|k| k.value.digital_signature()),
@@ -301,8 +341,24 @@ const OID_P256: &str = "1.2.840.10045.3.1.7";
 const OID_P384: &str = "1.3.132.0.34";
 const OID_ED25519: &str = "1.3.101.112";
 
-fn key_kind(cert: &X509Certificate<'_>) -> Result<KeyKind, MalformedCertificate> {
-    let spki = cert.public_key();
+/// The subject fields profiles use, from a distinguished name.
+fn subject_of(name: &X509Name<'_>) -> Result<Subject, MalformedCertificate> {
+    let mut values = Vec::new();
+    for field in SubjectField::ALL {
+        let value = name
+            .iter_attributes()
+            .find(|a| a.attr_type().to_id_string() == field.oid())
+            .map(|a| a.as_str().map(str::to_owned))
+            .transpose()
+            .map_err(|e| MalformedCertificate(format!("subject {field}: {e}")))?;
+        if let Some(value) = value {
+            values.push((field, value));
+        }
+    }
+    Ok(Subject { values })
+}
+
+fn key_kind(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<KeyKind, MalformedCertificate> {
     let algorithm = spki.algorithm.algorithm.to_id_string();
     Ok(match algorithm.as_str() {
         OID_RSA => match spki.parsed() {

@@ -15,9 +15,10 @@ pub mod profile;
 pub mod reason;
 pub mod record;
 pub mod registrar;
+pub mod rotation;
 pub mod time_fmt;
 
-pub use certificate::{Certificate, KeyKind, Subject, SubjectField};
+pub use certificate::{Certificate, CertificateRequest, KeyKind, Subject, SubjectField};
 pub use config::{CaTrust, OnboardingConfig};
 pub use event::{JitrEvent, MalformedEvent};
 pub use plan::{CredentialsRecord, ProvisioningPlan};

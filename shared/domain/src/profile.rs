@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::certificate::{Subject, SubjectField};
 use crate::naming;
+use crate::rotation::RotationPolicy;
 
 /// What happens to a rejected certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -77,6 +78,9 @@ pub struct DeviceProfile {
     /// Status given to rejected certificates.
     #[serde(default)]
     pub rejection_action: RejectionAction,
+    /// How this profile's certificates are rotated before they expire.
+    #[serde(default)]
+    pub rotation: RotationPolicy,
 }
 
 fn default_naming() -> String {
@@ -157,6 +161,7 @@ impl DeviceProfile {
             policy_name: policy_name.to_string(),
             min_remaining_days: default_min_remaining_days(),
             rejection_action: RejectionAction::default(),
+            rotation: RotationPolicy::default(),
         }
     }
 
@@ -249,6 +254,9 @@ impl DeviceProfile {
         }
         if self.min_remaining_days > 36_500 {
             return Err(field_error("minRemainingDays", "must be at most 36500"));
+        }
+        if let Some((field, problem)) = self.rotation.problem() {
+            return Err(field_error(field, problem));
         }
         Ok(())
     }

@@ -13,6 +13,8 @@ pub enum RecordStatus {
     Rejected,
     /// Seen in a status other than PENDING_ACTIVATION; nothing was done.
     Observed,
+    /// Replaced by a rotation: `INACTIVE`, detached, deleted after the grace period.
+    Rotated,
 }
 
 impl RecordStatus {
@@ -21,6 +23,7 @@ impl RecordStatus {
             Self::Provisioned => "PROVISIONED",
             Self::Rejected => "REJECTED",
             Self::Observed => "OBSERVED",
+            Self::Rotated => "ROTATED",
         }
     }
 
@@ -29,6 +32,7 @@ impl RecordStatus {
             "PROVISIONED" => Some(Self::Provisioned),
             "REJECTED" => Some(Self::Rejected),
             "OBSERVED" => Some(Self::Observed),
+            "ROTATED" => Some(Self::Rotated),
             _ => None,
         }
     }

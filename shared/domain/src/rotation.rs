@@ -1,0 +1,855 @@
+//! Certificate rotation: the policy each profile sets, the state machine every
+//! rotation follows, the protocol devices speak (job document, CSR and answer
+//! messages), the CSR checks, and the ports the rotation functions use.
+//!
+//! A rotation replaces one certificate (the "old" one) of one thing:
+//!
+//! ```text
+//! requested ─▶ issued ─▶ delivered ─▶ confirmed ─▶ retired
+//!     │           │           │
+//!     └───────────┴───────────┴──▶ failed (reason; retried after a backoff, up to maxAttempts)
+//! ```
+//!
+//! - `requested`: the job is created for the thing (both strategies).
+//! - `issued`: a new certificate exists, `ACTIVE`, attached to the same thing
+//!   and policy (CSR: from the device's CSR; server-keygen: made by AWS IoT).
+//! - `delivered`: the device has its new credentials (CSR: the certificate was
+//!   published on its response topic; server-keygen: the device took up the
+//!   job whose document links them).
+//! - `confirmed`: the job execution SUCCEEDED naming the new certificate.
+//! - `retired`: the old certificate is `INACTIVE` and detached; it is deleted
+//!   after the grace period (`old_deleted_at`).
+//! - `failed`: the job failed, was rejected, timed out or was canceled, or the
+//!   CSR was refused: the new certificate (if any) is revoked and detached, the
+//!   old one is untouched.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::certificate::{CertificateRequest, KeyKind};
+use crate::checks::check_key;
+use crate::ports::PortResult;
+use crate::profile::{DeviceProfile, NameError};
+use crate::reason::{RejectReason, Rejection};
+use crate::record::CertificateRecord;
+
+const DAY: i64 = 86_400;
+
+/// How new credentials are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Strategy {
+    /// The device keeps its private key and sends a CSR (recommended).
+    #[default]
+    Csr,
+    /// AWS IoT makes the key pair; the device downloads both through
+    /// presigned URLs, and the key object is deleted once it confirms.
+    ServerKeygen,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Csr => "csr",
+            Self::ServerKeygen => "serverKeygen",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "csr" => Some(Self::Csr),
+            "serverKeygen" => Some(Self::ServerKeygen),
+            _ => None,
+        }
+    }
+}
+
+/// A profile's rotation settings (`rotation` in the profile JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RotationPolicy {
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Rotate certificates expiring within this many days.
+    #[serde(default = "default_window_days")]
+    pub window_days: u32,
+    /// Days between retiring the old certificate and deleting it.
+    #[serde(default = "default_grace_days")]
+    pub grace_days: u32,
+    /// Attempts before a rotation stays failed (an alarm, and an operator).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// The job's in-progress timeout.
+    #[serde(default = "default_job_timeout_minutes")]
+    pub job_timeout_minutes: u32,
+    /// Wait after the first failure; doubled after each further one.
+    #[serde(default = "default_retry_backoff_hours")]
+    pub retry_backoff_hours: u32,
+}
+
+fn default_window_days() -> u32 {
+    30
+}
+fn default_grace_days() -> u32 {
+    7
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_job_timeout_minutes() -> u32 {
+    60
+}
+fn default_retry_backoff_hours() -> u32 {
+    24
+}
+
+impl Default for RotationPolicy {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::default(),
+            window_days: default_window_days(),
+            grace_days: default_grace_days(),
+            max_attempts: default_max_attempts(),
+            job_timeout_minutes: default_job_timeout_minutes(),
+            retry_backoff_hours: default_retry_backoff_hours(),
+        }
+    }
+}
+
+impl RotationPolicy {
+    /// The first field out of range, with the allowed range.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if !(1..=365).contains(&self.window_days) {
+            return Some(("rotation.windowDays", "must be 1 to 365"));
+        }
+        if self.grace_days > 365 {
+            return Some(("rotation.graceDays", "must be 0 to 365"));
+        }
+        if !(1..=10).contains(&self.max_attempts) {
+            return Some(("rotation.maxAttempts", "must be 1 to 10"));
+        }
+        // AWS IoT Jobs: inProgressTimeoutInMinutes is 1 to 10080 (7 days).
+        if !(1..=10_080).contains(&self.job_timeout_minutes) {
+            return Some(("rotation.jobTimeoutMinutes", "must be 1 to 10080 (AWS IoT Jobs' limit)"));
+        }
+        if !(1..=720).contains(&self.retry_backoff_hours) {
+            return Some(("rotation.retryBackoffHours", "must be 1 to 720"));
+        }
+        None
+    }
+
+    /// True when a certificate expiring at `not_after` is inside the window at `now`.
+    pub fn is_due(&self, not_after: i64, now: i64) -> bool {
+        not_after - i64::from(self.window_days) * DAY <= now
+    }
+
+    /// When a rotation that failed at `failed_at` on attempt `attempt` (1-based)
+    /// may be tried again, or `None` when the attempts are used up.
+    pub fn retry_at(&self, failed_at: i64, attempt: u32) -> Option<i64> {
+        if attempt >= self.max_attempts {
+            return None;
+        }
+        let factor = 1i64 << attempt.saturating_sub(1).min(16);
+        Some(failed_at + i64::from(self.retry_backoff_hours) * 3_600 * factor)
+    }
+
+    /// When an open job must have ended: its timeout, plus a minute's slack.
+    pub fn job_deadline(&self, since: i64) -> i64 {
+        since + i64::from(self.job_timeout_minutes) * 60 + 60
+    }
+}
+
+/// Where a rotation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RotationState {
+    Requested,
+    Issued,
+    Delivered,
+    Confirmed,
+    Retired,
+    Failed,
+}
+
+impl RotationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "REQUESTED",
+            Self::Issued => "ISSUED",
+            Self::Delivered => "DELIVERED",
+            Self::Confirmed => "CONFIRMED",
+            Self::Retired => "RETIRED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "REQUESTED" => Some(Self::Requested),
+            "ISSUED" => Some(Self::Issued),
+            "DELIVERED" => Some(Self::Delivered),
+            "CONFIRMED" => Some(Self::Confirmed),
+            "RETIRED" => Some(Self::Retired),
+            "FAILED" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+
+    /// A job is out and the device may still act on it.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Requested | Self::Issued | Self::Delivered | Self::Confirmed)
+    }
+
+    /// The states a transition to `self` may start from.
+    fn allowed_from(self) -> &'static [RotationState] {
+        match self {
+            Self::Requested => &[Self::Failed],
+            Self::Issued => &[Self::Requested],
+            Self::Delivered => &[Self::Issued],
+            Self::Confirmed => &[Self::Issued, Self::Delivered],
+            Self::Retired => &[Self::Confirmed],
+            Self::Failed => &[Self::Requested, Self::Issued, Self::Delivered],
+        }
+    }
+}
+
+/// Why a rotation failed (stable codes, in the inventory and the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    JobFailed,
+    JobRejected,
+    JobTimedOut,
+    JobCanceled,
+    /// The device's CSR did not pass the checks.
+    CsrRefused,
+    /// The device confirmed another certificate than the one issued.
+    WrongConfirmation,
+}
+
+impl FailureReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::JobFailed => "JOB_FAILED",
+            Self::JobRejected => "JOB_REJECTED",
+            Self::JobTimedOut => "JOB_TIMED_OUT",
+            Self::JobCanceled => "JOB_CANCELED",
+            Self::CsrRefused => "CSR_REFUSED",
+            Self::WrongConfirmation => "WRONG_CONFIRMATION",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        [
+            Self::JobFailed,
+            Self::JobRejected,
+            Self::JobTimedOut,
+            Self::JobCanceled,
+            Self::CsrRefused,
+            Self::WrongConfirmation,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+    }
+
+    /// The reason for a terminal job-execution status other than SUCCEEDED.
+    pub fn of_job_status(status: &str) -> Option<Self> {
+        match status {
+            "FAILED" => Some(Self::JobFailed),
+            "REJECTED" => Some(Self::JobRejected),
+            "TIMED_OUT" => Some(Self::JobTimedOut),
+            "CANCELED" | "REMOVED" => Some(Self::JobCanceled),
+            _ => None,
+        }
+    }
+}
+
+/// A transition the state machine does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rotation of {certificate_id}: {from} cannot become {to}")]
+pub struct TransitionError {
+    pub certificate_id: String,
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+/// One rotation of one certificate (the current attempt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The certificate being replaced.
+    pub old_certificate_id: String,
+    pub thing_name: String,
+    pub profile: String,
+    pub strategy: Strategy,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub job_id: String,
+    pub state: RotationState,
+    pub new_certificate_id: Option<String>,
+    /// Server-keygen: the credentials objects (deleted when the device confirms).
+    pub object_keys: Vec<String>,
+    pub reason: Option<FailureReason>,
+    pub detail: Option<String>,
+    /// The old certificate's notAfter (Unix seconds).
+    pub old_not_after: i64,
+    /// Unix seconds of each step.
+    pub requested_at: i64,
+    pub issued_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    pub confirmed_at: Option<i64>,
+    pub retired_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    /// When the old certificate was deleted (after the grace period).
+    pub old_deleted_at: Option<i64>,
+    /// When the rotator must look at this rotation again (job deadline,
+    /// retry time, deletion time); `None` when nothing is left to do.
+    pub due_at: Option<i64>,
+}
+
+/// `rotate-<first 32 hex of the old certificate id>-<attempt>`: unique per
+/// attempt, within AWS's 64 characters and `[a-zA-Z0-9_-]`.
+pub fn job_id(old_certificate_id: &str, attempt: u32) -> String {
+    let prefix: String = old_certificate_id.chars().take(32).collect();
+    format!("rotate-{prefix}-{attempt}")
+}
+
+impl Rotation {
+    /// A new attempt for a certificate of a thing.
+    pub fn requested(
+        record: &CertificateRecord,
+        thing_name: &str,
+        profile: &str,
+        policy: &RotationPolicy,
+        attempt: u32,
+        now: i64,
+    ) -> Self {
+        Self {
+            old_certificate_id: record.certificate_id.clone(),
+            thing_name: thing_name.to_string(),
+            profile: profile.to_string(),
+            strategy: policy.strategy,
+            attempt,
+            job_id: job_id(&record.certificate_id, attempt),
+            state: RotationState::Requested,
+            new_certificate_id: None,
+            object_keys: Vec::new(),
+            reason: None,
+            detail: None,
+            old_not_after: record.not_after.unwrap_or(now),
+            requested_at: now,
+            issued_at: None,
+            delivered_at: None,
+            confirmed_at: None,
+            retired_at: None,
+            failed_at: None,
+            old_deleted_at: None,
+            due_at: Some(policy.job_deadline(now)),
+        }
+    }
+
+    fn to(&self, state: RotationState) -> Result<Self, TransitionError> {
+        if !state.allowed_from().contains(&self.state) {
+            return Err(TransitionError {
+                certificate_id: self.old_certificate_id.clone(),
+                from: self.state.as_str(),
+                to: state.as_str(),
+            });
+        }
+        let mut next = self.clone();
+        next.state = state;
+        Ok(next)
+    }
+
+    /// The new certificate is `ACTIVE` and attached.
+    ///
+    /// # Errors
+    /// [`TransitionError`] unless `requested`.
+    pub fn issued(
+        &self,
+        new_certificate_id: &str,
+        object_keys: Vec<String>,
+        now: i64,
+    ) -> Result<Self, TransitionError> {
+        let mut next = self.to(RotationState::Issued)?;
+        next.new_certificate_id = Some(new_certificate_id.to_string());
+        next.object_keys = object_keys;
+        next.issued_at = Some(now);
+        Ok(next)
+    }
+
+    /// The device has its new credentials.
+    ///
+    /// # Errors
+    /// [`TransitionError`] unless `issued`.
+    pub fn delivered(&self, now: i64) -> Result<Self, TransitionError> {
+        let mut next = self.to(RotationState::Delivered)?;
+        next.delivered_at = Some(now);
+        Ok(next)
+    }
+
+    /// The device confirmed the new certificate.
+    ///
+    /// # Errors
+    /// [`TransitionError`] unless `issued` or `delivered`.
+    pub fn confirmed(&self, now: i64) -> Result<Self, TransitionError> {
+        let mut next = self.to(RotationState::Confirmed)?;
+        next.confirmed_at = Some(now);
+        next.due_at = Some(now);
+        Ok(next)
+    }
+
+    /// The old certificate is `INACTIVE` and detached; due for deletion after the grace period.
+    ///
+    /// # Errors
+    /// [`TransitionError`] unless `confirmed`.
+    pub fn retired(&self, policy: &RotationPolicy, now: i64) -> Result<Self, TransitionError> {
+        let mut next = self.to(RotationState::Retired)?;
+        next.retired_at = Some(now);
+        next.object_keys.clear();
+        next.due_at = Some(now + i64::from(policy.grace_days) * DAY);
+        Ok(next)
+    }
+
+    /// The old certificate was deleted: nothing left to do.
+    pub fn old_deleted(&self, now: i64) -> Self {
+        let mut next = self.clone();
+        next.old_deleted_at = Some(now);
+        next.due_at = None;
+        next
+    }
+
+    /// The attempt failed; due again at the retry time, if any attempts are left.
+    ///
+    /// # Errors
+    /// [`TransitionError`] unless open and not yet confirmed.
+    pub fn failed(
+        &self,
+        reason: FailureReason,
+        detail: impl Into<String>,
+        policy: &RotationPolicy,
+        now: i64,
+    ) -> Result<Self, TransitionError> {
+        let mut next = self.to(RotationState::Failed)?;
+        next.reason = Some(reason);
+        next.detail = Some(detail.into());
+        next.failed_at = Some(now);
+        next.due_at = policy.retry_at(now, self.attempt);
+        Ok(next)
+    }
+
+    /// The next attempt after a failure, with a new job.
+    ///
+    /// # Errors
+    /// [`TransitionError`] unless `failed`.
+    pub fn retried(&self, policy: &RotationPolicy, now: i64) -> Result<Self, TransitionError> {
+        let mut next = self.to(RotationState::Requested)?;
+        next.attempt = self.attempt + 1;
+        next.job_id = job_id(&self.old_certificate_id, next.attempt);
+        next.strategy = policy.strategy;
+        next.new_certificate_id = None;
+        next.object_keys = Vec::new();
+        next.reason = None;
+        next.detail = None;
+        next.requested_at = now;
+        next.issued_at = None;
+        next.delivered_at = None;
+        next.confirmed_at = None;
+        next.failed_at = None;
+        next.due_at = Some(policy.job_deadline(now));
+        Ok(next)
+    }
+}
+
+/// The topic a device publishes its CSR on.
+pub fn csr_topic(thing_name: &str) -> String {
+    format!("devices/{thing_name}/rotation/csr")
+}
+
+/// The topic a device receives the answer to its CSR on.
+pub fn answer_topic(thing_name: &str) -> String {
+    format!("devices/{thing_name}/rotation/certificate")
+}
+
+/// The `operation` of a rotation job document.
+pub const JOB_OPERATION: &str = "rotate-certificate";
+
+/// The job document devices receive (see the README for the device's steps).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobDocument {
+    /// Always [`JOB_OPERATION`].
+    pub operation: String,
+    /// Protocol version, `1`.
+    pub version: String,
+    pub strategy: Strategy,
+    /// The certificate being replaced (the one the device uses now).
+    pub old_certificate_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<CsrInstructions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_keygen: Option<ServerKeygenInstructions>,
+}
+
+/// CSR strategy: where to send the CSR and where the answer comes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CsrInstructions {
+    pub request_topic: String,
+    pub answer_topic: String,
+}
+
+/// Server-keygen strategy: the new credentials, as URLs AWS IoT presigns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerKeygenInstructions {
+    pub new_certificate_id: String,
+    pub certificate_url: String,
+    pub private_key_url: String,
+}
+
+impl JobDocument {
+    pub fn csr(rotation: &Rotation) -> Self {
+        Self {
+            operation: JOB_OPERATION.into(),
+            version: "1".into(),
+            strategy: Strategy::Csr,
+            old_certificate_id: rotation.old_certificate_id.clone(),
+            csr: Some(CsrInstructions {
+                request_topic: csr_topic(&rotation.thing_name),
+                answer_topic: answer_topic(&rotation.thing_name),
+            }),
+            server_keygen: None,
+        }
+    }
+
+    /// `bucket` and the object keys become `${aws:iot:s3-presigned-url:…}`
+    /// placeholders, which AWS IoT replaces with presigned URLs when it hands
+    /// the document to the device (the job's `presignedUrlConfig` names the role).
+    pub fn server_keygen(
+        rotation: &Rotation,
+        new_certificate_id: &str,
+        bucket: &str,
+        certificate_key: &str,
+        private_key_key: &str,
+    ) -> Self {
+        let url = |key: &str| format!("${{aws:iot:s3-presigned-url:https://s3.amazonaws.com/{bucket}/{key}}}");
+        Self {
+            operation: JOB_OPERATION.into(),
+            version: "1".into(),
+            strategy: Strategy::ServerKeygen,
+            old_certificate_id: rotation.old_certificate_id.clone(),
+            csr: None,
+            server_keygen: Some(ServerKeygenInstructions {
+                new_certificate_id: new_certificate_id.to_string(),
+                certificate_url: url(certificate_key),
+                private_key_url: url(private_key_key),
+            }),
+        }
+    }
+}
+
+/// What a device publishes on its CSR topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CsrMessage {
+    pub job_id: String,
+    /// PEM `CERTIFICATE REQUEST`.
+    pub csr: String,
+}
+
+/// The answer on the device's answer topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "status", rename_all_fields = "camelCase")]
+pub enum CsrAnswer {
+    #[serde(rename = "ISSUED")]
+    Issued {
+        job_id: String,
+        certificate_id: String,
+        certificate_pem: String,
+    },
+    #[serde(rename = "REFUSED")]
+    Refused {
+        job_id: String,
+        reason_code: String,
+        detail: String,
+    },
+}
+
+/// What the device reports in the job execution's `statusDetails` on success.
+pub const CONFIRMATION_FIELD: &str = "newCertificateId";
+
+/// Checks a device's CSR for a rotation: signed by its own key, a key the
+/// registrar would accept, and a subject that names the same thing under the
+/// profile's naming rule.
+///
+/// # Errors
+/// A [`Rejection`] with the registrar's reason codes (`CERTIFICATE_MALFORMED`,
+/// `SIGNATURE_INVALID`, `WEAK_KEY`, `UNSUPPORTED_KEY`, `THING_NAME_MISSING`,
+/// `THING_NAME_INVALID`) or `IDENTITY_COLLISION` for another thing's name.
+pub fn check_csr(csr_pem: &str, profile: &DeviceProfile, thing_name: &str) -> Result<CertificateRequest, Rejection> {
+    let csr = CertificateRequest::from_pem(csr_pem)
+        .map_err(|e| Rejection::new(RejectReason::CertificateMalformed, e.to_string()))?;
+    if !csr.signature_valid {
+        return Err(Rejection::new(
+            RejectReason::SignatureInvalid,
+            "the CSR is not signed by the key it carries",
+        ));
+    }
+    check_key(&csr.key)?;
+    let named = profile.thing_name_for(&csr.subject).map_err(|e| match e {
+        NameError::Missing(field) => Rejection::new(
+            RejectReason::ThingNameMissing,
+            format!("the CSR's subject has no {field}, which the naming rule uses"),
+        ),
+        NameError::Invalid(name) => Rejection::new(
+            RejectReason::ThingNameInvalid,
+            format!("the CSR names {name:?}, not a valid thing name"),
+        ),
+    })?;
+    if named != thing_name {
+        return Err(Rejection::new(
+            RejectReason::IdentityCollision,
+            format!("the CSR names thing {named:?}, but it came from {thing_name:?}"),
+        ));
+    }
+    Ok(csr)
+}
+
+/// The key kind a rotation keeps by default: the old certificate's.
+pub fn same_key_kind(old: &KeyKind, new: &KeyKind) -> bool {
+    std::mem::discriminant(old) == std::mem::discriminant(new)
+}
+
+/// A page of results and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Opaque; `None` when there is nothing more.
+    pub cursor: Option<String>,
+}
+
+/// The inventory as rotation uses it.
+pub trait RotationInventory: Send + Sync {
+    /// Provisioned certificates whose notAfter is before `until`, oldest
+    /// first, from the sparse expiry index: the cost follows the number
+    /// expiring, not the fleet.
+    fn expiring(
+        &self,
+        until: i64,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = PortResult<Page<CertificateRecord>>> + Send;
+    /// Rotations due at or before `now` (job deadlines, retries, deletions).
+    fn due_rotations(
+        &self,
+        now: i64,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = PortResult<Page<Rotation>>> + Send;
+    fn rotation(&self, old_certificate_id: &str) -> impl Future<Output = PortResult<Option<Rotation>>> + Send;
+    fn rotation_by_job(&self, job_id: &str) -> impl Future<Output = PortResult<Option<Rotation>>> + Send;
+    /// Writes a rotation if the stored one is still `expected` (state and
+    /// attempt; `None`: no rotation stored). False when another writer won.
+    fn put_rotation(
+        &self,
+        rotation: &Rotation,
+        expected: Option<(RotationState, u32)>,
+    ) -> impl Future<Output = PortResult<bool>> + Send;
+    /// The new certificate's record: provisioned for the same thing, in the expiry index.
+    fn record_rotated_in(&self, record: &CertificateRecord) -> impl Future<Output = PortResult<()>> + Send;
+    /// The old certificate's record: retired, out of the expiry index.
+    fn record_rotated_out(
+        &self,
+        old_certificate_id: &str,
+        new_certificate_id: &str,
+        now: i64,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// The rotator's saved position between runs.
+    fn cursor(&self, name: &str) -> impl Future<Output = PortResult<Option<String>>> + Send;
+    fn save_cursor(&self, name: &str, cursor: Option<&str>) -> impl Future<Output = PortResult<()>> + Send;
+}
+
+/// A certificate AWS IoT made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    pub certificate_id: String,
+    pub certificate_arn: String,
+    pub certificate_pem: String,
+    /// Server-keygen only.
+    pub private_key_pem: Option<String>,
+}
+
+/// A job execution as AWS IoT reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobExecution {
+    pub status: String,
+    pub status_details: std::collections::BTreeMap<String, String>,
+}
+
+/// AWS IoT as rotation uses it.
+pub trait RotationIot: Send + Sync {
+    /// `CreateJob` for one thing; succeeds when the job already exists.
+    fn create_job(
+        &self,
+        job_id: &str,
+        thing_name: &str,
+        document: &JobDocument,
+        timeout_minutes: u32,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// `DescribeJobExecution`; `None` when there is none.
+    fn job_execution(
+        &self,
+        job_id: &str,
+        thing_name: &str,
+    ) -> impl Future<Output = PortResult<Option<JobExecution>>> + Send;
+    /// `CancelJob` (force), after a rotation is given up.
+    fn cancel_job(&self, job_id: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// `CreateCertificateFromCsr`, not yet active.
+    fn certificate_from_csr(&self, csr_pem: &str) -> impl Future<Output = PortResult<IssuedCertificate>> + Send;
+    /// `CreateKeysAndCertificate`, not yet active.
+    fn keys_and_certificate(&self) -> impl Future<Output = PortResult<IssuedCertificate>> + Send;
+    /// `DescribeCertificate` PEM and status; `None` when it does not exist.
+    fn certificate(
+        &self,
+        certificate_id: &str,
+    ) -> impl Future<Output = PortResult<Option<crate::ports::RegisteredCertificate>>> + Send;
+    fn set_status(
+        &self,
+        certificate_id: &str,
+        status: &crate::ports::CertificateStatus,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// `AttachThingPrincipal` (`EXCLUSIVE_THING`).
+    fn attach_to_thing(&self, thing_name: &str, certificate_arn: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// `DetachThingPrincipal`; succeeds when not attached.
+    fn detach_from_thing(&self, thing_name: &str, certificate_arn: &str)
+    -> impl Future<Output = PortResult<()>> + Send;
+    /// Policy names attached to the certificate.
+    fn policies(&self, certificate_arn: &str) -> impl Future<Output = PortResult<Vec<String>>> + Send;
+    fn attach_policy(&self, policy_name: &str, certificate_arn: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// `DetachPolicy`; succeeds when not attached.
+    fn detach_policy(&self, policy_name: &str, certificate_arn: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// `DeleteCertificate` (it must be inactive and detached); succeeds when gone.
+    fn delete_certificate(&self, certificate_id: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// Publishes to a device (IoT data plane, QoS 1).
+    fn publish(&self, topic: &str, payload: &[u8]) -> impl Future<Output = PortResult<()>> + Send;
+}
+
+/// The credentials bucket as server-keygen rotation uses it.
+pub trait RotationObjects: Send + Sync {
+    /// Stores one object under SSE-KMS.
+    fn put_object(&self, key: &str, body: &[u8]) -> impl Future<Output = PortResult<()>> + Send;
+    /// Deletes one object; succeeds when it is already gone.
+    fn delete_object(&self, key: &str) -> impl Future<Output = PortResult<()>> + Send;
+    /// The bucket's name, for the job document's presigned-URL placeholders.
+    fn bucket(&self) -> &str;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, not_after: i64) -> CertificateRecord {
+        let mut r = CertificateRecord::bare(id, "ca", crate::record::RecordStatus::Provisioned, 0);
+        r.not_after = Some(not_after);
+        r
+    }
+
+    #[test]
+    fn due_within_the_window() {
+        let p = RotationPolicy::default();
+        let now = 1_000 * DAY;
+        assert!(p.is_due(now + 20 * DAY, now));
+        assert!(p.is_due(now + 30 * DAY, now));
+        assert!(!p.is_due(now + 31 * DAY, now));
+    }
+
+    #[test]
+    fn the_happy_path_and_its_timestamps() {
+        let p = RotationPolicy::default();
+        let old = "a".repeat(64);
+        let r = Rotation::requested(&record(&old, 50 * DAY), "t-1", "sensors", &p, 1, 100);
+        assert_eq!(r.job_id, format!("rotate-{}-1", "a".repeat(32)));
+        assert!(r.job_id.len() <= 64);
+        assert_eq!(r.due_at, Some(100 + 3_600 + 60));
+        let r = r.issued("new", vec![], 110).and_then(|r| r.delivered(120));
+        let r = r.and_then(|r| r.confirmed(130)).and_then(|r| r.retired(&p, 140));
+        let r = r.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.state, RotationState::Retired);
+        assert_eq!(
+            (r.issued_at, r.delivered_at, r.confirmed_at, r.retired_at),
+            (Some(110), Some(120), Some(130), Some(140))
+        );
+        assert_eq!(r.due_at, Some(140 + 7 * DAY));
+        assert_eq!(r.old_deleted(200).due_at, None);
+    }
+
+    #[test]
+    fn forbidden_transitions_are_refused() {
+        let p = RotationPolicy::default();
+        let r = Rotation::requested(&record("b", 0), "t", "p", &p, 1, 0);
+        assert!(r.confirmed(1).is_err(), "not issued yet");
+        assert!(r.retired(&p, 1).is_err());
+        assert!(r.retried(&p, 1).is_err(), "not failed");
+        let confirmed = r.issued("n", vec![], 1).and_then(|r| r.confirmed(2));
+        let confirmed = confirmed.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            confirmed.failed(FailureReason::JobFailed, "x", &p, 3).is_err(),
+            "a confirmed rotation only retires"
+        );
+    }
+
+    #[test]
+    fn failures_back_off_and_stop_at_the_limit() {
+        let p = RotationPolicy::default();
+        let r = Rotation::requested(&record("c", 0), "t", "p", &p, 1, 0);
+        let f1 = r
+            .failed(FailureReason::JobTimedOut, "no answer", &p, 1_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f1.due_at, Some(1_000 + 24 * 3_600));
+        let r2 = f1.retried(&p, 90_000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((r2.attempt, r2.state), (2, RotationState::Requested));
+        assert_eq!(r2.job_id, job_id("c", 2));
+        let f2 = r2
+            .failed(FailureReason::JobFailed, "", &p, 100_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f2.due_at, Some(100_000 + 48 * 3_600));
+        let r3 = f2.retried(&p, 300_000).unwrap_or_else(|e| panic!("{e}"));
+        let f3 = r3
+            .failed(FailureReason::JobFailed, "", &p, 400_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f3.due_at, None, "three attempts, then an operator");
+    }
+
+    #[test]
+    fn policy_ranges_name_the_field() {
+        let mut p = RotationPolicy::default();
+        assert_eq!(p.problem(), None);
+        p.job_timeout_minutes = 0;
+        assert_eq!(p.problem().map(|(f, _)| f), Some("rotation.jobTimeoutMinutes"));
+    }
+
+    #[test]
+    fn job_documents_serialize_as_documented() {
+        let p = RotationPolicy::default();
+        let r = Rotation::requested(&record("d", 0), "t-9", "p", &p, 1, 0);
+        let doc = serde_json::to_value(JobDocument::csr(&r)).unwrap_or_default();
+        assert_eq!(doc["operation"], "rotate-certificate");
+        assert_eq!(doc["strategy"], "csr");
+        assert_eq!(doc["csr"]["requestTopic"], "devices/t-9/rotation/csr");
+        assert_eq!(doc["csr"]["answerTopic"], "devices/t-9/rotation/certificate");
+        let doc = serde_json::to_value(JobDocument::server_keygen(&r, "n", "bkt", "k/c.pem", "k/key.pem"))
+            .unwrap_or_default();
+        assert_eq!(doc["strategy"], "serverKeygen");
+        assert_eq!(
+            doc["serverKeygen"]["privateKeyUrl"],
+            "${aws:iot:s3-presigned-url:https://s3.amazonaws.com/bkt/k/key.pem}"
+        );
+        let answer = serde_json::to_value(CsrAnswer::Refused {
+            job_id: "j".into(),
+            reason_code: "WEAK_KEY".into(),
+            detail: "d".into(),
+        })
+        .unwrap_or_default();
+        assert_eq!(answer["status"], "REFUSED");
+        assert_eq!(answer["reasonCode"], "WEAK_KEY");
+    }
+}
