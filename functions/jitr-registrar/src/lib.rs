@@ -26,17 +26,4 @@ pub fn build_handler(settings: &Settings, sdk: &aws_config::SdkConfig) -> AwsHan
     Handler::new(registrar, settings.batch_concurrency, &settings.metrics_namespace)
 }
 
-/// JSON logs for CloudWatch (one object per line), filtered by `RUST_LOG`
-/// (default `info`; the SDK's own per-attempt logs stay at their debug level).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_target(false)
-        .with_env_filter(filter)
-        .init();
-}
+pub use onboarding_lambda::init_logging;

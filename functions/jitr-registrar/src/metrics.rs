@@ -4,9 +4,7 @@
 //! `Provisioned`, `Duplicate`, `Ignored`, `Rejected` (also by `Reason`),
 //! `Failed` (also by `ErrorKind`), `MalformedEvent`, and `DurationMs`.
 
-use std::io::Write;
-
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// What one event came to, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,40 +27,21 @@ pub fn emf(namespace: &str, function: &str, measured: Measured<'_>, duration_ms:
         Measured::Failed { kind } => ("Failed", Some(("ErrorKind", kind))),
         Measured::MalformedEvent => ("MalformedEvent", None),
     };
-    let mut dimensions = vec![json!(["Function"])];
-    let mut doc = json!({
-        "Function": function,
-        metric: 1,
-        "DurationMs": duration_ms,
-    });
-    if let Some((name, value)) = extra {
-        dimensions.push(json!(["Function", name]));
-        doc[name] = json!(value);
-    }
-    doc["_aws"] = json!({
-        "Timestamp": timestamp_ms,
-        "CloudWatchMetrics": [{
-            "Namespace": namespace,
-            "Dimensions": dimensions,
-            "Metrics": [
-                {"Name": metric, "Unit": "Count"},
-                {"Name": "DurationMs", "Unit": "Milliseconds"},
-            ],
-        }],
-    });
-    doc
+    onboarding_lambda::emf(
+        namespace,
+        function,
+        &[(metric, 1.0, "Count"), ("DurationMs", duration_ms, "Milliseconds")],
+        extra.as_slice(),
+        timestamp_ms,
+    )
 }
 
-/// Writes one EMF line to stdout (Lambda ships stdout to CloudWatch Logs,
-/// which extracts the metrics).
-pub fn emit(doc: &Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{doc}");
-}
+pub use onboarding_lambda::emit;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn rejected_carries_reason_dimension() {
@@ -73,7 +52,7 @@ mod tests {
             12.5,
             1_700_000_000_000,
         );
-        assert_eq!(doc["Rejected"], 1);
+        assert_eq!(doc["Rejected"], 1.0);
         assert_eq!(doc["Reason"], "EXPIRED");
         assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "ns");
         assert_eq!(

@@ -19,17 +19,9 @@
 use std::time::Duration;
 
 use onboarding_aws::SdkSettings;
-use onboarding_domain::event::is_certificate_id;
-use onboarding_domain::{DeviceProfile, RegistrarSettings};
-
-/// A configuration problem; init fails with this message.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SettingsError {
-    #[error("environment variable {0} is required")]
-    Missing(&'static str),
-    #[error("environment variable {name} is invalid: {problem}")]
-    Invalid { name: &'static str, problem: String },
-}
+use onboarding_domain::RegistrarSettings;
+pub use onboarding_lambda::SettingsError;
+use onboarding_lambda::{Env, process_env};
 
 /// Everything the function reads from its environment.
 #[derive(Debug, Clone)]
@@ -50,94 +42,36 @@ impl Settings {
     /// # Errors
     /// [`SettingsError`] naming the variable at fault.
     pub fn from_env() -> Result<Self, SettingsError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::read(&process_env())
     }
 
-    /// Reads settings through `lookup` (the environment, or a map in tests).
+    /// Reads settings through `lookup` (a map in tests).
     ///
     /// # Errors
     /// [`SettingsError`] naming the variable at fault.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let required = |name: &'static str| get(name).ok_or(SettingsError::Missing(name));
-        fn number<T: std::str::FromStr>(
-            name: &'static str,
-            value: Option<String>,
-            default: T,
-        ) -> Result<T, SettingsError> {
-            match value {
-                None => Ok(default),
-                Some(v) => v.parse().map_err(|_| SettingsError::Invalid {
-                    name,
-                    problem: format!("{v:?} is not a number"),
-                }),
-            }
-        }
-        let default_profile = match get("DEFAULT_PROFILE") {
-            None => {
-                if get("DEFAULT_PROFILE_CA_IDS").is_some() {
-                    return Err(SettingsError::Invalid {
-                        name: "DEFAULT_PROFILE_CA_IDS",
-                        problem: "is set but DEFAULT_PROFILE is not".into(),
-                    });
-                }
-                None
-            }
-            Some(json) => {
-                let profile = DeviceProfile::parse(&json).map_err(|e| SettingsError::Invalid {
-                    name: "DEFAULT_PROFILE",
-                    problem: e.to_string(),
-                })?;
-                let cas: Vec<String> = get("DEFAULT_PROFILE_CA_IDS")
-                    .unwrap_or_default()
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                if let Some(bad) = cas.iter().find(|ca| !is_certificate_id(ca)) {
-                    return Err(SettingsError::Invalid {
-                        name: "DEFAULT_PROFILE_CA_IDS",
-                        problem: format!("{bad:?} is not a 64-character lowercase hexadecimal CA certificate id"),
-                    });
-                }
-                Some((profile, cas))
-            }
-        };
-        let concurrency: usize = number("BATCH_CONCURRENCY", get("BATCH_CONCURRENCY"), 10)?;
-        if concurrency == 0 {
-            return Err(SettingsError::Invalid {
-                name: "BATCH_CONCURRENCY",
-                problem: "must be at least 1".into(),
-            });
-        }
-        let attempts: u32 = number("SDK_MAX_ATTEMPTS", get("SDK_MAX_ATTEMPTS"), 6)?;
-        if attempts == 0 {
-            return Err(SettingsError::Invalid {
-                name: "SDK_MAX_ATTEMPTS",
-                problem: "must be at least 1".into(),
-            });
-        }
+        Self::read(&Env::new(lookup))
+    }
+
+    fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, SettingsError> {
+        let default_profile = env.default_profile()?;
         Ok(Self {
-            inventory_table: required("INVENTORY_TABLE")?,
-            credentials_bucket: required("CREDENTIALS_BUCKET")?,
-            credentials_kms_key_id: required("CREDENTIALS_KMS_KEY_ID")?,
+            inventory_table: env.required("INVENTORY_TABLE")?,
+            credentials_bucket: env.required("CREDENTIALS_BUCKET")?,
+            credentials_kms_key_id: env.required("CREDENTIALS_KMS_KEY_ID")?,
             registrar: RegistrarSettings {
-                clock_skew_secs: number("CLOCK_SKEW_SECONDS", get("CLOCK_SKEW_SECONDS"), 300)?,
-                cache_ttl: Duration::from_secs(number(
-                    "CONFIG_CACHE_TTL_SECONDS",
-                    get("CONFIG_CACHE_TTL_SECONDS"),
-                    60,
-                )?),
-                credentials_prefix: get("CREDENTIALS_PREFIX").unwrap_or_else(|| "credentials/".into()),
+                clock_skew_secs: env.number("CLOCK_SKEW_SECONDS", 300)?,
+                cache_ttl: Duration::from_secs(env.number("CONFIG_CACHE_TTL_SECONDS", 60)?),
+                credentials_prefix: env.get("CREDENTIALS_PREFIX").unwrap_or_else(|| "credentials/".into()),
                 default_profile,
             },
-            batch_concurrency: concurrency,
-            metrics_namespace: get("METRICS_NAMESPACE").unwrap_or_else(|| "IotOnboarding".into()),
+            batch_concurrency: env.positive("BATCH_CONCURRENCY", 10)?,
+            metrics_namespace: env.get("METRICS_NAMESPACE").unwrap_or_else(|| "IotOnboarding".into()),
             sdk: SdkSettings {
-                max_attempts: attempts,
+                max_attempts: env.positive("SDK_MAX_ATTEMPTS", 6)?,
                 ..SdkSettings::default()
             },
-            s3_force_path_style: matches!(get("S3_FORCE_PATH_STYLE").as_deref(), Some("true" | "1" | "yes")),
+            s3_force_path_style: env.flag("S3_FORCE_PATH_STYLE"),
         })
     }
 }
@@ -173,46 +107,11 @@ mod tests {
     }
 
     #[test]
-    fn default_profile_and_its_cas() {
-        let ca = "a".repeat(64);
+    fn default_profile_is_read() {
         let mut pairs = BASE.to_vec();
         pairs.push(("DEFAULT_PROFILE", r#"{"name":"default","policyName":"device-policy"}"#));
-        pairs.push(("DEFAULT_PROFILE_CA_IDS", &ca));
         let s = settings(&pairs).unwrap_or_else(|e| panic!("{e}"));
-        let (profile, cas) = s
-            .registrar
-            .default_profile
-            .unwrap_or_else(|| panic!("no default profile"));
-        assert_eq!(profile.name, "default");
-        assert_eq!(cas, vec![ca.clone()]);
-
-        let mut bad = BASE.to_vec();
-        bad.push(("DEFAULT_PROFILE", r#"{"name":"default"}"#));
-        assert!(matches!(
-            settings(&bad),
-            Err(SettingsError::Invalid {
-                name: "DEFAULT_PROFILE",
-                ..
-            })
-        ));
-        let mut orphan = BASE.to_vec();
-        orphan.push(("DEFAULT_PROFILE_CA_IDS", &ca));
-        assert!(matches!(
-            settings(&orphan),
-            Err(SettingsError::Invalid {
-                name: "DEFAULT_PROFILE_CA_IDS",
-                ..
-            })
-        ));
-        let mut not_hex = pairs.clone();
-        not_hex[4] = ("DEFAULT_PROFILE_CA_IDS", "nope");
-        assert!(matches!(
-            settings(&not_hex),
-            Err(SettingsError::Invalid {
-                name: "DEFAULT_PROFILE_CA_IDS",
-                ..
-            })
-        ));
+        assert_eq!(s.registrar.default_profile.map(|(p, _)| p.name).as_deref(), Some("default"));
     }
 
     #[test]
