@@ -10,8 +10,9 @@ cd "$root"
 command -v cargo >/dev/null 2>&1 || { echo "error: the Rust toolchain (cargo) is required" >&2; exit 1; }
 scripts/setup-python.sh --lambda
 export PATH="$root/.venv/bin:$PATH"          # cargo-lambda and zig
-echo "==> building the registrar's Lambda zip (release, x86_64; the first build takes several minutes)"
-cargo lambda build --release --locked --output-format zip --lambda-dir target/lambda/x86_64 -p jitr-registrar
+echo "==> building the functions' Lambda zips (release, x86_64; the first build takes several minutes)"
+cargo lambda build --release --locked --output-format zip --lambda-dir target/lambda/x86_64 \
+  -p jitr-registrar -p cert-rotator -p rotation-issuer -p rotation-completer
 echo "==> building the onboard CLI"
 cargo build --locked -p onboard
 exec target/debug/onboard demo "$@"

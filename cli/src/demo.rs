@@ -134,14 +134,7 @@ pub async fn run(args: &DemoArgs, cli: &Cli) -> Result<(), CliError> {
     };
     let lambda_dir = args.lambda_dir.clone().unwrap_or_else(stack::lambda_dir);
     // Checked before the emulator starts: a missing build fails in a second.
-    let zip = lambda_dir.join("jitr-registrar/bootstrap.zip");
-    if !zip.is_file() {
-        return Err(CliError::Input(format!(
-            "{} is missing. Build the Lambda zips first: cargo lambda build --release --output-format zip --lambda-dir {} (scripts/demo.sh does)",
-            zip.display(),
-            lambda_dir.display()
-        )));
-    }
+    stack::check_zips(stack::TEMPLATE, &lambda_dir).map_err(|e| CliError::Input(e.to_string()))?;
     let target = match &cli.aws.endpoint_url {
         Some(endpoint) => {
             let port = onboarding_emulator::loopback_port(endpoint).map_err(emulator_error)?;

@@ -68,6 +68,14 @@ pub enum DeviceCommand {
     /// rejected, or the deadline), then publish one message on the device's
     /// own topic. Reports each device.
     Connect(crate::connect::ConnectArgs),
+    /// A simulated device that follows the certificate-rotation protocol over MQTT.
+    ///
+    /// Takes the next rotation job, obtains new credentials (CSR or
+    /// server-keygen), proves them with a new connection, swaps `cert.pem` /
+    /// `key.pem` (keeping `cert.old.pem` / `key.old.pem`) and confirms the job.
+    /// Exit 0 rotated; 1 refused, failed, no job or timed out; 3 AWS refused a
+    /// request (Jobs API, download, broker).
+    RotateAgent(crate::rotate::RotateAgentArgs),
 }
 
 /// Expands `{n}` / `{n:0W}` in a pattern.
@@ -101,6 +109,9 @@ pub fn expand(pattern: &str, n: u32) -> Result<String, String> {
 pub async fn run(command: &DeviceCommand, cli: &Cli) -> Result<(), CliError> {
     if let DeviceCommand::Connect(args) = command {
         return crate::connect::run(args, cli).await;
+    }
+    if let DeviceCommand::RotateAgent(args) = command {
+        return crate::rotate::run(args, cli).await;
     }
     let DeviceCommand::Mint {
         ca,

@@ -12,6 +12,7 @@ mod error;
 mod files;
 mod fleet;
 mod profile;
+mod rotate;
 
 use clap::{Parser, Subcommand};
 

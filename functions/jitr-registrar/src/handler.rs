@@ -251,49 +251,18 @@ where
 /// SQS action with `useBase64`), or an IoT rule error-action report carrying
 /// the event in `base64OriginalPayload`.
 pub fn sqs_records(payload: &Value) -> Option<Vec<QueuedEvent>> {
-    let records = payload.get("Records")?.as_array()?;
-    if !records
-        .iter()
-        .any(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"))
-    {
-        return None;
-    }
     Some(
-        records
-            .iter()
-            .map(|record| {
-                let message_id = record
-                    .get("messageId")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                let body = record.get("body").and_then(Value::as_str).unwrap_or_default();
-                QueuedEvent {
-                    message_id,
-                    event: decode_body(body),
-                }
+        onboarding_lambda::sqs_messages(payload)?
+            .into_iter()
+            .map(|message| QueuedEvent {
+                message_id: message.message_id,
+                event: message
+                    .body
+                    .map_err(MalformedEvent::NotJson)
+                    .and_then(JitrEvent::from_value),
             })
             .collect(),
     )
-}
-
-fn decode_body(body: &str) -> Result<JitrEvent, MalformedEvent> {
-    let value = match serde_json::from_str::<Value>(body) {
-        Ok(value) => value,
-        // An IoT rule SQS action with `useBase64`.
-        Err(e) => match aws_smithy_types::base64::decode(body.trim()) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| MalformedEvent::NotJson(e.to_string()))?,
-            Err(_) => return Err(MalformedEvent::NotJson(e.to_string())),
-        },
-    };
-    // The rule's error action wraps the event in an error report; accepting it
-    // lets an operator redrive the dead-letter queue into the main queue.
-    if let Some(original) = value.get("base64OriginalPayload").and_then(Value::as_str) {
-        let bytes = aws_smithy_types::base64::decode(original)
-            .map_err(|e| MalformedEvent::Shape(format!("base64OriginalPayload: {e}")))?;
-        return JitrEvent::from_json_str(&String::from_utf8_lossy(&bytes));
-    }
-    JitrEvent::from_value(value)
 }
 
 /// The answer to a direct invocation.

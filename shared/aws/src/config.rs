@@ -69,3 +69,38 @@ pub fn s3_client(config: &SdkConfig, force_path_style: bool) -> aws_sdk_s3::Clie
             .build(),
     )
 }
+
+/// An IoT data-plane client for publishing to devices. AWS serves the data
+/// plane from an account-specific endpoint (`DescribeEndpoint`,
+/// `iot:Data-ATS`); when the configuration already names an endpoint (an
+/// emulator through `AWS_ENDPOINT_URL`), that one is used.
+///
+/// # Errors
+/// The `DescribeEndpoint` failure, classified.
+pub async fn iot_data_client(
+    config: &SdkConfig,
+    iot: &aws_sdk_iot::Client,
+) -> onboarding_domain::ports::PortResult<aws_sdk_iotdataplane::Client> {
+    if config.endpoint_url().is_some() {
+        return Ok(aws_sdk_iotdataplane::Client::new(config));
+    }
+    let address = iot
+        .describe_endpoint()
+        .endpoint_type("iot:Data-ATS")
+        .send()
+        .await
+        .map_err(|e| crate::error::classify("DescribeEndpoint", e))?
+        .endpoint_address
+        .ok_or_else(|| {
+            onboarding_domain::PortError::new(
+                "DescribeEndpoint",
+                onboarding_domain::PortErrorKind::Invalid,
+                "no endpoint address",
+            )
+        })?;
+    Ok(aws_sdk_iotdataplane::Client::from_conf(
+        aws_sdk_iotdataplane::config::Builder::from(config)
+            .endpoint_url(format!("https://{address}"))
+            .build(),
+    ))
+}

@@ -71,11 +71,11 @@ pub struct DynamoInventory {
     table: String,
 }
 
-fn s(value: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
-fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+pub(crate) fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
     item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 
@@ -163,7 +163,7 @@ impl DynamoInventory {
     }
 }
 
-fn parse_record(item: &HashMap<String, AttributeValue>) -> Option<CertificateRecord> {
+pub(crate) fn parse_record(item: &HashMap<String, AttributeValue>) -> Option<CertificateRecord> {
     Some(CertificateRecord {
         certificate_id: get_s(item, "certificateId")?.to_string(),
         ca_certificate_id: get_s(item, "caCertificateId").unwrap_or_default().to_string(),

@@ -1,7 +1,9 @@
 //! AWS adapters behind the domain's ports: IoT (certificates, things,
 //! groups, policies), S3 (credentials records under SSE-KMS) and DynamoDB
-//! (inventory, configuration, name claims). Adapters take clients and names
-//! in their constructors and never read the environment.
+//! (inventory, configuration, name claims), and the rotation adapters (IoT
+//! Jobs and data plane, rotation items and expiry scans, credentials
+//! objects). Adapters take clients and names in their constructors and never
+//! read the environment.
 
 pub mod admin;
 pub mod config;
@@ -9,10 +11,12 @@ pub mod dynamodb;
 pub mod error;
 pub mod fleet;
 pub mod iot;
+pub mod rotation;
 pub mod s3;
 
 pub use admin::ConfigAdmin;
-pub use config::{SdkSettings, s3_client};
+pub use config::{SdkSettings, iot_data_client, s3_client};
 pub use dynamodb::DynamoInventory;
 pub use iot::IotAdapter;
+pub use rotation::{RotationIotAdapter, S3RotationObjects, ScanStats, scan_totals, take_scan_totals};
 pub use s3::S3CredentialsStore;

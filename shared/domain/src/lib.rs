@@ -16,6 +16,7 @@ pub mod reason;
 pub mod record;
 pub mod registrar;
 pub mod rotation;
+pub mod rotator;
 pub mod time_fmt;
 
 pub use certificate::{Certificate, CertificateRequest, KeyKind, Subject, SubjectField};
@@ -27,3 +28,7 @@ pub use profile::{DeviceProfile, ProfileError, RejectionAction, UnfitAttribute};
 pub use reason::{RejectReason, Rejection};
 pub use record::{CertificateRecord, Outcome, RecordStatus};
 pub use registrar::{ProvisioningError, Registrar, RegistrarSettings};
+pub use rotator::{
+    Completer, CompleterSettings, CompletionOutcome, CsrIssuer, CsrIssuerSettings, CsrOutcome, IgnoreReason,
+    JobExecutionEvent, NoPacing, Pacer, RotationError, Rotator, RotatorSettings, RunReport,
+};

@@ -457,6 +457,49 @@ impl Rotation {
         next.due_at = Some(policy.job_deadline(now));
         Ok(next)
     }
+
+    /// Marks an attempt whose job is not out yet: due at once (`due_at` =
+    /// `requested_at`), so that a rotator run interrupted before the job
+    /// exists is resumed by the next run. [`Rotation::started`] clears the mark.
+    pub fn starting(&self) -> Self {
+        let mut next = self.clone();
+        next.due_at = Some(self.requested_at);
+        next
+    }
+
+    /// A requested attempt marked by [`Rotation::starting`].
+    pub fn is_starting(&self) -> bool {
+        self.state == RotationState::Requested && self.due_at == Some(self.requested_at)
+    }
+
+    /// The attempt's job is out: due at the job deadline counted from `since`.
+    pub fn started(&self, policy: &RotationPolicy, since: i64) -> Self {
+        let mut next = self.clone();
+        next.due_at = Some(policy.job_deadline(since));
+        next
+    }
+
+    /// Server-keygen: the new certificate and its objects, recorded while the
+    /// attempt is still `requested`, before anything is attached to the
+    /// certificate, so that no step can leave it unaccounted for.
+    pub fn with_new_certificate(&self, new_certificate_id: &str, object_keys: Vec<String>) -> Self {
+        let mut next = self.clone();
+        next.new_certificate_id = Some(new_certificate_id.to_string());
+        next.object_keys = object_keys;
+        next
+    }
+
+    /// A failed rotation that will not be retried (an operator decides):
+    /// nothing left due.
+    pub fn given_up(&self, why: &str) -> Self {
+        let mut next = self.clone();
+        next.detail = Some(match &self.detail {
+            Some(detail) if !detail.is_empty() => format!("{detail}; not retried: {why}"),
+            _ => format!("not retried: {why}"),
+        });
+        next.due_at = None;
+        next
+    }
 }
 
 /// The topic a device publishes its CSR on.
@@ -817,6 +860,33 @@ mod tests {
             .failed(FailureReason::JobFailed, "", &p, 400_000)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(f3.due_at, None, "three attempts, then an operator");
+    }
+
+    #[test]
+    fn an_attempt_is_due_at_once_until_its_job_is_out() {
+        let p = RotationPolicy::default();
+        let r = Rotation::requested(&record("e", 0), "t", "p", &p, 1, 500);
+        assert!(!r.is_starting());
+        let s = r.starting();
+        assert!(s.is_starting());
+        assert_eq!(s.due_at, Some(500));
+        let s = s.with_new_certificate("n", vec!["k".into()]);
+        assert_eq!(
+            (s.state, s.new_certificate_id.as_deref()),
+            (RotationState::Requested, Some("n"))
+        );
+        let out = s.started(&p, 600);
+        assert!(!out.is_starting());
+        assert_eq!(out.due_at, Some(p.job_deadline(600)));
+        let f = out
+            .failed(FailureReason::JobFailed, "boom", &p, 700)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let g = f.given_up("the old certificate is not ACTIVE");
+        assert_eq!(g.due_at, None);
+        assert_eq!(
+            g.detail.as_deref(),
+            Some("boom; not retried: the old certificate is not ACTIVE")
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(180);
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
     #[error(
-        "{path}: {problem}. Build the Lambda zips first: cargo lambda build --release --output-format zip --lambda-dir {dir} (scripts/demo.sh and scripts/test.sh do)",
+        "{path}: {problem}. Build the Lambda zips first: cargo lambda build --release --output-format zip --lambda-dir {dir} -p jitr-registrar -p cert-rotator -p rotation-issuer -p rotation-completer (scripts/demo.sh and scripts/test.sh do)",
         dir = .lambda_dir.display()
     )]
     MissingZip {
@@ -59,6 +59,33 @@ pub fn lambda_dir() -> PathBuf {
     std::env::var_os("ONBOARDING_LAMBDA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/lambda/x86_64"))
+}
+
+/// The functions a template deploys (its `CodeUri: ../functions/<name>` lines).
+pub fn functions(template: &str) -> Vec<String> {
+    template
+        .lines()
+        .filter_map(|line| line.split_once("CodeUri: ../functions/"))
+        .map(|(_, function)| function.trim().trim_end_matches('/').to_string())
+        .collect()
+}
+
+/// Checks that every function's zip is built, before anything is started.
+///
+/// # Errors
+/// [`StackError::MissingZip`] for the first one missing.
+pub fn check_zips(template: &str, lambda_dir: &Path) -> Result<(), StackError> {
+    for function in functions(template) {
+        let zip = lambda_dir.join(&function).join("bootstrap.zip");
+        if !zip.is_file() {
+            return Err(StackError::MissingZip {
+                path: zip.display().to_string(),
+                problem: "not found".into(),
+                lambda_dir: lambda_dir.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A deployed stack.

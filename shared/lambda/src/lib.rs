@@ -118,6 +118,69 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 }
 
+/// One message of an SQS batch: its id, and its body decoded to JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqsMessage {
+    pub message_id: String,
+    /// The body as JSON, or why it is not.
+    pub body: Result<Value, String>,
+}
+
+/// The messages of an SQS batch (Lambda event-source mapping); `None` when
+/// the payload is not one. A body is JSON, that JSON in base64 (an IoT rule
+/// SQS action with `useBase64`), or an IoT rule error-action report carrying
+/// the original message in `base64OriginalPayload` (so that an operator can
+/// redrive a dead-letter queue into the main queue); each is unwrapped.
+pub fn sqs_messages(payload: &Value) -> Option<Vec<SqsMessage>> {
+    let records = payload.get("Records")?.as_array()?;
+    if !records
+        .iter()
+        .any(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"))
+    {
+        return None;
+    }
+    Some(
+        records
+            .iter()
+            .map(|record| SqsMessage {
+                message_id: record
+                    .get("messageId")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                body: decode_body(record.get("body").and_then(Value::as_str).unwrap_or_default()),
+            })
+            .collect(),
+    )
+}
+
+fn decode_body(body: &str) -> Result<Value, String> {
+    let value = match serde_json::from_str::<Value>(body) {
+        Ok(value) => value,
+        Err(e) => match aws_smithy_types::base64::decode(body.trim()) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| format!("not JSON: {e}"))?,
+            Err(_) => return Err(format!("not JSON: {e}")),
+        },
+    };
+    match value.get("base64OriginalPayload").and_then(Value::as_str) {
+        Some(original) => {
+            let bytes =
+                aws_smithy_types::base64::decode(original).map_err(|e| format!("base64OriginalPayload: {e}"))?;
+            serde_json::from_slice(&bytes).map_err(|e| format!("base64OriginalPayload is not JSON: {e}"))
+        }
+        None => Ok(value),
+    }
+}
+
+/// The answer to an SQS batch: the messages to retry (`ReportBatchItemFailures`).
+pub fn batch_response(failed_message_ids: impl IntoIterator<Item = String>) -> Value {
+    let failures: Vec<Value> = failed_message_ids
+        .into_iter()
+        .map(|id| json!({ "itemIdentifier": id }))
+        .collect();
+    json!({ "batchItemFailures": failures })
+}
+
 /// JSON logs for CloudWatch (one object per line), filtered by `RUST_LOG`
 /// (default `info`; the SDK's own per-attempt logs stay at their debug level).
 pub fn init_logging() {
@@ -209,6 +272,30 @@ mod tests {
             &[("DEFAULT_PROFILE", profile), ("DEFAULT_PROFILE_CA_IDS", "nope")],
             "DEFAULT_PROFILE_CA_IDS"
         ));
+    }
+
+    #[test]
+    fn sqs_bodies_are_unwrapped() {
+        let inner = r#"{"jobId":"rotate-x-1","status":"FAILED"}"#;
+        let b64 = aws_smithy_types::base64::encode(inner);
+        let report = json!({"base64OriginalPayload": b64, "failures": []}).to_string();
+        let batch = json!({"Records": [
+            {"messageId": "1", "eventSource": "aws:sqs", "body": inner},
+            {"messageId": "2", "eventSource": "aws:sqs", "body": b64},
+            {"messageId": "3", "eventSource": "aws:sqs", "body": report},
+            {"messageId": "4", "eventSource": "aws:sqs", "body": "{nope"},
+        ]});
+        let messages = sqs_messages(&batch).unwrap_or_default();
+        assert_eq!(messages.len(), 4);
+        for m in &messages[..3] {
+            assert_eq!(m.body.as_ref().ok().map(|v| v["jobId"].clone()), Some(json!("rotate-x-1")));
+        }
+        assert!(messages[3].body.is_err());
+        assert!(sqs_messages(&json!({"jobId": "x"})).is_none());
+        assert_eq!(
+            batch_response(vec!["4".to_string()]),
+            json!({"batchItemFailures": [{"itemIdentifier": "4"}]})
+        );
     }
 
     #[test]

@@ -1,0 +1,200 @@
+//! The `rotation-issuer` Lambda: a device's rotation CSR, delivered by the IoT
+//! rule `SELECT *, topic(2) AS thingName, principal() AS principal FROM
+//! 'devices/+/rotation/csr'`, through the domain's [`CsrIssuer`].
+//!
+//! | variable | required | default | meaning |
+//! |---|---|---|---|
+//! | `INVENTORY_TABLE` | yes | | DynamoDB inventory table |
+//! | `CONFIG_CACHE_TTL_SECONDS` | no | `60` | cache lifetime of the profiles |
+//! | `DEFAULT_PROFILE`, `DEFAULT_PROFILE_CA_IDS` | no | | the default profile (as for the registrar) |
+//! | `METRICS_NAMESPACE` | no | `IotOnboarding` | CloudWatch namespace of EMF metrics |
+//! | `SDK_MAX_ATTEMPTS` | no | `6` | attempts per AWS call (adaptive retry) |
+
+use std::time::Duration;
+
+use onboarding_aws::{DynamoInventory, RotationIotAdapter, SdkSettings};
+use onboarding_domain::rotation::CsrMessage;
+use onboarding_domain::rotator::{CsrIssuer, CsrIssuerSettings, CsrOutcome, RotationError};
+use onboarding_lambda::{Env, SettingsError, process_env};
+use serde_json::{Value, json};
+
+/// Everything the function reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub inventory_table: String,
+    pub issuer: CsrIssuerSettings,
+    pub metrics_namespace: String,
+    pub sdk: SdkSettings,
+}
+
+impl Settings {
+    /// # Errors
+    /// [`SettingsError`] naming the variable at fault.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::read(&process_env())
+    }
+
+    /// # Errors
+    /// [`SettingsError`] naming the variable at fault.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        Self::read(&Env::new(lookup))
+    }
+
+    fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, SettingsError> {
+        Ok(Self {
+            inventory_table: env.required("INVENTORY_TABLE")?,
+            issuer: CsrIssuerSettings {
+                cache_ttl: Duration::from_secs(env.number("CONFIG_CACHE_TTL_SECONDS", 60)?),
+                default_profile: env.default_profile()?,
+            },
+            metrics_namespace: env.get("METRICS_NAMESPACE").unwrap_or_else(|| "IotOnboarding".into()),
+            sdk: SdkSettings {
+                max_attempts: env.positive("SDK_MAX_ATTEMPTS", 6)?,
+                ..SdkSettings::default()
+            },
+        })
+    }
+}
+
+/// The issuer with the AWS adapters.
+pub type AwsIssuer = CsrIssuer<DynamoInventory, RotationIotAdapter, DynamoInventory>;
+
+/// Builds the issuer; resolves the account's IoT data endpoint for answers.
+///
+/// # Errors
+/// When the data endpoint cannot be resolved.
+pub async fn build_issuer(
+    settings: &Settings,
+    sdk: &aws_config::SdkConfig,
+) -> Result<AwsIssuer, onboarding_domain::PortError> {
+    let iot = aws_sdk_iot::Client::new(sdk);
+    let data = onboarding_aws::iot_data_client(sdk, &iot).await?;
+    let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(sdk), &settings.inventory_table);
+    Ok(CsrIssuer::new(
+        inventory.clone(),
+        RotationIotAdapter::new(iot, data, None),
+        inventory,
+        settings.issuer.clone(),
+    ))
+}
+
+/// What the rule delivers: the device's message plus the thing name (from
+/// the topic) and the certificate id it connected with (`principal()`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsrEvent {
+    pub thing_name: String,
+    pub principal: String,
+    pub message: CsrMessage,
+}
+
+/// Why an invocation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    #[error("malformed CSR event: {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Rotation(#[from] RotationError),
+}
+
+impl From<InvocationError> for lambda_runtime::Diagnostic {
+    fn from(error: InvocationError) -> Self {
+        let error_type = match &error {
+            InvocationError::Malformed(_) => "MalformedEvent".to_string(),
+            InvocationError::Rotation(e) => format!("Rotation.{}", e.kind()),
+        };
+        lambda_runtime::Diagnostic {
+            error_type,
+            error_message: error.to_string(),
+        }
+    }
+}
+
+impl CsrEvent {
+    /// # Errors
+    /// [`InvocationError::Malformed`] naming the missing field.
+    pub fn parse(event: &Value) -> Result<Self, InvocationError> {
+        let field = |name: &str| {
+            event
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| InvocationError::Malformed(format!("no {name}")))
+        };
+        Ok(Self {
+            thing_name: field("thingName")?,
+            principal: field("principal")?,
+            message: CsrMessage {
+                job_id: field("jobId")?,
+                csr: field("csr")?,
+            },
+        })
+    }
+}
+
+/// The outcome as the invocation's answer.
+pub fn outcome_json(outcome: &CsrOutcome) -> Value {
+    let mut answer = json!({ "outcome": outcome.label() });
+    match outcome {
+        CsrOutcome::Issued {
+            thing_name,
+            new_certificate_id,
+            ..
+        } => {
+            answer["thingName"] = json!(thing_name);
+            answer["newCertificateId"] = json!(new_certificate_id);
+        }
+        CsrOutcome::Refused { thing_name, rejection } => {
+            answer["thingName"] = json!(thing_name);
+            answer["reasonCode"] = json!(rejection.reason.code());
+            answer["detail"] = json!(rejection.detail);
+        }
+        CsrOutcome::Superseded { thing_name } => answer["thingName"] = json!(thing_name),
+        CsrOutcome::Ignored { reason } => answer["reason"] = json!(reason.code()),
+    }
+    answer
+}
+
+/// EMF metrics of one CSR (dimension `Function` = `rotation`); a refusal
+/// fails the attempt, so it counts as `RotationFailed` too.
+pub fn outcome_metrics(namespace: &str, outcome: &CsrOutcome, timestamp_ms: i64) -> Value {
+    let refused = f64::from(u8::from(matches!(outcome, CsrOutcome::Refused { .. })));
+    let issued = f64::from(u8::from(matches!(outcome, CsrOutcome::Issued { resent: false, .. })));
+    onboarding_lambda::emf(
+        namespace,
+        "rotation",
+        &[
+            ("CsrIssued", issued, "Count"),
+            ("CsrRefused", refused, "Count"),
+            ("RotationFailed", refused, "Count"),
+        ],
+        &[],
+        timestamp_ms,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rule_output_parses() {
+        let event: Value = serde_json::from_str(include_str!("../../../events/rotation-csr.json"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let parsed = CsrEvent::parse(&event).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.thing_name, "sensor-00001");
+        assert!(parsed.message.job_id.starts_with("rotate-"));
+        assert!(parsed.message.csr.contains("CERTIFICATE REQUEST"));
+        let mut missing = event.clone();
+        missing["principal"] = Value::Null;
+        assert!(matches!(CsrEvent::parse(&missing), Err(InvocationError::Malformed(m)) if m.contains("principal")));
+    }
+
+    #[test]
+    fn settings_need_the_table() {
+        assert_eq!(
+            Settings::from_lookup(|_| None).err(),
+            Some(SettingsError::Missing("INVENTORY_TABLE"))
+        );
+    }
+}
