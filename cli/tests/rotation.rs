@@ -225,8 +225,16 @@ async fn every_device_rotates(strategy: &str) -> TestResult {
         for at in [rotation.issued_at, rotation.confirmed_at, rotation.retired_at] {
             assert!(at.is_some(), "{rotation:?}");
         }
-        assert_eq!(fleet.status(old).await?.as_deref(), Some("INACTIVE"), "{name}: old certificate");
-        assert_eq!(fleet.status(&new).await?.as_deref(), Some("ACTIVE"), "{name}: new certificate");
+        assert_eq!(
+            fleet.status(old).await?.as_deref(),
+            Some("INACTIVE"),
+            "{name}: old certificate"
+        );
+        assert_eq!(
+            fleet.status(&new).await?.as_deref(),
+            Some("ACTIVE"),
+            "{name}: new certificate"
+        );
         let principals = fleet.principals(name).await?;
         assert_eq!(principals.len(), 1, "{name}: {principals:?}");
         assert!(principals[0].ends_with(&new), "{name}: {principals:?}");

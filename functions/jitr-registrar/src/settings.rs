@@ -111,7 +111,10 @@ mod tests {
         let mut pairs = BASE.to_vec();
         pairs.push(("DEFAULT_PROFILE", r#"{"name":"default","policyName":"device-policy"}"#));
         let s = settings(&pairs).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.registrar.default_profile.map(|(p, _)| p.name).as_deref(), Some("default"));
+        assert_eq!(
+            s.registrar.default_profile.map(|(p, _)| p.name).as_deref(),
+            Some("default")
+        );
     }
 
     #[test]

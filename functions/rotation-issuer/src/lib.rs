@@ -179,8 +179,8 @@ mod tests {
 
     #[test]
     fn the_rule_output_parses() {
-        let event: Value = serde_json::from_str(include_str!("../../../events/rotation-csr.json"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let event: Value =
+            serde_json::from_str(include_str!("../../../events/rotation-csr.json")).unwrap_or_else(|e| panic!("{e}"));
         let parsed = CsrEvent::parse(&event).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed.thing_name, "sensor-00001");
         assert!(parsed.message.job_id.starts_with("rotate-"));

@@ -97,6 +97,12 @@ impl OnboardingConfig {
     }
 
     /// The CA ids bound to a profile, in no particular order.
+    /// Every valid profile, bound to a CA or not (a CA unbound to stop
+    /// onboarding must not stop its devices' rotations).
+    pub fn valid_profiles(&self) -> impl Iterator<Item = &DeviceProfile> {
+        self.profiles.values().filter_map(|p| p.as_ref().ok())
+    }
+
     pub fn bound_ca_ids(&self) -> impl Iterator<Item = &str> {
         self.bindings.keys().map(String::as_str)
     }

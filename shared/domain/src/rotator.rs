@@ -45,7 +45,7 @@ use futures::lock::Mutex;
 use serde::{Deserialize, Deserializer};
 
 use crate::certificate::{Certificate, CertificateRequest};
-use crate::config::{CaTrust, OnboardingConfig};
+use crate::config::OnboardingConfig;
 use crate::ports::{
     CertificateStatus, Inventory, NameClaim, PortError, PortErrorKind, PortResult, RegisteredCertificate,
 };
@@ -151,12 +151,11 @@ type Profiles = HashMap<String, DeviceProfile>;
 /// Valid profiles by name. [`OnboardingConfig`] exposes profiles only through
 /// the CAs bound to them, so a profile bound to no CA counts as gone here.
 fn profiles_of(config: &OnboardingConfig, default_profile: Option<&(DeviceProfile, Vec<String>)>) -> Profiles {
+    // Every valid profile counts, bound or not: unbinding a CA stops
+    // onboarding, not the rotation of devices already onboarded.
     let mut profiles: Profiles = config
-        .bound_ca_ids()
-        .filter_map(|ca| match config.trust(ca) {
-            CaTrust::Bound(profile) => Some((profile.name.clone(), profile.clone())),
-            CaTrust::Unbound | CaTrust::Misconfigured { .. } => None,
-        })
+        .valid_profiles()
+        .map(|profile| (profile.name.clone(), profile.clone()))
         .collect();
     if let Some((profile, _)) = default_profile {
         profiles.entry(profile.name.clone()).or_insert_with(|| profile.clone());

@@ -34,7 +34,9 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
 
     /// The trimmed value, `None` when unset or empty.
     pub fn get(&self, name: &str) -> Option<String> {
-        (self.lookup)(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+        (self.lookup)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
     }
 
     /// # Errors
@@ -251,8 +253,14 @@ mod tests {
         assert_eq!(e.required("MISSING"), Err(SettingsError::Missing("MISSING")));
         assert_eq!(e.number("N", 1u32), Ok(5));
         assert_eq!(e.number("UNSET", 7u32), Ok(7));
-        assert!(matches!(e.number::<u32>("BAD", 1), Err(SettingsError::Invalid { name: "BAD", .. })));
-        assert!(matches!(e.positive::<u32>("Z", 1), Err(SettingsError::Invalid { name: "Z", .. })));
+        assert!(matches!(
+            e.number::<u32>("BAD", 1),
+            Err(SettingsError::Invalid { name: "BAD", .. })
+        ));
+        assert!(matches!(
+            e.positive::<u32>("Z", 1),
+            Err(SettingsError::Invalid { name: "Z", .. })
+        ));
     }
 
     #[test]
@@ -260,13 +268,18 @@ mod tests {
         let ca = "a".repeat(64);
         let profile = r#"{"name":"default","policyName":"device-policy"}"#;
         let e = env(&[("DEFAULT_PROFILE", profile), ("DEFAULT_PROFILE_CA_IDS", &ca)]);
-        let (p, cas) = e.default_profile().ok().flatten().unwrap_or_else(|| panic!("no profile"));
+        let (p, cas) = e
+            .default_profile()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no profile"));
         assert_eq!(p.name, "default");
         assert_eq!(cas, vec![ca.clone()]);
-        let invalid = |pairs: &[(&str, &str)], name: &str| {
-            matches!(env(pairs).default_profile(), Err(SettingsError::Invalid { name: n, .. }) if n == name)
-        };
-        assert!(invalid(&[("DEFAULT_PROFILE", r#"{"name":"default"}"#)], "DEFAULT_PROFILE"));
+        let invalid = |pairs: &[(&str, &str)], name: &str| matches!(env(pairs).default_profile(), Err(SettingsError::Invalid { name: n, .. }) if n == name);
+        assert!(invalid(
+            &[("DEFAULT_PROFILE", r#"{"name":"default"}"#)],
+            "DEFAULT_PROFILE"
+        ));
         assert!(invalid(&[("DEFAULT_PROFILE_CA_IDS", &ca)], "DEFAULT_PROFILE_CA_IDS"));
         assert!(invalid(
             &[("DEFAULT_PROFILE", profile), ("DEFAULT_PROFILE_CA_IDS", "nope")],
@@ -288,7 +301,10 @@ mod tests {
         let messages = sqs_messages(&batch).unwrap_or_default();
         assert_eq!(messages.len(), 4);
         for m in &messages[..3] {
-            assert_eq!(m.body.as_ref().ok().map(|v| v["jobId"].clone()), Some(json!("rotate-x-1")));
+            assert_eq!(
+                m.body.as_ref().ok().map(|v| v["jobId"].clone()),
+                Some(json!("rotate-x-1"))
+            );
         }
         assert!(messages[3].body.is_err());
         assert!(sqs_messages(&json!({"jobId": "x"})).is_none());
