@@ -434,6 +434,16 @@ impl Agent<'_> {
                     "{reason_code}: {detail}; job {job_id} reported FAILED, credentials unchanged"
                 ))
             }
+            // The backend may end the job itself first (it cancels the job
+            // of a refused CSR): there is nothing left to report.
+            Err(e) if e.contains("InvalidStateTransition") || e.contains("already finished") => {
+                self.run.step(format!(
+                    "job {job_id} already ended by the backend ({reason_code}: {detail})"
+                ));
+                End::Failed(format!(
+                    "{reason_code}: {detail}; job {job_id} already ended by the backend, credentials unchanged"
+                ))
+            }
             Err(e) => End::Aws(format!(
                 "{reason_code}: {detail}; and reporting job {job_id} FAILED failed too: {e}"
             )),
@@ -532,7 +542,7 @@ impl Agent<'_> {
                 let end = self.fail(conn, &reason_code, &detail).await;
                 Err(match end {
                     End::Failed(_) => End::Refused(format!(
-                        "the backend refused the CSR: {reason_code}: {detail}; job {job_id} reported FAILED, credentials unchanged"
+                        "the backend refused the CSR: {reason_code}: {detail}; job {job_id} ended, credentials unchanged"
                     )),
                     other => other,
                 })

@@ -38,7 +38,7 @@ impl Fleet {
     /// Deploys the stack, binds a CA to a profile with `strategy`, and
     /// onboards `count` devices whose certificates expire in 20 days.
     async fn new(strategy: &str, count: usize) -> Result<Self, Error> {
-        let emulator = Emulator::start().await?;
+        let emulator = Emulator::start_with(&[("LOG_LEVEL", "INFO")]).await?;
         let sdk = emulator.sdk_config().await;
         let deployed = stack::deploy(&sdk, "iot-onboarding", stack::TEMPLATE, &stack::lambda_dir(), &[]).await?;
         let table = deployed.output("InventoryTableName")?.to_string();
@@ -187,6 +187,20 @@ impl Fleet {
     }
 }
 
+/// A function's log lines (for failure messages).
+async fn function_logs(sdk: &aws_config::SdkConfig, group: &str) -> String {
+    let logs = aws_sdk_cloudwatchlogs::Client::new(sdk);
+    match logs.filter_log_events().log_group_name(group).send().await {
+        Ok(out) => out
+            .events()
+            .iter()
+            .filter_map(|e| e.message())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("(no logs: {e})"),
+    }
+}
+
 fn write_device(dir: &Path, device: &DeviceCert) -> Result<(), Error> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("cert.pem"), &device.cert_pem)?;
@@ -218,7 +232,10 @@ async fn every_device_rotates(strategy: &str) -> TestResult {
 
     for (name, dir, old) in &fleet.devices {
         let output = fleet.agent(dir, &["--deadline", "60"])?;
-        assert!(output.status.success(), "{name}: {}", text(&output));
+        if !output.status.success() {
+            let logs = function_logs(&fleet.sdk, "/aws/lambda/iot-onboarding-rotation-issuer").await;
+            panic!("{name}: {}\nissuer logs:\n{logs}", text(&output));
+        }
         let rotation = fleet.wait_for(old, RotationState::Retired).await?;
         let new = rotation.new_certificate_id.clone().ok_or("no new certificate")?;
         assert_eq!(rotation.strategy.as_str(), strategy);
@@ -298,7 +315,10 @@ async fn a_device_that_never_answers_keeps_its_certificate() -> TestResult {
     // The job's in-progress timeout (1 minute) passes; the next run follows up.
     tokio::time::sleep(Duration::from_secs(65)).await;
     let report = fleet.rotate(now + time::Duration::minutes(3)).await?;
-    assert_eq!(report["failed"], 1, "{report}");
+    if report["failed"] != 1 {
+        let logs = function_logs(&fleet.sdk, "/aws/lambda/iot-onboarding-cert-rotator").await;
+        panic!("{report}\nrotator logs:\n{logs}");
+    }
     let rotation = fleet.wait_for(&old, RotationState::Failed).await?;
     assert_eq!(rotation.reason.map(|r| r.code()), Some("JOB_TIMED_OUT"), "{rotation:?}");
     assert_eq!(fleet.status(&old).await?.as_deref(), Some("ACTIVE"));
