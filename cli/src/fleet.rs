@@ -1,22 +1,31 @@
-//! `onboard fleet status`.
+//! `onboard fleet status` and `onboard fleet inspect`.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use aws_sdk_dynamodb::types::AttributeValue as A;
 use clap::Subcommand;
+use onboarding_aws::DynamoInventory;
+use onboarding_aws::fleet::ROTATION_STATES;
+use onboarding_domain::rotation::{Rotation, RotationInventory, RotationState};
+use onboarding_domain::time_fmt::rfc3339;
+use serde_json::{Value, json};
 
 use crate::Cli;
 use crate::error::CliError;
 
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
-    /// Counts by status, rejections by reason, and certificates expiring
-    /// within 30, 60 and 90 days.
+    /// Counts by status, rejections by reason, certificates expiring within
+    /// 30, 60 and 90 days, and rotations: by state, failures by reason, given
+    /// up, due for a follow-up now.
     Status,
-    /// One thing: its type and attributes, certificates (status, policies),
-    /// groups, name claim and inventory records.
+    /// One thing: its type and attributes, certificates (status, policies,
+    /// rotation), groups, name claim and inventory records.
     Inspect {
         /// Thing name.
         thing: String,
-        /// Also every inventory record that ever named this thing (reads the
-        /// whole table: a filtered Scan).
+        /// Also every inventory record that ever named this thing, with its
+        /// rotation (reads the whole table: a filtered Scan).
         #[arg(long)]
         history: bool,
     },
@@ -25,57 +34,100 @@ pub enum FleetCommand {
 pub async fn run(command: &FleetCommand, cli: &Cli) -> Result<(), CliError> {
     match command {
         FleetCommand::Inspect { thing, history } => inspect(cli, thing, *history).await,
-        FleetCommand::Status => {
-            let table = cli.aws.table()?.to_string();
-            let sdk = cli.aws.sdk_config().await;
-            let client = aws_sdk_dynamodb::Client::new(&sdk);
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let status = onboarding_aws::fleet::fleet_status(&client, &table, now, &[30, 60, 90]).await?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "byStatus": status.by_status,
-                        "rejectionsByReason": status.rejections,
-                        "expired": status.expired,
-                        "expiringWithinDays": status.expiring_within.iter().map(|(d, c)| (d.to_string(), *c)).collect::<std::collections::BTreeMap<_, _>>(),
-                    })
-                );
-                return Ok(());
-            }
-            println!("certificates by status");
-            if status.by_status.is_empty() {
-                println!("  (none yet)");
-            }
-            for (s, n) in &status.by_status {
-                println!("  {s:<14} {n:>8}");
-            }
-            if !status.rejections.is_empty() {
-                println!("rejections by reason");
-                for (reason, n) in &status.rejections {
-                    println!("  {reason:<34} {n:>8}");
-                }
-            }
-            println!("provisioned certificates expiring");
-            println!("  {:<14} {:>8}", "already", status.expired);
-            for (days, n) in &status.expiring_within {
-                println!("  {:<14} {n:>8}", format!("within {days} d"));
-            }
-            Ok(())
-        }
+        FleetCommand::Status => status(cli).await,
     }
 }
 
-fn attr(
-    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
-    key: &str,
-) -> serde_json::Value {
-    item.get(key)
-        .and_then(|v| v.as_s().ok())
-        .map_or(serde_json::Value::Null, |s| serde_json::json!(s))
+async fn status(cli: &Cli) -> Result<(), CliError> {
+    let table = cli.aws.table()?.to_string();
+    let sdk = cli.aws.sdk_config().await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let status = onboarding_aws::fleet::fleet_status(&client, &table, now, &[30, 60, 90]).await?;
+    let rotations = &status.rotations;
+    if cli.json {
+        let expiring: BTreeMap<String, u64> = status
+            .expiring_within
+            .iter()
+            .map(|(d, c)| (d.to_string(), *c))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "byStatus": status.by_status,
+                "rejectionsByReason": status.rejections,
+                "expired": status.expired,
+                "expiringWithinDays": expiring,
+                "rotations": {
+                    "byState": rotations.by_state,
+                    "failedByReason": rotations.failed_by_reason,
+                    "givenUp": rotations.given_up,
+                    "dueNow": rotations.due_now,
+                    "rotatedCertificates": rotations.rotated_certificates,
+                },
+            })
+        );
+        return Ok(());
+    }
+    println!("certificates by status");
+    if status.by_status.is_empty() {
+        println!("  (none yet)");
+    }
+    for (s, n) in &status.by_status {
+        println!("  {s:<14} {n:>8}");
+    }
+    if !status.rejections.is_empty() {
+        println!("rejections by reason");
+        for (reason, n) in &status.rejections {
+            println!("  {reason:<34} {n:>8}");
+        }
+    }
+    println!("provisioned certificates expiring");
+    println!("  {:<14} {:>8}", "already", status.expired);
+    for (days, n) in &status.expiring_within {
+        println!("  {:<14} {n:>8}", format!("within {days} d"));
+    }
+    println!("rotations by state");
+    if rotations.total() == 0 && rotations.due_now == 0 && rotations.rotated_certificates == 0 {
+        println!("  (none yet)");
+        return Ok(());
+    }
+    // The state machine's order, then anything unreadable.
+    let known: Vec<&str> = ROTATION_STATES.iter().map(|s| s.as_str()).collect();
+    let unknown = rotations
+        .by_state
+        .keys()
+        .map(String::as_str)
+        .filter(|s| !known.contains(s));
+    for state in known.iter().copied().chain(unknown) {
+        let n = rotations.by_state.get(state).copied().unwrap_or_default();
+        println!("  {state:<14} {n:>8}");
+    }
+    if !rotations.failed_by_reason.is_empty() {
+        println!("failed rotations by reason");
+        for (reason, n) in &rotations.failed_by_reason {
+            println!("  {reason:<34} {n:>8}");
+        }
+    }
+    println!("rotations to follow");
+    println!("  {:<34} {:>8}", "due now", rotations.due_now);
+    println!("  {:<34} {:>8}", "given up (failed, no retry left)", rotations.given_up);
+    println!(
+        "  {:<34} {:>8}",
+        "old certificates retired (ROTATED)", rotations.rotated_certificates
+    );
+    Ok(())
 }
 
-fn record_json(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> serde_json::Value {
+type Item = HashMap<String, A>;
+
+fn attr(item: &Item, key: &str) -> Value {
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .map_or(Value::Null, |s| json!(s))
+}
+
+fn record_json(item: &Item) -> Value {
     let mut record = serde_json::Map::new();
     for key in [
         "certificateId",
@@ -86,6 +138,7 @@ fn record_json(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types:
         "serial",
         "notBefore",
         "notAfter",
+        "rotatedTo",
         "createdAt",
         "updatedAt",
     ] {
@@ -94,15 +147,97 @@ fn record_json(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types:
             record.insert(key.to_string(), value);
         }
     }
-    serde_json::Value::Object(record)
+    Value::Object(record)
+}
+
+/// A rotation as `fleet inspect` shows it: every field, timestamps in RFC
+/// 3339, `null` for what has not happened.
+fn rotation_json(r: &Rotation) -> Value {
+    json!({
+        "state": r.state.as_str(),
+        "strategy": r.strategy.as_str(),
+        "attempt": r.attempt,
+        "jobId": r.job_id,
+        "profile": r.profile,
+        "newCertificateId": r.new_certificate_id,
+        "reasonCode": r.reason.map(|x| x.code()),
+        "detail": r.detail,
+        "givenUp": r.state == RotationState::Failed && r.due_at.is_none(),
+        "oldNotAfter": rfc3339(r.old_not_after),
+        "requestedAt": rfc3339(r.requested_at),
+        "issuedAt": r.issued_at.map(rfc3339),
+        "deliveredAt": r.delivered_at.map(rfc3339),
+        "confirmedAt": r.confirmed_at.map(rfc3339),
+        "retiredAt": r.retired_at.map(rfc3339),
+        "failedAt": r.failed_at.map(rfc3339),
+        "oldDeletedAt": r.old_deleted_at.map(rfc3339),
+        "dueAt": r.due_at.map(rfc3339),
+    })
+}
+
+/// The human lines of a [`rotation_json`] value.
+fn print_rotation(indent: &str, r: &Value) {
+    let text = |key: &str| r[key].as_str().unwrap_or("-").to_string();
+    println!(
+        "{indent}rotation {} attempt {} ({}) job {}",
+        text("state"),
+        r["attempt"],
+        text("strategy"),
+        text("jobId")
+    );
+    println!("{indent}  {:<15} {}", "new certificate", text("newCertificateId"));
+    if !r["reasonCode"].is_null() || !r["detail"].is_null() {
+        println!("{indent}  {:<15} {}: {}", "reason", text("reasonCode"), text("detail"));
+    }
+    for (label, key) in [
+        ("requested", "requestedAt"),
+        ("issued", "issuedAt"),
+        ("delivered", "deliveredAt"),
+        ("confirmed", "confirmedAt"),
+        ("retired", "retiredAt"),
+        ("failed", "failedAt"),
+        ("old deleted", "oldDeletedAt"),
+    ] {
+        if let Some(at) = r[key].as_str() {
+            println!("{indent}  {label:<15} {at}");
+        }
+    }
+    let due = match (r["dueAt"].as_str(), r["givenUp"].as_bool()) {
+        (Some(at), _) => at.to_string(),
+        (None, Some(true)) => "- (given up: no retry left, an operator decides)".to_string(),
+        (None, _) => "- (nothing left to do)".to_string(),
+    };
+    println!("{indent}  {:<15} {due}", "due");
+}
+
+/// The inventory record of a certificate, if any.
+async fn record_item(dynamodb: &aws_sdk_dynamodb::Client, table: &str, id: &str) -> Result<Option<Item>, CliError> {
+    Ok(dynamodb
+        .get_item()
+        .table_name(table)
+        .key("pk", A::S(format!("CERT#{id}")))
+        .key("sk", A::S("CERT".into()))
+        .send()
+        .await
+        .map_err(|e| CliError::Aws(format!("GetItem failed: {e}")))?
+        .item)
+}
+
+/// The rotation of a certificate (it being the old one), as JSON; `null` when none.
+async fn rotation_of(inventory: &DynamoInventory, id: &str) -> Result<Value, CliError> {
+    Ok(inventory
+        .rotation(id)
+        .await?
+        .as_ref()
+        .map_or(Value::Null, rotation_json))
 }
 
 async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> {
-    use aws_sdk_dynamodb::types::AttributeValue as A;
     let table = cli.aws.table()?.to_string();
     let sdk = cli.aws.sdk_config().await;
     let iot = aws_sdk_iot::Client::new(&sdk);
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let inventory = DynamoInventory::new(dynamodb.clone(), &table);
     let described = match iot.describe_thing().thing_name(thing).send().await {
         Ok(d) => Some(d),
         Err(e)
@@ -148,18 +283,11 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
                 .into_iter()
                 .filter_map(|p| p.policy_name)
                 .collect();
-            let record = dynamodb
-                .get_item()
-                .table_name(&table)
-                .key("pk", A::S(format!("CERT#{id}")))
-                .key("sk", A::S("CERT".into()))
-                .send()
-                .await
-                .map_err(|e| CliError::Aws(format!("GetItem failed: {e}")))?
-                .item
-                .map(|i| record_json(&i));
+            let record = record_item(&dynamodb, &table, id).await?.map(|i| record_json(&i));
+            let rotation = rotation_of(&inventory, id).await?;
             certificates.push(
-                serde_json::json!({"certificateId": id, "status": status, "policies": policies, "inventory": record}),
+                json!({"certificateId": id, "status": status, "policies": policies, "inventory": record,
+                "rotation": rotation}),
             );
         }
         groups = iot
@@ -186,6 +314,9 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
         .map(|i| attr(&i, "certificateId"));
     let mut records = Vec::new();
     if history {
+        // Certificate records and rotation items both carry `thingName`.
+        let mut found: BTreeMap<String, Option<Item>> = BTreeMap::new();
+        let mut rotated = BTreeSet::new();
         let mut pages = dynamodb
             .scan()
             .table_name(&table)
@@ -196,7 +327,41 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| CliError::Aws(format!("Scan failed: {e}")))?;
-            records.extend(page.items().iter().map(record_json));
+            for item in page.items() {
+                let Some(id) = item
+                    .get("pk")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|pk| pk.strip_prefix("CERT#"))
+                else {
+                    continue;
+                };
+                match item.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) {
+                    Some("CERT") => {
+                        found.insert(id.to_string(), Some(item.clone()));
+                    }
+                    Some("ROTATION") => {
+                        rotated.insert(id.to_string());
+                        found.entry(id.to_string()).or_insert(None);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (id, item) in found {
+            // A rotation names the thing even where its old certificate's
+            // record does not (a record the rotation itself created).
+            let item = match item {
+                Some(item) => Some(item),
+                None => record_item(&dynamodb, &table, &id).await?,
+            };
+            let mut record = item.map_or_else(|| json!({"certificateId": id}), |i| record_json(&i));
+            let rotation = if rotated.contains(&id) {
+                rotation_of(&inventory, &id).await?
+            } else {
+                Value::Null
+            };
+            record["rotation"] = rotation;
+            records.push(record);
         }
         records.sort_by_key(|r| r["createdAt"].as_str().unwrap_or_default().to_string());
     }
@@ -206,12 +371,13 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
         )));
     }
     let thing_json = described.as_ref().map(|d| {
-        serde_json::json!({"thingType": d.thing_type_name, "attributes": d.attributes, "billingGroup": d.billing_group_name, "version": d.version})
+        json!({"thingType": d.thing_type_name, "attributes": d.attributes, "billingGroup": d.billing_group_name,
+            "version": d.version})
     });
     if cli.json {
         println!(
             "{}",
-            serde_json::json!({"thing": thing, "exists": described.is_some(), "details": thing_json, "certificates": certificates,
+            json!({"thing": thing, "exists": described.is_some(), "details": thing_json, "certificates": certificates,
                 "groups": groups, "nameClaimedBy": claim, "history": if history { Some(records) } else { None }})
         );
         return Ok(());
@@ -247,11 +413,19 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
             c["policies"],
             c["inventory"]["status"].as_str().unwrap_or("-")
         );
+        if !c["rotation"].is_null() {
+            print_rotation("  ", &c["rotation"]);
+        }
     }
     if history {
         println!("inventory history:");
         for r in &records {
-            println!("  {}", r);
+            let mut record = r.clone();
+            let rotation = record.as_object_mut().and_then(|o| o.remove("rotation"));
+            println!("  {record}");
+            if let Some(rotation) = rotation.filter(|r| !r.is_null()) {
+                print_rotation("    ", &rotation);
+            }
         }
     }
     Ok(())

@@ -28,6 +28,7 @@ struct Fleet {
     emulator: Emulator,
     sdk: aws_config::SdkConfig,
     table: String,
+    bucket: String,
     rotator: String,
     server_ca: PathBuf,
     devices: Vec<(String, PathBuf, String)>,
@@ -73,6 +74,7 @@ impl Fleet {
         }
         let fleet = Self {
             rotator: deployed.output("RotatorFunctionName")?.to_string(),
+            bucket: deployed.output("CredentialsBucketName")?.to_string(),
             emulator,
             sdk,
             table,
@@ -267,6 +269,20 @@ async fn every_device_rotates(strategy: &str) -> TestResult {
             .as_array()
             .is_some_and(|d| d.iter().all(|d| d["outcome"] == "active")),
         "{report}"
+    );
+    // Server-keygen private keys are gone for good: no version, no marker.
+    let s3 = onboarding_test_support::emulator::s3_client(&fleet.sdk);
+    let left = s3
+        .list_object_versions()
+        .bucket(&fleet.bucket)
+        .prefix("rotation/")
+        .send()
+        .await?;
+    assert!(
+        left.versions().is_empty() && left.delete_markers().is_empty(),
+        "rotation objects left: {:?} {:?}",
+        left.versions(),
+        left.delete_markers()
     );
     // Retired certificates leave the expiry index: nothing left to rotate.
     let later = fleet.rotate(now).await?;

@@ -1058,12 +1058,51 @@ impl RotationObjects for S3RotationObjects {
         Ok(())
     }
 
+    /// The bucket is versioned: a plain delete would only hide a private key
+    /// behind a delete marker. Every version of the key (and any marker) is
+    /// deleted for good.
     async fn delete_object(&self, key: &str) -> PortResult<()> {
-        match self.client.delete_object().bucket(&self.bucket).key(key).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(service_code(&e), Some("NoSuchKey" | "NotFound")) => Ok(()),
-            Err(e) => Err(classify("DeleteObject", e)),
+        let versions = self
+            .client
+            .list_object_versions()
+            .bucket(&self.bucket)
+            .prefix(key)
+            .send()
+            .await
+            .map_err(|e| classify("ListObjectVersions", e))?;
+        let mut ids: Vec<Option<String>> = versions
+            .versions()
+            .iter()
+            .filter(|v| v.key() == Some(key))
+            .map(|v| v.version_id().map(str::to_string))
+            .chain(
+                versions
+                    .delete_markers()
+                    .iter()
+                    .filter(|m| m.key() == Some(key))
+                    .map(|m| m.version_id().map(str::to_string)),
+            )
+            .collect();
+        if ids.is_empty() {
+            // An unversioned bucket, or nothing listed: delete by key.
+            ids.push(None);
         }
+        for version in ids {
+            match self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .set_version_id(version)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if matches!(service_code(&e), Some("NoSuchKey" | "NotFound" | "NoSuchVersion")) => {}
+                Err(e) => return Err(classify("DeleteObject", e)),
+            }
+        }
+        Ok(())
     }
 
     fn bucket(&self) -> &str {

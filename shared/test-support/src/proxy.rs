@@ -1,4 +1,5 @@
-//! A recording, delaying HTTP/1.1 proxy in front of the emulator.
+//! A recording, delaying, failure-injecting HTTP/1.1 proxy in front of the
+//! emulator.
 //!
 //! Every request from an SDK client is read whole (head and
 //! `Content-Length` body), recorded, held for a fixed latency, then
@@ -6,11 +7,21 @@
 //! see what was sent (the emulator ignores some parameters), and the
 //! benchmark uses the latency to count sequential rounds of calls. It listens
 //! on 127.0.0.1 on a port chosen by the OS and stops when dropped.
+//!
+//! Failures are injected per request: [`Proxy::fail`] makes the next `times`
+//! requests a [`Matcher`] selects fail with an HTTP 500 `InternalFailure`
+//! that never reaches the emulator; [`Proxy::fail_with`] chooses how
+//! ([`FailureMode`]: refused, answer lost after the emulator acted, or the
+//! connection dropped). With the SDK's retries off (one attempt per call) an
+//! injected failure surfaces as the failure of the step that made the call:
+//! a crash between two steps of a workflow.
 
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -39,13 +50,161 @@ impl RecordedRequest {
             None => format!("{} {}", self.method, self.target.split('?').next().unwrap_or_default()),
         }
     }
+
+    /// `METHOD target`, the query string included (`PUT /certificates/<id>?newStatus=ACTIVE`).
+    pub fn line(&self) -> String {
+        format!("{} {}", self.method, self.target)
+    }
+
+    /// The SigV4 signing name of the request's credential scope (`dynamodb`,
+    /// `iot`, `iotdata`, `s3`…), when it is signed.
+    pub fn service(&self) -> Option<&str> {
+        let authorization = self.header("authorization")?;
+        let scope = authorization.split("Credential=").nth(1)?.split([',', ' ']).next()?;
+        // <key id>/<date>/<region>/<service>/aws4_request
+        scope.split('/').nth(3)
+    }
+
+    /// The request body as JSON (the JSON protocols), `Null` otherwise.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+}
+
+/// Selects the requests an injected failure applies to.
+#[derive(Clone)]
+pub struct Matcher {
+    description: String,
+    test: Arc<dyn Fn(&RecordedRequest) -> bool + Send + Sync>,
+}
+
+impl Matcher {
+    /// Requests whose [`RecordedRequest::operation`] is exactly `name`
+    /// (`PutItem`, `POST /certificates`).
+    pub fn operation(name: &str) -> Self {
+        let name = name.to_string();
+        Self {
+            description: format!("operation {name}"),
+            test: Arc::new(move |r| r.operation() == name),
+        }
+    }
+
+    /// Requests whose [`RecordedRequest::line`] (`METHOD path?query`)
+    /// contains `text`.
+    pub fn line(text: &str) -> Self {
+        let text = text.to_string();
+        Self {
+            description: format!("line containing {text:?}"),
+            test: Arc::new(move |r| r.line().contains(&text)),
+        }
+    }
+
+    /// Requests `test` accepts; `description` names them in failure messages.
+    pub fn predicate(description: &str, test: impl Fn(&RecordedRequest) -> bool + Send + Sync + 'static) -> Self {
+        Self {
+            description: description.to_string(),
+            test: Arc::new(test),
+        }
+    }
+
+    pub fn matches(&self, request: &RecordedRequest) -> bool {
+        (self.test)(request)
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+}
+
+impl fmt::Debug for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+/// A name without a space or `/` is an [`Matcher::operation`] (an
+/// `X-Amz-Target` operation such as `PutItem`); anything else is a
+/// [`Matcher::line`] substring (`PUT /jobs/`, `newStatus=ACTIVE`).
+impl From<&str> for Matcher {
+    fn from(text: &str) -> Self {
+        if text.contains([' ', '/', '?', '=']) {
+            Self::line(text)
+        } else {
+            Self::operation(text)
+        }
+    }
+}
+
+/// How an injected failure fails a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Answered with an HTTP 500 `InternalFailure` without being forwarded:
+    /// the call had no effect (a crash just before it).
+    Refuse,
+    /// Forwarded, and once the emulator has answered, that answer is dropped
+    /// and an HTTP 500 sent instead: the call took effect but its caller sees
+    /// it fail (a crash just after it, or a lost answer).
+    LoseAnswer,
+    /// The connection is closed without an answer, before the request is
+    /// forwarded (no effect; the SDK sees an I/O error).
+    Disconnect,
+}
+
+/// A failure the proxy injected.
+#[derive(Debug, Clone)]
+pub struct InjectedFailure {
+    pub request: RecordedRequest,
+    pub mode: FailureMode,
+    /// The matcher's description.
+    pub matcher: String,
+}
+
+#[derive(Debug)]
+struct Fault {
+    matcher: Matcher,
+    mode: FailureMode,
+    remaining: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    requests: Mutex<Vec<RecordedRequest>>,
+    latency: Mutex<Duration>,
+    faults: Mutex<Vec<Fault>>,
+    injected: Mutex<Vec<InjectedFailure>>,
+}
+
+impl State {
+    /// Records the request and returns the failure to inject into it, if
+    /// any (the first armed fault that matches; each use counts down).
+    fn admit(&self, request: &RecordedRequest) -> Option<FailureMode> {
+        if let Ok(mut r) = self.requests.lock() {
+            r.push(request.clone());
+        }
+        let mut faults = self.faults.lock().ok()?;
+        let fault = faults
+            .iter_mut()
+            .find(|f| f.remaining > 0 && f.matcher.matches(request))?;
+        fault.remaining -= 1;
+        let injected = InjectedFailure {
+            request: request.clone(),
+            mode: fault.mode,
+            matcher: fault.matcher.description.clone(),
+        };
+        let mode = fault.mode;
+        faults.retain(|f| f.remaining > 0);
+        drop(faults);
+        if let Ok(mut i) = self.injected.lock() {
+            i.push(injected);
+        }
+        Some(mode)
+    }
 }
 
 /// A running proxy.
 pub struct Proxy {
     pub port: u16,
-    requests: Arc<Mutex<Vec<RecordedRequest>>>,
-    latency: Arc<Mutex<Duration>>,
+    state: Arc<State>,
     accept: JoinHandle<()>,
 }
 
@@ -57,29 +216,26 @@ impl Proxy {
     pub async fn start(upstream_port: u16, latency: Duration) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let latency = Arc::new(Mutex::new(latency));
+        let state = Arc::new(State {
+            latency: Mutex::new(latency),
+            ..State::default()
+        });
         let started = Instant::now();
-        let (r, l) = (requests.clone(), latency.clone());
+        let shared = state.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (r, l) = (r.clone(), l.clone());
+                let state = shared.clone();
                 tokio::spawn(async move {
                     if let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)).await {
                         // Without this, Nagle's algorithm adds ~40 ms per request.
                         let _ = client.set_nodelay(true);
                         let _ = upstream.set_nodelay(true);
-                        let _ = relay(client, upstream, r, l, started).await;
+                        let _ = relay(client, upstream, upstream_port, state, started).await;
                     }
                 });
             }
         });
-        Ok(Self {
-            port,
-            requests,
-            latency,
-            accept,
-        })
+        Ok(Self { port, state, accept })
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -89,21 +245,67 @@ impl Proxy {
 
     /// Changes the added latency for requests from now on.
     pub fn set_latency(&self, latency: Duration) {
-        if let Ok(mut l) = self.latency.lock() {
+        if let Ok(mut l) = self.state.latency.lock() {
             *l = latency;
         }
     }
 
-    /// Everything recorded so far.
+    /// Everything recorded so far (failed requests included).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+        self.state.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
-    /// Forgets what was recorded.
+    /// Forgets what was recorded (requests and injected failures).
     pub fn clear(&self) {
-        if let Ok(mut r) = self.requests.lock() {
+        if let Ok(mut r) = self.state.requests.lock() {
             r.clear();
         }
+        if let Ok(mut i) = self.state.injected.lock() {
+            i.clear();
+        }
+    }
+
+    /// Makes the next `times` requests that `matcher` selects fail with an
+    /// HTTP 500 `InternalFailure`, without forwarding them
+    /// ([`FailureMode::Refuse`]).
+    pub fn fail(&self, matcher: impl Into<Matcher>, times: usize) {
+        self.fail_with(matcher, times, FailureMode::Refuse);
+    }
+
+    /// Makes the next `times` requests that `matcher` selects fail as `mode`
+    /// says. Armed failures are tried in the order they were armed.
+    pub fn fail_with(&self, matcher: impl Into<Matcher>, times: usize, mode: FailureMode) {
+        if times == 0 {
+            return;
+        }
+        if let Ok(mut faults) = self.state.faults.lock() {
+            faults.push(Fault {
+                matcher: matcher.into(),
+                mode,
+                remaining: times,
+            });
+        }
+    }
+
+    /// Failures armed and not yet used.
+    pub fn failures_pending(&self) -> usize {
+        self.state
+            .faults
+            .lock()
+            .map(|f| f.iter().map(|f| f.remaining).sum())
+            .unwrap_or_default()
+    }
+
+    /// Disarms every failure not yet used.
+    pub fn clear_failures(&self) {
+        if let Ok(mut faults) = self.state.faults.lock() {
+            faults.clear();
+        }
+    }
+
+    /// The failures injected so far, oldest first.
+    pub fn injected(&self) -> Vec<InjectedFailure> {
+        self.state.injected.lock().map(|i| i.clone()).unwrap_or_default()
     }
 }
 
@@ -116,33 +318,167 @@ impl Drop for Proxy {
 async fn relay(
     client: TcpStream,
     upstream: TcpStream,
-    requests: Arc<Mutex<Vec<RecordedRequest>>>,
-    latency: Arc<Mutex<Duration>>,
+    upstream_port: u16,
+    state: Arc<State>,
     started: Instant,
 ) -> std::io::Result<()> {
-    let (mut client_read, mut client_write) = client.into_split();
+    let (mut client_read, client_write) = client.into_split();
+    // Shared: injected answers are written by the request loop. SDK clients
+    // wait for each answer before sending the next request on a connection,
+    // so the two writers never interleave.
+    let client_write = Arc::new(tokio::sync::Mutex::new(client_write));
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let writer = client_write.clone();
     let responses = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut upstream_read, &mut client_write).await;
-        let _ = client_write.shutdown().await;
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            match upstream_read.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if writer.lock().await.write_all(&chunk[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = writer.lock().await.shutdown().await;
     });
     let mut buffer = Vec::new();
     loop {
         let Some((raw, request)) = read_request(&mut client_read, &mut buffer, started).await? else {
             break;
         };
-        let delay = latency.lock().map(|l| *l).unwrap_or_default();
-        if let Ok(mut r) = requests.lock() {
-            r.push(request);
-        }
+        let delay = state.latency.lock().map(|l| *l).unwrap_or_default();
+        let failure = state.admit(&request);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        upstream_write.write_all(&raw).await?;
+        match failure {
+            None => upstream_write.write_all(&raw).await?,
+            Some(FailureMode::Refuse) => answer_failure(&client_write, &request).await?,
+            Some(FailureMode::LoseAnswer) => {
+                // On a connection of its own, so that the emulator's answer
+                // can be read whole and dropped.
+                let _ = forward_and_drop(upstream_port, &raw, &request.method).await;
+                answer_failure(&client_write, &request).await?;
+            }
+            Some(FailureMode::Disconnect) => {
+                responses.abort();
+                let _ = client_write.lock().await.shutdown().await;
+                return Ok(());
+            }
+        }
     }
     let _ = upstream_write.shutdown().await;
     let _ = responses.await;
     Ok(())
+}
+
+async fn answer_failure(client: &tokio::sync::Mutex<OwnedWriteHalf>, request: &RecordedRequest) -> std::io::Result<()> {
+    client.lock().await.write_all(&failure_response(request)).await
+}
+
+/// An HTTP 500 `InternalFailure` in the request's protocol: JSON with
+/// `__type` (JSON protocols), XML (S3), or JSON with the
+/// `x-amzn-ErrorType` header (REST JSON: IoT, IoT data).
+fn failure_response(request: &RecordedRequest) -> Vec<u8> {
+    const MESSAGE: &str = "failure injected by the test proxy";
+    let (content_type, body) = if request.header("x-amz-target").is_some() {
+        (
+            request.header("content-type").unwrap_or("application/x-amz-json-1.0"),
+            serde_json::json!({"__type": "InternalFailure", "message": MESSAGE}).to_string(),
+        )
+    } else if request.service() == Some("s3") {
+        (
+            "application/xml",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code>\
+                 <Message>{MESSAGE}</Message><RequestId>proxy-injected</RequestId></Error>"
+            ),
+        )
+    } else {
+        ("application/json", serde_json::json!({"message": MESSAGE}).to_string())
+    };
+    let body = if request.method == "HEAD" { String::new() } else { body };
+    format!(
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+         x-amzn-errortype: InternalFailure\r\nx-amzn-requestid: proxy-injected\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Sends one request to the emulator on a new connection and reads the
+/// whole answer, which is then dropped.
+async fn forward_and_drop(upstream_port: u16, raw: &[u8], method: &str) -> std::io::Result<()> {
+    let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port)).await?;
+    let _ = upstream.set_nodelay(true);
+    upstream.write_all(raw).await?;
+    match tokio::time::timeout(Duration::from_secs(30), read_response(&mut upstream, method)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer")),
+    }
+}
+
+/// Reads one response: its head and its body (`Content-Length`, chunked, or
+/// up to the end of the stream).
+async fn read_response(stream: &mut (impl AsyncRead + Unpin), method: &str) -> std::io::Result<()> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let Some(head_end) = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4) else {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+            continue;
+        };
+        let (status, headers) = parse_head(&buffer[..head_end]);
+        if status / 100 == 1 {
+            // `100 Continue` and the like: the real answer follows.
+            buffer.drain(..head_end);
+            continue;
+        }
+        if method == "HEAD" || status == 204 || status == 304 {
+            return Ok(());
+        }
+        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let length: Option<usize> = header("content-length").and_then(|v| v.parse().ok());
+        let chunked = header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        loop {
+            let body = &buffer[head_end..];
+            let complete = match length {
+                Some(length) => body.len() >= length,
+                None if chunked => body.ends_with(b"0\r\n\r\n"),
+                None => false,
+            };
+            if complete {
+                return Ok(());
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// The status code (0 when unreadable) and the lowercase headers of a response head.
+fn parse_head(head: &[u8]) -> (u16, Vec<(String, String)>) {
+    let head = String::from_utf8_lossy(head);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers)
 }
 
 /// Reads one request; `None` at end of stream.
@@ -195,4 +531,173 @@ async fn read_request(
             received: started.elapsed(),
         },
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A keep-alive HTTP server answering every request `200 {"n":<count>}`,
+    /// counting what it received.
+    async fn upstream() -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let (mut read, mut write) = stream.into_split();
+                    let mut buffer = Vec::new();
+                    while let Ok(Some(_)) = read_request(&mut read, &mut buffer, Instant::now()).await {
+                        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                        let body = format!("{{\"n\":{n}}}");
+                        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                        if write.write_all(answer.as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (port, count)
+    }
+
+    /// Sends requests on one keep-alive connection; each answer's status
+    /// (`None` when the connection closed first).
+    async fn send(port: u16, requests: &[(&str, &str, &str)]) -> Vec<Option<u16>> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut statuses = Vec::new();
+        for (method, target, target_header) in requests {
+            let body = "{}";
+            let request = format!(
+                "{method} {target} HTTP/1.1\r\nhost: x\r\nx-amz-target: {target_header}\r\n\
+                 content-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if stream.write_all(request.as_bytes()).await.is_err() {
+                statuses.push(None);
+                continue;
+            }
+            let mut buffer = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let status = loop {
+                if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let (status, headers) = parse_head(&buffer[..end + 4]);
+                    let length: usize = headers
+                        .iter()
+                        .find(|(k, _)| k == "content-length")
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    if buffer.len() >= end + 4 + length {
+                        break Some(status);
+                    }
+                }
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            };
+            statuses.push(status);
+        }
+        statuses
+    }
+
+    #[tokio::test]
+    async fn refused_requests_never_reach_the_upstream() {
+        let (upstream_port, count) = upstream().await;
+        let proxy = Proxy::start(upstream_port, Duration::ZERO)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        proxy.fail("PutItem", 2);
+        let statuses = send(
+            proxy.port,
+            &[
+                ("POST", "/", "DynamoDB_20120810.GetItem"),
+                ("POST", "/", "DynamoDB_20120810.PutItem"),
+                ("POST", "/", "DynamoDB_20120810.PutItem"),
+                ("POST", "/", "DynamoDB_20120810.PutItem"),
+            ],
+        )
+        .await;
+        assert_eq!(statuses, vec![Some(200), Some(500), Some(500), Some(200)]);
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert_eq!(proxy.requests().len(), 4);
+        assert_eq!(proxy.injected().len(), 2);
+        assert_eq!(proxy.failures_pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_reaches_the_upstream_and_fails_the_caller() {
+        let (upstream_port, count) = upstream().await;
+        let proxy = Proxy::start(upstream_port, Duration::ZERO)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        proxy.fail_with(
+            Matcher::predicate("PUT on a job", |r| r.line().starts_with("PUT /jobs/")),
+            1,
+            FailureMode::LoseAnswer,
+        );
+        let statuses = send(
+            proxy.port,
+            &[("PUT", "/jobs/j1", "x.CreateJob"), ("PUT", "/jobs/j1", "x.CreateJob")],
+        )
+        .await;
+        assert_eq!(statuses, vec![Some(500), Some(200)]);
+        assert_eq!(count.load(Ordering::SeqCst), 2, "both reached the upstream");
+        assert_eq!(proxy.injected()[0].mode, FailureMode::LoseAnswer);
+    }
+
+    #[tokio::test]
+    async fn a_disconnect_closes_the_connection_unanswered() {
+        let (upstream_port, count) = upstream().await;
+        let proxy = Proxy::start(upstream_port, Duration::ZERO)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        proxy.fail_with("newStatus=ACTIVE", 1, FailureMode::Disconnect);
+        proxy.fail("never-matches?", 3);
+        let statuses = send(
+            proxy.port,
+            &[("PUT", "/certificates/c?newStatus=INACTIVE", "x.UpdateCertificate")],
+        )
+        .await;
+        assert_eq!(statuses, vec![Some(200)], "INACTIVE is not ACTIVE");
+        let statuses = send(
+            proxy.port,
+            &[("PUT", "/certificates/c?newStatus=ACTIVE", "x.UpdateCertificate")],
+        )
+        .await;
+        assert_eq!(statuses, vec![None]);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert_eq!(proxy.failures_pending(), 3);
+        proxy.clear_failures();
+        assert_eq!(proxy.failures_pending(), 0);
+    }
+
+    #[test]
+    fn the_signing_service_comes_from_the_credential_scope() {
+        let request = RecordedRequest {
+            method: "PUT".into(),
+            target: "/bucket/key?x=1".into(),
+            headers: vec![(
+                "authorization".into(),
+                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, \
+                 Signature=abc"
+                    .into(),
+            )],
+            body: Vec::new(),
+            received: Duration::ZERO,
+        };
+        assert_eq!(request.service(), Some("s3"));
+        assert_eq!(request.operation(), "PUT /bucket/key");
+        assert_eq!(request.line(), "PUT /bucket/key?x=1");
+        let response = String::from_utf8(failure_response(&request)).unwrap_or_default();
+        assert!(response.starts_with("HTTP/1.1 500 "), "{response}");
+        assert!(response.contains("<Code>InternalError</Code>"), "{response}");
+    }
 }
