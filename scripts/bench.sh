@@ -5,7 +5,10 @@
 #   - check-bench:  µs per certificate check (no emulator);
 #   - rounds-bench: sequential rounds of AWS calls per provisioning (emulator);
 #   - cold-start:   init time, first-event latency and peak RSS of the binary
-#                   under a local Lambda Runtime API (emulator).
+#                   under a local Lambda Runtime API (emulator);
+#   - rotation-scan: items read and capacity consumed by the rotation run's
+#                    expiry scan and by a whole run, for inventories of several
+#                    sizes with the same number of expiring certificates (emulator).
 #
 # Usage: scripts/bench.sh [--python-zip]
 #   --python-zip   zip with python3 even when cargo-lambda is available (it
@@ -13,7 +16,7 @@
 #
 # Options of the benchmarks can be passed through the environment:
 #   CHECK_ITERATIONS (2000), ROUNDS_LATENCY_MS (50), ROUNDS_DEVICES (10), COLD_RUNS (5),
-#   MINT_P256 (5000), MINT_RSA (200).
+#   MINT_P256 (5000), MINT_RSA (200), ROTATION_SIZES (10000,100000), ROTATION_EXPIRING (100).
 #
 # cargo-lambda is looked for on PATH and in .venv/bin; `scripts/setup-python.sh --lambda`
 # installs the pinned version (scripts/requirements-lambda.txt) into .venv.
@@ -149,6 +152,10 @@ echo "==> rounds-bench"
 echo
 echo "==> cold-start"
 "$release/cold-start" --binary "$binary" --runs "${COLD_RUNS:-5}"
+
+echo
+echo "==> rotation-scan"
+"$release/rotation-scan" --sizes "${ROTATION_SIZES:-10000,100000}" --expiring "${ROTATION_EXPIRING:-100}"
 
 echo
 echo "==> onboard device mint throughput"

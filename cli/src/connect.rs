@@ -26,6 +26,19 @@ pub struct ConnectArgs {
     /// One device's private key (with --cert).
     #[arg(long, requires = "cert")]
     pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Give up on a device after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub deadline: u64,
+    /// Devices connecting at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+}
+
+/// Where simulated devices connect (shared by the device commands).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
     /// MQTT host: the account's iot:Data-ATS endpoint (or 127.0.0.1 for an emulator).
     #[arg(long)]
     pub host: String,
@@ -34,12 +47,20 @@ pub struct ConnectArgs {
     /// The CA that signs the broker's certificate (Amazon Root CA 1 for AWS IoT).
     #[arg(long)]
     pub server_ca: PathBuf,
-    /// Give up on a device after this many seconds.
-    #[arg(long, default_value_t = 120)]
-    pub deadline: u64,
-    /// Devices connecting at once.
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
+}
+
+impl BrokerArgs {
+    /// The broker, with its CA read.
+    ///
+    /// # Errors
+    /// [`CliError::Input`] when the server CA cannot be read.
+    pub fn broker(&self) -> Result<Broker, CliError> {
+        Ok(Broker {
+            host: self.host.clone(),
+            port: self.port,
+            server_ca_pem: read(&self.server_ca, "server CA")?,
+        })
+    }
 }
 
 /// One simulated device's credentials.
@@ -342,11 +363,7 @@ pub fn progress_bar(len: usize, json: bool, template: &str) -> indicatif::Progre
 
 pub async fn run(args: &ConnectArgs, cli: &Cli) -> Result<(), CliError> {
     let devices = load_devices(args)?;
-    let broker = Broker {
-        host: args.host.clone(),
-        port: args.port,
-        server_ca_pem: read(&args.server_ca, "server CA")?,
-    };
+    let broker = args.broker.broker()?;
     let sdk = cli.aws.sdk_config().await;
     let iot = aws_sdk_iot::Client::new(&sdk);
     let inventory = cli

@@ -175,8 +175,8 @@ fn rotation_json(r: &Rotation) -> Value {
     })
 }
 
-/// The human lines of a [`rotation_json`] value.
-fn print_rotation(indent: &str, r: &Value) {
+/// The human lines of a [`rotation_json`] value; `now` in RFC 3339.
+fn print_rotation(indent: &str, r: &Value, now: &str) {
     let text = |key: &str| r[key].as_str().unwrap_or("-").to_string();
     println!(
         "{indent}rotation {} attempt {} ({}) job {}",
@@ -203,6 +203,8 @@ fn print_rotation(indent: &str, r: &Value) {
         }
     }
     let due = match (r["dueAt"].as_str(), r["givenUp"].as_bool()) {
+        // RFC 3339 UTC to the second: the text order is the time order.
+        (Some(at), _) if at <= now => format!("{at} (due now: the rotator's next run takes it up)"),
         (Some(at), _) => at.to_string(),
         (None, Some(true)) => "- (given up: no retry left, an operator decides)".to_string(),
         (None, _) => "- (nothing left to do)".to_string(),
@@ -382,6 +384,7 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
         );
         return Ok(());
     }
+    let now = rfc3339(time::OffsetDateTime::now_utc().unix_timestamp());
     match &described {
         None => println!("thing {thing}: does not exist"),
         Some(d) => {
@@ -414,7 +417,7 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
             c["inventory"]["status"].as_str().unwrap_or("-")
         );
         if !c["rotation"].is_null() {
-            print_rotation("  ", &c["rotation"]);
+            print_rotation("  ", &c["rotation"], &now);
         }
     }
     if history {
@@ -424,7 +427,7 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
             let rotation = record.as_object_mut().and_then(|o| o.remove("rotation"));
             println!("  {record}");
             if let Some(rotation) = rotation.filter(|r| !r.is_null()) {
-                print_rotation("    ", &rotation);
+                print_rotation("    ", &rotation, &now);
             }
         }
     }

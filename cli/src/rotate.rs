@@ -50,14 +50,8 @@ pub struct RotateAgentArgs {
     /// Thing name and MQTT client id (default: the certificate's CN).
     #[arg(long)]
     pub thing: Option<String>,
-    /// MQTT host: the account's iot:Data-ATS endpoint (or 127.0.0.1 for an emulator).
-    #[arg(long)]
-    pub host: String,
-    #[arg(long, default_value_t = 8883)]
-    pub port: u16,
-    /// The CA that signs the broker's certificate (Amazon Root CA 1 for AWS IoT).
-    #[arg(long)]
-    pub server_ca: PathBuf,
+    #[command(flatten)]
+    pub broker: crate::connect::BrokerArgs,
     /// Give up after this many seconds: waiting for a job, or for the answer to the CSR.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub deadline: u64,
@@ -179,7 +173,7 @@ const KEY_OLD: &str = "key.old.pem";
 pub async fn run(args: &RotateAgentArgs, cli: &Cli) -> Result<(), CliError> {
     let cert_pem = read(&args.dir.join(CERT), "device certificate")?;
     let key_pem = read(&args.dir.join(KEY), "device key")?;
-    let server_ca_pem = read(&args.server_ca, "server CA")?;
+    let broker = args.broker.broker()?;
     let certificate = Certificate::from_pem(&cert_pem)
         .map_err(|e| CliError::Input(format!("{}: {e}", args.dir.join(CERT).display())))?;
     let thing = match (&args.thing, certificate.subject.get(SubjectField::CommonName)) {
@@ -192,17 +186,12 @@ pub async fn run(args: &RotateAgentArgs, cli: &Cli) -> Result<(), CliError> {
             )));
         }
     };
-    let config = onboarding_emulator::tls::client_config(&server_ca_pem, &cert_pem, &key_pem)
+    let config = onboarding_emulator::tls::client_config(&broker.server_ca_pem, &cert_pem, &key_pem)
         .map_err(|e| CliError::Input(format!("the credentials in {} are unusable: {e}", args.dir.display())))?;
     let device = Device {
         name: thing.clone(),
         cert_pem,
         key_pem,
-    };
-    let broker = Broker {
-        host: args.host.clone(),
-        port: args.port,
-        server_ca_pem,
     };
     let run = Run {
         json: cli.json,

@@ -31,6 +31,7 @@ fn onboard(world: Option<&World>) -> Result<Command, Box<dyn std::error::Error +
 /// deployed event pipeline in these tests).
 fn registrar(world: &World) -> Result<jitr_registrar::AwsHandler, Box<dyn std::error::Error + Send + Sync>> {
     let env: std::collections::HashMap<String, String> = world.registrar_env().into_iter().collect();
+    use jitr_registrar::FromEnv;
     let settings = jitr_registrar::Settings::from_lookup(|k| env.get(k).cloned())?;
     Ok(jitr_registrar::build_handler(&settings, &world.sdk).without_metrics())
 }

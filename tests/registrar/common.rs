@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use jitr_registrar::{AwsHandler, Settings};
+use jitr_registrar::{AwsHandler, FromEnv, Settings};
 use onboarding_test_support::proxy::Proxy;
 use onboarding_test_support::world::{World, WorldError};
 

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use cert_rotator::FromEnv;
 use futures::{StreamExt, TryStreamExt};
 use onboarding_aws::dynamodb::{CERTIFICATE_SK, certificate_pk, expiry_shard};
 use onboarding_aws::{DynamoInventory, ScanStats, scan_totals};
@@ -376,7 +377,7 @@ async fn check_sample(inventory: &DynamoInventory, records: &[CertificateRecord]
         expiring.saturating_sub(1),
         expiring,
         records.len() / 2,
-        records.len() - 1,
+        records.len().saturating_sub(1),
     ];
     for &i in &picks {
         let Some(expected) = records.get(i) else { continue };
@@ -674,7 +675,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

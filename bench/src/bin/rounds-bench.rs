@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use jitr_registrar::{AwsHandler, Settings};
+use jitr_registrar::{AwsHandler, FromEnv, Settings};
 use onboarding_bench::{Args, BenchResult, Table, f, ms, operation_name, range, summarize, waves};
 use onboarding_test_support::emulator::sdk_config_for;
 use onboarding_test_support::proxy::{Proxy, RecordedRequest};

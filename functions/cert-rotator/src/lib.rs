@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use onboarding_aws::{DynamoInventory, RotationIotAdapter, S3RotationObjects, SdkSettings};
 use onboarding_domain::rotator::{Pacer, RotationError, Rotator, RotatorSettings, RunReport};
-use onboarding_lambda::{Env, SettingsError, process_env};
+pub use onboarding_lambda::FromEnv;
+use onboarding_lambda::{Env, SettingsError};
 use serde_json::{Value, json};
 
 /// Everything the function reads from its environment.
@@ -34,19 +35,7 @@ pub struct Settings {
     pub s3_force_path_style: bool,
 }
 
-impl Settings {
-    /// # Errors
-    /// [`SettingsError`] naming the variable at fault.
-    pub fn from_env() -> Result<Self, SettingsError> {
-        Self::read(&process_env())
-    }
-
-    /// # Errors
-    /// [`SettingsError`] naming the variable at fault.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        Self::read(&Env::new(lookup))
-    }
-
+impl FromEnv for Settings {
     fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, SettingsError> {
         let per_run: u32 = env.positive("MAX_ROTATIONS_PER_RUN", 500)?;
         let per_second: u32 = env.positive("IOT_CALLS_PER_SECOND", 5)?;
@@ -65,11 +54,8 @@ impl Settings {
                 default_profile: env.default_profile()?,
                 ..RotatorSettings::default()
             },
-            metrics_namespace: env.get("METRICS_NAMESPACE").unwrap_or_else(|| "IotOnboarding".into()),
-            sdk: SdkSettings {
-                max_attempts: env.positive("SDK_MAX_ATTEMPTS", 6)?,
-                ..SdkSettings::default()
-            },
+            metrics_namespace: env.metrics_namespace(),
+            sdk: SdkSettings::with_max_attempts(env.sdk_max_attempts()?),
             s3_force_path_style: env.flag("S3_FORCE_PATH_STYLE"),
         })
     }

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use cert_rotator::FromEnv;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 

@@ -9,7 +9,7 @@ use onboarding_aws::{DynamoInventory, IotAdapter, S3CredentialsStore};
 use onboarding_domain::Registrar;
 
 pub use handler::{Handler, InvocationError};
-pub use settings::{Settings, SettingsError};
+pub use settings::{FromEnv, Settings, SettingsError};
 
 /// The registrar with the AWS adapters.
 pub type AwsRegistrar = Registrar<IotAdapter, IotAdapter, S3CredentialsStore, DynamoInventory>;

@@ -3,6 +3,7 @@
 // The registrar's concurrent rounds nest deeply generic futures.
 #![recursion_limit = "256"]
 
+use jitr_registrar::FromEnv;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 

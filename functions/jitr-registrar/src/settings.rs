@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use onboarding_aws::SdkSettings;
 use onboarding_domain::RegistrarSettings;
+use onboarding_lambda::Env;
+pub use onboarding_lambda::FromEnv;
 pub use onboarding_lambda::SettingsError;
-use onboarding_lambda::{Env, process_env};
 
 /// Everything the function reads from its environment.
 #[derive(Debug, Clone)]
@@ -36,23 +37,7 @@ pub struct Settings {
     pub s3_force_path_style: bool,
 }
 
-impl Settings {
-    /// Reads the process environment.
-    ///
-    /// # Errors
-    /// [`SettingsError`] naming the variable at fault.
-    pub fn from_env() -> Result<Self, SettingsError> {
-        Self::read(&process_env())
-    }
-
-    /// Reads settings through `lookup` (a map in tests).
-    ///
-    /// # Errors
-    /// [`SettingsError`] naming the variable at fault.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        Self::read(&Env::new(lookup))
-    }
-
+impl FromEnv for Settings {
     fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, SettingsError> {
         let default_profile = env.default_profile()?;
         Ok(Self {
@@ -66,11 +51,8 @@ impl Settings {
                 default_profile,
             },
             batch_concurrency: env.positive("BATCH_CONCURRENCY", 10)?,
-            metrics_namespace: env.get("METRICS_NAMESPACE").unwrap_or_else(|| "IotOnboarding".into()),
-            sdk: SdkSettings {
-                max_attempts: env.positive("SDK_MAX_ATTEMPTS", 6)?,
-                ..SdkSettings::default()
-            },
+            metrics_namespace: env.metrics_namespace(),
+            sdk: SdkSettings::with_max_attempts(env.sdk_max_attempts()?),
             s3_force_path_style: env.flag("S3_FORCE_PATH_STYLE"),
         })
     }

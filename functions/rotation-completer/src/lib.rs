@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use onboarding_aws::{DynamoInventory, RotationIotAdapter, S3RotationObjects, SdkSettings};
 use onboarding_domain::rotator::{Completer, CompleterSettings, CompletionOutcome, JobExecutionEvent};
-use onboarding_lambda::{Env, SettingsError, process_env};
+pub use onboarding_lambda::FromEnv;
+use onboarding_lambda::{Env, SettingsError};
 use serde_json::{Value, json};
 
 /// Everything the function reads from its environment.
@@ -31,19 +32,7 @@ pub struct Settings {
     pub s3_force_path_style: bool,
 }
 
-impl Settings {
-    /// # Errors
-    /// [`SettingsError`] naming the variable at fault.
-    pub fn from_env() -> Result<Self, SettingsError> {
-        Self::read(&process_env())
-    }
-
-    /// # Errors
-    /// [`SettingsError`] naming the variable at fault.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        Self::read(&Env::new(lookup))
-    }
-
+impl FromEnv for Settings {
     fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, SettingsError> {
         Ok(Self {
             inventory_table: env.required("INVENTORY_TABLE")?,
@@ -52,11 +41,8 @@ impl Settings {
                 cache_ttl: Duration::from_secs(env.number("CONFIG_CACHE_TTL_SECONDS", 60)?),
                 default_profile: env.default_profile()?,
             },
-            metrics_namespace: env.get("METRICS_NAMESPACE").unwrap_or_else(|| "IotOnboarding".into()),
-            sdk: SdkSettings {
-                max_attempts: env.positive("SDK_MAX_ATTEMPTS", 6)?,
-                ..SdkSettings::default()
-            },
+            metrics_namespace: env.metrics_namespace(),
+            sdk: SdkSettings::with_max_attempts(env.sdk_max_attempts()?),
             s3_force_path_style: env.flag("S3_FORCE_PATH_STYLE"),
         })
     }

@@ -1,6 +1,7 @@
 //! `rotation-completer` Lambda entry point: wiring only.
 
 use lambda_runtime::{LambdaEvent, service_fn};
+use rotation_completer::FromEnv;
 use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]

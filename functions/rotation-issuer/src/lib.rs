@@ -15,7 +15,8 @@ use std::time::Duration;
 use onboarding_aws::{DynamoInventory, RotationIotAdapter, SdkSettings};
 use onboarding_domain::rotation::CsrMessage;
 use onboarding_domain::rotator::{CsrIssuer, CsrIssuerSettings, CsrOutcome, RotationError};
-use onboarding_lambda::{Env, SettingsError, process_env};
+pub use onboarding_lambda::FromEnv;
+use onboarding_lambda::{Env, SettingsError};
 use serde_json::{Value, json};
 
 /// Everything the function reads from its environment.
@@ -27,19 +28,7 @@ pub struct Settings {
     pub sdk: SdkSettings,
 }
 
-impl Settings {
-    /// # Errors
-    /// [`SettingsError`] naming the variable at fault.
-    pub fn from_env() -> Result<Self, SettingsError> {
-        Self::read(&process_env())
-    }
-
-    /// # Errors
-    /// [`SettingsError`] naming the variable at fault.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        Self::read(&Env::new(lookup))
-    }
-
+impl FromEnv for Settings {
     fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, SettingsError> {
         Ok(Self {
             inventory_table: env.required("INVENTORY_TABLE")?,
@@ -47,11 +36,8 @@ impl Settings {
                 cache_ttl: Duration::from_secs(env.number("CONFIG_CACHE_TTL_SECONDS", 60)?),
                 default_profile: env.default_profile()?,
             },
-            metrics_namespace: env.get("METRICS_NAMESPACE").unwrap_or_else(|| "IotOnboarding".into()),
-            sdk: SdkSettings {
-                max_attempts: env.positive("SDK_MAX_ATTEMPTS", 6)?,
-                ..SdkSettings::default()
-            },
+            metrics_namespace: env.metrics_namespace(),
+            sdk: SdkSettings::with_max_attempts(env.sdk_max_attempts()?),
         })
     }
 }

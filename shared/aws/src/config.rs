@@ -32,6 +32,14 @@ impl Default for SdkSettings {
 }
 
 impl SdkSettings {
+    /// The defaults with another number of attempts per call.
+    pub fn with_max_attempts(max_attempts: u32) -> Self {
+        Self {
+            max_attempts,
+            ..Self::default()
+        }
+    }
+
     /// Adaptive retries: exponential backoff with jitter, plus a client-side
     /// rate limiter that slows the container down when the service throttles,
     /// which is what keeps a burst of thousands of registrations within the

@@ -45,8 +45,6 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, KeysAndAttributes, ReturnConsumedCapacity};
 use aws_sdk_iot::types::{JobStatus, PresignedUrlConfig, TargetSelection, TimeoutConfig};
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ServerSideEncryption;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -1044,18 +1042,15 @@ impl S3RotationObjects {
 
 impl RotationObjects for S3RotationObjects {
     async fn put_object(&self, key: &str, body: &[u8]) -> PortResult<()> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(body.to_vec()))
-            .server_side_encryption(ServerSideEncryption::AwsKms)
-            .ssekms_key_id(&self.kms_key_id)
-            .bucket_key_enabled(true)
-            .send()
-            .await
-            .map_err(|e| classify("PutObject", e))?;
-        Ok(())
+        crate::s3::put_sse_kms(
+            &self.client,
+            &self.bucket,
+            key,
+            &self.kms_key_id,
+            body.to_vec(),
+            "application/x-pem-file",
+        )
+        .await
     }
 
     /// The bucket is versioned: a plain delete would only hide a private key

@@ -37,18 +37,42 @@ impl CredentialsStore for S3CredentialsStore {
                 format!("record does not serialise: {e}"),
             )
         })?;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type("application/json")
-            .body(ByteStream::from(body))
-            .server_side_encryption(ServerSideEncryption::AwsKms)
-            .ssekms_key_id(&self.kms_key_id)
-            .bucket_key_enabled(true)
-            .send()
-            .await
-            .map_err(|e| classify("PutObject", e))?;
-        Ok(())
+        put_sse_kms(
+            &self.client,
+            &self.bucket,
+            key,
+            &self.kms_key_id,
+            body,
+            "application/json",
+        )
+        .await
     }
+}
+
+/// `PutObject` requesting SSE-KMS with `kms_key_id` explicitly and an S3
+/// Bucket Key (the bucket policy refuses anything else).
+///
+/// # Errors
+/// The SDK failure, classified.
+pub(crate) async fn put_sse_kms(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    kms_key_id: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> PortResult<()> {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type(content_type)
+        .body(ByteStream::from(body))
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .ssekms_key_id(kms_key_id)
+        .bucket_key_enabled(true)
+        .send()
+        .await
+        .map_err(|e| classify("PutObject", e))?;
+    Ok(())
 }

@@ -791,9 +791,11 @@ async fn objects_are_put_under_sse_kms_and_deleting_a_missing_one_is_ok() {
                 && req.bucket_key_enabled() == Some(true)
         })
         .then_output(|| PutObjectOutput::builder().build());
+    let none_listed = mock!(aws_sdk_s3::Client::list_object_versions)
+        .then_output(|| aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput::builder().build());
     let delete = mock!(aws_sdk_s3::Client::delete_object)
         .then_error(|| DeleteObjectError::generic(meta("NoSuchKey", "The specified key does not exist.")));
-    let store = objects(&[&put, &delete]);
+    let store = objects(&[&put, &none_listed, &delete]);
 
     store
         .put_object("rotation/new.key", b"-----BEGIN PRIVATE KEY-----")
@@ -803,4 +805,44 @@ async fn objects_are_put_under_sse_kms_and_deleting_a_missing_one_is_ok() {
 
     assert_eq!(store.bucket(), BUCKET);
     assert_eq!((put.num_calls(), delete.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn every_version_of_a_private_key_is_deleted() {
+    use aws_sdk_s3::types::{DeleteMarkerEntry, ObjectVersion};
+    let listed = mock!(aws_sdk_s3::Client::list_object_versions).then_output(|| {
+        aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput::builder()
+            .versions(
+                ObjectVersion::builder()
+                    .key("rotation/t/n/private.key")
+                    .version_id("v1")
+                    .build(),
+            )
+            .versions(
+                ObjectVersion::builder()
+                    .key("rotation/t/n/private.key")
+                    .version_id("v2")
+                    .build(),
+            )
+            // Another key sharing the prefix is left alone.
+            .versions(
+                ObjectVersion::builder()
+                    .key("rotation/t/n/private.key.bak")
+                    .version_id("v9")
+                    .build(),
+            )
+            .delete_markers(
+                DeleteMarkerEntry::builder()
+                    .key("rotation/t/n/private.key")
+                    .version_id("m1")
+                    .build(),
+            )
+            .build()
+    });
+    let deleted = mock!(aws_sdk_s3::Client::delete_object)
+        .match_requests(|req| matches!(req.version_id(), Some("v1" | "v2" | "m1")))
+        .then_output(|| aws_sdk_s3::operation::delete_object::DeleteObjectOutput::builder().build());
+    let store = objects(&[&listed, &deleted]);
+    store.delete_object("rotation/t/n/private.key").await.unwrap();
+    assert_eq!(deleted.num_calls(), 3);
 }

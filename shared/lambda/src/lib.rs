@@ -17,6 +17,31 @@ pub enum SettingsError {
     Invalid { name: &'static str, problem: String },
 }
 
+/// Settings read from the environment once at init.
+pub trait FromEnv: Sized {
+    /// Reads the settings through `env`.
+    ///
+    /// # Errors
+    /// [`SettingsError`] naming the variable at fault.
+    fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, SettingsError>;
+
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// [`SettingsError`] naming the variable at fault.
+    fn from_env() -> Result<Self, SettingsError> {
+        Self::read(&process_env())
+    }
+
+    /// Reads settings through `lookup` (a map in tests).
+    ///
+    /// # Errors
+    /// [`SettingsError`] naming the variable at fault.
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        Self::read(&Env::new(lookup))
+    }
+}
+
 /// Environment lookup with typed, named errors. Empty values count as unset.
 pub struct Env<F: Fn(&str) -> Option<String>> {
     lookup: F,
@@ -76,6 +101,19 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             });
         }
         Ok(value)
+    }
+
+    /// `SDK_MAX_ATTEMPTS` (attempts per AWS call), default 6.
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] when it does not parse or is 0.
+    pub fn sdk_max_attempts(&self) -> Result<u32, SettingsError> {
+        self.positive("SDK_MAX_ATTEMPTS", 6)
+    }
+
+    /// `METRICS_NAMESPACE`, default `IotOnboarding`.
+    pub fn metrics_namespace(&self) -> String {
+        self.get("METRICS_NAMESPACE").unwrap_or_else(|| "IotOnboarding".into())
     }
 
     /// `true`, `1` or `yes`.
