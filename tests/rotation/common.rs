@@ -72,6 +72,15 @@ impl Step {
         }
     }
 
+    pub fn disconnect(label: &'static str, matcher: Matcher) -> Self {
+        Self {
+            label,
+            matcher,
+            mode: FailureMode::Disconnect,
+            orphan: false,
+        }
+    }
+
     pub fn leaving_an_orphan(mut self) -> Self {
         self.orphan = true;
         self

@@ -60,6 +60,7 @@ fn steps() -> Vec<Step> {
             iot("AttachThingPrincipal", "PUT", &["things", "*", "principals"]),
         ),
         Step::refuse("AttachPolicy", iot("AttachPolicy", "PUT", &["target-policies", "*"])),
+        Step::disconnect("AttachPolicy", iot("AttachPolicy", "PUT", &["target-policies", "*"])),
         Step::refuse(
             "UpdateItem record of the new certificate",
             update_record("UpdateItem CERT#new"),
