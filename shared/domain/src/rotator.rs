@@ -915,6 +915,9 @@ where
                 )
                 .await?;
                 let next = r.with_new_certificate(&issued.certificate_id, vec![certificate_key, private_key_key]);
+                // As in the issuer: a failed write may have been applied, so
+                // an unrecorded certificate is left inactive and unattached
+                // (its objects expire with the bucket's lifecycle rule).
                 if !self.rotations.put_rotation(&next, Some((r.state, r.attempt))).await? {
                     // Another writer moved the attempt on: these credentials
                     // are never used (best effort; they are inactive anyway).
@@ -1404,6 +1407,10 @@ where
         }
         let issued = self.iot.certificate_from_csr(&message.csr).await?;
         let next = r.issued(&issued.certificate_id, Vec::new(), now)?;
+        // A failed write may still have been applied (its answer lost), so
+        // the certificate is left alone: revoking it could revoke the one the
+        // retry then finds recorded. Unrecorded, it stays inactive and
+        // unattached.
         if !self
             .rotations
             .put_rotation(&next, Some((RotationState::Requested, r.attempt)))
@@ -1458,7 +1465,10 @@ where
             });
         }
         let old = self.ops().old_certificate(&r).await?;
-        self.deliver(r, &new, &old, true, now).await
+        // Only a delivered certificate was answered before; an issued one is
+        // a retry after a crash, its first answer.
+        let resent = r.state == RotationState::Delivered;
+        self.deliver(r, &new, &old, resent, now).await
     }
 
     /// Installs the certificate, publishes it, records `delivered`.
