@@ -724,10 +724,9 @@ impl RotationInventory for DynamoInventory {
 /// AWS IoT as rotation uses it: certificates, things and policies (control
 /// plane), Jobs, and publishing to devices (data plane).
 ///
-/// The data-plane client's default endpoint is the regional
-/// `data-ats.iot.<region>.amazonaws.com`; AWS documents the account's own
-/// `iot:Data-ATS` endpoint (`DescribeEndpoint`) for publishing, so the wiring
-/// should set that one (`endpoint_url`) unless the default is known to work.
+/// Publishing needs the account's own `iot:Data-ATS` endpoint: build the
+/// data-plane client with [`crate::iot_data_client`] (the issuer does; the
+/// rotator and the completer never publish).
 #[derive(Debug, Clone)]
 pub struct RotationIotAdapter {
     certificates: IotAdapter,
