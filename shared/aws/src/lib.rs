@@ -11,6 +11,7 @@ pub mod dynamodb;
 pub mod error;
 pub mod fleet;
 pub mod iot;
+pub mod reconciler;
 pub mod rotation;
 pub mod s3;
 

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod ports;
 pub mod profile;
 pub mod reason;
+pub mod reconciler;
 pub mod record;
 pub mod registrar;
 pub mod rotation;
@@ -26,6 +27,10 @@ pub use plan::{CredentialsRecord, ProvisioningPlan};
 pub use ports::{CertificateStatus, PortError, PortErrorKind};
 pub use profile::{DeviceProfile, ProfileError, RejectionAction, UnfitAttribute};
 pub use reason::{RejectReason, Rejection};
+pub use reconciler::{
+    CaCertificates, ListedCertificate, ReconcileInventory, ReconcileReport, Reconciler, ReconcilerSettings,
+    StuckHandler,
+};
 pub use record::{CertificateRecord, Outcome, RecordStatus};
 pub use registrar::{ProvisioningError, Registrar, RegistrarSettings};
 pub use rotator::{

@@ -1,0 +1,305 @@
+//! Reconciler adapters: a CA's certificates and a certificate's things in AWS
+//! IoT ([`CaCertificates`] for [`IotAdapter`]), and the inventory as the
+//! reconciler uses it ([`ReconcileInventory`] for [`DynamoInventory`]).
+//!
+//! Items and attributes this module adds to the inventory table (see
+//! [`crate::dynamodb`]):
+//!
+//! | item | pk | sk | main attributes |
+//! |---|---|---|---|
+//! | certificate record, found by the reconciler | `CERT#<certificateId>` | `CERT` | status `OBSERVED`, certificateStatus `ACTIVE`, thingName, reasonDetail, foundBy |
+//! | certificate record, certificate gone | `CERT#<certificateId>` | `CERT` | certificateStatus `NOT_FOUND`, certificateMissingAt |
+//! | reconciler cursor | `RECONCILER` | `CURSOR#<name>` | cursor |
+//!
+//! # What the record scan costs
+//!
+//! The table has no index by CA, so [`ReconcileInventory::records_of_ca`] is
+//! a `Scan` with a filter on `caCertificateId`: DynamoDB reads (and bills)
+//! every item of the table, whatever the filter keeps. One full pass over one
+//! CA's records reads the whole table once (≈ table size / 4 KB read units,
+//! halved by the eventually consistent read); with N CAs, N times. A page
+//! reads at most `limit` items, so the reconciler's page budget bounds the
+//! read cost of a run to `pages × page_size` items, and the cursor (DynamoDB's
+//! `LastEvaluatedKey`, as JSON) spreads a pass over several runs. Should that
+//! become too dear, a sparse index keyed by `caCertificateId` would make it a
+//! Query.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+use onboarding_domain::ports::{CertificateStatus, PortResult};
+use onboarding_domain::reconciler::{CaCertificates, ListedCertificate, NOT_FOUND_STATUS, ReconcileInventory};
+use onboarding_domain::rotation::Page;
+use onboarding_domain::time_fmt::rfc3339;
+use onboarding_domain::{CertificateRecord, PortError, PortErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::dynamodb::{CERTIFICATE_SK, DynamoInventory, certificate_pk, get_s, parse_record, s};
+use crate::error::{classify, service_code};
+use crate::iot::IotAdapter;
+use crate::rotation::cursor_sk;
+
+/// Partition of the reconciler's runtime state (never `CONFIG`, which the
+/// registrar loads whole).
+pub const RECONCILER_PK: &str = "RECONCILER";
+/// `ListCertificatesByCA` returns at most 250 certificates a page.
+pub const MAX_PAGE_SIZE: usize = 250;
+
+type Item = HashMap<String, AttributeValue>;
+
+fn conditional_failed<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> bool {
+    service_code(e) == Some("ConditionalCheckFailedException")
+}
+
+// --- IoT --------------------------------------------------------------------
+
+impl CaCertificates for IotAdapter {
+    async fn certificates_of_ca(
+        &self,
+        ca_certificate_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> PortResult<Page<ListedCertificate>> {
+        const OP: &str = "ListCertificatesByCA";
+        let output = self
+            .client()
+            .list_certificates_by_ca()
+            .ca_certificate_id(ca_certificate_id)
+            .page_size(i32::try_from(limit.clamp(1, MAX_PAGE_SIZE)).unwrap_or(1))
+            .set_marker(cursor.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        let items = output
+            .certificates
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| {
+                let certificate_id = c.certificate_id?;
+                Some(ListedCertificate {
+                    certificate_arn: c.certificate_arn.unwrap_or_default(),
+                    status: CertificateStatus::parse(c.status.as_ref().map_or("", |s| s.as_str())),
+                    created_at: c.creation_date.map(|d| d.secs()),
+                    certificate_id,
+                })
+            })
+            .collect();
+        Ok(Page {
+            items,
+            cursor: output.next_marker.filter(|m| !m.is_empty()),
+        })
+    }
+
+    async fn things_of_certificate(&self, certificate_arn: &str) -> PortResult<Vec<String>> {
+        let mut things = Vec::new();
+        let mut next_token = None;
+        loop {
+            let page = match self
+                .client()
+                .list_principal_things()
+                .principal(certificate_arn)
+                .set_next_token(next_token)
+                .send()
+                .await
+            {
+                Ok(page) => page,
+                // Deleted since it was listed: attached to nothing.
+                Err(e) if service_code(&e) == Some("ResourceNotFoundException") => return Ok(Vec::new()),
+                Err(e) => return Err(classify("ListPrincipalThings", e)),
+            };
+            things.extend(page.things.unwrap_or_default());
+            next_token = page.next_token.filter(|t| !t.is_empty());
+            if next_token.is_none() {
+                return Ok(things);
+            }
+        }
+    }
+}
+
+// --- DynamoDB ---------------------------------------------------------------
+
+/// Where a record scan stands: the CA and DynamoDB's `LastEvaluatedKey`.
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordsCursor {
+    ca: String,
+    after: BTreeMap<String, String>,
+}
+
+fn invalid(operation: &'static str, detail: impl Into<String>) -> PortError {
+    PortError::new(operation, PortErrorKind::Invalid, detail)
+}
+
+fn decode_cursor(ca_certificate_id: &str, cursor: &str) -> PortResult<Item> {
+    let bad = |why: String| invalid("Scan", format!("unreadable record cursor {cursor:?}: {why}"));
+    let parsed: RecordsCursor = serde_json::from_str(cursor).map_err(|e| bad(e.to_string()))?;
+    if parsed.ca != ca_certificate_id {
+        return Err(bad(format!("it belongs to the scan of CA {}", parsed.ca)));
+    }
+    Ok(parsed.after.into_iter().map(|(k, v)| (k, s(v))).collect())
+}
+
+fn encode_cursor(ca_certificate_id: &str, after: &Item) -> PortResult<String> {
+    let after = after
+        .iter()
+        .map(|(k, v)| match v.as_s() {
+            Ok(v) => Ok((k.clone(), v.clone())),
+            Err(_) => Err(invalid(
+                "Scan",
+                format!("LastEvaluatedKey attribute {k} is not a string"),
+            )),
+        })
+        .collect::<PortResult<BTreeMap<_, _>>>()?;
+    let cursor = RecordsCursor {
+        ca: ca_certificate_id.to_string(),
+        after,
+    };
+    serde_json::to_string(&cursor).map_err(|e| invalid("Scan", e.to_string()))
+}
+
+impl ReconcileInventory for DynamoInventory {
+    async fn records_of_ca(
+        &self,
+        ca_certificate_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> PortResult<Page<CertificateRecord>> {
+        let start = cursor.map(|c| decode_cursor(ca_certificate_id, c)).transpose()?;
+        let output = self
+            .client()
+            .scan()
+            .table_name(self.table())
+            .filter_expression("#sk = :sk AND #ca = :ca")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_names("#ca", "caCertificateId")
+            .expression_attribute_values(":sk", s(CERTIFICATE_SK))
+            .expression_attribute_values(":ca", s(ca_certificate_id))
+            .set_exclusive_start_key(start)
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| classify("Scan", e))?;
+        tracing::debug!(
+            ca = ca_certificate_id,
+            scanned = output.scanned_count,
+            matched = output.count,
+            capacity = output.consumed_capacity.as_ref().and_then(|c| c.capacity_units),
+            "inventory scan by CA"
+        );
+        let items = output
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(parse_record)
+            .collect();
+        let cursor = match output.last_evaluated_key.filter(|k| !k.is_empty()) {
+            Some(key) => Some(encode_cursor(ca_certificate_id, &key)?),
+            None => None,
+        };
+        Ok(Page { items, cursor })
+    }
+
+    async fn record_found(&self, record: &CertificateRecord, found_by: &str) -> PortResult<bool> {
+        let mut request = self
+            .client()
+            .put_item()
+            .table_name(self.table())
+            .item("pk", s(certificate_pk(&record.certificate_id)))
+            .item("sk", s(CERTIFICATE_SK))
+            .item("certificateId", s(&record.certificate_id))
+            .item("caCertificateId", s(&record.ca_certificate_id))
+            .item("status", s(record.status.as_str()))
+            .item("fingerprint", s(&record.fingerprint))
+            .item("foundBy", s(found_by))
+            .item("createdAt", s(rfc3339(record.updated_at)))
+            .item("updatedAt", s(rfc3339(record.updated_at)))
+            .condition_expression("attribute_not_exists(pk)");
+        for (name, value) in [
+            ("certificateStatus", &record.certificate_status),
+            ("thingName", &record.thing_name),
+            ("reasonDetail", &record.detail),
+            ("profile", &record.profile),
+        ] {
+            if let Some(value) = value {
+                request = request.item(name, s(value));
+            }
+        }
+        match request.send().await {
+            Ok(_) => Ok(true),
+            // A record exists (the registrar's, an earlier finding): keep it.
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(classify("PutItem", e)),
+        }
+    }
+
+    async fn mark_certificate_missing(&self, certificate_id: &str, now: i64) -> PortResult<bool> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(certificate_pk(certificate_id)))
+            .key("sk", s(CERTIFICATE_SK))
+            .update_expression("SET #missingAt = :now, #certificateStatus = :notFound, #updatedAt = :now")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(#missingAt)")
+            .expression_attribute_names("#missingAt", "certificateMissingAt")
+            .expression_attribute_names("#certificateStatus", "certificateStatus")
+            .expression_attribute_names("#updatedAt", "updatedAt")
+            .expression_attribute_values(":now", s(rfc3339(now)))
+            .expression_attribute_values(":notFound", s(NOT_FOUND_STATUS))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            // No record, or already marked.
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    async fn reconcile_cursor(&self, name: &str) -> PortResult<Option<String>> {
+        let output = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key("pk", s(RECONCILER_PK))
+            .key("sk", s(cursor_sk(name)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        Ok(output
+            .item
+            .as_ref()
+            .and_then(|item| get_s(item, "cursor"))
+            .map(str::to_string))
+    }
+
+    async fn save_reconcile_cursor(&self, name: &str, cursor: Option<&str>) -> PortResult<()> {
+        match cursor {
+            Some(cursor) => {
+                self.client()
+                    .put_item()
+                    .table_name(self.table())
+                    .item("pk", s(RECONCILER_PK))
+                    .item("sk", s(cursor_sk(name)))
+                    .item("cursor", s(cursor))
+                    .send()
+                    .await
+                    .map_err(|e| classify("PutItem", e))?;
+            }
+            None => {
+                self.client()
+                    .delete_item()
+                    .table_name(self.table())
+                    .key("pk", s(RECONCILER_PK))
+                    .key("sk", s(cursor_sk(name)))
+                    .send()
+                    .await
+                    .map_err(|e| classify("DeleteItem", e))?;
+            }
+        }
+        Ok(())
+    }
+}

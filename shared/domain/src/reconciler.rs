@@ -1,0 +1,966 @@
+//! The fleet reconciler: one scheduled run compares what AWS IoT holds under
+//! each bound CA with the inventory, and repairs or records the differences.
+//!
+//! - A certificate stuck `PENDING_ACTIVATION` for longer than a threshold is
+//!   handed to a [`StuckHandler`] (the registrar, with a synthesized event):
+//!   this recovers JITR events lost anywhere upstream.
+//! - An `ACTIVE` certificate without an inventory record (JITP, fleet
+//!   provisioning, made by hand) is recorded as `OBSERVED`, with its thing.
+//! - A record whose certificate no longer exists in IoT is marked.
+//!
+//! Work is bounded per run and resumes from saved cursors: per CA, one over
+//! `ListCertificatesByCA` and one over the CA's inventory records, plus the CA
+//! the last run stopped at, so that a large CA cannot starve the others.
+//! Every step is idempotent: a run interrupted anywhere and run again reaches
+//! the same end state.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::event::JitrEvent;
+use crate::ports::{CertificateRegistry, CertificateStatus, Inventory, PortError, PortErrorKind, PortResult};
+use crate::record::{CertificateRecord, Outcome, RecordStatus};
+use crate::registrar::{ProvisioningError, Registrar};
+use crate::rotation::Page;
+
+/// Default age after which a `PENDING_ACTIVATION` certificate counts as stuck.
+pub const DEFAULT_STUCK_AFTER_SECS: i64 = 600;
+/// The `certificateStatus` a record is given when its certificate is gone.
+pub const NOT_FOUND_STATUS: &str = "NOT_FOUND";
+/// The `found_by` note of records the reconciler writes.
+pub const FOUND_BY: &str = "fleet-reconciler";
+/// The saved cursor naming where the last run stopped: the
+/// [`certificates_cursor`] or [`records_cursor`] name of a CA.
+pub const CA_CURSOR: &str = "ca";
+
+/// The saved cursor over a CA's certificates in IoT.
+pub fn certificates_cursor(ca_certificate_id: &str) -> String {
+    format!("certificates#{ca_certificate_id}")
+}
+
+/// The saved cursor over a CA's inventory records.
+pub fn records_cursor(ca_certificate_id: &str) -> String {
+    format!("records#{ca_certificate_id}")
+}
+
+impl JitrEvent {
+    /// The event IoT would have published for a certificate of this CA, as of
+    /// `now` (Unix seconds), for a certificate whose event was lost.
+    pub fn synthesized(certificate_id: &str, ca_certificate_id: &str, now: i64) -> Self {
+        Self {
+            certificate_id: certificate_id.to_string(),
+            ca_certificate_id: ca_certificate_id.to_string(),
+            timestamp: Some(now.saturating_mul(1_000)),
+            certificate_status: Some(CertificateStatus::PendingActivation.as_str().to_string()),
+            aws_account_id: None,
+            certificate_registration_timestamp: None,
+        }
+    }
+}
+
+// --- ports ------------------------------------------------------------------
+
+/// A certificate as `ListCertificatesByCA` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedCertificate {
+    pub certificate_id: String,
+    pub certificate_arn: String,
+    pub status: CertificateStatus,
+    /// Unix seconds; `None` when IoT did not say.
+    pub created_at: Option<i64>,
+}
+
+/// A CA's device certificates in IoT.
+pub trait CaCertificates: Send + Sync {
+    /// `ListCertificatesByCA`, one page of at most `limit` from the opaque
+    /// `cursor` on (`None`: from the start).
+    fn certificates_of_ca(
+        &self,
+        ca_certificate_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = PortResult<Page<ListedCertificate>>> + Send;
+    /// `ListPrincipalThings`: the things the certificate is attached to.
+    fn things_of_certificate(&self, certificate_arn: &str) -> impl Future<Output = PortResult<Vec<String>>> + Send;
+}
+
+/// The inventory as the reconciler uses it, beyond [`Inventory`].
+pub trait ReconcileInventory: Send + Sync {
+    /// Certificate records of one CA, one page from the opaque `cursor` on.
+    /// `limit` bounds the items *read*, not returned: a page may hold fewer
+    /// records, even none, and only a `None` cursor ends the scan.
+    fn records_of_ca(
+        &self,
+        ca_certificate_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = PortResult<Page<CertificateRecord>>> + Send;
+    /// Writes the record of a certificate found without one (status
+    /// `OBSERVED`), with its thing and `found_by` note, unless a record
+    /// exists. True when written.
+    fn record_found(&self, record: &CertificateRecord, found_by: &str)
+    -> impl Future<Output = PortResult<bool>> + Send;
+    /// Marks the record of a certificate that no longer exists in IoT
+    /// (`certificateStatus` = `NOT_FOUND`, `certificateMissingAt` = `now`).
+    /// True when marked now; false when already marked or there is no record.
+    fn mark_certificate_missing(&self, certificate_id: &str, now: i64)
+    -> impl Future<Output = PortResult<bool>> + Send;
+    /// The reconciler's saved position between runs.
+    fn reconcile_cursor(&self, name: &str) -> impl Future<Output = PortResult<Option<String>>> + Send;
+    /// Saves a position; `None` deletes it.
+    fn save_reconcile_cursor(&self, name: &str, cursor: Option<&str>) -> impl Future<Output = PortResult<()>> + Send;
+}
+
+/// Processes a certificate stuck `PENDING_ACTIVATION`, exactly as the
+/// registrar processes its event. [`Registrar`] implements it.
+pub trait StuckHandler: Send + Sync {
+    fn process_stuck(
+        &self,
+        event: &JitrEvent,
+        now: i64,
+    ) -> impl Future<Output = Result<Outcome, ProvisioningError>> + Send;
+}
+
+impl<C, T, S, I> StuckHandler for Registrar<C, T, S, I>
+where
+    C: crate::ports::CertificateRegistry,
+    T: crate::ports::ThingRegistry,
+    S: crate::ports::CredentialsStore,
+    I: Inventory,
+{
+    fn process_stuck(
+        &self,
+        event: &JitrEvent,
+        now: i64,
+    ) -> impl Future<Output = Result<Outcome, ProvisioningError>> + Send {
+        self.handle(event, now)
+    }
+}
+
+impl<H: StuckHandler> StuckHandler for &H {
+    fn process_stuck(
+        &self,
+        event: &JitrEvent,
+        now: i64,
+    ) -> impl Future<Output = Result<Outcome, ProvisioningError>> + Send {
+        (**self).process_stuck(event, now)
+    }
+}
+
+impl<H: StuckHandler> StuckHandler for Arc<H> {
+    fn process_stuck(
+        &self,
+        event: &JitrEvent,
+        now: i64,
+    ) -> impl Future<Output = Result<Outcome, ProvisioningError>> + Send {
+        self.as_ref().process_stuck(event, now)
+    }
+}
+
+// --- settings and report ----------------------------------------------------
+
+/// Reconciler settings, read from the environment by the function.
+#[derive(Debug, Clone)]
+pub struct ReconcilerSettings {
+    /// Age after which a `PENDING_ACTIVATION` certificate is stuck.
+    pub stuck_after_secs: i64,
+    /// IoT certificates examined per run, at most (all CAs together).
+    pub max_examined_per_run: u32,
+    /// Inventory records checked per run, at most (one `DescribeCertificate` each).
+    pub max_records_per_run: u32,
+    /// Inventory scan pages read per run, at most: the read cost of a run is
+    /// at most this times `page_size` items, matching or not.
+    pub max_record_pages_per_run: u32,
+    /// Items asked for per page (`ListCertificatesByCA` allows 250).
+    pub page_size: usize,
+    /// The CA ids bound to the default profile from the environment.
+    pub default_ca_ids: Vec<String>,
+}
+
+impl Default for ReconcilerSettings {
+    fn default() -> Self {
+        Self {
+            stuck_after_secs: DEFAULT_STUCK_AFTER_SECS,
+            max_examined_per_run: 1_000,
+            max_records_per_run: 500,
+            max_record_pages_per_run: 20,
+            page_size: 100,
+            default_ca_ids: Vec::new(),
+        }
+    }
+}
+
+/// What one run found and did, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// CAs visited.
+    pub cas: u32,
+    /// IoT certificates examined.
+    pub examined: u32,
+    /// Stuck certificates handed to the registrar, which processed them.
+    pub stuck_processed: u32,
+    /// `PENDING_ACTIVATION` certificates younger than the threshold, left alone.
+    pub pending_recent: u32,
+    /// `ACTIVE` certificates found without a record, now recorded.
+    pub recorded_active: u32,
+    /// Inventory records checked against IoT.
+    pub records_examined: u32,
+    /// Records whose certificate no longer exists, now marked.
+    pub marked_missing: u32,
+    /// Inventory scan pages read (each reads up to `page_size` items).
+    pub record_pages: u32,
+    /// Items or scans that hit an error (logged; the next run tries again).
+    pub errors: u32,
+    /// A budget ran out with work left; the saved cursors resume it.
+    pub budget_exhausted: bool,
+    /// The run stopped early on a transient error (throttling).
+    pub interrupted: bool,
+}
+
+// --- the workflow -----------------------------------------------------------
+
+/// Why a run stopped before visiting every CA.
+enum Stop {
+    Budget,
+    Interrupted,
+}
+
+/// The scheduled reconciler, generic over its ports and its stuck handler.
+pub struct Reconciler<L, C, I, H> {
+    listing: L,
+    certificates: C,
+    inventory: I,
+    stuck: H,
+    settings: ReconcilerSettings,
+}
+
+impl<L, C, I, H> Reconciler<L, C, I, H>
+where
+    L: CaCertificates,
+    C: CertificateRegistry,
+    I: Inventory + ReconcileInventory,
+    H: StuckHandler,
+{
+    pub fn new(listing: L, certificates: C, inventory: I, stuck: H, settings: ReconcilerSettings) -> Self {
+        Self {
+            listing,
+            certificates,
+            inventory,
+            stuck,
+            settings,
+        }
+    }
+
+    /// One run as of `now` (Unix seconds): for each bound CA, from the one the
+    /// last run stopped at, its IoT certificates, then its inventory records,
+    /// each from its saved cursor and within the run's budgets. An item's
+    /// error is logged and counted and the run goes on; a transient one ends
+    /// the run.
+    ///
+    /// # Errors
+    /// [`PortError`] when the configuration or a cursor cannot be read or saved.
+    pub async fn run(&self, now: i64) -> PortResult<ReconcileReport> {
+        let config = self.inventory.load_config().await?;
+        let cas: Vec<String> = config
+            .bound_ca_ids()
+            .map(str::to_string)
+            .chain(self.settings.default_ca_ids.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let saved = self.inventory.reconcile_cursor(CA_CURSOR).await?;
+        // Where the last run stopped: that CA first, in that phase.
+        let (start, records_first) = saved
+            .as_deref()
+            .and_then(|saved| {
+                cas.iter().enumerate().find_map(|(i, ca)| {
+                    (saved == certificates_cursor(ca))
+                        .then_some((i, false))
+                        .or_else(|| (saved == records_cursor(ca)).then_some((i, true)))
+                })
+            })
+            .unwrap_or((0, false));
+        let mut report = ReconcileReport::default();
+        let mut stopped = None;
+        for (n, ca) in cas.iter().cycle().skip(start).take(cas.len()).enumerate() {
+            report.cas += 1;
+            if !(n == 0 && records_first)
+                && let Some(stop) = self.certificates_of(ca, now, &mut report).await?
+            {
+                stopped = Some((certificates_cursor(ca), stop));
+                break;
+            }
+            if let Some(stop) = self.records_of(ca, now, &mut report).await? {
+                stopped = Some((records_cursor(ca), stop));
+                break;
+            }
+        }
+        // The next run starts where this one stopped.
+        let resume = stopped.as_ref().map(|(at, _)| at.as_str());
+        self.inventory.save_reconcile_cursor(CA_CURSOR, resume).await?;
+        match stopped {
+            Some((_, Stop::Budget)) => report.budget_exhausted = true,
+            Some((_, Stop::Interrupted)) => report.interrupted = true,
+            None => {}
+        }
+        tracing::info!(?report, "reconciler run");
+        Ok(report)
+    }
+
+    /// The CA's certificates in IoT, from the saved cursor on.
+    async fn certificates_of(&self, ca: &str, now: i64, report: &mut ReconcileReport) -> PortResult<Option<Stop>> {
+        let name = certificates_cursor(ca);
+        let mut cursor = self.inventory.reconcile_cursor(&name).await?;
+        loop {
+            // Pages no larger than the budget left, so the cursor after a page
+            // is exactly where the next run goes on.
+            let remaining = self.settings.max_examined_per_run.saturating_sub(report.examined) as usize;
+            if remaining == 0 {
+                return Ok(Some(Stop::Budget));
+            }
+            let limit = self.settings.page_size.clamp(1, remaining);
+            let page = match self.listing.certificates_of_ca(ca, cursor.as_deref(), limit).await {
+                Ok(page) => page,
+                Err(e) => return self.scan_failed(&name, cursor.is_some(), e, report).await,
+            };
+            for certificate in &page.items {
+                report.examined += 1;
+                if let Err(e) = self.certificate(ca, certificate, now, report).await {
+                    item_error(report, &e, &certificate.certificate_id);
+                    if e.is_transient() {
+                        // The saved cursor is still this page's start.
+                        return Ok(Some(Stop::Interrupted));
+                    }
+                }
+            }
+            cursor = page.cursor;
+            self.inventory.save_reconcile_cursor(&name, cursor.as_deref()).await?;
+            if cursor.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// One IoT certificate: process it if stuck, record it if ACTIVE and unknown.
+    async fn certificate(
+        &self,
+        ca: &str,
+        certificate: &ListedCertificate,
+        now: i64,
+        report: &mut ReconcileReport,
+    ) -> Result<(), ProvisioningError> {
+        let id = certificate.certificate_id.as_str();
+        match certificate.status {
+            CertificateStatus::PendingActivation => {
+                // No creation date: taken as old (the registrar is idempotent).
+                let age = certificate.created_at.map_or(i64::MAX, |created| now - created);
+                if age < self.settings.stuck_after_secs {
+                    report.pending_recent += 1;
+                    return Ok(());
+                }
+                let outcome = self
+                    .stuck
+                    .process_stuck(&JitrEvent::synthesized(id, ca, now), now)
+                    .await?;
+                report.stuck_processed += 1;
+                tracing::warn!(
+                    certificate = id,
+                    ca,
+                    age,
+                    outcome = outcome.label(),
+                    "stuck certificate processed"
+                );
+            }
+            CertificateStatus::Active => {
+                if self.inventory.certificate_record(id).await?.is_some() {
+                    return Ok(());
+                }
+                let things = self.listing.things_of_certificate(&certificate.certificate_arn).await?;
+                let mut record = CertificateRecord::bare(id, ca, RecordStatus::Observed, now);
+                record.certificate_status = Some(CertificateStatus::Active.as_str().to_string());
+                record.thing_name = things.first().cloned();
+                record.detail = Some(format!(
+                    "ACTIVE in IoT without an inventory record; found by {FOUND_BY}{}",
+                    if things.len() > 1 {
+                        format!(" (attached to {} things: {})", things.len(), things.join(", "))
+                    } else {
+                        String::new()
+                    }
+                ));
+                if self.inventory.record_found(&record, FOUND_BY).await? {
+                    report.recorded_active += 1;
+                    tracing::warn!(certificate = id, ca, thing = ?record.thing_name, "ACTIVE certificate without a record recorded");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The CA's inventory records, from the saved cursor on: those whose
+    /// certificate is gone are marked.
+    async fn records_of(&self, ca: &str, now: i64, report: &mut ReconcileReport) -> PortResult<Option<Stop>> {
+        let name = records_cursor(ca);
+        let mut cursor = self.inventory.reconcile_cursor(&name).await?;
+        loop {
+            let remaining = self
+                .settings
+                .max_records_per_run
+                .saturating_sub(report.records_examined) as usize;
+            if remaining == 0 || report.record_pages >= self.settings.max_record_pages_per_run {
+                return Ok(Some(Stop::Budget));
+            }
+            // A page reads at most `limit` items, so it returns at most as
+            // many records as the budget has left.
+            let limit = self.settings.page_size.clamp(1, remaining);
+            report.record_pages += 1;
+            let page = match self.inventory.records_of_ca(ca, cursor.as_deref(), limit).await {
+                Ok(page) => page,
+                Err(e) => return self.scan_failed(&name, cursor.is_some(), e, report).await,
+            };
+            for record in &page.items {
+                // Rotated certificates are deleted by design; marked ones are done.
+                if record.status == RecordStatus::Rotated
+                    || record.certificate_status.as_deref() == Some(NOT_FOUND_STATUS)
+                {
+                    continue;
+                }
+                report.records_examined += 1;
+                if let Err(e) = self.record(record, now, report).await {
+                    let e = ProvisioningError::from(e);
+                    item_error(report, &e, &record.certificate_id);
+                    if e.is_transient() {
+                        return Ok(Some(Stop::Interrupted));
+                    }
+                }
+            }
+            cursor = page.cursor;
+            self.inventory.save_reconcile_cursor(&name, cursor.as_deref()).await?;
+            if cursor.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn record(&self, record: &CertificateRecord, now: i64, report: &mut ReconcileReport) -> PortResult<()> {
+        let id = record.certificate_id.as_str();
+        if self.certificates.describe_certificate(id).await?.is_none()
+            && self.inventory.mark_certificate_missing(id, now).await?
+        {
+            report.marked_missing += 1;
+            tracing::warn!(certificate = id, ca = record.ca_certificate_id, thing = ?record.thing_name, "record of a certificate that no longer exists marked");
+        }
+        Ok(())
+    }
+
+    /// A listing failed. Transient: the run stops. Otherwise the CA is skipped
+    /// (counted); a cursor the port cannot read is dropped so the scan restarts.
+    async fn scan_failed(
+        &self,
+        name: &str,
+        had_cursor: bool,
+        error: PortError,
+        report: &mut ReconcileReport,
+    ) -> PortResult<Option<Stop>> {
+        report.errors += 1;
+        if error.is_transient() {
+            tracing::warn!(error = %error, cursor = name, "reconciler run interrupted");
+            return Ok(Some(Stop::Interrupted));
+        }
+        tracing::error!(error = %error, cursor = name, "reconciler scan failed; CA skipped");
+        if had_cursor && error.kind == PortErrorKind::Invalid {
+            self.inventory.save_reconcile_cursor(name, None).await?;
+        }
+        Ok(None)
+    }
+}
+
+fn item_error(report: &mut ReconcileReport, error: &ProvisioningError, certificate_id: &str) {
+    report.errors += 1;
+    report.interrupted |= error.is_transient();
+    if error.is_transient() {
+        tracing::warn!(error = %error, kind = error.kind(), certificate = certificate_id, "reconcile step failed; run stopped");
+    } else {
+        tracing::error!(error = %error, kind = error.kind(), certificate = certificate_id, "reconcile step failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex as StdMutex;
+
+    use super::*;
+    use crate::config::OnboardingConfig;
+    use crate::ports::{NameClaim, RegisteredCa, RegisteredCertificate};
+
+    const NOW: i64 = 1_900_000_000;
+    const BOUND: &str = "ca-bound";
+    const DEFAULT: &str = "ca-default";
+    const UNBOUND: &str = "ca-unbound";
+
+    #[derive(Default)]
+    struct World {
+        config: OnboardingConfig,
+        /// IoT certificates by id: (CA, status, created_at).
+        iot: BTreeMap<String, (String, CertificateStatus, Option<i64>)>,
+        things: BTreeMap<String, Vec<String>>,
+        records: BTreeMap<String, CertificateRecord>,
+        cursors: BTreeMap<String, String>,
+        listed: Vec<(String, Option<String>, usize)>,
+        stuck: Vec<JitrEvent>,
+        marks: u32,
+        /// Certificate ids whose stuck handling fails transiently.
+        failing: BTreeSet<String>,
+    }
+
+    #[derive(Clone, Default)]
+    struct Fake(Arc<StdMutex<World>>);
+
+    impl Fake {
+        fn with<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
+            let mut world = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&mut world)
+        }
+        fn cert(&self, id: &str, ca: &str, status: CertificateStatus, created_at: Option<i64>) {
+            self.with(|w| w.iot.insert(id.into(), (ca.into(), status, created_at)));
+        }
+        fn record(&self, id: &str, ca: &str, status: RecordStatus) {
+            let record = CertificateRecord::bare(id, ca, status, NOW - 1_000);
+            self.with(|w| w.records.insert(id.into(), record));
+        }
+    }
+
+    fn arn(id: &str) -> String {
+        format!("arn:aws:iot:eu-west-1:123456789012:cert/{id}")
+    }
+
+    fn page<T>(keyed: Vec<(String, T)>, cursor: Option<&str>, limit: usize) -> Page<T> {
+        let mut rest: Vec<(String, T)> = keyed
+            .into_iter()
+            .filter(|(k, _)| cursor.is_none_or(|c| k.as_str() > c))
+            .collect();
+        let more = rest.len() > limit;
+        rest.truncate(limit);
+        let cursor = if more {
+            rest.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
+        Page {
+            items: rest.into_iter().map(|(_, v)| v).collect(),
+            cursor,
+        }
+    }
+
+    impl CaCertificates for Fake {
+        async fn certificates_of_ca(
+            &self,
+            ca: &str,
+            cursor: Option<&str>,
+            limit: usize,
+        ) -> PortResult<Page<ListedCertificate>> {
+            self.with(|w| {
+                w.listed.push((ca.into(), cursor.map(str::to_string), limit));
+                let keyed = w
+                    .iot
+                    .iter()
+                    .filter(|(_, (c, _, _))| c == ca)
+                    .map(|(id, (_, status, created_at))| {
+                        let listed = ListedCertificate {
+                            certificate_id: id.clone(),
+                            certificate_arn: arn(id),
+                            status: status.clone(),
+                            created_at: *created_at,
+                        };
+                        (id.clone(), listed)
+                    })
+                    .collect();
+                Ok(page(keyed, cursor, limit))
+            })
+        }
+        async fn things_of_certificate(&self, certificate_arn: &str) -> PortResult<Vec<String>> {
+            self.with(|w| Ok(w.things.get(certificate_arn).cloned().unwrap_or_default()))
+        }
+    }
+
+    impl CertificateRegistry for Fake {
+        async fn describe_certificate(&self, id: &str) -> PortResult<Option<RegisteredCertificate>> {
+            self.with(|w| {
+                Ok(w.iot.get(id).map(|(ca, status, _)| RegisteredCertificate {
+                    certificate_id: id.into(),
+                    certificate_arn: arn(id),
+                    ca_certificate_id: Some(ca.clone()),
+                    status: status.clone(),
+                    pem: String::new(),
+                }))
+            })
+        }
+        async fn describe_ca_certificate(&self, _: &str) -> PortResult<Option<RegisteredCa>> {
+            Ok(None)
+        }
+        async fn set_certificate_status(&self, _: &str, _: &CertificateStatus) -> PortResult<()> {
+            Ok(())
+        }
+    }
+
+    impl Inventory for Fake {
+        async fn load_config(&self) -> PortResult<OnboardingConfig> {
+            self.with(|w| Ok(w.config.clone()))
+        }
+        async fn certificate_record(&self, id: &str) -> PortResult<Option<CertificateRecord>> {
+            self.with(|w| Ok(w.records.get(id).cloned()))
+        }
+        async fn record_provisioned(&self, _: &CertificateRecord) -> PortResult<()> {
+            Ok(())
+        }
+        async fn record_rejected(&self, _: &CertificateRecord) -> PortResult<()> {
+            Ok(())
+        }
+        async fn record_observed(&self, _: &CertificateRecord) -> PortResult<()> {
+            Ok(())
+        }
+        async fn claim_thing_name(&self, _: &str, _: &str) -> PortResult<NameClaim> {
+            Ok(NameClaim::Claimed)
+        }
+        async fn transfer_thing_name(&self, _: &str, _: &str, _: &str) -> PortResult<bool> {
+            Ok(true)
+        }
+        async fn release_thing_name(&self, _: &str, _: &str) -> PortResult<()> {
+            Ok(())
+        }
+    }
+
+    impl ReconcileInventory for Fake {
+        async fn records_of_ca(
+            &self,
+            ca: &str,
+            cursor: Option<&str>,
+            limit: usize,
+        ) -> PortResult<Page<CertificateRecord>> {
+            self.with(|w| {
+                // Like a Scan: `limit` items read, the matching ones returned.
+                let mut read: Vec<(String, CertificateRecord)> = w
+                    .records
+                    .iter()
+                    .filter(|(k, _)| cursor.is_none_or(|c| k.as_str() > c))
+                    .map(|(k, r)| (k.clone(), r.clone()))
+                    .collect();
+                let more = read.len() > limit;
+                read.truncate(limit);
+                let cursor = if more {
+                    read.last().map(|(k, _)| k.clone())
+                } else {
+                    None
+                };
+                let items = read
+                    .into_iter()
+                    .map(|(_, r)| r)
+                    .filter(|r| r.ca_certificate_id == ca)
+                    .collect();
+                Ok(Page { items, cursor })
+            })
+        }
+        async fn record_found(&self, record: &CertificateRecord, _: &str) -> PortResult<bool> {
+            self.with(|w| {
+                if w.records.contains_key(&record.certificate_id) {
+                    return Ok(false);
+                }
+                w.records.insert(record.certificate_id.clone(), record.clone());
+                Ok(true)
+            })
+        }
+        async fn mark_certificate_missing(&self, id: &str, _: i64) -> PortResult<bool> {
+            self.with(|w| match w.records.get_mut(id) {
+                Some(r) if r.certificate_status.as_deref() != Some(NOT_FOUND_STATUS) => {
+                    r.certificate_status = Some(NOT_FOUND_STATUS.into());
+                    w.marks += 1;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            })
+        }
+        async fn reconcile_cursor(&self, name: &str) -> PortResult<Option<String>> {
+            self.with(|w| Ok(w.cursors.get(name).cloned()))
+        }
+        async fn save_reconcile_cursor(&self, name: &str, cursor: Option<&str>) -> PortResult<()> {
+            self.with(|w| {
+                match cursor {
+                    Some(c) => w.cursors.insert(name.into(), c.into()),
+                    None => w.cursors.remove(name),
+                };
+                Ok(())
+            })
+        }
+    }
+
+    impl StuckHandler for Fake {
+        async fn process_stuck(&self, event: &JitrEvent, _: i64) -> Result<Outcome, ProvisioningError> {
+            self.with(|w| {
+                if w.failing.contains(&event.certificate_id) {
+                    return Err(PortError::new("UpdateCertificate", PortErrorKind::Transient, "throttled").into());
+                }
+                w.stuck.push(event.clone());
+                // As the registrar would: the certificate becomes ACTIVE.
+                if let Some(cert) = w.iot.get_mut(&event.certificate_id) {
+                    cert.1 = CertificateStatus::Active;
+                }
+                Ok(Outcome::Provisioned {
+                    thing_name: "t".into(),
+                    profile: "p".into(),
+                    dropped_attributes: Vec::new(),
+                })
+            })
+        }
+    }
+
+    type TestReconciler = Reconciler<Fake, Fake, Fake, Fake>;
+
+    fn fake() -> Fake {
+        let fake = Fake::default();
+        fake.with(|w| w.config.bind(BOUND.into(), "sensors".into()));
+        fake
+    }
+
+    fn reconciler(fake: &Fake, settings: ReconcilerSettings) -> TestReconciler {
+        Reconciler::new(fake.clone(), fake.clone(), fake.clone(), fake.clone(), settings)
+    }
+
+    fn default_settings() -> ReconcilerSettings {
+        ReconcilerSettings {
+            default_ca_ids: vec![DEFAULT.into()],
+            ..ReconcilerSettings::default()
+        }
+    }
+
+    async fn run(r: &TestReconciler, now: i64) -> ReconcileReport {
+        r.run(now).await.unwrap_or_else(|e| panic!("run failed: {e}"))
+    }
+
+    #[test]
+    fn synthesized_event_is_a_pending_activation_event() {
+        let e = JitrEvent::synthesized("c1", "ca1", NOW);
+        assert_eq!(e.certificate_id, "c1");
+        assert_eq!(e.ca_certificate_id, "ca1");
+        assert_eq!(e.timestamp, Some(NOW * 1_000));
+        assert_eq!(e.certificate_status.as_deref(), Some("PENDING_ACTIVATION"));
+    }
+
+    #[tokio::test]
+    async fn only_certificates_stuck_past_the_threshold_are_processed() {
+        let fake = fake();
+        let threshold = DEFAULT_STUCK_AFTER_SECS;
+        fake.cert(
+            "old",
+            BOUND,
+            CertificateStatus::PendingActivation,
+            Some(NOW - threshold),
+        );
+        fake.cert(
+            "young",
+            BOUND,
+            CertificateStatus::PendingActivation,
+            Some(NOW - threshold + 1),
+        );
+        fake.cert("undated", DEFAULT, CertificateStatus::PendingActivation, None);
+        fake.cert("revoked", BOUND, CertificateStatus::Revoked, Some(0));
+        let r = reconciler(&fake, default_settings());
+        let report = run(&r, NOW).await;
+        let stuck = fake.with(|w| w.stuck.clone());
+        assert_eq!(
+            stuck,
+            vec![
+                JitrEvent::synthesized("old", BOUND, NOW),
+                JitrEvent::synthesized("undated", DEFAULT, NOW)
+            ]
+        );
+        assert_eq!(report.stuck_processed, 2);
+        assert_eq!(report.pending_recent, 1);
+        assert_eq!(report.examined, 4);
+        assert_eq!(report.cas, 2);
+        assert!(!report.budget_exhausted && !report.interrupted);
+    }
+
+    #[tokio::test]
+    async fn an_active_certificate_without_a_record_is_recorded_with_its_thing() {
+        let fake = fake();
+        fake.cert("jitp", BOUND, CertificateStatus::Active, Some(0));
+        fake.cert("known", BOUND, CertificateStatus::Active, Some(0));
+        fake.record("known", BOUND, RecordStatus::Provisioned);
+        fake.with(|w| w.things.insert(arn("jitp"), vec!["sensor-1".into()]));
+        let r = reconciler(&fake, default_settings());
+        let report = run(&r, NOW).await;
+        assert_eq!(report.recorded_active, 1);
+        let record = fake
+            .with(|w| w.records.get("jitp").cloned())
+            .unwrap_or_else(|| panic!("not recorded"));
+        assert_eq!(record.status, RecordStatus::Observed);
+        assert_eq!(record.certificate_status.as_deref(), Some("ACTIVE"));
+        assert_eq!(record.thing_name.as_deref(), Some("sensor-1"));
+        assert_eq!(record.ca_certificate_id, BOUND);
+        assert!(record.detail.as_deref().is_some_and(|d| d.contains(FOUND_BY)));
+        let known = fake.with(|w| w.records.get("known").cloned());
+        assert_eq!(known.map(|r| r.status), Some(RecordStatus::Provisioned));
+        // The next run finds it recorded.
+        assert_eq!(run(&r, NOW + 60).await.recorded_active, 0);
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_certificate_is_gone_is_marked_once() {
+        let fake = fake();
+        fake.record("gone", BOUND, RecordStatus::Provisioned);
+        fake.record("rotated-away", BOUND, RecordStatus::Rotated);
+        fake.record("other-ca", UNBOUND, RecordStatus::Provisioned);
+        fake.cert("here", BOUND, CertificateStatus::Active, Some(0));
+        fake.record("here", BOUND, RecordStatus::Provisioned);
+        let r = reconciler(&fake, default_settings());
+        let first = run(&r, NOW).await;
+        assert_eq!(first.marked_missing, 1);
+        assert_eq!(
+            first.records_examined, 2,
+            "gone and here; rotated and other CAs' records are skipped"
+        );
+        let second = run(&r, NOW + 60).await;
+        assert_eq!(second.marked_missing, 0);
+        assert_eq!(second.records_examined, 1, "the marked record is not described again");
+        assert_eq!(fake.with(|w| w.marks), 1);
+        let gone = fake.with(|w| w.records.get("gone").cloned());
+        assert_eq!(
+            gone.and_then(|r| r.certificate_status),
+            Some(NOT_FOUND_STATUS.to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn budget_and_cursors_resume_across_runs() {
+        let fake = fake();
+        for i in 0..5 {
+            fake.cert(&format!("b{i}"), BOUND, CertificateStatus::PendingActivation, Some(0));
+        }
+        for i in 0..2 {
+            fake.cert(&format!("d{i}"), DEFAULT, CertificateStatus::PendingActivation, Some(0));
+        }
+        let settings = ReconcilerSettings {
+            max_examined_per_run: 3,
+            page_size: 2,
+            ..default_settings()
+        };
+        let r = reconciler(&fake, settings);
+        let first = run(&r, NOW).await;
+        assert_eq!((first.examined, first.stuck_processed), (3, 3));
+        assert!(first.budget_exhausted);
+        assert_eq!(
+            fake.with(|w| w.cursors.get(&certificates_cursor(BOUND)).cloned())
+                .as_deref(),
+            Some("b2")
+        );
+        assert_eq!(
+            fake.with(|w| w.cursors.get(CA_CURSOR).cloned()),
+            Some(certificates_cursor(BOUND))
+        );
+        let second = run(&r, NOW).await;
+        assert_eq!(second.examined, 3);
+        assert!(second.budget_exhausted);
+        // The third run starts at the default CA, where the second stopped.
+        assert_eq!(
+            fake.with(|w| w.cursors.get(CA_CURSOR).cloned()),
+            Some(certificates_cursor(DEFAULT))
+        );
+        let third = run(&r, NOW).await;
+        // d1, then around to the bound CA again, whose pass begins anew.
+        assert_eq!(third.examined, 3);
+        assert_eq!(
+            third.stuck_processed, 1,
+            "b0 and b1 are ACTIVE now: not processed again"
+        );
+        let stuck: Vec<String> = fake.with(|w| w.stuck.iter().map(|e| e.certificate_id.clone()).collect());
+        assert_eq!(
+            stuck,
+            ["b0", "b1", "b2", "b3", "b4", "d0", "d1"],
+            "each exactly once, in order"
+        );
+        assert!(
+            fake.with(|w| !w.cursors.contains_key(&certificates_cursor(DEFAULT))),
+            "a finished pass clears its cursor"
+        );
+        assert_eq!(
+            fake.with(|w| w.cursors.get(CA_CURSOR).cloned()),
+            Some(certificates_cursor(BOUND))
+        );
+        // Pages never larger than the budget left.
+        assert!(fake.with(|w| w.listed.iter().all(|(_, _, limit)| *limit <= 2)));
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_stops_the_run_and_the_page_is_retried() {
+        let fake = fake();
+        fake.cert("a", BOUND, CertificateStatus::PendingActivation, Some(0));
+        fake.cert("b", BOUND, CertificateStatus::PendingActivation, Some(0));
+        fake.with(|w| w.failing.insert("b".into()));
+        let r = reconciler(&fake, default_settings());
+        let report = run(&r, NOW).await;
+        assert!(report.interrupted);
+        assert_eq!((report.errors, report.stuck_processed), (1, 1));
+        assert_eq!(
+            fake.with(|w| w.cursors.get(CA_CURSOR).cloned()),
+            Some(certificates_cursor(BOUND))
+        );
+        fake.with(|w| w.failing.clear());
+        let report = run(&r, NOW).await;
+        assert!(!report.interrupted);
+        // "a" is ACTIVE now and has no record in this fake: recorded, not reprocessed.
+        assert_eq!(report.stuck_processed, 1);
+        assert_eq!(fake.with(|w| w.stuck.len()), 2);
+    }
+
+    #[tokio::test]
+    async fn the_record_scan_is_bounded_per_run_and_resumes_in_its_phase() {
+        let fake = fake();
+        for i in 0..5 {
+            fake.record(&format!("r{i}"), BOUND, RecordStatus::Provisioned);
+        }
+        let settings = ReconcilerSettings {
+            max_record_pages_per_run: 1,
+            page_size: 2,
+            ..ReconcilerSettings::default()
+        };
+        let r = reconciler(&fake, settings);
+        let first = run(&r, NOW).await;
+        assert_eq!((first.marked_missing, first.record_pages), (2, 1));
+        assert!(first.budget_exhausted);
+        assert_eq!(
+            fake.with(|w| w.cursors.get(CA_CURSOR).cloned()),
+            Some(records_cursor(BOUND))
+        );
+        let listed = fake.with(|w| w.listed.len());
+        let second = run(&r, NOW).await;
+        assert_eq!(second.marked_missing, 2);
+        assert_eq!(
+            fake.with(|w| w.listed.len()),
+            listed,
+            "resumed in the record phase: not listed again"
+        );
+        let third = run(&r, NOW).await;
+        assert_eq!(third.marked_missing, 1);
+        assert!(!third.budget_exhausted);
+        assert_eq!(fake.with(|w| w.marks), 5);
+        assert!(
+            fake.with(|w| w.cursors.is_empty()),
+            "a finished pass clears every cursor"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unbound_ca_is_not_listed() {
+        let fake = fake();
+        fake.cert("u", UNBOUND, CertificateStatus::PendingActivation, Some(0));
+        fake.cert("b", BOUND, CertificateStatus::PendingActivation, Some(0));
+        let r = reconciler(&fake, default_settings());
+        let report = run(&r, NOW).await;
+        let listed: BTreeSet<String> = fake.with(|w| w.listed.iter().map(|(ca, _, _)| ca.clone()).collect());
+        assert_eq!(listed, BTreeSet::from([BOUND.to_string(), DEFAULT.to_string()]));
+        assert_eq!(report.stuck_processed, 1);
+        assert_eq!(report.cas, 2);
+    }
+}
