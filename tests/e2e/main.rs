@@ -298,3 +298,119 @@ async fn a_burst_of_first_connections_loses_and_duplicates_nothing() -> TestResu
     assert_eq!(d.queue_depth("RegistrationDeadLetterQueueUrl").await?, 0);
     Ok(())
 }
+
+/// Invokes a deployed scheduled function with a scheduled event as of `now`.
+async fn run_scheduled(
+    d: &Deployment,
+    output: &str,
+    now: time::OffsetDateTime,
+) -> Result<serde_json::Value, WorldError> {
+    let lambda = aws_sdk_lambda::Client::new(&d.emulator.sdk_config().await);
+    let time = now.format(&time::format_description::well_known::Rfc3339)?;
+    let out = lambda
+        .invoke()
+        .function_name(d.output(output)?)
+        .payload(aws_sdk_lambda::primitives::Blob::new(
+            serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.events", "time": time}).to_string(),
+        ))
+        .send()
+        .await?;
+    let payload: serde_json::Value =
+        serde_json::from_slice(out.payload.as_ref().map(|b| b.as_ref()).unwrap_or(b"null"))?;
+    if out.function_error.is_some() {
+        return Err(format!("{output} failed: {payload}").into());
+    }
+    if payload["errors"].as_u64().is_some_and(|n| n > 0) {
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&d.emulator.sdk_config().await)
+            .filter_log_events()
+            .log_group_name(format!("/aws/lambda/{}", d.output(output)?))
+            .send()
+            .await?;
+        let lines: Vec<&str> = logs.events().iter().filter_map(|e| e.message()).collect();
+        return Err(format!("{output} reported errors: {payload}\n{}", lines.join("\n")).into());
+    }
+    Ok(payload)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_registration_event_is_recovered_by_the_reconciler() -> TestResult {
+    let d = deployment().await;
+    // The registration rule disabled: the event of the first connection is lost.
+    let rules = d.iot.list_topic_rules().send().await?;
+    let rule = rules
+        .rules()
+        .iter()
+        .filter_map(|r| r.rule_name())
+        .find(|name| name.contains("RegistrationRule"))
+        .ok_or("no registration rule")?
+        .to_string();
+    d.iot.disable_topic_rule().rule_name(&rule).send().await?;
+
+    let device = d.ca.device("e2e-lost-1").build()?;
+    let id = certificate_id(&device);
+    assert_ne!(connect(&d, &device, "e2e-lost-1").await?, ConnectResult::Accepted);
+    assert_eq!(d.certificate_status(&id).await?.as_deref(), Some("PENDING_ACTIVATION"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        d.certificate_status(&id).await?.as_deref(),
+        Some("PENDING_ACTIVATION"),
+        "nothing processed it"
+    );
+
+    // Too young to count as stuck: left alone.
+    let now = time::OffsetDateTime::now_utc();
+    let early = run_scheduled(&d, "ReconcilerFunctionName", now).await?;
+    assert_eq!(early["stuckProcessed"], 0, "{early}");
+    // Past the threshold (10 minutes): processed exactly as the registrar would.
+    let report = run_scheduled(&d, "ReconcilerFunctionName", now + time::Duration::minutes(11)).await?;
+    assert_eq!(report["stuckProcessed"], 1, "{report}");
+    assert_eq!(d.certificate_status(&id).await?.as_deref(), Some("ACTIVE"));
+    let record = d.inventory_record(&id).await?;
+    assert_eq!(
+        record.get("status").and_then(|v| v.as_s().ok()).map(String::as_str),
+        Some("PROVISIONED")
+    );
+    assert_eq!(connect(&d, &device, "e2e-lost-1").await?, ConnectResult::Accepted);
+
+    // A certificate made by hand under the CA, ACTIVE and attached to a
+    // thing, is found and recorded.
+    let manual = d.ca.device("e2e-manual-1").build()?;
+    let manual_id = certificate_id(&manual);
+    let registered = d
+        .iot
+        .register_certificate()
+        .certificate_pem(&manual.cert_pem)
+        .ca_certificate_pem(&d.ca.cert_pem)
+        .status(aws_sdk_iot::types::CertificateStatus::Active)
+        .send()
+        .await?;
+    d.iot.create_thing().thing_name("e2e-manual-1").send().await?;
+    d.iot
+        .attach_thing_principal()
+        .thing_name("e2e-manual-1")
+        .principal(registered.certificate_arn().ok_or("no ARN")?)
+        .send()
+        .await?;
+    let report = run_scheduled(&d, "ReconcilerFunctionName", now + time::Duration::minutes(12)).await?;
+    assert_eq!(report["recordedActive"], 1, "{report}");
+    let record = d.inventory_record(&manual_id).await?;
+    assert_eq!(
+        record.get("thingName").and_then(|v| v.as_s().ok()).map(String::as_str),
+        Some("e2e-manual-1")
+    );
+    assert_eq!(
+        record
+            .get("certificateStatus")
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str),
+        Some("ACTIVE")
+    );
+    // Idempotent: a second run finds nothing new.
+    let again = run_scheduled(&d, "ReconcilerFunctionName", now + time::Duration::minutes(13)).await?;
+    assert_eq!(
+        (again["stuckProcessed"].clone(), again["recordedActive"].clone()),
+        (0.into(), 0.into()),
+        "{again}"
+    );
+    Ok(())
+}

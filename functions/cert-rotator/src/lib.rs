@@ -124,19 +124,12 @@ impl From<InvocationError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// "Now" from a scheduled event's `time` (EventBridge), or from `{"time": …}`
-/// when invoked by hand: a run can be made as of any date.
+/// "Now" from the scheduled event's `time`.
 ///
 /// # Errors
 /// [`InvocationError::Time`] when `time` is missing or not RFC 3339.
 pub fn event_time(event: &Value) -> Result<i64, InvocationError> {
-    let text = event
-        .get("time")
-        .and_then(Value::as_str)
-        .ok_or_else(|| InvocationError::Time("missing".into()))?;
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map(time::OffsetDateTime::unix_timestamp)
-        .map_err(|e| InvocationError::Time(format!("{text:?}: {e}")))
+    onboarding_lambda::event_time(event).map_err(InvocationError::Time)
 }
 
 /// The run's report as the invocation's answer and as EMF metrics.

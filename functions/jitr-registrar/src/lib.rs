@@ -18,12 +18,21 @@ pub type AwsHandler = Handler<IotAdapter, IotAdapter, S3CredentialsStore, Dynamo
 
 /// Builds the handler from settings and a loaded SDK configuration.
 pub fn build_handler(settings: &Settings, sdk: &aws_config::SdkConfig) -> AwsHandler {
+    Handler::new(
+        build_registrar(settings, sdk),
+        settings.batch_concurrency,
+        &settings.metrics_namespace,
+    )
+}
+
+/// Builds the registrar alone (the reconciler processes stuck certificates
+/// with it, exactly as the function would).
+pub fn build_registrar(settings: &Settings, sdk: &aws_config::SdkConfig) -> AwsRegistrar {
     let iot = IotAdapter::new(aws_sdk_iot::Client::new(sdk));
     let s3 = onboarding_aws::s3_client(sdk, settings.s3_force_path_style);
     let store = S3CredentialsStore::new(s3, &settings.credentials_bucket, &settings.credentials_kms_key_id);
     let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(sdk), &settings.inventory_table);
-    let registrar = Registrar::new(iot.clone(), iot, store, inventory, settings.registrar.clone());
-    Handler::new(registrar, settings.batch_concurrency, &settings.metrics_namespace)
+    Registrar::new(iot.clone(), iot, store, inventory, settings.registrar.clone())
 }
 
 pub use onboarding_lambda::init_logging;

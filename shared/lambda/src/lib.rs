@@ -158,6 +158,19 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 }
 
+/// "Now" (Unix seconds) from a scheduled event's `time` (EventBridge), or
+/// from `{"time": …}` when invoked by hand: a scheduled run can be made as of
+/// any date.
+///
+/// # Errors
+/// A message when `time` is missing or not RFC 3339.
+pub fn event_time(event: &Value) -> Result<i64, String> {
+    let text = event.get("time").and_then(Value::as_str).ok_or("missing")?;
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(time::OffsetDateTime::unix_timestamp)
+        .map_err(|e| format!("{text:?}: {e}"))
+}
+
 /// One message of an SQS batch: its id, and its body decoded to JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SqsMessage {

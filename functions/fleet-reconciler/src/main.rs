@@ -1,0 +1,30 @@
+//! `fleet-reconciler` Lambda entry point: wiring only.
+
+// The registrar's concurrent rounds nest deeply generic futures.
+#![recursion_limit = "256"]
+
+use fleet_reconciler::FromEnv;
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    onboarding_lambda::init_logging();
+    let settings =
+        fleet_reconciler::Settings::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let sdk = settings.registrar.sdk.load().await;
+    let reconciler = fleet_reconciler::build_reconciler(&settings, &sdk);
+    let (reconciler, settings) = (&reconciler, &settings);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let now = onboarding_lambda::event_time(&event.payload).map_err(|e| format!("the event's time: {e}"))?;
+        let report = reconciler.run(now).await?;
+        tracing::info!(?report, "reconciler run");
+        onboarding_lambda::emit(&fleet_reconciler::report_metrics(
+            &settings.registrar.metrics_namespace,
+            &report,
+            time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
+        ));
+        Ok::<Value, lambda_runtime::Error>(fleet_reconciler::report_json(&report, now))
+    }))
+    .await
+}
