@@ -75,7 +75,7 @@ pub fn build_completer(settings: &Settings, sdk: &aws_config::SdkConfig) -> AwsC
 /// dead-letter queue for inspection rather than vanish.
 pub async fn handle(completer: &AwsCompleter, namespace: &str, payload: Value, now: i64) -> Value {
     let Some(messages) = onboarding_lambda::sqs_messages(&payload) else {
-        return match JobExecutionEvent::parse(payload.to_string().as_bytes()) {
+        return match serde_json::from_value::<JobExecutionEvent>(payload) {
             Ok(event) => match completer.handle(&event, now).await {
                 Ok(outcome) => {
                     onboarding_lambda::emit(&outcome_metrics(namespace, &outcome, now * 1000));
@@ -90,7 +90,7 @@ pub async fn handle(completer: &AwsCompleter, namespace: &str, payload: Value, n
     for message in messages {
         let event = message
             .body
-            .and_then(|body| JobExecutionEvent::parse(body.to_string().as_bytes()).map_err(|e| e.to_string()));
+            .and_then(|body| serde_json::from_value::<JobExecutionEvent>(body).map_err(|e| e.to_string()));
         let event = match event {
             Ok(event) => event,
             Err(e) => {
@@ -181,7 +181,7 @@ mod tests {
         let messages = onboarding_lambda::sqs_messages(&batch).unwrap_or_default();
         assert_eq!(messages.len(), 1);
         let body = messages[0].body.clone().unwrap_or_else(|e| panic!("{e}"));
-        let event = JobExecutionEvent::parse(body.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let event: JobExecutionEvent = serde_json::from_value(body).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(event.status, "SUCCEEDED");
         assert_eq!(event.thing_name(), Some("sensor-00001"));
         assert!(event.status_details.contains_key("newCertificateId"));

@@ -56,6 +56,11 @@ pub fn binding_sk(ca_certificate_id: &str) -> String {
 pub fn denied_serial_sk(ca_certificate_id: &str, serial: &str) -> String {
     format!("DENY#SERIAL#{ca_certificate_id}#{serial}")
 }
+/// The sort key of a workflow's saved cursor.
+pub fn cursor_sk(name: &str) -> String {
+    format!("CURSOR#{name}")
+}
+
 pub fn denied_fingerprint_sk(fingerprint: &str) -> String {
     format!("DENY#FINGERPRINT#{fingerprint}")
 }
@@ -93,6 +98,91 @@ impl DynamoInventory {
 
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// Writes a record unless the certificate has one already (`false` then):
+    /// the record's fields, its optional ones when present, and `extra`
+    /// attributes.
+    pub(crate) async fn put_new_record(&self, record: &CertificateRecord, extra: &[(&str, &str)]) -> PortResult<bool> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(certificate_pk(&record.certificate_id)))
+            .item("sk", s(CERTIFICATE_SK))
+            .item("certificateId", s(&record.certificate_id))
+            .item("caCertificateId", s(&record.ca_certificate_id))
+            .item("status", s(record.status.as_str()))
+            .item("fingerprint", s(&record.fingerprint))
+            .item("createdAt", s(rfc3339(record.updated_at)))
+            .item("updatedAt", s(rfc3339(record.updated_at)))
+            .condition_expression("attribute_not_exists(pk)");
+        for (name, value) in [
+            ("certificateStatus", &record.certificate_status),
+            ("thingName", &record.thing_name),
+            ("reasonDetail", &record.detail),
+            ("profile", &record.profile),
+        ] {
+            if let Some(value) = value {
+                request = request.item(name, s(value));
+            }
+        }
+        for (name, value) in extra {
+            request = request.item(*name, s(*value));
+        }
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if service_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(classify("PutItem", e)),
+        }
+    }
+
+    /// A workflow's saved position between runs (`pk` names the workflow).
+    pub(crate) async fn load_cursor(&self, pk: &str, name: &str) -> PortResult<Option<String>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(cursor_sk(name)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        Ok(output
+            .item
+            .as_ref()
+            .and_then(|item| get_s(item, "cursor"))
+            .map(str::to_string))
+    }
+
+    /// Saves a workflow's position, or forgets it (`None`: the pass is done).
+    pub(crate) async fn store_cursor(&self, pk: &str, name: &str, cursor: Option<&str>, now: i64) -> PortResult<()> {
+        match cursor {
+            Some(cursor) => {
+                self.client
+                    .put_item()
+                    .table_name(&self.table)
+                    .item("pk", s(pk))
+                    .item("sk", s(cursor_sk(name)))
+                    .item("cursor", s(cursor))
+                    .item("updatedAt", s(rfc3339(now)))
+                    .send()
+                    .await
+                    .map_err(|e| classify("PutItem", e))?;
+            }
+            None => {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("pk", s(pk))
+                    .key("sk", s(cursor_sk(name)))
+                    .send()
+                    .await
+                    .map_err(|e| classify("DeleteItem", e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes a record with SET for present fields and REMOVE for absent ones,
@@ -278,28 +368,8 @@ impl Inventory for DynamoInventory {
     }
 
     async fn record_observed(&self, record: &CertificateRecord) -> PortResult<()> {
-        let mut request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(certificate_pk(&record.certificate_id)))
-            .item("sk", s(CERTIFICATE_SK))
-            .item("certificateId", s(&record.certificate_id))
-            .item("caCertificateId", s(&record.ca_certificate_id))
-            .item("status", s(record.status.as_str()))
-            .item("fingerprint", s(&record.fingerprint))
-            .item("createdAt", s(rfc3339(record.updated_at)))
-            .item("updatedAt", s(rfc3339(record.updated_at)))
-            .condition_expression("attribute_not_exists(pk)");
-        if let Some(status) = &record.certificate_status {
-            request = request.item("certificateStatus", s(status));
-        }
-        match request.send().await {
-            Ok(_) => Ok(()),
-            // Already recorded (a rejection, an earlier observation): keep it.
-            Err(e) if service_code(&e) == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(e) => Err(classify("PutItem", e)),
-        }
+        // Already recorded (a rejection, an earlier observation): keep it.
+        self.put_new_record(record, &[]).await.map(|_| ())
     }
 
     async fn claim_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<NameClaim> {

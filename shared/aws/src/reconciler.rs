@@ -34,10 +34,9 @@ use onboarding_domain::time_fmt::rfc3339;
 use onboarding_domain::{CertificateRecord, PortError, PortErrorKind};
 use serde::{Deserialize, Serialize};
 
-use crate::dynamodb::{CERTIFICATE_SK, DynamoInventory, certificate_pk, get_s, parse_record, s};
+use crate::dynamodb::{CERTIFICATE_SK, DynamoInventory, certificate_pk, parse_record, s};
 use crate::error::{classify, service_code};
 use crate::iot::IotAdapter;
-use crate::rotation::cursor_sk;
 
 /// Partition of the reconciler's runtime state (never `CONFIG`, which the
 /// registrar loads whole).
@@ -202,36 +201,8 @@ impl ReconcileInventory for DynamoInventory {
     }
 
     async fn record_found(&self, record: &CertificateRecord, found_by: &str) -> PortResult<bool> {
-        let mut request = self
-            .client()
-            .put_item()
-            .table_name(self.table())
-            .item("pk", s(certificate_pk(&record.certificate_id)))
-            .item("sk", s(CERTIFICATE_SK))
-            .item("certificateId", s(&record.certificate_id))
-            .item("caCertificateId", s(&record.ca_certificate_id))
-            .item("status", s(record.status.as_str()))
-            .item("fingerprint", s(&record.fingerprint))
-            .item("foundBy", s(found_by))
-            .item("createdAt", s(rfc3339(record.updated_at)))
-            .item("updatedAt", s(rfc3339(record.updated_at)))
-            .condition_expression("attribute_not_exists(pk)");
-        for (name, value) in [
-            ("certificateStatus", &record.certificate_status),
-            ("thingName", &record.thing_name),
-            ("reasonDetail", &record.detail),
-            ("profile", &record.profile),
-        ] {
-            if let Some(value) = value {
-                request = request.item(name, s(value));
-            }
-        }
-        match request.send().await {
-            Ok(_) => Ok(true),
-            // A record exists (the registrar's, an earlier finding): keep it.
-            Err(e) if conditional_failed(&e) => Ok(false),
-            Err(e) => Err(classify("PutItem", e)),
-        }
+        // A record exists (the registrar's, an earlier finding): keep it.
+        self.put_new_record(record, &[("foundBy", found_by)]).await
     }
 
     async fn mark_certificate_missing(&self, certificate_id: &str, now: i64) -> PortResult<bool> {
@@ -259,47 +230,11 @@ impl ReconcileInventory for DynamoInventory {
     }
 
     async fn reconcile_cursor(&self, name: &str) -> PortResult<Option<String>> {
-        let output = self
-            .client()
-            .get_item()
-            .table_name(self.table())
-            .key("pk", s(RECONCILER_PK))
-            .key("sk", s(cursor_sk(name)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify("GetItem", e))?;
-        Ok(output
-            .item
-            .as_ref()
-            .and_then(|item| get_s(item, "cursor"))
-            .map(str::to_string))
+        self.load_cursor(RECONCILER_PK, name).await
     }
 
     async fn save_reconcile_cursor(&self, name: &str, cursor: Option<&str>) -> PortResult<()> {
-        match cursor {
-            Some(cursor) => {
-                self.client()
-                    .put_item()
-                    .table_name(self.table())
-                    .item("pk", s(RECONCILER_PK))
-                    .item("sk", s(cursor_sk(name)))
-                    .item("cursor", s(cursor))
-                    .send()
-                    .await
-                    .map_err(|e| classify("PutItem", e))?;
-            }
-            None => {
-                self.client()
-                    .delete_item()
-                    .table_name(self.table())
-                    .key("pk", s(RECONCILER_PK))
-                    .key("sk", s(cursor_sk(name)))
-                    .send()
-                    .await
-                    .map_err(|e| classify("DeleteItem", e))?;
-            }
-        }
-        Ok(())
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.store_cursor(RECONCILER_PK, name, cursor, now).await
     }
 }

@@ -90,10 +90,7 @@ pub fn job_pk(job_id: &str) -> String {
     format!("JOB#{job_id}")
 }
 
-/// `CURSOR#<name>`: the sort key of a saved rotator cursor.
-pub fn cursor_sk(name: &str) -> String {
-    format!("CURSOR#{name}")
-}
+pub use crate::dynamodb::cursor_sk;
 
 /// `DUE#<0-f>`: the shard of a rotation in the expiry index.
 pub fn due_shard(old_certificate_id: &str) -> String {
@@ -673,49 +670,11 @@ impl RotationInventory for DynamoInventory {
     }
 
     async fn cursor(&self, name: &str) -> PortResult<Option<String>> {
-        let output = self
-            .client()
-            .get_item()
-            .table_name(self.table())
-            .key("pk", s(ROTATOR_PK))
-            .key("sk", s(cursor_sk(name)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify("GetItem", e))?;
-        Ok(output
-            .item
-            .as_ref()
-            .and_then(|item| get_s(item, "cursor"))
-            .map(str::to_string))
+        self.load_cursor(ROTATOR_PK, name).await
     }
 
     async fn save_cursor(&self, name: &str, cursor: Option<&str>) -> PortResult<()> {
-        match cursor {
-            Some(cursor) => {
-                self.client()
-                    .put_item()
-                    .table_name(self.table())
-                    .item("pk", s(ROTATOR_PK))
-                    .item("sk", s(cursor_sk(name)))
-                    .item("cursor", s(cursor))
-                    .item("updatedAt", s(rfc3339(now())))
-                    .send()
-                    .await
-                    .map_err(|e| classify("PutItem", e))?;
-            }
-            None => {
-                self.client()
-                    .delete_item()
-                    .table_name(self.table())
-                    .key("pk", s(ROTATOR_PK))
-                    .key("sk", s(cursor_sk(name)))
-                    .send()
-                    .await
-                    .map_err(|e| classify("DeleteItem", e))?;
-            }
-        }
-        Ok(())
+        self.store_cursor(ROTATOR_PK, name, cursor, now()).await
     }
 }
 

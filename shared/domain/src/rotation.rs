@@ -27,7 +27,7 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-use crate::certificate::{CertificateRequest, KeyKind};
+use crate::certificate::CertificateRequest;
 use crate::checks::check_key;
 use crate::ports::PortResult;
 use crate::profile::{DeviceProfile, NameError};
@@ -655,11 +655,6 @@ pub fn check_csr(csr_pem: &str, profile: &DeviceProfile, thing_name: &str) -> Re
         ));
     }
     Ok(csr)
-}
-
-/// The key kind a rotation keeps by default: the old certificate's.
-pub fn same_key_kind(old: &KeyKind, new: &KeyKind) -> bool {
-    std::mem::discriminant(old) == std::mem::discriminant(new)
 }
 
 /// A page of results and where the next one starts.

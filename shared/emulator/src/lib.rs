@@ -198,11 +198,6 @@ impl Emulator {
         Err(EmulatorError::NotReady(READY_TIMEOUT, self.log_tail()))
     }
 
-    /// The emulator's whole log file (kept until the emulator is dropped).
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
-    }
-
     /// The last 4 KiB of the emulator's log.
     pub fn log_tail(&self) -> String {
         let mut text = String::new();
