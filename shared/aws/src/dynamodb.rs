@@ -102,7 +102,8 @@ impl DynamoInventory {
 
     /// Writes a record unless the certificate has one already (`false` then):
     /// the record's fields, its optional ones when present, and `extra`
-    /// attributes.
+    /// attributes. A `PROVISIONED` record with a `notAfter` enters the expiry
+    /// index, so the rotator covers it.
     pub(crate) async fn put_new_record(&self, record: &CertificateRecord, extra: &[(&str, &str)]) -> PortResult<bool> {
         let mut request = self
             .client
@@ -118,14 +119,26 @@ impl DynamoInventory {
             .item("updatedAt", s(rfc3339(record.updated_at)))
             .condition_expression("attribute_not_exists(pk)");
         for (name, value) in [
-            ("certificateStatus", &record.certificate_status),
-            ("thingName", &record.thing_name),
-            ("reasonDetail", &record.detail),
-            ("profile", &record.profile),
+            ("certificateStatus", record.certificate_status.clone()),
+            ("thingName", record.thing_name.clone()),
+            ("reasonDetail", record.detail.clone()),
+            ("profile", record.profile.clone()),
+            ("serial", record.serial.clone()),
+            ("notBefore", record.not_before.map(rfc3339)),
+            ("notAfter", record.not_after.map(rfc3339)),
         ] {
             if let Some(value) = value {
                 request = request.item(name, s(value));
             }
+        }
+        // A provisioned record with a known expiry is rotated like the registrar's.
+        if let (RecordStatus::Provisioned, Some(not_after)) = (record.status, record.not_after) {
+            request = request
+                .item("expiryShard", s(expiry_shard(&record.certificate_id)))
+                .item(
+                    "expiryKey",
+                    s(format!("{}#{}", rfc3339(not_after), record.certificate_id)),
+                );
         }
         for (name, value) in extra {
             request = request.item(*name, s(*value));

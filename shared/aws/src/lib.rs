@@ -10,6 +10,7 @@ pub mod config;
 pub mod dynamodb;
 pub mod error;
 pub mod fleet;
+pub mod fleet_provisioning;
 pub mod iot;
 pub mod reconciler;
 pub mod rotation;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::certificate::{Certificate, KeyKind};
+use crate::certificate::{Certificate, KeyKind, Subject};
 use crate::config::{CaTrust, OnboardingConfig};
 use crate::ports::CertificateStatus;
 use crate::profile::{DeviceProfile, DroppedAttribute, NameError};
@@ -253,7 +253,16 @@ pub fn check_validity(cert: &Certificate, now: i64, skew_secs: i64, min_remainin
 /// # Errors
 /// `THING_NAME_MISSING`, `THING_NAME_INVALID` or `ATTRIBUTE_INVALID`.
 pub fn approve_naming(cert: &Certificate, profile: &DeviceProfile) -> Result<Approval, Rejection> {
-    let thing_name = profile.thing_name_for(&cert.subject).map_err(|e| match e {
+    approve_subject(&cert.subject, profile)
+}
+
+/// Builds the thing name and attributes from subject fields, wherever they
+/// come from (a certificate, a fleet-provisioning request).
+///
+/// # Errors
+/// `THING_NAME_MISSING`, `THING_NAME_INVALID` or `ATTRIBUTE_INVALID`.
+pub fn approve_subject(subject: &Subject, profile: &DeviceProfile) -> Result<Approval, Rejection> {
+    let thing_name = profile.thing_name_for(subject).map_err(|e| match e {
         NameError::Missing(field) => Rejection::new(
             RejectReason::ThingNameMissing,
             format!(
@@ -266,7 +275,7 @@ pub fn approve_naming(cert: &Certificate, profile: &DeviceProfile) -> Result<App
             format!("{:?} does not match [a-zA-Z0-9:_-]{{1,128}}", truncate(&name, 140)),
         ),
     })?;
-    let mapped = profile.attributes_for(&cert.subject).map_err(|unfit| {
+    let mapped = profile.attributes_for(subject).map_err(|unfit| {
         Rejection::new(
             RejectReason::AttributeInvalid,
             format!(

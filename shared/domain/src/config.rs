@@ -86,6 +86,18 @@ impl OnboardingConfig {
         }
     }
 
+    /// A profile by name: the profile, or why it cannot be used.
+    ///
+    /// # Errors
+    /// The problem with the named profile (missing or invalid), in words.
+    pub fn profile(&self, name: &str) -> Result<&DeviceProfile, &str> {
+        match self.profiles.get(name) {
+            Some(Ok(profile)) => Ok(profile),
+            Some(Err(ProfileError::Json(problem) | ProfileError::Field { problem, .. })) => Err(problem),
+            None => Err(MISSING_PROFILE),
+        }
+    }
+
     /// True when the serial (any notation) is denied for this CA.
     pub fn is_serial_denied(&self, ca_certificate_id: &str, serial: &str) -> bool {
         normalize_serial(serial).is_some_and(|s| self.denied_serials.contains(&(ca_certificate_id.to_string(), s)))

@@ -7,6 +7,7 @@ pub mod certificate;
 pub mod checks;
 pub mod config;
 pub mod event;
+pub mod fleet_provisioning;
 pub mod jitp;
 pub mod naming;
 pub mod plan;

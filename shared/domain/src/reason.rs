@@ -57,11 +57,17 @@ pub enum RejectReason {
     IdentityCollision,
     /// A thing of that name exists with another thing type.
     ThingTypeMismatch,
+    /// Fleet provisioning: the device's serial is not on the allow-list.
+    SerialNotAllowed,
+    /// Fleet provisioning: the device's parameters are missing or malformed.
+    ParametersInvalid,
+    /// The certificate does not match the id it was presented under.
+    CertificateMismatch,
 }
 
 impl RejectReason {
     /// Every reason, in documentation order.
-    pub const ALL: [RejectReason; 23] = [
+    pub const ALL: [RejectReason; 26] = [
         Self::CaMismatch,
         Self::CaNotActive,
         Self::CaNotBound,
@@ -85,6 +91,9 @@ impl RejectReason {
         Self::FingerprintDenied,
         Self::IdentityCollision,
         Self::ThingTypeMismatch,
+        Self::SerialNotAllowed,
+        Self::ParametersInvalid,
+        Self::CertificateMismatch,
     ];
 
     /// The stable code, e.g. `SIGNATURE_INVALID`.
@@ -113,6 +122,9 @@ impl RejectReason {
             Self::FingerprintDenied => "FINGERPRINT_DENIED",
             Self::IdentityCollision => "IDENTITY_COLLISION",
             Self::ThingTypeMismatch => "THING_TYPE_MISMATCH",
+            Self::SerialNotAllowed => "SERIAL_NOT_ALLOWED",
+            Self::ParametersInvalid => "PARAMETERS_INVALID",
+            Self::CertificateMismatch => "CERTIFICATE_MISMATCH",
         }
     }
 
