@@ -12,7 +12,7 @@ scripts/setup-python.sh --lambda
 export PATH="$root/.venv/bin:$PATH"          # cargo-lambda and zig
 echo "==> building the functions' Lambda zips (release, x86_64; the first build takes several minutes)"
 cargo lambda build --release --locked --output-format zip --lambda-dir target/lambda/x86_64 \
-  -p jitr-registrar -p cert-rotator -p rotation-issuer -p rotation-completer -p fleet-reconciler
+  -p jitr-registrar -p cert-rotator -p rotation-issuer -p rotation-completer -p fleet-reconciler -p provisioning-hook
 echo "==> building the onboard CLI"
 cargo build --locked -p onboard
 exec target/debug/onboard demo "$@"

@@ -35,7 +35,7 @@ rustup target add aarch64-unknown-linux-gnu >/dev/null
 
 echo "==> cargo lambda build (x86_64 zips for the end-to-end tests)"
 cargo lambda build --release --locked --output-format zip --lambda-dir target/lambda/x86_64 \
-  -p jitr-registrar -p cert-rotator -p rotation-issuer -p rotation-completer -p fleet-reconciler
+  -p jitr-registrar -p cert-rotator -p rotation-issuer -p rotation-completer -p fleet-reconciler -p provisioning-hook
 
 echo "==> cargo test"
 cargo test --workspace --locked

@@ -76,6 +76,10 @@ pub enum DeviceCommand {
     /// Exit 0 rotated; 1 refused, failed, no job or timed out; 3 AWS refused a
     /// request (Jobs API, download, broker).
     RotateAgent(crate::rotate::RotateAgentArgs),
+    /// A device provisioning itself with a claim certificate (fleet
+    /// provisioning): CreateKeysAndCertificate over MQTT, RegisterThing with
+    /// the template, then a first connection with its own certificate.
+    Provision(crate::provision::ProvisionArgs),
 }
 
 /// Expands `{n}` / `{n:0W}` in a pattern.
@@ -112,6 +116,9 @@ pub async fn run(command: &DeviceCommand, cli: &Cli) -> Result<(), CliError> {
     }
     if let DeviceCommand::RotateAgent(args) = command {
         return crate::rotate::run(args, cli).await;
+    }
+    if let DeviceCommand::Provision(args) = command {
+        return crate::provision::run_provision(args, cli).await;
     }
     let DeviceCommand::Mint {
         ca,

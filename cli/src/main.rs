@@ -11,7 +11,9 @@ mod device;
 mod error;
 mod files;
 mod fleet;
+mod mqtt;
 mod profile;
+mod provision;
 mod rotate;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +63,12 @@ pub enum Command {
     /// Device credentials.
     #[command(subcommand)]
     Device(device::DeviceCommand),
+    /// The serials fleet provisioning lets in.
+    #[command(subcommand)]
+    Allow(provision::AllowCommand),
+    /// Claim certificates and fleet-provisioning templates.
+    #[command(subcommand)]
+    Claim(provision::ClaimCommand),
     /// The fleet as the inventory sees it.
     #[command(subcommand)]
     Fleet(fleet::FleetCommand),
@@ -115,6 +123,8 @@ fn main() -> std::process::ExitCode {
             Command::Profile(command) => profile::run(command, &cli).await,
             Command::Device(command) => device::run(command, &cli).await,
             Command::Fleet(command) => fleet::run(command, &cli).await,
+            Command::Allow(command) => provision::run_allow(command, &cli).await,
+            Command::Claim(command) => provision::run_claim(command, &cli).await,
             Command::Demo(args) => demo::run(args, &cli).await,
         }
     });

@@ -27,7 +27,7 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(180);
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
     #[error(
-        "{path}: {problem}. Build the Lambda zips first: cargo lambda build --release --output-format zip --lambda-dir {dir} -p jitr-registrar -p cert-rotator -p rotation-issuer -p rotation-completer -p fleet-reconciler (scripts/demo.sh and scripts/test.sh do)",
+        "{path}: {problem}. Build the Lambda zips first: cargo lambda build --release --output-format zip --lambda-dir {dir} -p jitr-registrar -p cert-rotator -p rotation-issuer -p rotation-completer -p fleet-reconciler -p provisioning-hook (scripts/demo.sh and scripts/test.sh do)",
         dir = .lambda_dir.display()
     )]
     MissingZip {

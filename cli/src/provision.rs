@@ -1,0 +1,505 @@
+//! Fleet provisioning by claim, from the operator's side and the device's:
+//! the allow-list (`onboard allow`), claim certificates and templates
+//! (`onboard claim`), and a device provisioning itself with a claim
+//! (`onboard device provision`): `CreateKeysAndCertificate` over MQTT, then
+//! `RegisterThing` with the stack's template, then a first connection with
+//! its own certificate.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use onboarding_aws::DynamoInventory;
+use onboarding_domain::DeviceProfile;
+use onboarding_domain::fleet_provisioning::{HOOK_PAYLOAD_VERSION, SERIAL_MAX, SERIAL_PARAMETER, render_template};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::Cli;
+use crate::connect::BrokerArgs;
+use crate::error::CliError;
+use crate::files::{read, write_all_new};
+use crate::mqtt::Conn;
+
+/// `onboard allow`: the serials fleet provisioning lets in.
+#[derive(Debug, clap::Subcommand)]
+pub enum AllowCommand {
+    /// Put serials on the allow-list (an existing entry is replaced).
+    Add {
+        /// Serial numbers, as devices send them in `SerialNumber`.
+        serials: Vec<String>,
+        /// A file of serials, one per line (blank lines and `#` comments ignored).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The profile these devices are provisioned with (default: the default profile).
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// Take serials off the allow-list (provisioned devices keep their certificates).
+    Remove { serials: Vec<String> },
+    /// The allow-list.
+    List,
+}
+
+/// `onboard claim`: claim certificates and fleet-provisioning templates.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClaimCommand {
+    /// Create an ACTIVE claim certificate with the claim policy attached;
+    /// writes `<out>/cert.pem` and `<out>/key.pem` (0600).
+    Create {
+        /// The claim policy (the stack's ClaimPolicyName output).
+        #[arg(long)]
+        policy: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Render a profile's fleet-provisioning template; with `--put NAME`,
+    /// create the template in IoT (or make the body its new default version).
+    Template {
+        /// A profile in the inventory table.
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        profile: Option<String>,
+        /// A profile file instead.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Create or update the template of this name.
+        #[arg(long, requires_all = ["role_arn", "hook_arn"])]
+        put: Option<String>,
+        /// The role IoT assumes to apply it (the stack's FleetProvisioningRoleArn output).
+        #[arg(long)]
+        role_arn: Option<String>,
+        /// The pre-provisioning hook function's ARN.
+        #[arg(long)]
+        hook_arn: Option<String>,
+    },
+}
+
+/// Options of `onboard device provision`.
+#[derive(Debug, clap::Args)]
+pub struct ProvisionArgs {
+    /// Directory with the claim's `cert.pem` and `key.pem`.
+    #[arg(long)]
+    pub claim: PathBuf,
+    /// The fleet-provisioning template (the stack's FleetProvisioningTemplateName output).
+    #[arg(long)]
+    pub template: String,
+    /// The device's serial number (its allow-list entry).
+    #[arg(long)]
+    pub serial: String,
+    /// More parameters for the template, `NAME=VALUE` (CommonName,
+    /// Organization, OrganizationalUnit...: the subject fields the profile
+    /// names things and attributes by).
+    #[arg(long = "param", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Where the device's own `cert.pem` and `key.pem` are written.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub deadline: u64,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
+}
+
+async fn inventory(cli: &Cli) -> Result<DynamoInventory, CliError> {
+    let table = cli.aws.table()?.to_string();
+    let sdk = cli.aws.sdk_config().await;
+    Ok(DynamoInventory::new(aws_sdk_dynamodb::Client::new(&sdk), table))
+}
+
+fn check_serial(serial: &str) -> Result<(), CliError> {
+    let ok = !serial.is_empty()
+        && serial.len() <= SERIAL_MAX
+        && serial
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::Input(format!(
+            "serial {serial:?} is not 1 to {SERIAL_MAX} characters of [A-Za-z0-9._:-] (the hook refuses any other)"
+        )))
+    }
+}
+
+pub async fn run_allow(command: &AllowCommand, cli: &Cli) -> Result<(), CliError> {
+    match command {
+        AllowCommand::Add { serials, file, profile } => {
+            let mut all = serials.clone();
+            if let Some(file) = file {
+                let text = read(file, "serial file")?;
+                all.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(str::to_string),
+                );
+            }
+            if all.is_empty() {
+                return Err(CliError::Input("no serials: name them or pass --file".into()));
+            }
+            // Every serial is checked before anything is written.
+            for serial in &all {
+                check_serial(serial)?;
+            }
+            all.sort();
+            all.dedup();
+            if let Some(profile) = profile {
+                let (profiles, _) = crate::profile::admin(cli).await?.load().await?;
+                match profiles.get(profile) {
+                    Some(Ok(_)) => {}
+                    Some(Err(problem)) => {
+                        return Err(CliError::Input(format!("profile {profile} is invalid: {problem}")));
+                    }
+                    None => {
+                        return Err(CliError::Input(format!(
+                            "no profile {profile} in the table; write it first with: onboard profile put FILE"
+                        )));
+                    }
+                }
+            }
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            inventory(cli)
+                .await?
+                .allow_serials(&all, profile.as_deref(), now)
+                .await?;
+            if cli.json {
+                println!("{}", json!({"allowed": all, "profile": profile}));
+            } else {
+                println!(
+                    "{} serial(s) on the allow-list (profile {})",
+                    all.len(),
+                    profile.as_deref().unwrap_or("default")
+                );
+            }
+            Ok(())
+        }
+        AllowCommand::Remove { serials } => {
+            if serials.is_empty() {
+                return Err(CliError::Input("no serials to remove".into()));
+            }
+            inventory(cli).await?.disallow_serials(serials).await?;
+            if cli.json {
+                println!("{}", json!({"removed": serials}));
+            } else {
+                println!("{} serial(s) off the allow-list", serials.len());
+            }
+            Ok(())
+        }
+        AllowCommand::List => {
+            let entries = inventory(cli).await?.allow_list().await?;
+            if cli.json {
+                let list: Vec<Value> = entries
+                    .iter()
+                    .map(|e| json!({"serial": e.serial, "profile": e.profile}))
+                    .collect();
+                println!("{}", Value::Array(list));
+            } else if entries.is_empty() {
+                println!("the allow-list is empty; add serials with: onboard allow add SERIAL...");
+            } else {
+                println!("{:<40} profile", "serial");
+                for e in &entries {
+                    println!("{:<40} {}", e.serial, e.profile.as_deref().unwrap_or("(default)"));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn run_claim(command: &ClaimCommand, cli: &Cli) -> Result<(), CliError> {
+    match command {
+        ClaimCommand::Create { policy, out } => {
+            let files = [
+                (out.join("cert.pem"), String::new(), 0o644),
+                (out.join("key.pem"), String::new(), 0o600),
+            ];
+            if let Some((existing, _, _)) = files.iter().find(|(p, _, _)| p.exists()) {
+                return Err(CliError::Input(format!(
+                    "{} already exists; refusing to overwrite it (choose another --out directory)",
+                    existing.display()
+                )));
+            }
+            std::fs::create_dir_all(out)
+                .map_err(|e| CliError::Input(format!("cannot create {}: {e}", out.display())))?;
+            let sdk = cli.aws.sdk_config().await;
+            let iot = aws_sdk_iot::Client::new(&sdk);
+            // The policy first: a certificate is never made for a policy that is not there.
+            iot.get_policy()
+                .policy_name(policy)
+                .send()
+                .await
+                .map_err(|e| CliError::aws(&format!("GetPolicy {policy}"), e))?;
+            let created = iot
+                .create_keys_and_certificate()
+                .set_as_active(true)
+                .send()
+                .await
+                .map_err(|e| CliError::aws("CreateKeysAndCertificate", e))?;
+            let (Some(arn), Some(id), Some(pem), Some(key)) = (
+                created.certificate_arn(),
+                created.certificate_id(),
+                created.certificate_pem(),
+                created.key_pair().and_then(|k| k.private_key()),
+            ) else {
+                return Err(CliError::Aws(
+                    "CreateKeysAndCertificate answered without the certificate or key".into(),
+                ));
+            };
+            if let Err(e) = iot.attach_policy().policy_name(policy).target(arn).send().await {
+                // A claim without its policy is useless: do not leave it ACTIVE.
+                let _ = iot
+                    .update_certificate()
+                    .certificate_id(id)
+                    .new_status(aws_sdk_iot::types::CertificateStatus::Inactive)
+                    .send()
+                    .await;
+                return Err(CliError::aws(
+                    &format!("AttachPolicy {policy} (certificate {id} set INACTIVE)"),
+                    e,
+                ));
+            }
+            write_all_new(&[
+                (out.join("cert.pem"), pem.to_string(), 0o644),
+                (out.join("key.pem"), key.to_string(), 0o600),
+            ])?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"certificateId": id, "certificateArn": arn, "policy": policy, "dir": out})
+                );
+            } else {
+                println!(
+                    "claim certificate {id} ACTIVE with policy {policy}, in {}",
+                    out.display()
+                );
+            }
+            Ok(())
+        }
+        ClaimCommand::Template {
+            profile,
+            file,
+            put,
+            role_arn,
+            hook_arn,
+        } => {
+            let profile = match (profile, file) {
+                (_, Some(file)) => {
+                    let text = read(file, "profile file")?;
+                    DeviceProfile::parse(&text).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?
+                }
+                (Some(name), None) => {
+                    let (profiles, _) = crate::profile::admin(cli).await?.load().await?;
+                    match profiles.get(name) {
+                        Some(Ok(profile)) => profile.clone(),
+                        Some(Err(problem)) => {
+                            return Err(CliError::Input(format!("profile {name} is invalid: {problem}")));
+                        }
+                        None => return Err(CliError::Input(format!("no profile {name} in the table"))),
+                    }
+                }
+                (None, None) => return Err(CliError::Input("name a --profile or a --file".into())),
+            };
+            let body = render_template(&profile).map_err(|e| CliError::Input(e.to_string()))?;
+            let (Some(name), Some(role), Some(hook)) = (put, role_arn, hook_arn) else {
+                println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+                return Ok(());
+            };
+            let action = put_template(cli, name, &body.to_string(), role, hook).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"template": name, "profile": profile.name, "action": action})
+                );
+            } else {
+                println!("template {name} {action} for profile {}", profile.name);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Creates the template, or gives an existing one this body as its new default version.
+async fn put_template(cli: &Cli, name: &str, body: &str, role: &str, hook: &str) -> Result<&'static str, CliError> {
+    let sdk = cli.aws.sdk_config().await;
+    let iot = aws_sdk_iot::Client::new(&sdk);
+    let exists = match iot.describe_provisioning_template().template_name(name).send().await {
+        Ok(_) => true,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            false
+        }
+        Err(e) => return Err(CliError::aws(&format!("DescribeProvisioningTemplate {name}"), e)),
+    };
+    if exists {
+        iot.create_provisioning_template_version()
+            .template_name(name)
+            .template_body(body)
+            .set_as_default(true)
+            .send()
+            .await
+            .map_err(|e| CliError::aws(&format!("CreateProvisioningTemplateVersion {name}"), e))?;
+        return Ok("updated");
+    }
+    let hook = aws_sdk_iot::types::ProvisioningHook::builder()
+        .target_arn(hook)
+        .payload_version(HOOK_PAYLOAD_VERSION)
+        .build()
+        .map_err(|e| CliError::Input(e.to_string()))?;
+    iot.create_provisioning_template()
+        .template_name(name)
+        .template_body(body)
+        .provisioning_role_arn(role)
+        .pre_provisioning_hook(hook)
+        .enabled(true)
+        .send()
+        .await
+        .map_err(|e| CliError::aws(&format!("CreateProvisioningTemplate {name}"), e))?;
+    Ok("created")
+}
+
+/// A fleet-provisioning request answered on `rejected`, in words.
+fn rejection(payload: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(doc) => format!(
+            "{} ({}): {}",
+            doc["errorCode"].as_str().unwrap_or("?"),
+            doc["statusCode"],
+            doc["errorMessage"].as_str().unwrap_or("no message")
+        ),
+        Err(_) => String::from_utf8_lossy(payload).into_owned(),
+    }
+}
+
+/// One request over the claim connection: subscribe to the exact answer
+/// topics, publish, wait for one of them.
+async fn request(conn: &mut Conn, topic: &str, payload: &Value, deadline: Instant) -> Result<Value, String> {
+    let accepted = format!("{topic}/accepted");
+    let rejected = format!("{topic}/rejected");
+    conn.subscribe(&[accepted.clone(), rejected.clone()], deadline).await?;
+    conn.publish(topic, payload.to_string().into_bytes(), deadline).await?;
+    match conn.next_on(&[&accepted, &rejected], deadline).await? {
+        Some((t, body)) if t == accepted => serde_json::from_slice(&body).map_err(|e| format!("{accepted}: {e}")),
+        Some((_, body)) => Err(format!("refused: {}", rejection(&body))),
+        None => Err(format!("no answer on {accepted} or {rejected} in time")),
+    }
+}
+
+pub async fn run_provision(args: &ProvisionArgs, cli: &Cli) -> Result<(), CliError> {
+    check_serial(&args.serial)?;
+    let mut parameters: BTreeMap<String, String> = args.params.iter().cloned().collect();
+    if parameters.contains_key(SERIAL_PARAMETER) {
+        return Err(CliError::Input(
+            "pass the serial with --serial, not --param SerialNumber=".into(),
+        ));
+    }
+    parameters.insert(SERIAL_PARAMETER.into(), args.serial.clone());
+    let broker = args.broker.broker()?;
+    let claim_cert = read(&args.claim.join("cert.pem"), "claim certificate")?;
+    let claim_key = read(&args.claim.join("key.pem"), "claim key")?;
+    for name in ["cert.pem", "key.pem"] {
+        let path = args.out.join(name);
+        if path.exists() {
+            return Err(CliError::Input(format!(
+                "{} already exists; refusing to overwrite it (choose another --out directory)",
+                path.display()
+            )));
+        }
+    }
+    let config = onboarding_emulator::tls::client_config(&broker.server_ca_pem, &claim_cert, &claim_key)
+        .map_err(|e| CliError::Input(format!("claim credentials: {e}")))?;
+    let deadline = Instant::now() + Duration::from_secs(args.deadline);
+    let step = |line: String| {
+        if !cli.json {
+            eprintln!("{line}");
+        }
+    };
+
+    let client_id = format!("claim-{}", args.serial);
+    let mut conn = Conn::open(&broker, config, &client_id, deadline)
+        .await
+        .map_err(|e| CliError::Aws(format!("claim connection as {client_id}: {e}")))?;
+    let created = request(&mut conn, "$aws/certificates/create/json", &json!({}), deadline)
+        .await
+        .map_err(|e| CliError::Aws(format!("CreateKeysAndCertificate: {e}")))?;
+    let field = |name: &str| {
+        created[name]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| CliError::Aws(format!("CreateKeysAndCertificate answered without {name}")))
+    };
+    let (certificate_id, cert_pem, key_pem, token) = (
+        field("certificateId")?,
+        field("certificatePem")?,
+        field("privateKey")?,
+        field("certificateOwnershipToken")?,
+    );
+    step(format!("certificate {certificate_id} created"));
+    // Kept before RegisterThing: a device that loses them cannot use what it is given.
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| CliError::Input(format!("cannot create {}: {e}", args.out.display())))?;
+    write_all_new(&[
+        (args.out.join("cert.pem"), cert_pem.clone(), 0o644),
+        (args.out.join("key.pem"), key_pem.clone(), 0o600),
+    ])?;
+    let topic = format!("$aws/provisioning-templates/{}/provision/json", args.template);
+    let registered = request(
+        &mut conn,
+        &topic,
+        &json!({"certificateOwnershipToken": token, "parameters": parameters}),
+        deadline,
+    )
+    .await;
+    conn.close().await;
+    let registered = match registered {
+        Ok(registered) => registered,
+        Err(e) => {
+            // The certificate was never activated: its files are of no use.
+            let _ = std::fs::remove_file(args.out.join("cert.pem"));
+            let _ = std::fs::remove_file(args.out.join("key.pem"));
+            return Err(CliError::Input(format!(
+                "RegisterThing with template {}: {e}",
+                args.template
+            )));
+        }
+    };
+    let Some(thing) = registered["thingName"].as_str().map(str::to_string) else {
+        return Err(CliError::Aws("RegisterThing answered without a thingName".into()));
+    };
+    step(format!("registered as thing {thing}"));
+
+    // The first connection with its own certificate, as its own thing.
+    let own = onboarding_emulator::tls::client_config(&broker.server_ca_pem, &cert_pem, &key_pem)
+        .map_err(|e| CliError::Aws(format!("the new credentials: {e}")))?;
+    let mut conn = Conn::open(&broker, own, &thing, deadline)
+        .await
+        .map_err(|e| CliError::Aws(format!("first connection as {thing}: {e}")))?;
+    let telemetry = format!("devices/{thing}/telemetry");
+    conn.publish(&telemetry, br#"{"hello":"provisioned"}"#.to_vec(), deadline)
+        .await
+        .map_err(|e| CliError::Aws(format!("first publish as {thing}: {e}")))?;
+    conn.close().await;
+    if cli.json {
+        println!(
+            "{}",
+            json!({"serial": args.serial, "thingName": thing, "certificateId": certificate_id,
+                   "deviceConfiguration": registered["deviceConfiguration"], "dir": args.out})
+        );
+    } else {
+        println!(
+            "device {} provisioned as {thing} (certificate {certificate_id}); credentials in {}",
+            args.serial,
+            args.out.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Fleet provisioning by claim, end to end in the emulator (AUTH=true): the
+//! stack's template with its pre-provisioning hook, the claim policy, and
+//! `onboard` as operator (allow-list, claim certificate) and as device
+//! (CreateKeysAndCertificate over MQTT, RegisterThing, first connection).
+//!
+//! Needs the functions' Lambda zips (`scripts/test.sh` builds them).
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use onboarding_aws::DynamoInventory;
+use onboarding_domain::DeviceProfile;
+use onboarding_domain::fleet_provisioning::{FLEET_PROVISIONING_CA, render_template};
+use onboarding_domain::ports::Inventory;
+use onboarding_domain::rotation::RotationInventory;
+use onboarding_test_support::emulator::{Emulator, stack};
+use onboarding_test_support::world::certificate_status;
+use serde_json::Value;
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+struct Cli<'a> {
+    emulator: &'a Emulator,
+    table: String,
+    server_ca: std::path::PathBuf,
+}
+
+impl Cli<'_> {
+    fn onboard(&self) -> Result<Command, Error> {
+        let mut cmd = Command::cargo_bin("onboard")?;
+        cmd.env_remove("AWS_PROFILE")
+            .env("AWS_ENDPOINT_URL", &self.emulator.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("ONBOARD_TABLE", &self.table);
+        Ok(cmd)
+    }
+
+    fn provision(
+        &self,
+        claim: &Path,
+        template: &str,
+        serial: &str,
+        name: &str,
+        out: &Path,
+    ) -> Result<std::process::Output, Error> {
+        Ok(self
+            .onboard()?
+            .args([
+                "--json",
+                "device",
+                "provision",
+                "--template",
+                template,
+                "--serial",
+                serial,
+            ])
+            .args(["--param", &format!("CommonName={name}")])
+            .args(["--param", "Organization=Acme", "--param", "OrganizationalUnit=thermo-2"])
+            .args(["--host", "127.0.0.1", "--port", &self.emulator.mqtt_port.to_string()])
+            .arg("--server-ca")
+            .arg(&self.server_ca)
+            .arg("--claim")
+            .arg(claim)
+            .arg("--out")
+            .arg(out)
+            .output()?)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_device_provisions_itself_and_an_unknown_serial_is_refused() -> TestResult {
+    let emulator = Emulator::start().await?;
+    let sdk = emulator.sdk_config().await;
+    let deployed = stack::deploy(&sdk, "iot-onboarding", stack::TEMPLATE, &stack::lambda_dir(), &[]).await?;
+    let template = deployed.output("FleetProvisioningTemplateName")?.to_string();
+    let claim_policy = deployed.output("ClaimPolicyName")?.to_string();
+    let iot = aws_sdk_iot::Client::new(&sdk);
+
+    // The stack's template is what the default profile renders to.
+    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let hook = lambda
+        .get_function_configuration()
+        .function_name(deployed.output("ProvisioningHookFunctionName")?)
+        .send()
+        .await?;
+    let default_json = hook
+        .environment()
+        .and_then(|e| e.variables())
+        .and_then(|v| v.get("DEFAULT_PROFILE"))
+        .ok_or("the hook has no DEFAULT_PROFILE")?;
+    let default_profile = DeviceProfile::parse(default_json)?;
+    let described = iot
+        .describe_provisioning_template()
+        .template_name(&template)
+        .send()
+        .await?;
+    let body: Value = serde_json::from_str(described.template_body().ok_or("no body")?)?;
+    assert_eq!(body, render_template(&default_profile)?);
+    assert!(described.pre_provisioning_hook().is_some());
+
+    let dir = tempfile::tempdir()?;
+    let server_ca = dir.path().join("server-ca.pem");
+    std::fs::write(&server_ca, emulator.server_ca_pem().await?)?;
+    let cli = Cli {
+        emulator: &emulator,
+        table: deployed.output("InventoryTableName")?.to_string(),
+        server_ca,
+    };
+    let claim = dir.path().join("claim");
+    cli.onboard()?
+        .args(["claim", "create", "--policy", &claim_policy, "--out"])
+        .arg(&claim)
+        .assert()
+        .success();
+    cli.onboard()?.args(["allow", "add", "SN-1001"]).assert().success();
+    // Bad input is refused before anything is written.
+    cli.onboard()?.args(["allow", "add", "SN 1002"]).assert().code(1);
+    let listed = cli.onboard()?.args(["--json", "allow", "list"]).output()?;
+    let listed: Value = serde_json::from_slice(&listed.stdout)?;
+    assert_eq!(listed, serde_json::json!([{"serial": "SN-1001", "profile": null}]));
+
+    // Allowed: provisioned by the template with everything from the profile.
+    let out = dir.path().join("fleet-1");
+    let output = cli.provision(&claim, &template, "SN-1001", "fleet-1", &out)?;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let result: Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(result["thingName"], "fleet-1");
+    let certificate_id = result["certificateId"].as_str().ok_or("no certificate id")?.to_string();
+    assert_eq!(
+        certificate_status(&iot, &certificate_id).await?.as_deref(),
+        Some("ACTIVE")
+    );
+    let thing = iot.describe_thing().thing_name("fleet-1").send().await?;
+    assert_eq!(thing.thing_type_name(), default_profile.thing_type.as_deref());
+    let attributes = thing.attributes().ok_or("no attributes")?;
+    assert_eq!(attributes.get("manufacturer").map(String::as_str), Some("Acme"));
+    assert_eq!(attributes.get("model").map(String::as_str), Some("thermo-2"));
+    assert_eq!(attributes.get("serial").map(String::as_str), Some("SN-1001"));
+    let groups = iot.list_thing_groups_for_thing().thing_name("fleet-1").send().await?;
+    let groups: Vec<&str> = groups.thing_groups().iter().filter_map(|g| g.group_name()).collect();
+    assert_eq!(
+        groups,
+        default_profile
+            .thing_groups
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    let arn = format!("arn:aws:iot:us-east-1:000000000000:cert/{certificate_id}");
+    let policies = iot.list_attached_policies().target(&arn).send().await?;
+    let policies: Vec<&str> = policies.policies().iter().filter_map(|p| p.policy_name()).collect();
+    assert_eq!(policies, [default_profile.policy_name.as_str()]);
+    assert!(out.join("cert.pem").exists() && out.join("key.pem").exists());
+
+    // In the inventory, where status and rotation see it.
+    let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(&sdk), &cli.table);
+    let record = inventory
+        .certificate_record(&certificate_id)
+        .await?
+        .ok_or("no inventory record")?;
+    assert_eq!(record.ca_certificate_id, FLEET_PROVISIONING_CA);
+    assert_eq!(record.thing_name.as_deref(), Some("fleet-1"));
+    assert_eq!(record.serial.as_deref(), Some("SN-1001"));
+    assert_eq!(record.profile.as_deref(), Some(default_profile.name.as_str()));
+    let not_after = record.not_after.ok_or("no notAfter")?;
+    let expiring = inventory.expiring(not_after + 1, None, 100).await?;
+    assert!(
+        expiring.items.iter().any(|r| r.certificate_id == certificate_id),
+        "{expiring:?}"
+    );
+
+    // Not on the allow-list: refused by the hook, nothing made, no files kept.
+    let out = dir.path().join("fleet-2");
+    let output = cli.provision(&claim, &template, "SN-2002", "fleet-2", &out)?;
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("AccessDenied"), "{stderr}");
+    assert!(!out.join("cert.pem").exists() && !out.join("key.pem").exists());
+    let missing = iot.describe_thing().thing_name("fleet-2").send().await;
+    assert!(missing.is_err(), "{missing:?}");
+    // The hook said why, in its log and metric.
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    let group = format!("/aws/lambda/{}", deployed.output("ProvisioningHookFunctionName")?);
+    let events = logs.filter_log_events().log_group_name(&group).send().await?;
+    let lines: Vec<&str> = events.events().iter().filter_map(|e| e.message()).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("provisioning refused") && l.contains("SERIAL_NOT_ALLOWED") && l.contains("SN-2002")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("provisioning allowed") && l.contains("fleet-1"))
+    );
+
+    // Taken off the allow-list: the same device is refused from then on.
+    cli.onboard()?.args(["allow", "remove", "SN-1001"]).assert().success();
+    let output = cli.provision(&claim, &template, "SN-1001", "fleet-1", &dir.path().join("again"))?;
+    assert_eq!(output.status.code(), Some(1));
+    Ok(())
+}
