@@ -210,6 +210,7 @@ where
                 match outcome {
                     Outcome::Provisioned { .. } => Measured::Provisioned,
                     Outcome::AlreadyProvisioned { .. } => Measured::Duplicate,
+                    Outcome::Recorded { .. } => Measured::Recorded,
                     _ => Measured::Ignored,
                 }
             }

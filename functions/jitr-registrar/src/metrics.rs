@@ -11,9 +11,15 @@ use serde_json::Value;
 pub enum Measured<'a> {
     Provisioned,
     Duplicate,
+    /// ACTIVE before onboarding (JITP, by hand), checked and recorded.
+    Recorded,
     Ignored,
-    Rejected { reason: &'a str },
-    Failed { kind: &'a str },
+    Rejected {
+        reason: &'a str,
+    },
+    Failed {
+        kind: &'a str,
+    },
     MalformedEvent,
 }
 
@@ -22,6 +28,7 @@ pub fn emf(namespace: &str, function: &str, measured: Measured<'_>, duration_ms:
     let (metric, extra): (&str, Option<(&str, &str)>) = match measured {
         Measured::Provisioned => ("Provisioned", None),
         Measured::Duplicate => ("Duplicate", None),
+        Measured::Recorded => ("Recorded", None),
         Measured::Ignored => ("Ignored", None),
         Measured::Rejected { reason } => ("Rejected", Some(("Reason", reason))),
         Measured::Failed { kind } => ("Failed", Some(("ErrorKind", kind))),

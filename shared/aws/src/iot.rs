@@ -84,10 +84,14 @@ impl CertificateRegistry for IotAdapter {
             Err(e) if not_found(&e) => return Ok(None),
             Err(e) => return Err(classify(OP, e)),
         };
+        let jitp = output.registration_config.as_ref().is_some_and(|c| {
+            c.template_body().is_some_and(|b| !b.is_empty()) || c.template_name().is_some_and(|n| !n.is_empty())
+        });
         let d = output
             .certificate_description
             .ok_or_else(|| incomplete(OP, "certificateDescription"))?;
         Ok(Some(RegisteredCa {
+            jitp,
             certificate_id: d.certificate_id.unwrap_or_else(|| ca_certificate_id.to_string()),
             status: CertificateStatus::parse(d.status.as_ref().map_or("", |s| s.as_str())),
             pem: d.certificate_pem.ok_or_else(|| incomplete(OP, "certificatePem"))?,

@@ -90,31 +90,6 @@ impl CaCertificates for IotAdapter {
             cursor: output.next_marker.filter(|m| !m.is_empty()),
         })
     }
-
-    async fn things_of_certificate(&self, certificate_arn: &str) -> PortResult<Vec<String>> {
-        let mut things = Vec::new();
-        let mut next_token = None;
-        loop {
-            let page = match self
-                .client()
-                .list_principal_things()
-                .principal(certificate_arn)
-                .set_next_token(next_token)
-                .send()
-                .await
-            {
-                Ok(page) => page,
-                // Deleted since it was listed: attached to nothing.
-                Err(e) if service_code(&e) == Some("ResourceNotFoundException") => return Ok(Vec::new()),
-                Err(e) => return Err(classify("ListPrincipalThings", e)),
-            };
-            things.extend(page.things.unwrap_or_default());
-            next_token = page.next_token.filter(|t| !t.is_empty());
-            if next_token.is_none() {
-                return Ok(things);
-            }
-        }
-    }
 }
 
 // --- DynamoDB ---------------------------------------------------------------
@@ -198,11 +173,6 @@ impl ReconcileInventory for DynamoInventory {
             None => None,
         };
         Ok(Page { items, cursor })
-    }
-
-    async fn record_found(&self, record: &CertificateRecord, found_by: &str) -> PortResult<bool> {
-        // A record exists (the registrar's, an earlier finding): keep it.
-        self.put_new_record(record, &[("foundBy", found_by)]).await
     }
 
     async fn mark_certificate_missing(&self, certificate_id: &str, now: i64) -> PortResult<bool> {

@@ -200,7 +200,7 @@ fn warnings(profile: &DeviceProfile) -> Vec<String> {
         ));
     }
     warnings.push(format!(
-        "no deny-list, key-strength, extension or minRemainingDays ({} days) checks: IoT provisions every valid certificate the CA signed",
+        "deny-list, key-strength, extension and minRemainingDays ({} days) checks only after the fact: IoT activates every valid certificate the CA signed; the registrar (on its event) or the reconciler then checks it and revokes it if it fails",
         profile.min_remaining_days
     ));
     warnings.push(
@@ -233,7 +233,10 @@ fn warnings(profile: &DeviceProfile) -> Vec<String> {
             "unfitAttribute ({unfit}) cannot apply: a value AWS refuses as an attribute fails provisioning"
         ));
     }
-    warnings.push("no inventory, name-claim or credentials records are written".into());
+    warnings.push(
+        "no credentials record is written; the inventory record and name claim come from the registrar's event or the reconciler's next run"
+            .into(),
+    );
     warnings
 }
 

@@ -65,6 +65,9 @@ pub struct RegisteredCa {
     pub certificate_id: String,
     pub status: CertificateStatus,
     pub pem: String,
+    /// The CA carries a provisioning template (`registrationConfig`): AWS IoT
+    /// provisions its devices itself (JITP).
+    pub jitp: bool,
 }
 
 /// A thing that already exists.

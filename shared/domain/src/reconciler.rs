@@ -5,7 +5,8 @@
 //!   handed to a [`StuckHandler`] (the registrar, with a synthesized event):
 //!   this recovers JITR events lost anywhere upstream.
 //! - An `ACTIVE` certificate without an inventory record (JITP, fleet
-//!   provisioning, made by hand) is recorded as `OBSERVED`, with its thing.
+//!   provisioning, made by hand) is handed to the registrar, which checks it
+//!   and records it with the thing its profile names.
 //! - A record whose certificate no longer exists in IoT is marked.
 //!
 //! Work is bounded per run and resumes from saved cursors: per CA, one over
@@ -28,8 +29,6 @@ use crate::rotation::Page;
 pub const DEFAULT_STUCK_AFTER_SECS: i64 = 600;
 /// The `certificateStatus` a record is given when its certificate is gone.
 pub const NOT_FOUND_STATUS: &str = "NOT_FOUND";
-/// The `found_by` note of records the reconciler writes.
-pub const FOUND_BY: &str = "fleet-reconciler";
 /// The saved cursor naming where the last run stopped: the
 /// [`certificates_cursor`] or [`records_cursor`] name of a CA.
 pub const CA_CURSOR: &str = "ca";
@@ -81,8 +80,6 @@ pub trait CaCertificates: Send + Sync {
         cursor: Option<&str>,
         limit: usize,
     ) -> impl Future<Output = PortResult<Page<ListedCertificate>>> + Send;
-    /// `ListPrincipalThings`: the things the certificate is attached to.
-    fn things_of_certificate(&self, certificate_arn: &str) -> impl Future<Output = PortResult<Vec<String>>> + Send;
 }
 
 /// The inventory as the reconciler uses it, beyond [`Inventory`].
@@ -96,11 +93,6 @@ pub trait ReconcileInventory: Send + Sync {
         cursor: Option<&str>,
         limit: usize,
     ) -> impl Future<Output = PortResult<Page<CertificateRecord>>> + Send;
-    /// Writes the record of a certificate found without one (status
-    /// `OBSERVED`), with its thing and `found_by` note, unless a record
-    /// exists. True when written.
-    fn record_found(&self, record: &CertificateRecord, found_by: &str)
-    -> impl Future<Output = PortResult<bool>> + Send;
     /// Marks the record of a certificate that no longer exists in IoT
     /// (`certificateStatus` = `NOT_FOUND`, `certificateMissingAt` = `now`).
     /// True when marked now; false when already marked or there is no record.
@@ -376,22 +368,22 @@ where
                 if self.inventory.certificate_record(id).await?.is_some() {
                     return Ok(());
                 }
-                let things = self.listing.things_of_certificate(&certificate.certificate_arn).await?;
-                let mut record = CertificateRecord::bare(id, ca, RecordStatus::Observed, now);
-                record.certificate_status = Some(CertificateStatus::Active.as_str().to_string());
-                record.thing_name = things.first().cloned();
-                record.detail = Some(format!(
-                    "ACTIVE in IoT without an inventory record; found by {FOUND_BY}{}",
-                    if things.len() > 1 {
-                        format!(" (attached to {} things: {})", things.len(), things.join(", "))
-                    } else {
-                        String::new()
-                    }
-                ));
-                if self.inventory.record_found(&record, FOUND_BY).await? {
-                    report.recorded_active += 1;
-                    tracing::warn!(certificate = id, ca, thing = ?record.thing_name, "ACTIVE certificate without a record recorded");
-                }
+                // Processed as the registrar processes an event for an ACTIVE
+                // certificate it does not know: checked, and recorded with the
+                // thing its profile names (or, under a JITP CA whose template
+                // let in what the profile refuses, rejected).
+                let outcome = self
+                    .stuck
+                    .process_stuck(&JitrEvent::synthesized(id, ca, now), now)
+                    .await?;
+                report.recorded_active += 1;
+                tracing::warn!(
+                    certificate = id,
+                    ca,
+                    outcome = outcome.label(),
+                    thing = ?outcome.thing_name(),
+                    "ACTIVE certificate without a record processed"
+                );
             }
             _ => {}
         }
@@ -505,7 +497,6 @@ mod tests {
         config: OnboardingConfig,
         /// IoT certificates by id: (CA, status, created_at).
         iot: BTreeMap<String, (String, CertificateStatus, Option<i64>)>,
-        things: BTreeMap<String, Vec<String>>,
         records: BTreeMap<String, CertificateRecord>,
         cursors: BTreeMap<String, String>,
         listed: Vec<(String, Option<String>, usize)>,
@@ -579,9 +570,6 @@ mod tests {
                     .collect();
                 Ok(page(keyed, cursor, limit))
             })
-        }
-        async fn things_of_certificate(&self, certificate_arn: &str) -> PortResult<Vec<String>> {
-            self.with(|w| Ok(w.things.get(certificate_arn).cloned().unwrap_or_default()))
         }
     }
 
@@ -662,15 +650,6 @@ mod tests {
                 Ok(Page { items, cursor })
             })
         }
-        async fn record_found(&self, record: &CertificateRecord, _: &str) -> PortResult<bool> {
-            self.with(|w| {
-                if w.records.contains_key(&record.certificate_id) {
-                    return Ok(false);
-                }
-                w.records.insert(record.certificate_id.clone(), record.clone());
-                Ok(true)
-            })
-        }
         async fn mark_certificate_missing(&self, id: &str, _: i64) -> PortResult<bool> {
             self.with(|w| match w.records.get_mut(id) {
                 Some(r) if r.certificate_status.as_deref() != Some(NOT_FOUND_STATUS) => {
@@ -702,10 +681,25 @@ mod tests {
                     return Err(PortError::new("UpdateCertificate", PortErrorKind::Transient, "throttled").into());
                 }
                 w.stuck.push(event.clone());
-                // As the registrar would: the certificate becomes ACTIVE.
-                if let Some(cert) = w.iot.get_mut(&event.certificate_id) {
-                    cert.1 = CertificateStatus::Active;
+                let Some(cert) = w.iot.get_mut(&event.certificate_id) else {
+                    return Ok(Outcome::Ignored {
+                        certificate_status: "NOT_FOUND".into(),
+                    });
+                };
+                if cert.1 == CertificateStatus::Active {
+                    // As the registrar would: checked and recorded with its thing.
+                    let mut record =
+                        CertificateRecord::bare(&event.certificate_id, &cert.0, RecordStatus::Provisioned, 0);
+                    record.thing_name = Some("sensor-1".into());
+                    w.records.insert(event.certificate_id.clone(), record);
+                    return Ok(Outcome::Recorded {
+                        thing_name: "sensor-1".into(),
+                    });
                 }
+                // As the registrar would: the certificate becomes ACTIVE, recorded.
+                cert.1 = CertificateStatus::Active;
+                let record = CertificateRecord::bare(&event.certificate_id, &cert.0, RecordStatus::Provisioned, 0);
+                w.records.insert(event.certificate_id.clone(), record);
                 Ok(Outcome::Provisioned {
                     thing_name: "t".into(),
                     profile: "p".into(),
@@ -783,23 +777,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_active_certificate_without_a_record_is_recorded_with_its_thing() {
+    async fn an_active_certificate_without_a_record_is_handed_to_the_registrar_once() {
         let fake = fake();
         fake.cert("jitp", BOUND, CertificateStatus::Active, Some(0));
         fake.cert("known", BOUND, CertificateStatus::Active, Some(0));
         fake.record("known", BOUND, RecordStatus::Provisioned);
-        fake.with(|w| w.things.insert(arn("jitp"), vec!["sensor-1".into()]));
         let r = reconciler(&fake, default_settings());
         let report = run(&r, NOW).await;
         assert_eq!(report.recorded_active, 1);
         let record = fake
             .with(|w| w.records.get("jitp").cloned())
             .unwrap_or_else(|| panic!("not recorded"));
-        assert_eq!(record.status, RecordStatus::Observed);
-        assert_eq!(record.certificate_status.as_deref(), Some("ACTIVE"));
+        // Handed to the registrar, as an event of its own.
+        let handed: Vec<String> = fake.with(|w| w.stuck.iter().map(|e| e.certificate_id.clone()).collect());
+        assert_eq!(handed, ["jitp"]);
+        assert_eq!(record.status, RecordStatus::Provisioned);
         assert_eq!(record.thing_name.as_deref(), Some("sensor-1"));
         assert_eq!(record.ca_certificate_id, BOUND);
-        assert!(record.detail.as_deref().is_some_and(|d| d.contains(FOUND_BY)));
         let known = fake.with(|w| w.records.get("known").cloned());
         assert_eq!(known.map(|r| r.status), Some(RecordStatus::Provisioned));
         // The next run finds it recorded.
@@ -909,7 +903,7 @@ mod tests {
         fake.with(|w| w.failing.clear());
         let report = run(&r, NOW).await;
         assert!(!report.interrupted);
-        // "a" is ACTIVE now and has no record in this fake: recorded, not reprocessed.
+        // "a" is ACTIVE and recorded now: not processed again.
         assert_eq!(report.stuck_processed, 1);
         assert_eq!(fake.with(|w| w.stuck.len()), 2);
     }

@@ -131,24 +131,29 @@ pub enum Outcome {
         thing_name: Option<String>,
         status: CertificateStatus,
     },
+    /// ACTIVE before the registrar acted (JITP, made by hand): it passed
+    /// every check and is attached to the thing its profile names, so it is
+    /// recorded as provisioned (rotation and status cover it).
+    Recorded { thing_name: String },
     /// Not PENDING_ACTIVATION (or gone): nothing done, outcome recorded.
     Ignored { certificate_status: String },
 }
 
 impl Outcome {
-    /// `provisioned`, `duplicate`, `rejected` or `ignored`.
+    /// `provisioned`, `duplicate`, `rejected`, `recorded` or `ignored`.
     pub fn label(&self) -> &'static str {
         match self {
             Self::Provisioned { .. } => "provisioned",
             Self::AlreadyProvisioned { .. } => "duplicate",
             Self::Rejected { .. } => "rejected",
+            Self::Recorded { .. } => "recorded",
             Self::Ignored { .. } => "ignored",
         }
     }
 
     pub fn thing_name(&self) -> Option<&str> {
         match self {
-            Self::Provisioned { thing_name, .. } => Some(thing_name),
+            Self::Provisioned { thing_name, .. } | Self::Recorded { thing_name } => Some(thing_name),
             Self::AlreadyProvisioned { thing_name } | Self::Rejected { thing_name, .. } => thing_name.as_deref(),
             Self::Ignored { .. } => None,
         }

@@ -188,11 +188,22 @@ where
                 certificate_status: "NOT_FOUND".to_string(),
             });
         };
-        match &cert.status {
-            CertificateStatus::PendingActivation => {}
-            CertificateStatus::Active => return self.already_active(event, now).await,
-            other => return self.observe(event, other, now).await,
-        }
+        let active = match &cert.status {
+            CertificateStatus::PendingActivation => false,
+            CertificateStatus::Active => match self.inventory.certificate_record(&event.certificate_id).await? {
+                Some(record) if record.status == RecordStatus::Provisioned => {
+                    return Ok(Outcome::AlreadyProvisioned {
+                        thing_name: record.thing_name,
+                    });
+                }
+                // Recorded otherwise (a rejection an operator reversed, an
+                // observation): the record stands.
+                Some(_) => return self.observe(event, &CertificateStatus::Active, None, now).await,
+                // ACTIVE and unknown: provisioned by JITP or by hand.
+                None => true,
+            },
+            other => return self.observe(event, other, None, now).await,
+        };
         let mut verdict = self.verdict(event, &cert, ca.as_deref(), &config, now)?;
         if matches!(verdict, Verdict::Rejected { .. }) && (config_cached || ca_cached) {
             // A rejection cannot be undone (a revoked certificate never comes
@@ -201,14 +212,52 @@ where
             let ((config, _), (ca, _)) = try_join(self.config(true), self.ca(&event.ca_certificate_id, true)).await?;
             verdict = self.verdict(event, &cert, ca.as_deref(), &config, now)?;
         }
+        let jitp = ca.as_ref().is_some_and(|ca| ca.registered.jitp);
         match verdict {
             Verdict::Rejected {
                 rejection,
                 action,
                 record,
-            } => self.reject(&cert, rejection, action, record, None).await,
+            } if !active || jitp => self.reject(&cert, rejection, action, record, None).await,
+            // Made by hand, not by the CA's template: an operator's decision,
+            // recorded with the check it fails, never revoked.
+            Verdict::Rejected { rejection, .. } => {
+                let detail = format!(
+                    "ACTIVE without onboarding; fails {}: {}",
+                    rejection.reason, rejection.detail
+                );
+                self.observe(event, &CertificateStatus::Active, Some(detail), now).await
+            }
+            Verdict::Approved(plan) if active => self.adopt(event, &cert, &plan, now).await,
             Verdict::Approved(plan) => self.provision(&cert, &plan, now).await,
         }
+    }
+
+    /// An ACTIVE certificate that passes every check: recorded as provisioned
+    /// when it is attached to the thing its profile names (what the CA's JITP
+    /// template, rendered from the same profile, makes), observed otherwise.
+    async fn adopt(
+        &self,
+        event: &JitrEvent,
+        cert: &RegisteredCertificate,
+        plan: &ProvisioningPlan,
+        now: i64,
+    ) -> Result<Outcome, ProvisioningError> {
+        let name = plan.thing_name.as_str();
+        let principals = self.things.thing_principals(name).await?.unwrap_or_default();
+        if !principals.iter().any(|arn| arn == &cert.certificate_arn) {
+            let detail = format!("ACTIVE without onboarding; not attached to thing {name}, which its profile names");
+            return self.observe(event, &CertificateStatus::Active, Some(detail), now).await;
+        }
+        // The name is this certificate's from now on, unless another holds it.
+        self.inventory.claim_thing_name(name, &plan.certificate_id).await?;
+        let mut record = CertificateRecord::provisioned(plan, String::new(), now);
+        record.credentials_key = None;
+        record.detail = Some("ACTIVE before onboarding (JITP or made by hand): checked and recorded".into());
+        self.inventory.record_provisioned(&record).await?;
+        Ok(Outcome::Recorded {
+            thing_name: name.to_string(),
+        })
     }
 
     /// The pure part: every check, and the plan if they pass.
@@ -466,20 +515,11 @@ where
         })
     }
 
-    async fn already_active(&self, event: &JitrEvent, now: i64) -> Result<Outcome, ProvisioningError> {
-        match self.inventory.certificate_record(&event.certificate_id).await? {
-            Some(record) if record.status == RecordStatus::Provisioned => Ok(Outcome::AlreadyProvisioned {
-                thing_name: record.thing_name,
-            }),
-            // ACTIVE without our record: activated by other means. Not ours to change.
-            _ => self.observe(event, &CertificateStatus::Active, now).await,
-        }
-    }
-
     async fn observe(
         &self,
         event: &JitrEvent,
         status: &CertificateStatus,
+        detail: Option<String>,
         now: i64,
     ) -> Result<Outcome, ProvisioningError> {
         let mut record = CertificateRecord::bare(
@@ -489,6 +529,7 @@ where
             now,
         );
         record.certificate_status = Some(status.as_str().to_string());
+        record.detail = detail;
         self.inventory.record_observed(&record).await?;
         Ok(Outcome::Ignored {
             certificate_status: status.as_str().to_string(),

@@ -1,4 +1,4 @@
-"""Start ministack for tests and local runs, with two corrections.
+"""Start ministack for tests and local runs, with these corrections.
 
 1. Loopback only. ministack binds its HTTP gateway to BIND_HOST, but its
    MQTT-over-mTLS listener binds 0.0.0.0 whatever is configured. Tests and
@@ -18,13 +18,27 @@
    s3:x-amz-server-side-encryption-aws-kms-key-id that AWS derives from the
    request header, so the bucket's deny-other-key statement would deny every
    put; it is supplied from the header.
+4. Just-in-time provisioning. ministack stores a CA's registrationConfig but
+   registers every device of an auto-registering CA the JITR way. AWS IoT
+   applies the CA's template on the device's first connect instead, with
+   parameters from the certificate's subject, as the role allows, and closes
+   that connection. This does the same with ministack's own template engine
+   (the one its fleet provisioning runs). Whether AWS also publishes the
+   certificate-registered event for such a device is not documented: with
+   ONBOARDING_JITP_EVENTS=1 it is published after the template ran, else not,
+   so that tests cover both.
 """
 
 import asyncio
+import hashlib
+import logging
+import os
+import ssl
 import json
 import asyncio.base_events
 import socket
 import sys
+import time
 import urllib.parse
 
 _WILDCARDS = (None, "", "0.0.0.0", "::", "*")
@@ -103,10 +117,99 @@ def _correct_s3_request_context():
     iam_actions._s3_object_context = _s3_object_context
 
 
+# The JITP parameters AWS IoT takes from a certificate's subject, by OID.
+_SUBJECT_PARAMETERS = {
+    "2.5.4.3": "CommonName",
+    "2.5.4.10": "Organization",
+    "2.5.4.11": "OrganizationalUnit",
+    "2.5.4.5": "SerialNumber",
+    "2.5.4.6": "Country",
+    "2.5.4.8": "StateName",
+    "2.5.4.46": "DistinguishedNameQualifier",
+}
+
+
+def _subject_parameters(cert_pem):
+    from cryptography import x509
+
+    subject = x509.load_pem_x509_certificate(cert_pem.encode("utf-8")).subject
+    parameters = {}
+    for attribute in subject:
+        name = _SUBJECT_PARAMETERS.get(attribute.oid.dotted_string)
+        if name and f"AWS::IoT::Certificate::{name}" not in parameters:
+            parameters[f"AWS::IoT::Certificate::{name}"] = attribute.value
+    return parameters
+
+
+def _emulate_jitp():
+    from ministack.services import iot
+
+    log = logging.getLogger("onboarding.jitp")
+    register = iot._mtls_auto_register
+    publish_events = os.environ.get("ONBOARDING_JITP_EVENTS") == "1"
+
+    async def run_template(account_id, region, ca_id, record, peername):
+        """Applies the CA's template to a PENDING_ACTIVATION certificate; False without one."""
+        with iot.request_scope(account_id, region):
+            config = (iot._ca_certificates.get(ca_id) or {}).get("registrationConfig") or {}
+            body = config.get("templateBody")
+            if not body:
+                return False
+            iot._certificates[record["certificateId"]] = record
+            template = {
+                "templateName": f"jitp-{ca_id[:12]}",
+                "defaultVersionId": 1,
+                "versions": {"1": iot._provisioning_template_version(1, body, time.time())},
+            }
+            cert_id = record["certificateId"]
+            try:
+                parameters = _subject_parameters(record["certificatePem"])
+                plan = iot._provisioning_plan(template, parameters, cert_id)
+                thing = await iot._apply_provisioning_plan(plan, record, config.get("roleArn") or "")
+                log.info("JITP: certificate %s provisioned as %s under CA %s", cert_id, thing, ca_id)
+            except iot._ProvisioningRejected as e:
+                # The certificate stays PENDING_ACTIVATION: the device does not get in.
+                log.warning("JITP: certificate %s under CA %s not provisioned: %s", cert_id, ca_id, e.reply[1])
+            except Exception:  # noqa: BLE001 - an emulator bug must not pass for a JITR device
+                log.exception("JITP: certificate %s under CA %s: the template could not be applied", cert_id, ca_id)
+            if publish_events:
+                source_ip = peername[0] if isinstance(peername, tuple) and peername else None
+                await iot._publish_certificate_registered(
+                    account_id, region, iot._certificates[cert_id], source_ip, None
+                )
+        return True
+
+    async def auto_register(der, peername, server_name=None):
+        cert_id = hashlib.sha256(der).hexdigest()
+        held = iot._mtls_active_registrations(cert_id, status=None)
+        if len(held) == 1 and held[0][2].get("status") == "PENDING_ACTIVATION":
+            # JITP failed on an earlier connect: AWS tries the template again.
+            account_id, region, record = held[0]
+            ca_id = record.get("caCertificateId")
+            if iot._mtls_auto_registering_ca(account_id, region, ca_id, server_name) is not None and await run_template(
+                account_id, region, ca_id, record, peername
+            ):
+                return True
+        if held:
+            return await register(der, peername, server_name)
+        cert_pem = ssl.DER_cert_to_PEM_cert(der)
+        signers = await asyncio.to_thread(iot._mtls_auto_registering_signers, cert_pem, server_name)
+        if len(signers) == 1:
+            account_id, region, ca_id = signers[0]
+            with iot.request_scope(account_id, region):
+                record = iot._certificate_record(cert_id, cert_pem, "PENDING_ACTIVATION", ca_id)
+            if await run_template(account_id, region, ca_id, record, peername):
+                return True
+        return await register(der, peername, server_name)
+
+    iot._mtls_auto_register = auto_register
+
+
 if __name__ == "__main__":
     # Before ministack.app is imported: it binds pin_request_origin at import.
     _correct_iot_resources()
     _correct_s3_request_context()
+    _emulate_jitp()
     from ministack.app import main
 
     sys.argv = ["ministack"]
