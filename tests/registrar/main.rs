@@ -4,6 +4,7 @@
 
 #![recursion_limit = "256"]
 
+mod adoption;
 mod common;
 mod provisioning;
 mod rejections;
