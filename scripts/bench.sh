@@ -6,6 +6,8 @@
 #   - rounds-bench: sequential rounds of AWS calls per provisioning (emulator);
 #   - cold-start:   init time, first-event latency and peak RSS of the binary
 #                   under a local Lambda Runtime API (emulator);
+#   - hook-bench:   answer time and DynamoDB rounds of the fleet-provisioning hook
+#                   (emulator, through a delaying proxy);
 #   - rotation-scan: items read and capacity consumed by the rotation run's
 #                    expiry scan and by a whole run, for inventories of several
 #                    sizes with the same number of expiring certificates (emulator).
@@ -16,7 +18,8 @@
 #
 # Options of the benchmarks can be passed through the environment:
 #   CHECK_ITERATIONS (2000), ROUNDS_LATENCY_MS (50), ROUNDS_DEVICES (10), COLD_RUNS (5),
-#   MINT_P256 (5000), MINT_RSA (200), ROTATION_SIZES (10000,100000), ROTATION_EXPIRING (100).
+#   MINT_P256 (5000), MINT_RSA (200), ROTATION_SIZES (10000,100000), ROTATION_EXPIRING (100),
+#   HOOK_LATENCY_MS (50), HOOK_REQUESTS (20).
 #
 # cargo-lambda is looked for on PATH and in .venv/bin; `scripts/setup-python.sh --lambda`
 # installs the pinned version (scripts/requirements-lambda.txt) into .venv.
@@ -152,6 +155,10 @@ echo "==> rounds-bench"
 echo
 echo "==> cold-start"
 "$release/cold-start" --binary "$binary" --runs "${COLD_RUNS:-5}"
+
+echo
+echo "==> hook-bench"
+"$release/hook-bench" --latency-ms "${HOOK_LATENCY_MS:-50}" --requests "${HOOK_REQUESTS:-20}"
 
 echo
 echo "==> rotation-scan"
