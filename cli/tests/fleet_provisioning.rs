@@ -5,9 +5,12 @@
 //!
 //! Needs the functions' Lambda zips (`scripts/test.sh` builds them).
 
+mod common;
+
 use std::path::Path;
 
 use assert_cmd::Command;
+use common::Error;
 use onboarding_aws::DynamoInventory;
 use onboarding_domain::DeviceProfile;
 use onboarding_domain::fleet_provisioning::{FLEET_PROVISIONING_CA, render_template};
@@ -18,7 +21,6 @@ use onboarding_test_support::world::certificate_status;
 use serde_json::Value;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-type Error = Box<dyn std::error::Error + Send + Sync>;
 
 struct Cli<'a> {
     emulator: &'a Emulator,
@@ -28,14 +30,7 @@ struct Cli<'a> {
 
 impl Cli<'_> {
     fn onboard(&self) -> Result<Command, Error> {
-        let mut cmd = Command::cargo_bin("onboard")?;
-        cmd.env_remove("AWS_PROFILE")
-            .env("AWS_ENDPOINT_URL", &self.emulator.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("ONBOARD_TABLE", &self.table);
-        Ok(cmd)
+        common::onboard_at(&self.emulator.endpoint, &self.table)
     }
 
     fn provision(

@@ -16,10 +16,13 @@
 //!
 //! Needs the functions' Lambda zips (`scripts/test.sh` builds them).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use assert_cmd::Command;
+use common::Error;
 use onboarding_aws::DynamoInventory;
 use onboarding_domain::RecordStatus;
 use onboarding_domain::ports::Inventory;
@@ -28,7 +31,6 @@ use onboarding_test_support::world::certificate_status;
 use serde_json::Value;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-type Error = Box<dyn std::error::Error + Send + Sync>;
 
 struct Jitp {
     emulator: Emulator,
@@ -70,15 +72,7 @@ impl Jitp {
     }
 
     fn onboard(&self) -> Result<Command, Error> {
-        let mut cmd = Command::cargo_bin("onboard")?;
-        cmd.env_remove("AWS_PROFILE")
-            .env("AWS_ENDPOINT_URL", &self.emulator.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("ONBOARD_TABLE", &self.table)
-            .timeout(Duration::from_secs(300));
-        Ok(cmd)
+        common::onboard_at(&self.emulator.endpoint, &self.table)
     }
 
     /// A profile with a mapped attribute, a JITP CA bound to it; returns the CA id.

@@ -7,11 +7,14 @@
 //!
 //! Needs the functions' Lambda zips (`scripts/test.sh` builds them).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
+use common::Error;
 use onboarding_aws::{ConfigAdmin, DynamoInventory};
 use onboarding_domain::DeviceProfile;
 use onboarding_domain::rotation::{Rotation, RotationInventory, RotationState};
@@ -21,7 +24,6 @@ use onboarding_test_support::{DeviceCert, TestCa};
 use serde_json::{Value, json};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The stack, a CA bound to a rotating profile, and onboarded devices.
 struct Fleet {
@@ -93,15 +95,7 @@ impl Fleet {
     }
 
     fn onboard(&self) -> Result<Command, Error> {
-        let mut cmd = Command::cargo_bin("onboard")?;
-        cmd.env_remove("AWS_PROFILE")
-            .env("AWS_ENDPOINT_URL", &self.emulator.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("ONBOARD_TABLE", &self.table)
-            .timeout(Duration::from_secs(300));
-        Ok(cmd)
+        common::onboard_at(&self.emulator.endpoint, &self.table)
     }
 
     /// `onboard device connect --dir DIR`: every device must get in and publish.

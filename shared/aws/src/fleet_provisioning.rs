@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use onboarding_domain::fleet_provisioning::{AllowEntry, HookInventory};
 use onboarding_domain::ports::{Inventory, PortResult};
 use onboarding_domain::time_fmt::rfc3339;
@@ -26,6 +26,14 @@ pub fn allow_pk(serial: &str) -> String {
 
 /// Who wrote a fleet-provisioning record.
 pub const RECORDED_BY: &str = "provisioning-hook";
+
+fn invalid(e: aws_sdk_dynamodb::error::BuildError) -> onboarding_domain::PortError {
+    onboarding_domain::PortError::new(
+        "BatchWriteItem",
+        onboarding_domain::PortErrorKind::Invalid,
+        e.to_string(),
+    )
+}
 
 fn parse_entry(item: &HashMap<String, AttributeValue>) -> Option<AllowEntry> {
     Some(AllowEntry {
@@ -64,33 +72,20 @@ impl DynamoInventory {
     /// # Errors
     /// SDK failures, classified.
     pub async fn allow_serials(&self, serials: &[String], profile: Option<&str>, now: i64) -> PortResult<()> {
-        for chunk in serials.chunks(25) {
-            let mut requests = Vec::with_capacity(chunk.len());
-            for serial in chunk {
-                let mut put = aws_sdk_dynamodb::types::PutRequest::builder()
-                    .item("pk", s(allow_pk(serial)))
-                    .item("sk", s(ALLOW_SK))
-                    .item("serial", s(serial))
-                    .item("addedAt", s(rfc3339(now)));
-                if let Some(profile) = profile {
-                    put = put.item("profile", s(profile));
-                }
-                let put = put.build().map_err(|e| {
-                    onboarding_domain::PortError::new(
-                        "BatchWriteItem",
-                        onboarding_domain::PortErrorKind::Invalid,
-                        e.to_string(),
-                    )
-                })?;
-                requests.push(
-                    aws_sdk_dynamodb::types::WriteRequest::builder()
-                        .put_request(put)
-                        .build(),
-                );
+        self.write_serials(serials, |serial| {
+            let mut put = PutRequest::builder()
+                .item("pk", s(allow_pk(serial)))
+                .item("sk", s(ALLOW_SK))
+                .item("serial", s(serial))
+                .item("addedAt", s(rfc3339(now)));
+            if let Some(profile) = profile {
+                put = put.item("profile", s(profile));
             }
-            self.batch_write(requests).await?;
-        }
-        Ok(())
+            Ok(WriteRequest::builder()
+                .put_request(put.build().map_err(invalid)?)
+                .build())
+        })
+        .await
     }
 
     /// Takes serials off the allow-list (absent ones are ignored).
@@ -98,32 +93,34 @@ impl DynamoInventory {
     /// # Errors
     /// SDK failures, classified.
     pub async fn disallow_serials(&self, serials: &[String]) -> PortResult<()> {
+        self.write_serials(serials, |serial| {
+            let delete = DeleteRequest::builder()
+                .key("pk", s(allow_pk(serial)))
+                .key("sk", s(ALLOW_SK))
+                .build()
+                .map_err(invalid)?;
+            Ok(WriteRequest::builder().delete_request(delete).build())
+        })
+        .await
+    }
+
+    /// One write per serial, 25 per BatchWriteItem.
+    async fn write_serials(
+        &self,
+        serials: &[String],
+        write: impl Fn(&str) -> PortResult<WriteRequest>,
+    ) -> PortResult<()> {
         for chunk in serials.chunks(25) {
-            let mut requests = Vec::with_capacity(chunk.len());
-            for serial in chunk {
-                let delete = aws_sdk_dynamodb::types::DeleteRequest::builder()
-                    .key("pk", s(allow_pk(serial)))
-                    .key("sk", s(ALLOW_SK))
-                    .build()
-                    .map_err(|e| {
-                        onboarding_domain::PortError::new(
-                            "BatchWriteItem",
-                            onboarding_domain::PortErrorKind::Invalid,
-                            e.to_string(),
-                        )
-                    })?;
-                requests.push(
-                    aws_sdk_dynamodb::types::WriteRequest::builder()
-                        .delete_request(delete)
-                        .build(),
-                );
-            }
+            let requests = chunk
+                .iter()
+                .map(|serial| write(serial))
+                .collect::<PortResult<Vec<_>>>()?;
             self.batch_write(requests).await?;
         }
         Ok(())
     }
 
-    async fn batch_write(&self, mut requests: Vec<aws_sdk_dynamodb::types::WriteRequest>) -> PortResult<()> {
+    async fn batch_write(&self, mut requests: Vec<WriteRequest>) -> PortResult<()> {
         let mut attempt = 0u32;
         while !requests.is_empty() {
             let output = self

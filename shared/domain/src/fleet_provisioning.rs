@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 use crate::certificate::{Certificate, Subject, SubjectField};
 use crate::checks::{approve_subject, check_extensions, check_key, check_validity};
 use crate::config::OnboardingConfig;
-use crate::jitp::CERTIFICATE_ID_PARAMETER;
+use crate::jitp::{CERTIFICATE_ID_PARAMETER, template_document};
 use crate::ports::PortResult;
 use crate::profile::{DeviceProfile, ProfileError};
 use crate::reason::{RejectReason, Rejection};
@@ -110,29 +110,13 @@ pub fn render_template(profile: &DeviceProfile) -> Result<Value, ProfileError> {
         overrides.insert("ThingGroups".into(), json!("DO_NOTHING"));
     }
     parameters.insert(CERTIFICATE_ID_PARAMETER.into(), string());
-    let mut thing = Map::new();
-    thing.insert("Type".into(), json!("AWS::IoT::Thing"));
-    if !overrides.is_empty() {
-        thing.insert("OverrideSettings".into(), Value::Object(overrides));
-    }
-    thing.insert("Properties".into(), Value::Object(properties));
-    Ok(json!({
-        "Parameters": parameters,
-        "Resources": {
-            "thing": thing,
-            "certificate": {
-                "Type": "AWS::IoT::Certificate",
-                "Properties": {
-                    "CertificateId": reference(CERTIFICATE_ID_PARAMETER),
-                    "Status": "Active"
-                }
-            },
-            "policy": {
-                "Type": "AWS::IoT::Policy",
-                "Properties": { "PolicyName": reference(POLICY_PARAMETER) }
-            }
-        }
-    }))
+    Ok(template_document(
+        parameters,
+        properties,
+        overrides,
+        reference(POLICY_PARAMETER),
+        "Active",
+    ))
 }
 
 /// What AWS IoT sends the pre-provisioning hook.

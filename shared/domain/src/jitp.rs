@@ -152,30 +152,7 @@ pub fn render(profile: &DeviceProfile) -> Result<Rendered, JitpError> {
         properties.insert("ThingGroups".into(), json!(profile.thing_groups));
         overrides.insert("ThingGroups".into(), json!("DO_NOTHING"));
     }
-    let mut thing = Map::new();
-    thing.insert("Type".into(), json!("AWS::IoT::Thing"));
-    if !overrides.is_empty() {
-        thing.insert("OverrideSettings".into(), Value::Object(overrides));
-    }
-    thing.insert("Properties".into(), Value::Object(properties));
-
-    let template = json!({
-        "Parameters": parameters,
-        "Resources": {
-            "thing": thing,
-            "certificate": {
-                "Type": "AWS::IoT::Certificate",
-                "Properties": {
-                    "CertificateId": reference(CERTIFICATE_ID_PARAMETER),
-                    "Status": "ACTIVE"
-                }
-            },
-            "policy": {
-                "Type": "AWS::IoT::Policy",
-                "Properties": { "PolicyName": profile.policy_name }
-            }
-        }
-    });
+    let template = template_document(parameters, properties, overrides, json!(profile.policy_name), "ACTIVE");
     let rendered = Rendered {
         template,
         warnings: warnings(profile),
@@ -189,6 +166,41 @@ pub fn render(profile: &DeviceProfile) -> Result<Rendered, JitpError> {
         });
     }
     Ok(rendered)
+}
+
+/// A provisioning template of one thing (with its override settings when
+/// any), the certificate set to `status`, and one policy: the shape both the
+/// JITP and the fleet-provisioning templates take.
+pub(crate) fn template_document(
+    parameters: Map<String, Value>,
+    thing_properties: Map<String, Value>,
+    overrides: Map<String, Value>,
+    policy_name: Value,
+    status: &str,
+) -> Value {
+    let mut thing = Map::new();
+    thing.insert("Type".into(), json!("AWS::IoT::Thing"));
+    if !overrides.is_empty() {
+        thing.insert("OverrideSettings".into(), Value::Object(overrides));
+    }
+    thing.insert("Properties".into(), Value::Object(thing_properties));
+    json!({
+        "Parameters": parameters,
+        "Resources": {
+            "thing": thing,
+            "certificate": {
+                "Type": "AWS::IoT::Certificate",
+                "Properties": {
+                    "CertificateId": reference(CERTIFICATE_ID_PARAMETER),
+                    "Status": status
+                }
+            },
+            "policy": {
+                "Type": "AWS::IoT::Policy",
+                "Properties": { "PolicyName": policy_name }
+            }
+        }
+    })
 }
 
 /// What the registrar would do for this profile that IoT's JITP does not.
