@@ -171,19 +171,7 @@ impl Jitp {
     }
 
     async fn reconcile(&self, now: time::OffsetDateTime) -> Result<Value, Error> {
-        let lambda = aws_sdk_lambda::Client::new(&self.sdk);
-        let time = now.format(&time::format_description::well_known::Rfc3339)?;
-        let out = lambda
-            .invoke()
-            .function_name(self.deployed.output("ReconcilerFunctionName")?)
-            .payload(aws_sdk_lambda::primitives::Blob::new(
-                serde_json::json!({"source": "aws.events", "time": time}).to_string(),
-            ))
-            .send()
-            .await?;
-        let payload: Value = serde_json::from_slice(out.payload.as_ref().map(|b| b.as_ref()).unwrap_or(b"null"))?;
-        assert!(out.function_error.is_none(), "reconciler failed: {payload}");
-        Ok(payload)
+        common::run_scheduled(&self.sdk, self.deployed.output("ReconcilerFunctionName")?, now).await
     }
 
     fn inventory(&self) -> DynamoInventory {

@@ -126,19 +126,7 @@ impl Fleet {
 
     /// Invokes the deployed rotator with a scheduled event as of `now`.
     async fn rotate(&self, now: time::OffsetDateTime) -> Result<Value, Error> {
-        let lambda = aws_sdk_lambda::Client::new(&self.sdk);
-        let time = now.format(&time::format_description::well_known::Rfc3339)?;
-        let out = lambda
-            .invoke()
-            .function_name(&self.rotator)
-            .payload(aws_sdk_lambda::primitives::Blob::new(
-                json!({"detail-type": "Scheduled Event", "source": "aws.events", "time": time}).to_string(),
-            ))
-            .send()
-            .await?;
-        let payload: Value = serde_json::from_slice(out.payload.as_ref().map(|b| b.as_ref()).unwrap_or(b"null"))?;
-        assert!(out.function_error.is_none(), "rotator failed: {payload}");
-        Ok(payload)
+        common::run_scheduled(&self.sdk, &self.rotator, now).await
     }
 
     fn inventory(&self) -> DynamoInventory {
