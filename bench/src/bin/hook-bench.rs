@@ -125,7 +125,7 @@ async fn run() -> BenchResult {
     for (kind, payload) in jobs {
         proxy.clear();
         let started = Instant::now();
-        let (response, outcome) = provisioning_hook::handle(&hook, settings.budget, &payload, now).await;
+        let (response, outcome) = provisioning_hook::handle(&hook, settings.budget, payload, now).await;
         let elapsed = started.elapsed();
         let expected = kind != 2;
         if response.allow_provisioning != expected {

@@ -77,8 +77,8 @@ pub fn build_hook(settings: &Settings, sdk: &aws_config::SdkConfig) -> AwsHook {
 /// Handles one invocation: a malformed request or one not decided within
 /// the budget is refused, never an error (an error is also a refusal to AWS
 /// IoT, but says less in the logs).
-pub async fn handle(hook: &AwsHook, budget: Duration, payload: &Value, now: i64) -> (HookResponse, HookOutcome) {
-    let request: HookRequest = match serde_json::from_value(payload.clone()) {
+pub async fn handle(hook: &AwsHook, budget: Duration, payload: Value, now: i64) -> (HookResponse, HookOutcome) {
+    let request: HookRequest = match serde_json::from_value(payload) {
         Ok(request) => request,
         Err(e) => {
             let outcome = HookOutcome::Unavailable(format!("malformed hook request: {e}"));

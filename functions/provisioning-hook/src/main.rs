@@ -14,7 +14,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (hook, settings) = (&hook, &settings);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let (response, outcome) = provisioning_hook::handle(hook, settings.budget, &event.payload, now).await;
+        let (response, outcome) = provisioning_hook::handle(hook, settings.budget, event.payload, now).await;
         onboarding_lambda::emit(&provisioning_hook::outcome_metrics(
             &settings.metrics_namespace,
             &outcome,

@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 
 use crate::certificate::{Certificate, Subject, SubjectField};
 use crate::checks::{approve_subject, check_extensions, check_key, check_validity};
-use crate::config::OnboardingConfig;
+use crate::config::{ConfigCache, OnboardingConfig};
 use crate::jitp::{CERTIFICATE_ID_PARAMETER, template_document};
 use crate::ports::PortResult;
 use crate::profile::{DeviceProfile, ProfileError};
@@ -455,39 +455,22 @@ impl Default for HookSettings {
 /// The name the default profile goes by when the environment defines none.
 pub const DEFAULT_PROFILE_NAME: &str = "default";
 
-type CachedConfig = Option<(std::time::Instant, std::sync::Arc<OnboardingConfig>)>;
-
 /// The pre-provisioning hook: one allow-list read, the configuration (cached
 /// for a short TTL), the decision, and on success one conditional write.
 pub struct ProvisioningHook<I> {
     inventory: I,
     settings: HookSettings,
-    config: futures::lock::Mutex<CachedConfig>,
+    config: ConfigCache,
 }
 
 impl<I: HookInventory> ProvisioningHook<I> {
     pub fn new(inventory: I, settings: HookSettings) -> Self {
+        let default_profile = settings.default_profile.clone().map(|profile| (profile, Vec::new()));
         Self {
+            config: ConfigCache::new(settings.cache_ttl, default_profile),
             inventory,
             settings,
-            config: futures::lock::Mutex::new(None),
         }
-    }
-
-    async fn config(&self) -> PortResult<std::sync::Arc<OnboardingConfig>> {
-        let mut cached = self.config.lock().await;
-        if let Some((at, config)) = cached.as_ref()
-            && at.elapsed() < self.settings.cache_ttl
-        {
-            return Ok(config.clone());
-        }
-        let mut config = self.inventory.load_config().await?;
-        if let Some(profile) = &self.settings.default_profile {
-            config.merge_default(profile.clone(), &[]);
-        }
-        let config = std::sync::Arc::new(config);
-        *cached = Some((std::time::Instant::now(), config.clone()));
-        Ok(config)
     }
 
     /// Decides one request; never fails: anything but a clean allow refuses.
@@ -496,8 +479,11 @@ impl<I: HookInventory> ProvisioningHook<I> {
             Ok(serial) => serial,
             Err(refusal) => return HookOutcome::Refused(refusal),
         };
-        let (entry, config) = match futures::join!(self.inventory.allow_entry(serial), self.config()) {
-            (Ok(entry), Ok(config)) => (entry, config),
+        let (entry, config) = match futures::join!(
+            self.inventory.allow_entry(serial),
+            self.config.get(false, || self.inventory.load_config())
+        ) {
+            (Ok(entry), Ok((config, _))) => (entry, config),
             (Err(e), _) | (_, Err(e)) => return HookOutcome::Unavailable(e.to_string()),
         };
         let default_profile = self

@@ -26,7 +26,7 @@ use futures::lock::Mutex;
 
 use crate::certificate::Certificate;
 use crate::checks::{CaVerdict, CheckContext, check_ca, check_device_certificate};
-use crate::config::OnboardingConfig;
+use crate::config::{ConfigCache, OnboardingConfig};
 use crate::event::JitrEvent;
 use crate::plan::ProvisioningPlan;
 use crate::ports::{
@@ -115,8 +115,6 @@ struct CachedCa {
     parsed: Result<Certificate, String>,
 }
 
-type Cached<T> = Option<(Instant, Arc<T>)>;
-
 /// The registrar, generic over its ports.
 pub struct Registrar<C, T, S, I> {
     certificates: C,
@@ -124,7 +122,7 @@ pub struct Registrar<C, T, S, I> {
     credentials: S,
     inventory: I,
     settings: RegistrarSettings,
-    config_cache: Mutex<Cached<OnboardingConfig>>,
+    config: ConfigCache,
     ca_cache: Mutex<HashMap<String, (Instant, Arc<CachedCa>)>>,
 }
 
@@ -152,8 +150,8 @@ where
             things,
             credentials,
             inventory,
+            config: ConfigCache::new(settings.cache_ttl, settings.default_profile.clone()),
             settings,
-            config_cache: Mutex::new(None),
             ca_cache: Mutex::new(HashMap::new()),
         }
     }
@@ -539,20 +537,7 @@ where
     /// The configuration, and whether it came from the cache; `fresh`
     /// bypasses the cache (and refills it).
     async fn config(&self, fresh: bool) -> Result<(Arc<OnboardingConfig>, bool), ProvisioningError> {
-        let mut cached = self.config_cache.lock().await;
-        if !fresh
-            && let Some((at, config)) = cached.as_ref()
-            && at.elapsed() < self.settings.cache_ttl
-        {
-            return Ok((config.clone(), true));
-        }
-        let mut config = self.inventory.load_config().await?;
-        if let Some((profile, cas)) = &self.settings.default_profile {
-            config.merge_default(profile.clone(), cas);
-        }
-        let config = Arc::new(config);
-        *cached = Some((Instant::now(), config.clone()));
-        Ok((config, false))
+        Ok(self.config.get(fresh, || self.inventory.load_config()).await?)
     }
 
     /// The CA's description, and whether it came from the cache; `fresh`

@@ -37,7 +37,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::{try_join, try_join_all};
@@ -45,7 +44,7 @@ use futures::lock::Mutex;
 use serde::{Deserialize, Deserializer};
 
 use crate::certificate::{Certificate, CertificateRequest};
-use crate::config::OnboardingConfig;
+use crate::config::{ConfigCache, OnboardingConfig};
 use crate::ports::{
     CertificateStatus, Inventory, NameClaim, PortError, PortErrorKind, PortResult, RegisteredCertificate,
 };
@@ -148,8 +147,7 @@ fn race(r: &Rotation) -> RotationError {
 
 type Profiles = HashMap<String, DeviceProfile>;
 
-/// Valid profiles by name. [`OnboardingConfig`] exposes profiles only through
-/// the CAs bound to them, so a profile bound to no CA counts as gone here.
+/// Valid profiles by name, the environment's default among them.
 fn profiles_of(config: &OnboardingConfig, default_profile: Option<&(DeviceProfile, Vec<String>)>) -> Profiles {
     // Every valid profile counts, bound or not: unbinding a CA stops
     // onboarding, not the rotation of devices already onboarded.
@@ -174,32 +172,24 @@ async fn load_profiles<I: Inventory>(
     Ok(profiles_of(&config, default_profile))
 }
 
-/// Profiles cached in the container for a short TTL (the event handlers).
+/// Profiles from the configuration cached in the container for a short TTL
+/// (the event handlers).
 struct ProfileCache {
-    ttl: Duration,
+    config: ConfigCache,
     default_profile: Option<(DeviceProfile, Vec<String>)>,
-    cached: Mutex<Option<(Instant, Arc<Profiles>)>>,
 }
 
 impl ProfileCache {
     fn new(ttl: Duration, default_profile: Option<(DeviceProfile, Vec<String>)>) -> Self {
         Self {
-            ttl,
+            config: ConfigCache::new(ttl, default_profile.clone()),
             default_profile,
-            cached: Mutex::new(None),
         }
     }
 
-    async fn get<I: Inventory>(&self, inventory: &I) -> Result<Arc<Profiles>, RotationError> {
-        let mut cached = self.cached.lock().await;
-        if let Some((at, profiles)) = cached.as_ref()
-            && at.elapsed() < self.ttl
-        {
-            return Ok(profiles.clone());
-        }
-        let profiles = Arc::new(load_profiles(inventory, self.default_profile.as_ref()).await?);
-        *cached = Some((Instant::now(), profiles.clone()));
-        Ok(profiles)
+    async fn get<I: Inventory>(&self, inventory: &I) -> Result<Profiles, RotationError> {
+        let (config, _) = self.config.get(false, || inventory.load_config()).await?;
+        Ok(profiles_of(&config, self.default_profile.as_ref()))
     }
 
     /// The profile's policy; the default policy when the profile is gone (an
@@ -1760,6 +1750,8 @@ mod tests {
     use std::sync::{Mutex as StdMutex, MutexGuard, PoisonError};
 
     use onboarding_test_support::rcgen;
+
+    use std::sync::Arc;
 
     use super::*;
     use crate::rotation::{IssuedCertificate, JobExecution, Page};
