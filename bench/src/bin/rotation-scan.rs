@@ -9,7 +9,7 @@
 //!   days)` paged to the end, its `ScanStats` summed;
 //! - a whole `Rotator::run(now)`, built as the `cert-rotator` Lambda builds it
 //!   (`build_rotator`), with the world's profile given a 30-day rotation
-//!   window; its scans read from `scan_totals()` before and after, and every
+//!   window; its scans counted by `take_scan_totals()` (reset before it), and every
 //!   request it makes counted by a recording proxy (no added latency). The
 //!   certificates do not exist in IoT, so the rotator skips them as inactive
 //!   after the per-candidate lookups: what is measured is the reading.
@@ -40,7 +40,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use cert_rotator::FromEnv;
 use futures::{StreamExt, TryStreamExt};
 use onboarding_aws::dynamodb::{CERTIFICATE_SK, certificate_pk, expiry_shard};
-use onboarding_aws::{DynamoInventory, ScanStats, scan_totals};
+use onboarding_aws::{DynamoInventory, ScanStats, take_scan_totals};
 use onboarding_bench::{Args, BenchError, BenchResult, Table, f, ms, operation_name};
 use onboarding_domain::ports::Inventory;
 use onboarding_domain::rotator::RunReport;
@@ -434,16 +434,6 @@ fn plus(a: &ScanStats, b: &ScanStats) -> ScanStats {
     }
 }
 
-fn minus(a: &ScanStats, b: &ScanStats) -> ScanStats {
-    ScanStats {
-        queries: a.queries - b.queries,
-        index_items: a.index_items - b.index_items,
-        batch_gets: a.batch_gets - b.batch_gets,
-        items_fetched: a.items_fetched - b.items_fetched,
-        capacity_units: a.capacity_units - b.capacity_units,
-    }
-}
-
 /// Capacity of scans by DynamoDB's rules: each Query at least one 4 KB read
 /// unit (exact while no Query reads more than 4 KB of entries, which
 /// [`Measured::queries_under_4kb`] tells), each fetched item its own 4 KB
@@ -638,11 +628,12 @@ async fn measure(size: usize, options: &Options) -> BenchResult<Measured> {
     ]);
     let settings = cert_rotator::Settings::from_lookup(|k| env.get(k).cloned())?;
     let rotator = cert_rotator::build_rotator(&settings, &sdk_config_for(&proxy.endpoint()).await);
-    let totals_before = scan_totals();
+    // The run's scans alone: what came before is dropped.
+    take_scan_totals();
     let started = Instant::now();
     let run = rotator.run(now).await?;
     let run_time = started.elapsed();
-    let run_scans = minus(&scan_totals(), &totals_before);
+    let run_scans = take_scan_totals();
     let mut run_requests = BTreeMap::new();
     for request in proxy.requests() {
         *run_requests.entry(operation_name(&request)).or_insert(0) += 1;

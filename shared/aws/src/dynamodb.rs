@@ -30,7 +30,7 @@ use onboarding_domain::{
     RejectReason,
 };
 
-use crate::error::{classify, service_code};
+use crate::error::{classify, is_conditional_failure};
 
 /// Partition of configuration items.
 pub const CONFIG_PK: &str = "CONFIG";
@@ -145,7 +145,7 @@ impl DynamoInventory {
         }
         match request.send().await {
             Ok(_) => Ok(true),
-            Err(e) if service_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
             Err(e) => Err(classify("PutItem", e)),
         }
     }
@@ -401,7 +401,7 @@ impl Inventory for DynamoInventory {
             .await;
         match result {
             Ok(_) => Ok(NameClaim::Claimed),
-            Err(e) if service_code(&e) == Some("ConditionalCheckFailedException") => {
+            Err(e) if is_conditional_failure(&e) => {
                 let holder = match e.as_service_error() {
                     Some(PutItemError::ConditionalCheckFailedException(c)) => c
                         .item()
@@ -433,7 +433,7 @@ impl Inventory for DynamoInventory {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e) if service_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
             Err(e) => Err(classify("UpdateItem", e)),
         }
     }
@@ -451,7 +451,7 @@ impl Inventory for DynamoInventory {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if service_code(&e) == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()),
             Err(e) => Err(classify("DeleteItem", e)),
         }
     }

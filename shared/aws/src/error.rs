@@ -58,6 +58,26 @@ pub fn service_code<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) 
     }
 }
 
+/// A DynamoDB condition that did not hold.
+pub(crate) fn is_conditional_failure<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    service_code(error) == Some("ConditionalCheckFailedException")
+}
+
+/// The resource named by the request does not exist.
+pub(crate) fn is_not_found<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    service_code(error) == Some("ResourceNotFoundException")
+}
+
+/// A request or answer that cannot be used as it is.
+pub(crate) fn invalid(operation: &'static str, detail: impl Into<String>) -> PortError {
+    PortError::new(operation, PortErrorKind::Invalid, detail)
+}
+
+/// An answer without a field the adapter needs.
+pub(crate) fn incomplete(operation: &'static str, field: &str) -> PortError {
+    invalid(operation, format!("response has no {field}"))
+}
+
 /// Classifies an SDK error for `operation`.
 pub fn classify<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> PortError
 where

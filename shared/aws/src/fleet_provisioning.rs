@@ -14,7 +14,7 @@ use onboarding_domain::time_fmt::rfc3339;
 use onboarding_domain::{CertificateRecord, OnboardingConfig};
 
 use crate::dynamodb::{DynamoInventory, get_s, s};
-use crate::error::classify;
+use crate::error::{classify, invalid};
 
 /// Sort key of allow-list items.
 pub const ALLOW_SK: &str = "ALLOW";
@@ -27,12 +27,8 @@ pub fn allow_pk(serial: &str) -> String {
 /// Who wrote a fleet-provisioning record.
 pub const RECORDED_BY: &str = "provisioning-hook";
 
-fn invalid(e: aws_sdk_dynamodb::error::BuildError) -> onboarding_domain::PortError {
-    onboarding_domain::PortError::new(
-        "BatchWriteItem",
-        onboarding_domain::PortErrorKind::Invalid,
-        e.to_string(),
-    )
+fn unbuildable(e: aws_sdk_dynamodb::error::BuildError) -> onboarding_domain::PortError {
+    invalid("BatchWriteItem", e.to_string())
 }
 
 fn parse_entry(item: &HashMap<String, AttributeValue>) -> Option<AllowEntry> {
@@ -82,7 +78,7 @@ impl DynamoInventory {
                 put = put.item("profile", s(profile));
             }
             Ok(WriteRequest::builder()
-                .put_request(put.build().map_err(invalid)?)
+                .put_request(put.build().map_err(unbuildable)?)
                 .build())
         })
         .await
@@ -98,7 +94,7 @@ impl DynamoInventory {
                 .key("pk", s(allow_pk(serial)))
                 .key("sk", s(ALLOW_SK))
                 .build()
-                .map_err(invalid)?;
+                .map_err(unbuildable)?;
             Ok(WriteRequest::builder().delete_request(delete).build())
         })
         .await

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 
 use aws_sdk_iot::Client;
 use aws_sdk_iot::types::{AttributePayload, ThingPrincipalType};
+use onboarding_domain::ProvisioningPlan;
 use onboarding_domain::ports::{
     CertificateRegistry, CertificateStatus, ExistingThing, PortResult, RegisteredCa, RegisteredCertificate,
     ThingCreation, ThingRegistry,
 };
-use onboarding_domain::{PortError, PortErrorKind, ProvisioningPlan};
 
-use crate::error::{classify, service_code};
+use crate::error::{classify, incomplete, is_not_found, service_code};
 
 /// IoT control-plane calls behind the certificate and thing ports.
 #[derive(Debug, Clone)]
@@ -26,16 +26,6 @@ impl IotAdapter {
     pub fn client(&self) -> &Client {
         &self.client
     }
-}
-
-fn not_found<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
-    e: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
-) -> bool {
-    service_code(e) == Some("ResourceNotFoundException")
-}
-
-fn incomplete(operation: &'static str, field: &str) -> PortError {
-    PortError::new(operation, PortErrorKind::Invalid, format!("response has no {field}"))
 }
 
 fn attribute_payload(attributes: &BTreeMap<String, String>, merge: bool) -> AttributePayload {
@@ -56,7 +46,7 @@ impl CertificateRegistry for IotAdapter {
             .await
         {
             Ok(output) => output,
-            Err(e) if not_found(&e) => return Ok(None),
+            Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(classify(OP, e)),
         };
         let d = output
@@ -81,7 +71,7 @@ impl CertificateRegistry for IotAdapter {
             .await
         {
             Ok(output) => output,
-            Err(e) if not_found(&e) => return Ok(None),
+            Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(classify(OP, e)),
         };
         let jitp = output.registration_config.as_ref().is_some_and(|c| {
@@ -137,7 +127,7 @@ impl ThingRegistry for IotAdapter {
                 attributes: output.attributes.unwrap_or_default().into_iter().collect(),
                 billing_group: output.billing_group_name,
             })),
-            Err(e) if not_found(&e) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(classify("DescribeThing", e)),
         }
     }
@@ -177,7 +167,7 @@ impl ThingRegistry for IotAdapter {
                 .await
             {
                 Ok(page) => page,
-                Err(e) if not_found(&e) => return Ok(None),
+                Err(e) if is_not_found(&e) => return Ok(None),
                 Err(e) => return Err(classify("ListThingPrincipals", e)),
             };
             principals.extend(page.principals.unwrap_or_default());

@@ -27,15 +27,15 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+use onboarding_domain::CertificateRecord;
 use onboarding_domain::ports::{CertificateStatus, PortResult};
 use onboarding_domain::reconciler::{CaCertificates, ListedCertificate, NOT_FOUND_STATUS, ReconcileInventory};
 use onboarding_domain::rotation::Page;
 use onboarding_domain::time_fmt::rfc3339;
-use onboarding_domain::{CertificateRecord, PortError, PortErrorKind};
 use serde::{Deserialize, Serialize};
 
 use crate::dynamodb::{CERTIFICATE_SK, DynamoInventory, certificate_pk, parse_record, s};
-use crate::error::{classify, service_code};
+use crate::error::{classify, invalid, is_conditional_failure};
 use crate::iot::IotAdapter;
 
 /// Partition of the reconciler's runtime state (never `CONFIG`, which the
@@ -45,12 +45,6 @@ pub const RECONCILER_PK: &str = "RECONCILER";
 pub const MAX_PAGE_SIZE: usize = 250;
 
 type Item = HashMap<String, AttributeValue>;
-
-fn conditional_failed<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
-    e: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
-) -> bool {
-    service_code(e) == Some("ConditionalCheckFailedException")
-}
 
 // --- IoT --------------------------------------------------------------------
 
@@ -99,10 +93,6 @@ impl CaCertificates for IotAdapter {
 struct RecordsCursor {
     ca: String,
     after: BTreeMap<String, String>,
-}
-
-fn invalid(operation: &'static str, detail: impl Into<String>) -> PortError {
-    PortError::new(operation, PortErrorKind::Invalid, detail)
 }
 
 fn decode_cursor(ca_certificate_id: &str, cursor: &str) -> PortResult<Item> {
@@ -194,7 +184,7 @@ impl ReconcileInventory for DynamoInventory {
         match result {
             Ok(_) => Ok(true),
             // No record, or already marked.
-            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
             Err(e) => Err(classify("UpdateItem", e)),
         }
     }

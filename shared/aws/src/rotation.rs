@@ -45,9 +45,6 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, KeysAndAttributes, ReturnConsumedCapacity};
 use aws_sdk_iot::types::{JobStatus, PresignedUrlConfig, TargetSelection, TimeoutConfig};
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use onboarding_domain::ports::{
     CertificateRegistry, CertificateStatus, Inventory, PortResult, RegisteredCertificate, ThingRegistry,
 };
@@ -62,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use crate::dynamodb::{
     CERTIFICATE_SK, DynamoInventory, EXPIRY_INDEX, EXPIRY_SHARDS, certificate_pk, get_s, parse_record, s,
 };
-use crate::error::{classify, service_code};
+use crate::error::{classify, incomplete, invalid, is_conditional_failure, is_not_found, service_code};
 use crate::iot::IotAdapter;
 
 /// Sort key of a rotation item (its partition is the old certificate's).
@@ -89,8 +86,6 @@ const BATCH_GET_ROUNDS: u32 = 8;
 pub fn job_pk(job_id: &str) -> String {
     format!("JOB#{job_id}")
 }
-
-pub use crate::dynamodb::cursor_sk;
 
 /// `DUE#<0-f>`: the shard of a rotation in the expiry index.
 pub fn due_shard(old_certificate_id: &str) -> String {
@@ -170,10 +165,6 @@ struct ScanCursor {
 }
 
 type Item = HashMap<String, AttributeValue>;
-
-fn invalid(operation: &'static str, detail: impl Into<String>) -> PortError {
-    PortError::new(operation, PortErrorKind::Invalid, detail)
-}
 
 fn decode_cursor(prefix: &str, cursor: Option<&str>) -> PortResult<(u32, Option<Item>)> {
     let Some(cursor) = cursor else { return Ok((0, None)) };
@@ -303,10 +294,6 @@ fn parse_rotation(item: &Item) -> Option<Rotation> {
         old_deleted_at: get_time(item, "oldDeletedAt"),
         due_at: get_time(item, "dueAt"),
     })
-}
-
-fn is_conditional_failure<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
-    service_code(e) == Some("ConditionalCheckFailedException")
 }
 
 /// The primary key of an index entry (the index projects the table's keys).
@@ -708,14 +695,6 @@ impl RotationIotAdapter {
     }
 }
 
-fn not_found<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
-    service_code(e) == Some("ResourceNotFoundException")
-}
-
-fn incomplete(operation: &'static str, field: &str) -> PortError {
-    invalid(operation, format!("response has no {field}"))
-}
-
 impl RotationIot for RotationIotAdapter {
     async fn create_job(
         &self,
@@ -745,7 +724,7 @@ impl RotationIot for RotationIotAdapter {
             Ok(output) => output
                 .thing_arn
                 .ok_or_else(|| incomplete("DescribeThing", "thingArn"))?,
-            Err(e) if not_found(&e) => {
+            Err(e) if is_not_found(&e) => {
                 return Err(PortError::new(
                     "DescribeThing",
                     PortErrorKind::MissingResource,
@@ -788,7 +767,7 @@ impl RotationIot for RotationIotAdapter {
             .await
         {
             Ok(output) => output,
-            Err(e) if not_found(&e) => return Ok(None),
+            Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(classify("DescribeJobExecution", e)),
         };
         Ok(output.execution.map(|execution| JobExecution {
@@ -817,7 +796,7 @@ impl RotationIot for RotationIotAdapter {
             .await;
         let error = match result {
             Ok(_) => return Ok(()),
-            Err(e) if not_found(&e) => return Ok(()),
+            Err(e) if is_not_found(&e) => return Ok(()),
             Err(e) => classify("CancelJob", e),
         };
         if !matches!(error.kind, PortErrorKind::Invalid | PortErrorKind::Conflict) {
@@ -830,7 +809,7 @@ impl RotationIot for RotationIotAdapter {
                 Some(JobStatus::Canceled | JobStatus::Completed | JobStatus::DeletionInProgress) => Ok(()),
                 _ => Err(error),
             },
-            Err(e) if not_found(&e) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(_) => Err(error),
         }
     }
@@ -899,7 +878,7 @@ impl RotationIot for RotationIotAdapter {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if not_found(&e) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(classify("DetachThingPrincipal", e)),
         }
     }
@@ -943,7 +922,7 @@ impl RotationIot for RotationIotAdapter {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if not_found(&e) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(classify("DetachPolicy", e)),
         }
     }
@@ -958,7 +937,7 @@ impl RotationIot for RotationIotAdapter {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if not_found(&e) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(classify("DeleteCertificate", e)),
         }
     }
