@@ -39,7 +39,7 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use cert_rotator::FromEnv;
 use futures::{StreamExt, TryStreamExt};
-use onboarding_aws::dynamodb::{CERTIFICATE_SK, certificate_pk, expiry_shard};
+use onboarding_aws::dynamodb::{CERTIFICATE_SK, certificate_pk, expiry_key, expiry_shard};
 use onboarding_aws::{DynamoInventory, ScanStats, take_scan_totals};
 use onboarding_bench::{Args, BenchError, BenchResult, Table, f, ms, operation_name};
 use onboarding_domain::ports::Inventory;
@@ -254,10 +254,7 @@ fn provisioned_item(r: &CertificateRecord) -> Item {
     }
     if let Some(not_after) = r.not_after {
         item.insert("expiryShard".to_string(), s(&expiry_shard(&r.certificate_id)));
-        item.insert(
-            "expiryKey".to_string(),
-            s(&format!("{}#{}", rfc3339(not_after), r.certificate_id)),
-        );
+        item.insert("expiryKey".to_string(), s(&expiry_key(not_after, &r.certificate_id)));
     }
     item
 }

@@ -64,6 +64,11 @@ pub fn cursor_sk(name: &str) -> String {
 pub fn denied_fingerprint_sk(fingerprint: &str) -> String {
     format!("DENY#FINGERPRINT#{fingerprint}")
 }
+/// `<time>#<certificate id>`: the sort key of the index (an expiry, a due time).
+pub fn expiry_key(unix_seconds: i64, certificate_id: &str) -> String {
+    format!("{}#{certificate_id}", rfc3339(unix_seconds))
+}
+
 /// `EXP#<0-f>`: the shard of a certificate in the expiry index.
 pub fn expiry_shard(certificate_id: &str) -> String {
     format!("EXP#{}", certificate_id.chars().next().unwrap_or('0'))
@@ -135,10 +140,7 @@ impl DynamoInventory {
         if let (RecordStatus::Provisioned, Some(not_after)) = (record.status, record.not_after) {
             request = request
                 .item("expiryShard", s(expiry_shard(&record.certificate_id)))
-                .item(
-                    "expiryKey",
-                    s(format!("{}#{}", rfc3339(not_after), record.certificate_id)),
-                );
+                .item("expiryKey", s(expiry_key(not_after, &record.certificate_id)));
         }
         for (name, value) in extra {
             request = request.item(*name, s(*value));
@@ -225,7 +227,7 @@ impl DynamoInventory {
         let expiry = match (indexed, record.not_after) {
             (true, Some(not_after)) => (
                 Some(s(expiry_shard(&record.certificate_id))),
-                Some(s(format!("{}#{}", rfc3339(not_after), record.certificate_id))),
+                Some(s(expiry_key(not_after, &record.certificate_id))),
             ),
             _ => (None, None),
         };

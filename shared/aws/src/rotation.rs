@@ -57,7 +57,7 @@ use onboarding_domain::{CertificateRecord, PortError, PortErrorKind, RecordStatu
 use serde::{Deserialize, Serialize};
 
 use crate::dynamodb::{
-    CERTIFICATE_SK, DynamoInventory, EXPIRY_INDEX, EXPIRY_SHARDS, certificate_pk, get_s, parse_record, s,
+    CERTIFICATE_SK, DynamoInventory, EXPIRY_INDEX, EXPIRY_SHARDS, certificate_pk, expiry_key, get_s, parse_record, s,
 };
 use crate::error::{classify, incomplete, invalid, is_conditional_failure, is_not_found, service_code};
 use crate::iot::IotAdapter;
@@ -259,10 +259,7 @@ fn rotation_item(r: &Rotation, updated_at: i64) -> Item {
     }
     if let Some(due_at) = r.due_at {
         item.insert("expiryShard".to_string(), s(due_shard(&r.old_certificate_id)));
-        item.insert(
-            "expiryKey".to_string(),
-            s(format!("{}#{}", rfc3339(due_at), r.old_certificate_id)),
-        );
+        item.insert("expiryKey".to_string(), s(expiry_key(due_at, &r.old_certificate_id)));
     }
     item
 }
