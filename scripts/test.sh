@@ -34,8 +34,8 @@ rustup target add aarch64-unknown-linux-gnu >/dev/null
   ../.venv-infra/bin/sam build --build-dir "$root/target/sam-build" --cache-dir "$root/target/sam-cache")
 
 echo "==> cargo lambda build (x86_64 zips for the end-to-end tests)"
-cargo lambda build --release --locked --output-format zip --lambda-dir target/lambda/x86_64 \
-  -p jitr-registrar -p cert-rotator -p rotation-issuer -p rotation-completer -p fleet-reconciler -p provisioning-hook
+functions=(); for dir in functions/*/; do functions+=(-p "$(basename "$dir")"); done
+cargo lambda build --release --locked --output-format zip --lambda-dir target/lambda/x86_64 "${functions[@]}"
 
 echo "==> cargo test"
 cargo test --workspace --locked

@@ -3,9 +3,9 @@
 //! `--keep` with the other commands pointed at the kept emulator, and a
 //! second round on the same stack through `--endpoint-url`.
 //!
-//! Needs the registrar's Lambda zip (`cargo lambda build --release
+//! Needs the functions' Lambda zips (`cargo lambda build --release
 //! --output-format zip --lambda-dir target/lambda/x86_64`), as
-//! `scripts/test.sh` builds it.
+//! `scripts/test.sh` builds them.
 
 use std::process::Output;
 

@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
 use futures::StreamExt;
 use onboarding_domain::ports::{CertificateRegistry, CredentialsStore, Inventory, ThingRegistry};
 use onboarding_domain::{JitrEvent, MalformedEvent, Outcome, ProvisioningError, Registrar};
@@ -102,8 +101,7 @@ where
     /// whole; its failures are listed in `batchItemFailures`.
     pub async fn handle(&self, payload: Value) -> Result<Value, InvocationError> {
         if let Some(records) = sqs_records(&payload) {
-            let response = self.handle_sqs(records).await;
-            return Ok(serde_json::to_value(response).unwrap_or_else(|_| json!({"batchItemFailures": []})));
+            return Ok(onboarding_lambda::batch_response(self.handle_sqs(records).await));
         }
         let outcome = self.handle_direct(payload).await?;
         Ok(outcome_json(&outcome))
@@ -120,7 +118,8 @@ where
 
     /// Handles decoded SQS messages. Messages about the same certificate (IoT
     /// publishes the event on every connection attempt) are processed once.
-    pub async fn handle_sqs(&self, messages: Vec<QueuedEvent>) -> SqsBatchResponse {
+    /// Returns the ids of the messages to retry.
+    pub async fn handle_sqs(&self, messages: Vec<QueuedEvent>) -> Vec<String> {
         let mut failures = Vec::new();
         let mut by_certificate: HashMap<String, (JitrEvent, Vec<String>)> = HashMap::new();
         for message in messages {
@@ -150,16 +149,7 @@ where
                 failures.extend(ids);
             }
         }
-        let mut response = SqsBatchResponse::default();
-        response.batch_item_failures = failures
-            .into_iter()
-            .map(|id| {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                failure
-            })
-            .collect();
-        response
+        failures
     }
 
     /// Runs the registrar on one event, then logs and counts the outcome.
@@ -236,7 +226,7 @@ where
 
     fn emit(&self, measured: Measured<'_>, duration_ms: f64) {
         if self.emit_metrics {
-            metrics::emit(&metrics::emf(
+            onboarding_lambda::emit(&metrics::emf(
                 &self.metrics_namespace,
                 FUNCTION,
                 measured,

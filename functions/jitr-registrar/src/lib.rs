@@ -34,5 +34,3 @@ pub fn build_registrar(settings: &Settings, sdk: &aws_config::SdkConfig) -> AwsR
     let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(sdk), &settings.inventory_table);
     Registrar::new(iot.clone(), iot, store, inventory, settings.registrar.clone())
 }
-
-pub use onboarding_lambda::init_logging;

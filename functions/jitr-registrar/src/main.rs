@@ -9,7 +9,7 @@ use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    jitr_registrar::init_logging();
+    onboarding_lambda::init_logging();
     let settings =
         jitr_registrar::Settings::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let sdk = settings.sdk.load().await;

@@ -43,8 +43,6 @@ pub fn emf(namespace: &str, function: &str, measured: Measured<'_>, duration_ms:
     )
 }
 
-pub use onboarding_lambda::emit;
-
 #[cfg(test)]
 mod tests {
     use super::*;

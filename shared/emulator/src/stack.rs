@@ -27,7 +27,7 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(180);
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
     #[error(
-        "{path}: {problem}. Build the Lambda zips first: cargo lambda build --release --output-format zip --lambda-dir {dir} -p jitr-registrar -p cert-rotator -p rotation-issuer -p rotation-completer -p fleet-reconciler -p provisioning-hook (scripts/demo.sh and scripts/test.sh do)",
+        "{path}: {problem}. Build the Lambda zips first: cargo lambda build --release --output-format zip --lambda-dir {dir}, with -p for each crate under functions/ (scripts/demo.sh and scripts/test.sh do)",
         dir = .lambda_dir.display()
     )]
     MissingZip {
@@ -65,9 +65,15 @@ pub fn lambda_dir() -> PathBuf {
 pub fn functions(template: &str) -> Vec<String> {
     template
         .lines()
-        .filter_map(|line| line.split_once("CodeUri: ../functions/"))
-        .map(|(_, function)| function.trim().trim_end_matches('/').to_string())
+        .filter_map(code_uri)
+        .map(|(_, function)| function.to_string())
         .collect()
+}
+
+/// A `CodeUri: ../functions/<name>` line: its indentation and the function's name.
+fn code_uri(line: &str) -> Option<(&str, &str)> {
+    let (indent, function) = line.split_once("CodeUri: ../functions/")?;
+    Some((indent, function.trim().trim_end_matches('/')))
 }
 
 /// Checks that every function's zip is built, before anything is started.
@@ -182,11 +188,10 @@ async fn package(s3: &aws_sdk_s3::Client, template: &str, lambda_dir: &Path) -> 
     let mut zips = Vec::new();
     let mut packaged = Vec::new();
     for line in template.lines() {
-        let Some((indent, function)) = line.split_once("CodeUri: ../functions/") else {
+        let Some((indent, function)) = code_uri(line) else {
             packaged.push(line.to_string());
             continue;
         };
-        let function = function.trim().trim_end_matches('/');
         let zip = lambda_dir.join(function).join("bootstrap.zip");
         let bytes = std::fs::read(&zip).map_err(|e| StackError::MissingZip {
             path: zip.display().to_string(),
