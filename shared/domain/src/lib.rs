@@ -36,5 +36,5 @@ pub use record::{CertificateRecord, Outcome, RecordStatus};
 pub use registrar::{ProvisioningError, Registrar, RegistrarSettings};
 pub use rotator::{
     Completer, CompleterSettings, CompletionOutcome, CsrIssuer, CsrIssuerSettings, CsrOutcome, IgnoreReason,
-    JobExecutionEvent, NoPacing, Pacer, RotationError, Rotator, RotatorSettings, RunReport,
+    JobExecutionEvent, Pacer, RotationError, Rotator, RotatorSettings, RunReport,
 };

@@ -120,6 +120,19 @@ pub enum PortErrorKind {
     Invalid,
 }
 
+impl PortErrorKind {
+    /// A short stable label for logs and metrics, e.g. `missing_resource`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::MissingResource => "missing_resource",
+            Self::AccessDenied => "access_denied",
+            Self::Conflict => "conflict",
+            Self::Invalid => "invalid_request",
+        }
+    }
+}
+
 impl std::fmt::Display for PortErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -30,8 +30,8 @@ use crate::config::{ConfigCache, OnboardingConfig};
 use crate::event::JitrEvent;
 use crate::plan::ProvisioningPlan;
 use crate::ports::{
-    CertificateRegistry, CertificateStatus, CredentialsStore, Inventory, NameClaim, PortError, PortErrorKind,
-    RegisteredCa, RegisteredCertificate, ThingCreation, ThingRegistry,
+    CertificateRegistry, CertificateStatus, CredentialsStore, Inventory, NameClaim, PortError, RegisteredCa,
+    RegisteredCertificate, ThingCreation, ThingRegistry,
 };
 use crate::profile::{DeviceProfile, RejectionAction};
 use crate::reason::{RejectReason, Rejection};
@@ -96,13 +96,7 @@ impl ProvisioningError {
     /// A short stable label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Port(e) => match e.kind {
-                PortErrorKind::Transient => "transient",
-                PortErrorKind::MissingResource => "missing_resource",
-                PortErrorKind::AccessDenied => "access_denied",
-                PortErrorKind::Conflict => "conflict",
-                PortErrorKind::Invalid => "invalid_request",
-            },
+            Self::Port(e) => e.kind.code(),
             Self::ProfileMisconfigured { .. } => "profile_misconfigured",
             Self::CaUnreadable { .. } => "ca_unreadable",
             Self::ClaimRace { .. } => "claim_race",

@@ -195,11 +195,6 @@ impl RotationState {
         }
     }
 
-    /// A job is out and the device may still act on it.
-    pub fn is_open(self) -> bool {
-        matches!(self, Self::Requested | Self::Issued | Self::Delivered | Self::Confirmed)
-    }
-
     /// The states a transition to `self` may start from.
     fn allowed_from(self) -> &'static [RotationState] {
         match self {

@@ -117,13 +117,7 @@ impl RotationError {
     /// A short stable label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Port(e) => match e.kind {
-                PortErrorKind::Transient => "transient",
-                PortErrorKind::MissingResource => "missing_resource",
-                PortErrorKind::AccessDenied => "access_denied",
-                PortErrorKind::Conflict => "conflict",
-                PortErrorKind::Invalid => "invalid_request",
-            },
+            Self::Port(e) => e.kind.code(),
             Self::Transition(_) => "transition",
             Self::Race { .. } => "race",
             Self::ProfileMissing { .. } => "profile_missing",
@@ -524,20 +518,6 @@ pub trait Pacer: Send + Sync {
     /// A monotonic clock.
     fn now(&self) -> Instant;
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
-}
-
-/// No waiting (tools and tests).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoPacing;
-
-impl Pacer for NoPacing {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-
-    fn sleep(&self, _duration: Duration) -> impl Future<Output = ()> + Send {
-        std::future::ready(())
-    }
 }
 
 /// Rotator settings, read from the environment by the function.
