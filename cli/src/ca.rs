@@ -247,7 +247,10 @@ fn check_ca_id(ca_id: &str) -> Result<(), CliError> {
 }
 
 /// The named profile from the table, or what to do when it is missing or invalid.
-async fn load_profile(admin: &onboarding_aws::ConfigAdmin, profile: &str) -> Result<DeviceProfile, CliError> {
+pub(crate) async fn load_profile(
+    admin: &onboarding_aws::ConfigAdmin,
+    profile: &str,
+) -> Result<DeviceProfile, CliError> {
     let (profiles, _) = admin.load().await?;
     match profiles.get(profile) {
         Some(Ok(found)) => Ok(found.clone()),

@@ -25,44 +25,48 @@ pub enum DeviceKeyType {
     Rsa1024,
 }
 
+/// Options of `onboard device mint`.
+#[derive(Debug, clap::Args)]
+pub struct MintArgs {
+    /// Directory holding `ca.pem` and `ca.key.pem` (from `onboard ca create`).
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// How many devices.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub count: u32,
+    /// Common name pattern; `{n}` or `{n:05}` is the device number.
+    #[arg(long, default_value = "device-{n:05}")]
+    pub name: String,
+    /// First device number.
+    #[arg(long, default_value_t = 1)]
+    pub start: u32,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value = "p256")]
+    pub key_type: DeviceKeyType,
+    /// Validity in days from now.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub days: u32,
+    /// Subject organization (O).
+    #[arg(long)]
+    pub organization: Option<String>,
+    /// Subject organizational unit (OU).
+    #[arg(long)]
+    pub organizational_unit: Option<String>,
+    /// Subject serialNumber pattern; `{n}` as in --name.
+    #[arg(long)]
+    pub serial_number: Option<String>,
+    /// Subject country (C).
+    #[arg(long)]
+    pub country: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
     /// Generate device keys and certificates signed by a CA, in parallel.
     /// Each device gets `<out>/<name>/cert.pem` and `key.pem` (mode 0600).
-    Mint {
-        /// Directory holding `ca.pem` and `ca.key.pem` (from `onboard ca create`).
-        #[arg(long)]
-        ca: PathBuf,
-        /// How many devices.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-        count: u32,
-        /// Common name pattern; `{n}` or `{n:05}` is the device number.
-        #[arg(long, default_value = "device-{n:05}")]
-        name: String,
-        /// First device number.
-        #[arg(long, default_value_t = 1)]
-        start: u32,
-        /// Output directory.
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, value_enum, default_value = "p256")]
-        key_type: DeviceKeyType,
-        /// Validity in days from now.
-        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
-        days: u32,
-        /// Subject organization (O).
-        #[arg(long)]
-        organization: Option<String>,
-        /// Subject organizational unit (OU).
-        #[arg(long)]
-        organizational_unit: Option<String>,
-        /// Subject serialNumber pattern; `{n}` as in --name.
-        #[arg(long)]
-        serial_number: Option<String>,
-        /// Subject country (C).
-        #[arg(long)]
-        country: Option<String>,
-    },
+    Mint(MintArgs),
     /// Connect devices over MQTT with mutual TLS: expect the first connection
     /// of a new certificate to be dropped, retry with backoff until active (or
     /// rejected, or the deadline), then publish one message on the device's
@@ -111,16 +115,16 @@ pub fn expand(pattern: &str, n: u32) -> Result<String, String> {
 }
 
 pub async fn run(command: &DeviceCommand, cli: &Cli) -> Result<(), CliError> {
-    if let DeviceCommand::Connect(args) = command {
-        return crate::connect::run(args, cli).await;
+    match command {
+        DeviceCommand::Mint(args) => mint(args, cli).await,
+        DeviceCommand::Connect(args) => crate::connect::run(args, cli).await,
+        DeviceCommand::RotateAgent(args) => crate::rotate::run(args, cli).await,
+        DeviceCommand::Provision(args) => crate::provision::run_provision(args, cli).await,
     }
-    if let DeviceCommand::RotateAgent(args) = command {
-        return crate::rotate::run(args, cli).await;
-    }
-    if let DeviceCommand::Provision(args) = command {
-        return crate::provision::run_provision(args, cli).await;
-    }
-    let DeviceCommand::Mint {
+}
+
+async fn mint(args: &MintArgs, cli: &Cli) -> Result<(), CliError> {
+    let MintArgs {
         ca,
         count,
         name,
@@ -132,10 +136,7 @@ pub async fn run(command: &DeviceCommand, cli: &Cli) -> Result<(), CliError> {
         organizational_unit,
         serial_number,
         country,
-    } = command
-    else {
-        return Ok(());
-    };
+    } = args;
     let last = start
         .checked_add(count - 1)
         .ok_or_else(|| CliError::Input("--start + --count is too large".into()))?;

@@ -14,12 +14,7 @@ use crate::error::CliError;
 /// # Errors
 /// [`CliError::Input`] naming the existing or unwritable file.
 pub fn write_all_new(files: &[(PathBuf, String, u32)]) -> Result<(), CliError> {
-    if let Some((existing, _, _)) = files.iter().find(|(p, _, _)| p.exists()) {
-        return Err(CliError::Input(format!(
-            "{} already exists; refusing to overwrite it (choose another --out directory)",
-            existing.display()
-        )));
-    }
+    refuse_existing(files.iter().map(|(path, _, _)| path))?;
     let mut written: Vec<&Path> = Vec::new();
     for (path, contents, mode) in files {
         let result = match std::fs::OpenOptions::new()
@@ -43,6 +38,20 @@ pub fn write_all_new(files: &[(PathBuf, String, u32)]) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Refuses paths that exist, before any work that would be wasted on them.
+///
+/// # Errors
+/// [`CliError::Input`] naming the first existing path.
+pub fn refuse_existing<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Result<(), CliError> {
+    match paths.into_iter().find(|path| path.exists()) {
+        Some(existing) => Err(CliError::Input(format!(
+            "{} already exists; refusing to overwrite it (choose another --out directory)",
+            existing.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Reads a text file, with an error that names it.

@@ -1,11 +1,13 @@
 //! `onboard fleet status` and `onboard fleet inspect`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue as A;
 use clap::Subcommand;
 use onboarding_aws::DynamoInventory;
+use onboarding_aws::dynamodb::{CERTIFICATE_SK, CLAIM_SK, certificate_pk, thing_pk};
 use onboarding_aws::fleet::ROTATION_STATES;
+use onboarding_aws::rotation::{ROTATION_SK, parse_rotation};
 use onboarding_domain::rotation::{Rotation, RotationInventory, RotationState};
 use onboarding_domain::time_fmt::rfc3339;
 use serde_json::{Value, json};
@@ -217,8 +219,8 @@ async fn record_item(dynamodb: &aws_sdk_dynamodb::Client, table: &str, id: &str)
     Ok(dynamodb
         .get_item()
         .table_name(table)
-        .key("pk", A::S(format!("CERT#{id}")))
-        .key("sk", A::S("CERT".into()))
+        .key("pk", A::S(certificate_pk(id)))
+        .key("sk", A::S(CERTIFICATE_SK.into()))
         .send()
         .await
         .map_err(|e| CliError::Aws(format!("GetItem failed: {e}")))?
@@ -307,8 +309,8 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
     let claim = dynamodb
         .get_item()
         .table_name(&table)
-        .key("pk", A::S(format!("THING#{thing}")))
-        .key("sk", A::S("CLAIM".into()))
+        .key("pk", A::S(thing_pk(thing)))
+        .key("sk", A::S(CLAIM_SK.into()))
         .send()
         .await
         .map_err(|e| CliError::Aws(format!("GetItem failed: {e}")))?
@@ -318,12 +320,13 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
     if history {
         // Certificate records and rotation items both carry `thingName`.
         let mut found: BTreeMap<String, Option<Item>> = BTreeMap::new();
-        let mut rotated = BTreeSet::new();
+        // Rotations as the scan read them (no second read per rotation).
+        let mut rotations: BTreeMap<String, Value> = BTreeMap::new();
         let mut pages = dynamodb
             .scan()
             .table_name(&table)
             .filter_expression("begins_with(pk, :cert) AND thingName = :thing")
-            .expression_attribute_values(":cert", A::S("CERT#".into()))
+            .expression_attribute_values(":cert", A::S(certificate_pk("")))
             .expression_attribute_values(":thing", A::S(thing.to_string()))
             .into_paginator()
             .send();
@@ -333,16 +336,17 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
                 let Some(id) = item
                     .get("pk")
                     .and_then(|v| v.as_s().ok())
-                    .and_then(|pk| pk.strip_prefix("CERT#"))
+                    .and_then(|pk| pk.strip_prefix(&certificate_pk("")))
                 else {
                     continue;
                 };
                 match item.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) {
-                    Some("CERT") => {
+                    Some(CERTIFICATE_SK) => {
                         found.insert(id.to_string(), Some(item.clone()));
                     }
-                    Some("ROTATION") => {
-                        rotated.insert(id.to_string());
+                    Some(ROTATION_SK) => {
+                        let rotation = parse_rotation(item).as_ref().map_or(Value::Null, rotation_json);
+                        rotations.insert(id.to_string(), rotation);
                         found.entry(id.to_string()).or_insert(None);
                     }
                     _ => {}
@@ -357,12 +361,7 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
                 None => record_item(&dynamodb, &table, &id).await?,
             };
             let mut record = item.map_or_else(|| json!({"certificateId": id}), |i| record_json(&i));
-            let rotation = if rotated.contains(&id) {
-                rotation_of(&inventory, &id).await?
-            } else {
-                Value::Null
-            };
-            record["rotation"] = rotation;
+            record["rotation"] = rotations.remove(&id).unwrap_or(Value::Null);
             records.push(record);
         }
         records.sort_by_key(|r| r["createdAt"].as_str().unwrap_or_default().to_string());

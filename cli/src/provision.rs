@@ -16,9 +16,10 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::Cli;
+use crate::ca::load_profile;
 use crate::connect::BrokerArgs;
 use crate::error::CliError;
-use crate::files::{read, write_all_new};
+use crate::files::{read, refuse_existing, write_all_new};
 use crate::mqtt::Conn;
 
 /// `onboard allow`: the serials fleet provisioning lets in.
@@ -152,18 +153,7 @@ pub async fn run_allow(command: &AllowCommand, cli: &Cli) -> Result<(), CliError
             all.sort();
             all.dedup();
             if let Some(profile) = profile {
-                let (profiles, _) = crate::profile::admin(cli).await?.load().await?;
-                match profiles.get(profile) {
-                    Some(Ok(_)) => {}
-                    Some(Err(problem)) => {
-                        return Err(CliError::Input(format!("profile {profile} is invalid: {problem}")));
-                    }
-                    None => {
-                        return Err(CliError::Input(format!(
-                            "no profile {profile} in the table; write it first with: onboard profile put FILE"
-                        )));
-                    }
-                }
+                load_profile(&crate::profile::admin(cli).await?, profile).await?;
             }
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             inventory(cli)
@@ -217,16 +207,8 @@ pub async fn run_allow(command: &AllowCommand, cli: &Cli) -> Result<(), CliError
 pub async fn run_claim(command: &ClaimCommand, cli: &Cli) -> Result<(), CliError> {
     match command {
         ClaimCommand::Create { policy, out } => {
-            let files = [
-                (out.join("cert.pem"), String::new(), 0o644),
-                (out.join("key.pem"), String::new(), 0o600),
-            ];
-            if let Some((existing, _, _)) = files.iter().find(|(p, _, _)| p.exists()) {
-                return Err(CliError::Input(format!(
-                    "{} already exists; refusing to overwrite it (choose another --out directory)",
-                    existing.display()
-                )));
-            }
+            // Checked before a certificate is made for nothing.
+            refuse_existing(&[out.join("cert.pem"), out.join("key.pem")])?;
             std::fs::create_dir_all(out)
                 .map_err(|e| CliError::Input(format!("cannot create {}: {e}", out.display())))?;
             let sdk = cli.aws.sdk_config().await;
@@ -295,16 +277,7 @@ pub async fn run_claim(command: &ClaimCommand, cli: &Cli) -> Result<(), CliError
                     let text = read(file, "profile file")?;
                     DeviceProfile::parse(&text).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?
                 }
-                (Some(name), None) => {
-                    let (profiles, _) = crate::profile::admin(cli).await?.load().await?;
-                    match profiles.get(name) {
-                        Some(Ok(profile)) => profile.clone(),
-                        Some(Err(problem)) => {
-                            return Err(CliError::Input(format!("profile {name} is invalid: {problem}")));
-                        }
-                        None => return Err(CliError::Input(format!("no profile {name} in the table"))),
-                    }
-                }
+                (Some(name), None) => load_profile(&crate::profile::admin(cli).await?, name).await?,
                 (None, None) => return Err(CliError::Input("name a --profile or a --file".into())),
             };
             let body = render_template(&profile).map_err(|e| CliError::Input(e.to_string()))?;
@@ -406,15 +379,7 @@ pub async fn run_provision(args: &ProvisionArgs, cli: &Cli) -> Result<(), CliErr
     let broker = args.broker.broker()?;
     let claim_cert = read(&args.claim.join("cert.pem"), "claim certificate")?;
     let claim_key = read(&args.claim.join("key.pem"), "claim key")?;
-    for name in ["cert.pem", "key.pem"] {
-        let path = args.out.join(name);
-        if path.exists() {
-            return Err(CliError::Input(format!(
-                "{} already exists; refusing to overwrite it (choose another --out directory)",
-                path.display()
-            )));
-        }
-    }
+    refuse_existing(&[args.out.join("cert.pem"), args.out.join("key.pem")])?;
     let config = onboarding_emulator::tls::client_config(&broker.server_ca_pem, &claim_cert, &claim_key)
         .map_err(|e| CliError::Input(format!("claim credentials: {e}")))?;
     let deadline = Instant::now() + Duration::from_secs(args.deadline);

@@ -264,7 +264,8 @@ fn rotation_item(r: &Rotation, updated_at: i64) -> Item {
     item
 }
 
-fn parse_rotation(item: &Item) -> Option<Rotation> {
+/// A rotation item as read from the table; `None` when it is not one.
+pub fn parse_rotation(item: &Item) -> Option<Rotation> {
     Some(Rotation {
         old_certificate_id: get_s(item, "oldCertificateId")?.to_string(),
         thing_name: get_s(item, "thingName")?.to_string(),
