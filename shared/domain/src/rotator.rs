@@ -295,6 +295,17 @@ where
         Ok(())
     }
 
+    /// After a conditional write that lost: when the attempt failed or another
+    /// began meanwhile, the new certificate is revoked and detached (true).
+    async fn revoke_if_superseded(&self, r: &Rotation, new_certificate_id: &str) -> Result<bool, RotationError> {
+        let current = self.reread(r).await?;
+        let superseded = current.attempt != r.attempt || current.state == RotationState::Failed;
+        if superseded {
+            self.revoke_and_detach(&r.thing_name, new_certificate_id).await?;
+        }
+        Ok(superseded)
+    }
+
     /// Revokes a certificate and detaches it; nothing when it does not exist.
     async fn revoke_and_detach(&self, thing_name: &str, certificate_id: &str) -> Result<(), RotationError> {
         let Some(cert) = self.iot.certificate(certificate_id).await? else {
@@ -932,12 +943,9 @@ where
             .put_rotation(&next, Some((RotationState::Requested, r.attempt)))
             .await?
         {
-            let current = ops.reread(&r).await?;
-            if current.attempt != r.attempt || current.state == RotationState::Failed {
-                // Failed while this run activated the certificate: make sure
-                // it stays revoked.
-                ops.revoke_and_detach(&r.thing_name, &new_id).await?;
-            }
+            // Failed while this run activated the certificate: make sure it
+            // stays revoked.
+            ops.revoke_if_superseded(&r, &new_id).await?;
         }
         Ok(())
     }
@@ -1465,11 +1473,9 @@ where
                 .put_rotation(&next, Some((RotationState::Issued, r.attempt)))
                 .await?
             {
-                let current = ops.reread(&r).await?;
-                if current.attempt != r.attempt || current.state == RotationState::Failed {
-                    // The attempt failed meanwhile, perhaps before this
-                    // certificate became ACTIVE: make sure it is revoked.
-                    ops.revoke_and_detach(&r.thing_name, &new.certificate_id).await?;
+                // The attempt failed meanwhile, perhaps before this
+                // certificate became ACTIVE: make sure it is revoked.
+                if ops.revoke_if_superseded(&r, &new.certificate_id).await? {
                     return Ok(CsrOutcome::Superseded {
                         thing_name: r.thing_name,
                     });
