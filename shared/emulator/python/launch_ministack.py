@@ -4,13 +4,14 @@
    MQTT-over-mTLS listener binds 0.0.0.0 whatever is configured. Tests and
    local runs must never listen beyond loopback, so every wildcard bind
    address is rewritten to 127.0.0.1.
-2. IAM resources of four IoT actions. Under AUTH=true ministack evaluates
-   DescribeCACertificate, AttachPolicy (and DetachPolicy),
-   AddThingToBillingGroup and ListAttachedPolicies against resource "*", where
-   AWS evaluates them against the CA certificate, the target certificate, the
-   billing group and the target. Least-privilege policies that
-   name those ARNs (as the SAM template does) would be refused locally and
-   allowed on AWS; this resolves the ARNs the way AWS documents them.
+2. IAM resources of three IoT actions. Under AUTH=true ministack evaluates
+   DescribeCACertificate, AttachPolicy (and DetachPolicy) and
+   AddThingToBillingGroup against resource "*", where AWS evaluates them
+   against the CA certificate, the target certificate and the billing group.
+   Least-privilege policies that name those ARNs (as the SAM template does)
+   would be refused locally and allowed on AWS; this resolves the ARNs the way
+   the Service Authorization Reference lists them. ListAttachedPolicies is
+   left on "*": the reference lists no resource type for it.
 3. S3 request context. ministack serves plain HTTP only, so every request
    would carry aws:SecureTransport=false and hit the credentials bucket's
    deny-non-TLS statement; requests are taken as arriving over TLS, as every
@@ -39,7 +40,6 @@ import asyncio.base_events
 import socket
 import sys
 import time
-import urllib.parse
 
 _WILDCARDS = (None, "", "0.0.0.0", "::", "*")
 _LOOPBACK = "127.0.0.1"
@@ -90,8 +90,6 @@ def _correct_iot_resources():
             return f"arn:aws:iot:{region}:{account_id}:cacert/{parts[1]}"
         if len(parts) == 2 and parts[0] == "target-policies" and isinstance(data.get("target"), str):
             return data["target"]
-        if path.lstrip("/").startswith("attached-policies/"):
-            return urllib.parse.unquote(path.lstrip("/")[len("attached-policies/"):])
         if parts == ["billing-groups", "addThingToBillingGroup"] and isinstance(data.get("billingGroupName"), str):
             return f"arn:aws:iot:{region}:{account_id}:billinggroup/{data['billingGroupName']}"
         return arn
