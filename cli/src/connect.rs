@@ -64,11 +64,22 @@ impl BrokerArgs {
 }
 
 /// One simulated device's credentials.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Device {
     pub name: String,
     pub cert_pem: String,
+    /// Never in debug output.
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("name", &self.name)
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &onboarding_domain::rotation::REDACTED)
+            .finish()
+    }
 }
 
 /// Where devices connect.
@@ -471,5 +482,22 @@ fn load_devices(args: &ConnectArgs) -> Result<Vec<Device>, CliError> {
             }])
         }
         _ => Err(CliError::Input("give --dir, or --cert and --key".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_devices_debug_output_hides_its_key() {
+        let device = Device {
+            name: "sensor-1".into(),
+            cert_pem: "-----BEGIN CERTIFICATE-----".into(),
+            key_pem: "-----BEGIN PRIVATE KEY-----\nsecret\n".into(),
+        };
+        let shown = format!("{device:?}");
+        assert!(!shown.contains("PRIVATE KEY") && !shown.contains("secret"), "{shown}");
+        assert!(shown.contains("sensor-1") && shown.contains("<redacted>"), "{shown}");
     }
 }

@@ -14,7 +14,8 @@
 //! | `METRICS_NAMESPACE` | no | `IotOnboarding` | CloudWatch namespace of EMF metrics |
 //! | `SDK_MAX_ATTEMPTS` | no | `6` | attempts per AWS call (adaptive retry) |
 //! | `S3_FORCE_PATH_STYLE` | no | `false` | path-style S3 addressing (emulators) |
-//! | `RUST_LOG` | no | `info` | log filter |
+//! | `AWS_LAMBDA_LOG_LEVEL`, `AWS_LAMBDA_LOG_FORMAT` | set by Lambda | `INFO`, `JSON` | log level and format (the template's `LoggingConfig`) |
+//! | `RUST_LOG` | no | | a finer log filter; wins over the level |
 
 use std::time::Duration;
 

@@ -536,12 +536,30 @@ pub struct CsrInstructions {
 }
 
 /// Server-keygen strategy: the new credentials, as URLs AWS IoT presigns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerKeygenInstructions {
     pub new_certificate_id: String,
     pub certificate_url: String,
+    /// Once presigned, whoever holds it can fetch the key: never in debug
+    /// output beyond its path.
     pub private_key_url: String,
+}
+
+impl std::fmt::Debug for ServerKeygenInstructions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.private_key_url.split('?').next().unwrap_or_default();
+        let shown = if path.len() == self.private_key_url.len() {
+            self.private_key_url.clone()
+        } else {
+            format!("{path}?{REDACTED}")
+        };
+        f.debug_struct("ServerKeygenInstructions")
+            .field("new_certificate_id", &self.new_certificate_id)
+            .field("certificate_url", &self.certificate_url)
+            .field("private_key_url", &shown)
+            .finish()
+    }
 }
 
 impl JobDocument {
@@ -702,13 +720,27 @@ pub trait RotationInventory: Send + Sync {
 }
 
 /// A certificate AWS IoT made.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct IssuedCertificate {
     pub certificate_id: String,
     pub certificate_arn: String,
     pub certificate_pem: String,
-    /// Server-keygen only.
+    /// Server-keygen only. Never in debug output.
     pub private_key_pem: Option<String>,
+}
+
+/// What debug output shows instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for IssuedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCertificate")
+            .field("certificate_id", &self.certificate_id)
+            .field("certificate_arn", &self.certificate_arn)
+            .field("certificate_pem", &self.certificate_pem)
+            .field("private_key_pem", &self.private_key_pem.as_ref().map(|_| REDACTED))
+            .finish()
+    }
 }
 
 /// A job execution as AWS IoT reports it.
@@ -779,6 +811,28 @@ pub trait RotationObjects: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_private_key() {
+        let issued = IssuedCertificate {
+            certificate_id: "c".repeat(64),
+            certificate_arn: "arn:aws:iot:eu-west-1:1:cert/c".into(),
+            certificate_pem: "-----BEGIN CERTIFICATE-----".into(),
+            private_key_pem: Some("-----BEGIN PRIVATE KEY-----\nMIGHAgEAsecret\n".into()),
+        };
+        let shown = format!("{issued:?} {issued:#?}");
+        assert!(!shown.contains("PRIVATE KEY") && !shown.contains("secret"), "{shown}");
+        assert!(shown.contains(REDACTED) && shown.contains(&issued.certificate_id));
+
+        let instructions = ServerKeygenInstructions {
+            new_certificate_id: "n".into(),
+            certificate_url: "https://b.s3/rotation/t/n/certificate.pem".into(),
+            private_key_url: "https://b.s3/rotation/t/n/private.key?X-Amz-Signature=abc123".into(),
+        };
+        let shown = format!("{instructions:?}");
+        assert!(!shown.contains("abc123"), "{shown}");
+        assert!(shown.contains("rotation/t/n/private.key?<redacted>"), "{shown}");
+    }
 
     fn record(id: &str, not_after: i64) -> CertificateRecord {
         let mut r = CertificateRecord::bare(id, "ca", crate::record::RecordStatus::Provisioned, 0);

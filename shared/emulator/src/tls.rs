@@ -104,8 +104,21 @@ impl ResolvesClientCert for OneCertificate {
 }
 
 /// An RSA key aws-lc-rs will not load (below 2048 bits).
-#[derive(Debug)]
 struct WeakRsa(rsa::RsaPrivateKey);
+
+/// Debug output names the key's size, never its parts.
+fn weak_rsa_debug(f: &mut std::fmt::Formatter<'_>, name: &str, key: &rsa::RsaPrivateKey) -> std::fmt::Result {
+    use rsa::traits::PublicKeyParts;
+    f.debug_struct(name)
+        .field("bits", &(key.size() * 8))
+        .finish_non_exhaustive()
+}
+
+impl std::fmt::Debug for WeakRsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        weak_rsa_debug(f, "WeakRsa", &self.0)
+    }
+}
 
 impl SigningKey for WeakRsa {
     fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
@@ -121,8 +134,13 @@ impl SigningKey for WeakRsa {
     }
 }
 
-#[derive(Debug)]
 struct WeakRsaSigner(rsa::RsaPrivateKey, SignatureScheme);
+
+impl std::fmt::Debug for WeakRsaSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        weak_rsa_debug(f, "WeakRsaSigner", &self.0)
+    }
+}
 
 impl Signer for WeakRsaSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {

@@ -234,19 +234,65 @@ pub fn batch_response(failed_message_ids: impl IntoIterator<Item = String>) -> V
     json!({ "batchItemFailures": failures })
 }
 
-/// JSON logs for CloudWatch (one object per line), filtered by `RUST_LOG`
-/// (default `info`; the SDK's own per-attempt logs stay at their debug level).
+/// How the function logs: the filter and the format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// An `EnvFilter` directive, e.g. `info` or `warn,onboarding=debug`.
+    pub filter: String,
+    /// One JSON object per line (CloudWatch's JSON log format), else text.
+    pub json: bool,
+}
+
+impl LogSettings {
+    /// From Lambda's advanced logging controls, which Lambda passes to the
+    /// function as `AWS_LAMBDA_LOG_LEVEL` (the template's
+    /// `ApplicationLogLevel`: `TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR` or
+    /// `FATAL`) and `AWS_LAMBDA_LOG_FORMAT` (`JSON` or `Text`). `RUST_LOG`, when
+    /// set, is a finer filter and wins over the level. Unset or unknown
+    /// values fall back to `info` and JSON.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let level = lookup("AWS_LAMBDA_LOG_LEVEL").and_then(|level| {
+            Some(
+                match level.trim().to_ascii_uppercase().as_str() {
+                    "TRACE" => "trace",
+                    "DEBUG" => "debug",
+                    "INFO" => "info",
+                    "WARN" => "warn",
+                    "ERROR" | "FATAL" => "error",
+                    _ => return None,
+                }
+                .to_string(),
+            )
+        });
+        let filter = lookup("RUST_LOG")
+            .filter(|f| !f.trim().is_empty())
+            .or(level)
+            .unwrap_or_else(|| "info".to_string());
+        let json = !lookup("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.trim().eq_ignore_ascii_case("text"));
+        Self { filter, json }
+    }
+}
+
+/// Logs for CloudWatch as [`LogSettings::from_lookup`] reads them from the
+/// process environment: JSON (one object per line) unless the function's log
+/// format is `Text`, at the function's application log level (the SDK's own
+/// per-attempt logs stay at their debug level).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let settings = LogSettings::from_lookup(|name| std::env::var(name).ok());
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_target(false)
-        .with_env_filter(filter)
-        .init();
+    let builder = tracing_subscriber::fmt().with_target(false).with_env_filter(filter);
+    if settings.json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
+    } else {
+        // CloudWatch adds its own timestamp; colours would be noise there.
+        builder.with_ansi(false).without_time().init();
+    }
 }
 
 /// One EMF document: `metrics` (name, value, unit) under dimension
@@ -294,6 +340,34 @@ mod tests {
     fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String> + use<>> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Env::new(move |k: &str| map.get(k).cloned())
+    }
+
+    fn log_settings(pairs: &[(&str, &str)]) -> LogSettings {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        LogSettings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn log_level_and_format_follow_lambdas_logging_controls() {
+        assert_eq!(
+            log_settings(&[]),
+            LogSettings {
+                filter: "info".into(),
+                json: true
+            }
+        );
+        // The template's ApplicationLogLevel, as Lambda passes it.
+        assert_eq!(log_settings(&[("AWS_LAMBDA_LOG_LEVEL", "DEBUG")]).filter, "debug");
+        assert_eq!(log_settings(&[("AWS_LAMBDA_LOG_LEVEL", "warn")]).filter, "warn");
+        assert_eq!(log_settings(&[("AWS_LAMBDA_LOG_LEVEL", "FATAL")]).filter, "error");
+        assert_eq!(log_settings(&[("AWS_LAMBDA_LOG_LEVEL", "LOUD")]).filter, "info");
+        // RUST_LOG is the finer tool and wins.
+        assert_eq!(
+            log_settings(&[("AWS_LAMBDA_LOG_LEVEL", "ERROR"), ("RUST_LOG", "warn,onboarding=debug")]).filter,
+            "warn,onboarding=debug"
+        );
+        assert!(!log_settings(&[("AWS_LAMBDA_LOG_FORMAT", "Text")]).json);
+        assert!(log_settings(&[("AWS_LAMBDA_LOG_FORMAT", "JSON")]).json);
     }
 
     #[test]

@@ -154,12 +154,21 @@ impl TestCa {
 }
 
 /// A device certificate and its key.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DeviceCert {
     pub cert_pem: String,
-    /// `None` for fixture keys without a private half.
+    /// `None` for fixture keys without a private half. Never in debug output.
     pub key_pem: Option<String>,
     pub der: Vec<u8>,
+}
+
+impl std::fmt::Debug for DeviceCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCert")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &self.key_pem.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builder for device certificates.
