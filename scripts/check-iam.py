@@ -23,6 +23,13 @@ import cfnlint
 from cfnlint.decode import decode
 
 SERVICES = ("iot",)
+# Account-wide settings shared with every other system in the account: no
+# role of the stack may change them (an operator does, at deploy time).
+FORBIDDEN = {
+    "iot:updateeventconfigurations": "rewrites the account-wide IoT event configuration; `onboard events --enable` does it at deploy time",
+    "iot:*": "grants every IoT action",
+    "*": "grants every action",
+}
 
 
 def reference():
@@ -90,6 +97,9 @@ def main(path):
         resources = [text(r) for r in (resources if isinstance(resources, list) else [resources])]
         sid = statement.get("Sid", "")
         for action in actions:
+            if isinstance(action, str) and action.lower() in FORBIDDEN:
+                problems.append(f"{where} ({sid}): {action} {FORBIDDEN[action.lower()]}")
+                continue
             if not isinstance(action, str) or ":" not in action:
                 continue
             service, name = action.split(":", 1)
@@ -129,7 +139,7 @@ Resources:
           PolicyDocument:
             Statement:
               - Effect: Allow
-                Action: [iot:ListAttachedPolicies, iot:AttachThingPrincipal]
+                Action: [iot:ListAttachedPolicies, iot:AttachThingPrincipal, iot:UpdateEventConfigurations]
                 Resource: !Sub "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:thing/*"
 """
 
@@ -147,7 +157,7 @@ def self_test():
         code = main(f.name)
     pathlib.Path(f.name).unlink()
     text_out = out.getvalue()
-    ok = code == 1 and "ListAttachedPolicies supports no resource type" in text_out and "AttachThingPrincipal is authorized on cert" in text_out
+    ok = code == 1 and "ListAttachedPolicies supports no resource type" in text_out and "AttachThingPrincipal is authorized on cert" in text_out and "UpdateEventConfigurations rewrites" in text_out
     print(f"check-iam self-test: {'passed' if ok else 'FAILED'}")
     if not ok:
         print(text_out)

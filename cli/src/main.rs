@@ -9,6 +9,7 @@ mod connect;
 mod demo;
 mod device;
 mod error;
+mod events;
 mod files;
 mod fleet;
 mod mqtt;
@@ -69,6 +70,9 @@ pub enum Command {
     /// Claim certificates and fleet-provisioning templates.
     #[command(subcommand)]
     Claim(provision::ClaimCommand),
+    /// The account's job-execution events (the rotation completer's input):
+    /// show them, or turn them on once after deploying the stack.
+    Events(events::EventsArgs),
     /// The fleet as the inventory sees it.
     #[command(subcommand)]
     Fleet(fleet::FleetCommand),
@@ -126,6 +130,7 @@ fn main() -> std::process::ExitCode {
             Command::Allow(command) => provision::run_allow(command, &cli).await,
             Command::Claim(command) => provision::run_claim(command, &cli).await,
             Command::Demo(args) => demo::run(args, &cli).await,
+            Command::Events(args) => events::run(args, &cli).await,
         }
     });
     match result {

@@ -691,3 +691,28 @@ async fn fleet_inspect_shows_a_thing_its_certificates_and_history() -> TestResul
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_shown_and_turned_on_only_by_the_operator() -> TestResult {
+    let world = World::new().await?;
+    let shown = |output: &std::process::Output| -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
+        assert!(output.status.success(), "{}", stderr(output));
+        Ok(serde_json::from_slice(&output.stdout)?)
+    };
+    let before = shown(&onboard(Some(&world))?.args(["--json", "events"]).output()?)?;
+    assert_eq!(before["changed"], false, "showing changes nothing: {before}");
+    let enabled = shown(&onboard(Some(&world))?.args(["--json", "events", "--enable"]).output()?)?;
+    assert_eq!(enabled["jobExecutionEvents"], true, "{enabled}");
+    assert_eq!(
+        enabled["changed"],
+        before["jobExecutionEvents"] == false,
+        "{before} then {enabled}"
+    );
+    assert!(onboarding_aws::events::job_execution_events_enabled(&aws_sdk_iot::Client::new(&world.sdk)).await?);
+    // A second time: already on, nothing to change.
+    let again = shown(&onboard(Some(&world))?.args(["--json", "events", "--enable"]).output()?)?;
+    assert_eq!(again["changed"], false, "{again}");
+    let output = onboard(Some(&world))?.args(["events"]).output()?;
+    assert!(String::from_utf8_lossy(&output.stdout).contains("job-execution events: on"));
+    Ok(())
+}

@@ -176,35 +176,17 @@ pub fn report_metrics(namespace: &str, report: &RunReport, duration_ms: f64, tim
     )
 }
 
-/// Turns on the account's job-execution events, which feed the completer.
-/// Checked once per container; a failure is logged, not fatal (the rotator
-/// itself follows up on jobs past their deadline).
-pub async fn ensure_job_execution_events(iot: &aws_sdk_iot::Client) {
-    use aws_sdk_iot::types::{Configuration, EventType};
-    let enabled = match iot.describe_event_configurations().send().await {
-        Ok(out) => out
-            .event_configurations
-            .and_then(|c| c.get(&EventType::JobExecution).map(|c| c.enabled))
-            .unwrap_or(false),
-        Err(e) => {
-            tracing::warn!(error = %aws_sdk_iot::error::DisplayErrorContext(&e), "cannot read the IoT event configuration");
-            return;
-        }
-    };
-    if enabled {
-        return;
-    }
-    let result = iot
-        .update_event_configurations()
-        .event_configurations(EventType::JobExecution, Configuration::builder().enabled(true).build())
-        .send()
-        .await;
-    match result {
-        Ok(_) => tracing::info!("job-execution events turned on"),
-        Err(e) => tracing::warn!(
-            error = %aws_sdk_iot::error::DisplayErrorContext(&e),
-            "cannot turn on job-execution events; rotations then complete at their deadline"
+/// Warns when the account's job-execution events, which feed the completer,
+/// are off. Read only: the event configuration is account-wide, and an
+/// operator turns it on at deploy time (`onboard events --enable`). Without
+/// it rotations still complete, at their deadline, through the rotator.
+pub async fn check_job_execution_events(iot: &aws_sdk_iot::Client) {
+    match onboarding_aws::events::job_execution_events_enabled(iot).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "job-execution events are off in this account: rotations complete only at their deadline; run `onboard events --enable` once"
         ),
+        Err(e) => tracing::warn!(error = %e, "cannot read the IoT event configuration"),
     }
 }
 

@@ -12,7 +12,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let settings =
         cert_rotator::Settings::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let sdk = settings.sdk.load().await;
-    cert_rotator::ensure_job_execution_events(&aws_sdk_iot::Client::new(&sdk)).await;
+    cert_rotator::check_job_execution_events(&aws_sdk_iot::Client::new(&sdk)).await;
     let rotator = cert_rotator::build_rotator(&settings, &sdk);
     let (rotator, settings) = (&rotator, &settings);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 pub mod dynamodb;
 pub mod error;
+pub mod events;
 pub mod fleet;
 pub mod fleet_provisioning;
 pub mod iot;

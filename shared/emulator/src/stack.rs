@@ -136,6 +136,7 @@ pub async fn deploy(
     if let Some(existing) = describe(&cloudformation, stack).await?
         && existing.stack_status() == Some(&StackStatus::CreateComplete)
     {
+        enable_job_events(sdk).await?;
         return Ok(Deployed {
             stack: stack.to_string(),
             outputs: outputs(&existing),
@@ -156,11 +157,25 @@ pub async fn deploy(
     }
     request.send().await.map_err(aws("CreateStack"))?;
     let created = wait_for(&cloudformation, stack).await?;
+    enable_job_events(sdk).await?;
     Ok(Deployed {
         stack: stack.to_string(),
         outputs: outputs(&created),
         created: true,
     })
+}
+
+/// The deploy-time step the stack cannot take itself (CloudFormation has no
+/// resource for the account's event configuration, and no function role may
+/// change it): job-execution events on, as `onboard events --enable` does.
+async fn enable_job_events(sdk: &SdkConfig) -> Result<(), StackError> {
+    onboarding_aws::events::enable_job_execution_events(&aws_sdk_iot::Client::new(sdk))
+        .await
+        .map_err(|e| StackError::Aws {
+            operation: e.operation,
+            message: e.to_string(),
+        })?;
+    Ok(())
 }
 
 fn outputs(stack: &aws_sdk_cloudformation::types::Stack) -> HashMap<String, String> {
