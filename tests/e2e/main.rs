@@ -160,6 +160,36 @@ async fn a_device_onboards_through_the_deployed_stack() -> TestResult {
     assert_eq!(head.server_side_encryption, Some(ServerSideEncryption::AwsKms));
     assert_eq!(head.ssekms_key_id.as_deref(), Some(d.output("CredentialsKeyArn")?));
     assert_eq!(d.queue_depth("RegistrationDeadLetterQueueUrl").await?, 0);
+
+    // The issuer's asynchronous invocations end in its failure queue, never dropped.
+    let lambda = aws_sdk_lambda::Client::new(&d.emulator.sdk_config().await);
+    let config = lambda
+        .get_function_event_invoke_config()
+        .function_name(d.output("IssuerFunctionName")?)
+        // SAM puts the configuration on $LATEST (the function has no alias).
+        .qualifier("$LATEST")
+        .send()
+        .await?;
+    assert_eq!(config.maximum_retry_attempts, Some(2));
+    let on_failure = config
+        .destination_config
+        .and_then(|c| c.on_failure)
+        .and_then(|f| f.destination)
+        .ok_or("the issuer has no on-failure destination")?;
+    let queue = d
+        .sqs
+        .get_queue_attributes()
+        .queue_url(d.output("IssuerFailureQueueUrl")?)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await?;
+    assert_eq!(
+        queue
+            .attributes
+            .unwrap_or_default()
+            .get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn),
+        Some(&on_failure)
+    );
     Ok(())
 }
 
@@ -335,6 +365,16 @@ async fn run_scheduled(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_registration_event_is_recovered_by_the_reconciler() -> TestResult {
     let d = deployment().await;
+    // A control device first: how long the working pipeline takes to let a
+    // device in here, so that waiting longer than that without any effect
+    // below means the event was lost, not slow.
+    let control = d.ca.device("e2e-control-1").build()?;
+    let processed_in = time_to_active(&d, &control, "e2e-control-1").await?;
+    assert_eq!(
+        d.certificate_status(&certificate_id(&control)).await?.as_deref(),
+        Some("ACTIVE")
+    );
+
     // The registration rule disabled: the event of the first connection is lost.
     let rules = d.iot.list_topic_rules().send().await?;
     let rule = rules
@@ -350,12 +390,19 @@ async fn a_dropped_registration_event_is_recovered_by_the_reconciler() -> TestRe
     let id = certificate_id(&device);
     assert_ne!(connect(&d, &device, "e2e-lost-1").await?, ConnectResult::Accepted);
     assert_eq!(d.certificate_status(&id).await?.as_deref(), Some("PENDING_ACTIVATION"));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rule_now = d.iot.get_topic_rule().rule_name(&rule).send().await?;
+    assert_eq!(rule_now.rule.and_then(|r| r.rule_disabled), Some(true));
+    // Three times what the control device took (at least 2 s), and a second
+    // connection (a second event) on the way: still nothing.
+    tokio::time::sleep((processed_in * 3).max(Duration::from_secs(2))).await;
+    assert_ne!(connect(&d, &device, "e2e-lost-1").await?, ConnectResult::Accepted);
     assert_eq!(
         d.certificate_status(&id).await?.as_deref(),
         Some("PENDING_ACTIVATION"),
-        "nothing processed it"
+        "nothing processed it within 3x the control's {processed_in:?}"
     );
+    assert!(d.inventory_record(&id).await.is_err(), "no record of it");
+    assert_eq!(d.queue_depth("RegistrationQueueUrl").await?, 0, "nothing queued");
 
     // Too young to count as stuck: left alone.
     let now = time::OffsetDateTime::now_utc();

@@ -146,10 +146,20 @@ pub async fn deploy(
     let s3 = s3_client(sdk);
     // Zips are read before anything is created, so a missing build fails fast.
     let template = package(&s3, template, lambda_dir).await?;
+    // Templates over CloudFormation's 51,200-byte body limit go through S3,
+    // as `sam deploy` uploads them: always, so size never decides.
+    s3.put_object()
+        .bucket(ARTIFACTS)
+        .key(format!("{stack}.template.yaml"))
+        .body(ByteStream::from(template.into_bytes()))
+        .send()
+        .await
+        .map_err(aws("PutObject"))?;
+    let template_url = format!("https://s3.amazonaws.com/{ARTIFACTS}/{stack}.template.yaml");
     let mut request = cloudformation
         .create_stack()
         .stack_name(stack)
-        .template_body(template)
+        .template_url(template_url)
         .capabilities(Capability::CapabilityIam)
         .capabilities(Capability::CapabilityAutoExpand);
     for (key, value) in parameters {
