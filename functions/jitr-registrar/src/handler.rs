@@ -198,6 +198,9 @@ where
                     "onboarding outcome"
                 );
                 match outcome {
+                    Outcome::LeftAlone { rejection } => Measured::LeftAlone {
+                        reason: rejection.reason.code(),
+                    },
                     Outcome::Provisioned { .. } => Measured::Provisioned,
                     Outcome::AlreadyProvisioned { .. } => Measured::Duplicate,
                     Outcome::Recorded { .. } => Measured::Recorded,
@@ -266,6 +269,10 @@ pub fn outcome_json(outcome: &Outcome) -> Value {
     }
     if let Outcome::Ignored { certificate_status } = outcome {
         value["certificateStatus"] = json!(certificate_status);
+    }
+    if let Outcome::LeftAlone { rejection } = outcome {
+        value["reasonCode"] = json!(rejection.reason.code());
+        value["reason"] = json!(rejection.detail);
     }
     value
 }

@@ -40,51 +40,63 @@ pub struct Approval {
 /// The CA-level verdict, before the certificate itself is looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaVerdict<'a> {
-    /// The CA is the event's, ACTIVE, and bound to this profile.
+    /// The certificate's CA (as IoT records it) is the event's, bound to this
+    /// profile, and ACTIVE.
     Trusted(&'a DeviceProfile),
+    /// Not this deployment's to judge: IoT records no CA or another CA than
+    /// the event names (`CA_MISMATCH`), or the certificate's CA is bound to no
+    /// profile here (`CA_NOT_BOUND`; another system may own it). Left alone
+    /// unless the operator chose to revoke such certificates.
+    Foreign(Rejection),
     /// Refused (the certificate is rejected with the default action: no profile applies).
     Rejected(Rejection),
     /// Bound to a profile that is missing or invalid: not the device's fault, retry later.
     Misconfigured { profile: String, problem: String },
 }
 
-/// The certificate's CA in IoT is the event's, that CA is ACTIVE, and it is
-/// bound to a device profile.
+/// The certificate's CA in IoT is the event's, that CA is bound to a device
+/// profile, and it is ACTIVE. Every fact comes from IoT's description of the
+/// certificate (`certificate_ca_id`) and of its CA (`ca_status`); the event's
+/// CA id is only compared with it.
 pub fn check_ca<'a>(
     event_ca_id: &str,
     certificate_ca_id: Option<&str>,
     ca_status: Option<&CertificateStatus>,
     config: &'a OnboardingConfig,
 ) -> CaVerdict<'a> {
-    if certificate_ca_id != Some(event_ca_id) {
-        return CaVerdict::Rejected(Rejection::new(
+    let Some(ca_id) = certificate_ca_id.filter(|id| *id == event_ca_id) else {
+        return CaVerdict::Foreign(Rejection::new(
             RejectReason::CaMismatch,
             format!(
                 "IoT records CA {:?}, the event names {event_ca_id}",
                 certificate_ca_id.unwrap_or("none")
             ),
         ));
-    }
-    match ca_status {
-        Some(CertificateStatus::Active) => {}
-        other => {
-            let status = other.map_or("not registered", CertificateStatus::as_str);
-            return CaVerdict::Rejected(Rejection::new(
-                RejectReason::CaNotActive,
-                format!("CA {event_ca_id} is {status}"),
+    };
+    let profile = match config.trust(ca_id) {
+        CaTrust::Bound(profile) => profile,
+        CaTrust::Unbound => {
+            return CaVerdict::Foreign(Rejection::new(
+                RejectReason::CaNotBound,
+                format!("CA {ca_id} is bound to no device profile"),
             ));
         }
-    }
-    match config.trust(event_ca_id) {
-        CaTrust::Bound(profile) => CaVerdict::Trusted(profile),
-        CaTrust::Unbound => CaVerdict::Rejected(Rejection::new(
-            RejectReason::CaNotBound,
-            format!("CA {event_ca_id} is bound to no device profile"),
-        )),
-        CaTrust::Misconfigured { profile, problem } => CaVerdict::Misconfigured {
-            profile: profile.to_string(),
-            problem: problem.to_string(),
-        },
+        CaTrust::Misconfigured { profile, problem } => {
+            return CaVerdict::Misconfigured {
+                profile: profile.to_string(),
+                problem: problem.to_string(),
+            };
+        }
+    };
+    match ca_status {
+        Some(CertificateStatus::Active) => CaVerdict::Trusted(profile),
+        other => {
+            let status = other.map_or("not registered", CertificateStatus::as_str);
+            CaVerdict::Rejected(Rejection::new(
+                RejectReason::CaNotActive,
+                format!("CA {ca_id} is {status}"),
+            ))
+        }
     }
 }
 

@@ -305,15 +305,29 @@ fn the_deny_lists_answer_rejects_after_the_signature_and_before_the_rest() {
 }
 
 #[test]
-fn rejects_unbound_inactive_and_mismatched_ca() {
+fn foreign_certificates_are_told_apart_from_rejected_ones() {
     let mut config = OnboardingConfig::default();
     let active = CertificateStatus::Active;
     let reason = |v: CaVerdict<'_>| match v {
         CaVerdict::Rejected(r) => Some(r.reason),
         _ => None,
     };
+    let foreign = |v: CaVerdict<'_>| match v {
+        CaVerdict::Foreign(r) => Some(r.reason),
+        _ => None,
+    };
+    // Unbound here: another system's CA, whatever its status.
     assert_eq!(
-        reason(check_ca(CA_ID, Some(CA_ID), Some(&active), &config)),
+        foreign(check_ca(CA_ID, Some(CA_ID), Some(&active), &config)),
+        Some(RejectReason::CaNotBound)
+    );
+    assert_eq!(
+        foreign(check_ca(
+            CA_ID,
+            Some(CA_ID),
+            Some(&CertificateStatus::Inactive),
+            &config
+        )),
         Some(RejectReason::CaNotBound)
     );
     config.add_profile("sensors".into(), Ok(profile()));
@@ -321,12 +335,13 @@ fn rejects_unbound_inactive_and_mismatched_ca() {
     assert!(
         matches!(check_ca(CA_ID, Some(CA_ID), Some(&active), &config), CaVerdict::Trusted(p) if p.name == "sensors")
     );
+    // The event naming a CA the certificate does not have: never ours to judge.
     assert_eq!(
-        reason(check_ca(CA_ID, Some("other"), Some(&active), &config)),
+        foreign(check_ca(CA_ID, Some("other"), Some(&active), &config)),
         Some(RejectReason::CaMismatch)
     );
     assert_eq!(
-        reason(check_ca(CA_ID, None, Some(&active), &config)),
+        foreign(check_ca(CA_ID, None, Some(&active), &config)),
         Some(RejectReason::CaMismatch)
     );
     assert_eq!(
