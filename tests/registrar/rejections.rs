@@ -178,6 +178,13 @@ async fn every_rejection_class_is_refused_and_recorded() -> TestResult {
             Some("rsa1024-1"),
         ),
         case(
+            "p521-key",
+            ca.device("p521-1").key(KeyAlg::P521).build()?,
+            Arrival::Connect,
+            "UNSUPPORTED_KEY",
+            Some("p521-1"),
+        ),
+        case(
             "eku-server-only",
             ca.device("eku-1")
                 .eku(Some(vec![ExtendedKeyUsagePurpose::ServerAuth]))
