@@ -7,6 +7,7 @@
 mod ca;
 mod connect;
 mod demo;
+mod deny;
 mod device;
 mod error;
 mod events;
@@ -73,6 +74,9 @@ pub enum Command {
     /// The account's job-execution events (the rotation completer's input):
     /// show them, or turn them on once after deploying the stack.
     Events(events::EventsArgs),
+    /// Certificates that must never be onboarded (serials per CA, fingerprints).
+    #[command(subcommand)]
+    Deny(deny::DenyCommand),
     /// The fleet as the inventory sees it.
     #[command(subcommand)]
     Fleet(fleet::FleetCommand),
@@ -129,6 +133,7 @@ fn main() -> std::process::ExitCode {
             Command::Fleet(command) => fleet::run(command, &cli).await,
             Command::Allow(command) => provision::run_allow(command, &cli).await,
             Command::Claim(command) => provision::run_claim(command, &cli).await,
+            Command::Deny(command) => deny::run(command, &cli).await,
             Command::Demo(args) => demo::run(args, &cli).await,
             Command::Events(args) => events::run(args, &cli).await,
         }

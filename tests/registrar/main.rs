@@ -9,3 +9,4 @@ mod common;
 mod provisioning;
 mod rejections;
 mod resilience;
+mod trust;

@@ -1,5 +1,7 @@
 //! Every rejection class: the certificate ends REVOKED (or INACTIVE, per
 //! profile), no thing is created, and the inventory records the reason.
+//! (`THING_TYPE_MISMATCH` and `IDENTITY_COLLISION` need an existing thing:
+//! `trust.rs` and below.)
 //!
 //! SHA-1 signatures are covered by the domain tests only: the emulator
 //! refuses to hold a SHA-1-signed certificate under a CA at all
@@ -59,7 +61,10 @@ async fn make_pending(world: &World, case: &Case) -> Result<String, WorldError> 
 
 async fn run_case(world: &World, case: &Case) -> Result<(), WorldError> {
     let certificate_id = make_pending(world, case).await?;
-    let handler = handler(world, &[]);
+    // CA_MISMATCH and CA_NOT_BOUND are produced only when the operator chose
+    // to revoke certificates that are not this deployment's to judge (by
+    // default they are left alone: tests/registrar/trust.rs).
+    let handler = handler(world, &[("REVOKE_FOREIGN_CERTIFICATES", "true")]);
     let answer = handler
         .handle(world.direct_event(&certificate_id, &case.ca_id)?)
         .await?;
@@ -107,8 +112,13 @@ async fn every_rejection_class_is_refused_and_recorded() -> TestResult {
     inactive_profile["rejectionAction"] = json!("INACTIVE");
     world.put_profile(&inactive_profile).await?;
     world.bind(&lenient_id, "refurbished").await?;
-    // A denied serial.
+    // A denied serial, a denied fingerprint, and a serial denied by an entry
+    // of the earlier layout (in the CONFIG partition, written by hand in
+    // another notation): it must still deny.
     world.deny_serial(&ca_id, "0badc0de").await?;
+    let denied_by_fingerprint = ca.device("denied-2").build()?;
+    world.deny_fingerprint(&certificate_id(&denied_by_fingerprint)).await?;
+    world.deny_legacy(&format!("DENY#SERIAL#{ca_id}#0B:AD:C0:DF")).await?;
     // A look-alike CA: the same subject DN as the real one, another key.
     let lookalike = TestCa::new("Acme Device CA")?;
     let forged = lookalike.device("forged-1").build()?;
@@ -168,6 +178,13 @@ async fn every_rejection_class_is_refused_and_recorded() -> TestResult {
             Some("rsa1024-1"),
         ),
         case(
+            "p521-key",
+            ca.device("p521-1").key(KeyAlg::P521).build()?,
+            Arrival::Connect,
+            "UNSUPPORTED_KEY",
+            Some("p521-1"),
+        ),
+        case(
             "eku-server-only",
             ca.device("eku-1")
                 .eku(Some(vec![ExtendedKeyUsagePurpose::ServerAuth]))
@@ -219,6 +236,20 @@ async fn every_rejection_class_is_refused_and_recorded() -> TestResult {
             Arrival::Connect,
             "SERIAL_DENIED",
             Some("denied-1"),
+        ),
+        case(
+            "denied-fingerprint",
+            denied_by_fingerprint,
+            Arrival::Connect,
+            "FINGERPRINT_DENIED",
+            Some("denied-2"),
+        ),
+        case(
+            "denied-serial-old-layout",
+            ca.device("denied-3").serial(&[0x0b, 0xad, 0xc0, 0xdf]).build()?,
+            Arrival::Connect,
+            "SERIAL_DENIED",
+            Some("denied-3"),
         ),
         // Registered without a CA, as IoT would never link it to ours; the event claims our CA.
         case(

@@ -186,3 +186,131 @@ fn lambda_runtime_diagnostic(error: jitr_registrar::InvocationError) -> (String,
     let diagnostic: lambda_runtime::Diagnostic = error.into();
     (diagnostic.error_type, diagnostic.error_message)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_in_a_batch_is_processed_exactly_once() -> TestResult {
+    let world = world().await;
+    let (handler, proxy) = crate::common::handler_via_proxy(&world).await;
+    let device = world.ca.device("sensor-dup-1").build()?;
+    let id = world.first_connection(&device, "sensor-dup-1").await?;
+    let body = world.direct_event(&id, &world.ca_id)?.to_string();
+    // IoT publishes the event on every connection attempt: three copies in one batch.
+    let batch = world.sqs_event(&[body.clone(), body.clone(), body])?;
+    let answer = handler.handle(batch).await?;
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(world.certificate_status(&id).await?.as_deref(), Some("ACTIVE"));
+    // Processed once: one DescribeCertificate of it, one CreateThing, one activation.
+    let requests = proxy.requests();
+    let count = |method: &str, prefix: &str| {
+        requests
+            .iter()
+            .filter(|r| r.method == method && r.target.starts_with(prefix))
+            .count()
+    };
+    assert_eq!(count("GET", &format!("/certificates/{id}")), 1, "DescribeCertificate");
+    assert_eq!(count("POST", "/things/sensor-dup-1"), 1, "CreateThing");
+    assert_eq!(
+        count("PUT", &format!("/certificates/{id}?newStatus=ACTIVE")),
+        1,
+        "UpdateCertificate ACTIVE"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_failing_is_redriven_to_the_dlq_after_max_receive_count() -> TestResult {
+    let world = world().await;
+    let handler = handler(&world, &[]);
+    let sqs = aws_sdk_sqs::Client::new(&world.sdk);
+    let dlq = sqs.create_queue().queue_name("registrations-dlq").send().await?;
+    let dlq_url = dlq.queue_url().ok_or("no DLQ url")?.to_string();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+        .ok_or("no DLQ ARN")?;
+    let queue = sqs
+        .create_queue()
+        .queue_name("registrations")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string(),
+        )
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "0")
+        .send()
+        .await?;
+    let url = queue.queue_url().ok_or("no queue url")?.to_string();
+    let good = world.ca.device("sensor-dlq-1").build()?;
+    let good_id = world.first_connection(&good, "sensor-dlq-1").await?;
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(world.direct_event(&good_id, &world.ca_id)?.to_string())
+        .send()
+        .await?;
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body("{not json")
+        .send()
+        .await?;
+
+    // The event-source mapping's part: receive, invoke, delete what succeeded.
+    for _ in 0..6 {
+        let received = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await?;
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            continue;
+        }
+        let records: Vec<_> = messages
+            .iter()
+            .map(|m| {
+                json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
+                       "body": m.body(), "eventSource": "aws:sqs"})
+            })
+            .collect();
+        let answer = handler.handle(json!({"Records": records})).await?;
+        let failed: Vec<String> = answer["batchItemFailures"]
+            .as_array()
+            .ok_or("no batchItemFailures")?
+            .iter()
+            .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string))
+            .collect();
+        for m in &messages {
+            if !failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
+                sqs.delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await?;
+            }
+        }
+    }
+    assert_eq!(world.certificate_status(&good_id).await?.as_deref(), Some("ACTIVE"));
+    let dead = sqs
+        .receive_message()
+        .queue_url(&dlq_url)
+        .max_number_of_messages(10)
+        .send()
+        .await?
+        .messages
+        .unwrap_or_default();
+    let bodies: Vec<&str> = dead.iter().filter_map(|m| m.body()).collect();
+    assert_eq!(bodies, vec!["{not json"], "only the malformed message is dead-lettered");
+    let left = sqs
+        .receive_message()
+        .queue_url(&url)
+        .send()
+        .await?
+        .messages
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing left on the queue: {left:?}");
+    Ok(())
+}

@@ -1,5 +1,7 @@
 //! The `fleet-reconciler` Lambda: one scheduled run of the domain's
-//! [`Reconciler`] as of the scheduled event's `time`. A stuck certificate is
+//! [`Reconciler`] as of the wall clock ([`wall_clock_now`]; the scheduled
+//! event's `time` is only logged: an invoker must not be able to move "now"
+//! and have valid certificates judged expired). A stuck certificate is
 //! processed by the registrar itself, built exactly as `jitr-registrar`
 //! builds it (same settings, same adapters).
 //!
@@ -58,6 +60,14 @@ pub fn build_reconciler(settings: &Settings, sdk: &aws_config::SdkConfig) -> Aws
     let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(sdk), &settings.registrar.inventory_table);
     let registrar = jitr_registrar::build_registrar(&settings.registrar, sdk);
     Reconciler::new(iot.clone(), iot, inventory, registrar, settings.reconciler.clone())
+}
+
+/// Now, in Unix seconds, from the system clock: the only "now" a run uses.
+pub fn wall_clock_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// The run's report as the invocation's answer.

@@ -16,7 +16,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let reconciler = fleet_reconciler::build_reconciler(&settings, &sdk);
     let (reconciler, settings) = (&reconciler, &settings);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let now = onboarding_lambda::event_time(&event.payload).map_err(|e| format!("the event's time: {e}"))?;
+        // Validity is judged against the wall clock, never the event's `time`:
+        // whoever can invoke the function must not choose "now".
+        let now = fleet_reconciler::wall_clock_now();
+        if let Ok(scheduled) = onboarding_lambda::event_time(&event.payload)
+            && scheduled != now
+        {
+            tracing::info!(
+                scheduled,
+                now,
+                "the event's time is logged only; the run uses the wall clock"
+            );
+        }
         let report = reconciler.run(now).await?;
         tracing::info!(?report, "reconciler run");
         onboarding_lambda::emit(&fleet_reconciler::report_metrics(

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use onboarding_domain::ports::{CertificateRegistry, CredentialsStore, Inventory, ThingRegistry};
+use onboarding_domain::ports::{CertificateRegistry, CredentialsStore, DenyList, Inventory, ThingRegistry};
 use onboarding_domain::{JitrEvent, MalformedEvent, Outcome, ProvisioningError, Registrar};
 use serde_json::{Value, json};
 
@@ -69,7 +69,7 @@ where
     C: CertificateRegistry,
     T: ThingRegistry,
     S: CredentialsStore,
-    I: Inventory,
+    I: Inventory + DenyList,
 {
     pub fn new(
         registrar: Registrar<C, T, S, I>,
@@ -198,6 +198,9 @@ where
                     "onboarding outcome"
                 );
                 match outcome {
+                    Outcome::LeftAlone { rejection } => Measured::LeftAlone {
+                        reason: rejection.reason.code(),
+                    },
                     Outcome::Provisioned { .. } => Measured::Provisioned,
                     Outcome::AlreadyProvisioned { .. } => Measured::Duplicate,
                     Outcome::Recorded { .. } => Measured::Recorded,
@@ -266,6 +269,10 @@ pub fn outcome_json(outcome: &Outcome) -> Value {
     }
     if let Outcome::Ignored { certificate_status } = outcome {
         value["certificateStatus"] = json!(certificate_status);
+    }
+    if let Outcome::LeftAlone { rejection } = outcome {
+        value["reasonCode"] = json!(rejection.reason.code());
+        value["reason"] = json!(rejection.detail);
     }
     value
 }

@@ -1,8 +1,10 @@
 //! Outcomes as CloudWatch embedded-metric-format (EMF) lines on stdout.
 //!
 //! Metrics (namespace `METRICS_NAMESPACE`, dimension `Function`):
-//! `Provisioned`, `Duplicate`, `Ignored`, `Rejected` (also by `Reason`),
-//! `Failed` (also by `ErrorKind`), `MalformedEvent`, and `DurationMs`.
+//! `Provisioned`, `Duplicate`, `Recorded`, `Ignored`, `Rejected` (also by
+//! `Reason`), `LeftAlone` (also by `Reason`: `CA_MISMATCH` or `CA_NOT_BOUND`,
+//! a certificate not this deployment's to judge), `Failed` (also by
+//! `ErrorKind`), `MalformedEvent`, and `DurationMs`.
 
 use serde_json::Value;
 
@@ -15,6 +17,10 @@ pub enum Measured<'a> {
     Recorded,
     Ignored,
     Rejected {
+        reason: &'a str,
+    },
+    /// Not this deployment's to judge: left untouched.
+    LeftAlone {
         reason: &'a str,
     },
     Failed {
@@ -31,6 +37,7 @@ pub fn emf(namespace: &str, function: &str, measured: Measured<'_>, duration_ms:
         Measured::Recorded => ("Recorded", None),
         Measured::Ignored => ("Ignored", None),
         Measured::Rejected { reason } => ("Rejected", Some(("Reason", reason))),
+        Measured::LeftAlone { reason } => ("LeftAlone", Some(("Reason", reason))),
         Measured::Failed { kind } => ("Failed", Some(("ErrorKind", kind))),
         Measured::MalformedEvent => ("MalformedEvent", None),
     };
@@ -65,6 +72,9 @@ mod tests {
             json!(["Function", "Reason"])
         );
         assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "Rejected");
+        let left = emf("ns", "f", Measured::LeftAlone { reason: "CA_NOT_BOUND" }, 1.0, 0);
+        assert_eq!(left["LeftAlone"], 1.0);
+        assert_eq!(left["Reason"], "CA_NOT_BOUND");
         let provisioned = emf("ns", "f", Measured::Provisioned, 1.0, 0);
         assert_eq!(
             provisioned["_aws"]["CloudWatchMetrics"][0]["Dimensions"]

@@ -10,6 +10,7 @@
 //! | `CLOCK_SKEW_SECONDS` | no | `300` | tolerance on notBefore |
 //! | `DEFAULT_PROFILE` | no | | a device profile as JSON, for deployments without profile items |
 //! | `DEFAULT_PROFILE_CA_IDS` | no | | comma-separated CA ids bound to `DEFAULT_PROFILE` |
+//! | `REVOKE_FOREIGN_CERTIFICATES` | no | `false` | `true`: revoke certificates whose CA is bound to no profile here, or whose event names another CA than IoT records; by default they are left alone (logged, `LeftAlone` metric) |
 //! | `BATCH_CONCURRENCY` | no | `10` | SQS records processed at once |
 //! | `METRICS_NAMESPACE` | no | `IotOnboarding` | CloudWatch namespace of EMF metrics |
 //! | `SDK_MAX_ATTEMPTS` | no | `6` | attempts per AWS call (adaptive retry) |
@@ -50,6 +51,7 @@ impl FromEnv for Settings {
                 cache_ttl: Duration::from_secs(env.number("CONFIG_CACHE_TTL_SECONDS", 60)?),
                 credentials_prefix: env.get("CREDENTIALS_PREFIX").unwrap_or_else(|| "credentials/".into()),
                 default_profile,
+                revoke_foreign: env.flag("REVOKE_FOREIGN_CERTIFICATES"),
             },
             batch_concurrency: env.positive("BATCH_CONCURRENCY", 10)?,
             metrics_namespace: env.metrics_namespace(),
@@ -87,6 +89,13 @@ mod tests {
         assert_eq!(s.registrar.cache_ttl, Duration::from_secs(60));
         assert_eq!(s.registrar.clock_skew_secs, 300);
         assert!(s.registrar.default_profile.is_none());
+        assert!(
+            !s.registrar.revoke_foreign,
+            "foreign certificates are left alone by default"
+        );
+        let mut pairs = BASE.to_vec();
+        pairs.push(("REVOKE_FOREIGN_CERTIFICATES", "true"));
+        assert!(settings(&pairs).is_ok_and(|s| s.registrar.revoke_foreign));
     }
 
     #[test]

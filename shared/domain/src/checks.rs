@@ -1,6 +1,6 @@
 //! The certificate checks, as pure functions of the certificate, its CA, the
-//! profile, the deny-list and the time. Nothing here trusts the event or
-//! IoT's own verification.
+//! profile, the deny-list's answer for it and the time. Nothing here trusts
+//! the event or IoT's own verification.
 
 use std::collections::BTreeMap;
 
@@ -19,11 +19,11 @@ const SECONDS_PER_DAY: i64 = 86_400;
 /// Everything the device-certificate checks need.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckContext<'a> {
-    /// The CA's IoT id (deny-lists are per CA).
-    pub ca_certificate_id: &'a str,
     pub ca: &'a Certificate,
     pub profile: &'a DeviceProfile,
-    pub config: &'a OnboardingConfig,
+    /// What the deny-list lookup ([`crate::ports::DenyList`]) answered for
+    /// this certificate's serial (under its CA) and fingerprint.
+    pub denial: Option<&'a Rejection>,
     /// Unix seconds.
     pub now: i64,
     pub clock_skew_secs: i64,
@@ -40,51 +40,63 @@ pub struct Approval {
 /// The CA-level verdict, before the certificate itself is looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaVerdict<'a> {
-    /// The CA is the event's, ACTIVE, and bound to this profile.
+    /// The certificate's CA (as IoT records it) is the event's, bound to this
+    /// profile, and ACTIVE.
     Trusted(&'a DeviceProfile),
+    /// Not this deployment's to judge: IoT records no CA or another CA than
+    /// the event names (`CA_MISMATCH`), or the certificate's CA is bound to no
+    /// profile here (`CA_NOT_BOUND`; another system may own it). Left alone
+    /// unless the operator chose to revoke such certificates.
+    Foreign(Rejection),
     /// Refused (the certificate is rejected with the default action: no profile applies).
     Rejected(Rejection),
     /// Bound to a profile that is missing or invalid: not the device's fault, retry later.
     Misconfigured { profile: String, problem: String },
 }
 
-/// The certificate's CA in IoT is the event's, that CA is ACTIVE, and it is
-/// bound to a device profile.
+/// The certificate's CA in IoT is the event's, that CA is bound to a device
+/// profile, and it is ACTIVE. Every fact comes from IoT's description of the
+/// certificate (`certificate_ca_id`) and of its CA (`ca_status`); the event's
+/// CA id is only compared with it.
 pub fn check_ca<'a>(
     event_ca_id: &str,
     certificate_ca_id: Option<&str>,
     ca_status: Option<&CertificateStatus>,
     config: &'a OnboardingConfig,
 ) -> CaVerdict<'a> {
-    if certificate_ca_id != Some(event_ca_id) {
-        return CaVerdict::Rejected(Rejection::new(
+    let Some(ca_id) = certificate_ca_id.filter(|id| *id == event_ca_id) else {
+        return CaVerdict::Foreign(Rejection::new(
             RejectReason::CaMismatch,
             format!(
                 "IoT records CA {:?}, the event names {event_ca_id}",
                 certificate_ca_id.unwrap_or("none")
             ),
         ));
-    }
-    match ca_status {
-        Some(CertificateStatus::Active) => {}
-        other => {
-            let status = other.map_or("not registered", CertificateStatus::as_str);
-            return CaVerdict::Rejected(Rejection::new(
-                RejectReason::CaNotActive,
-                format!("CA {event_ca_id} is {status}"),
+    };
+    let profile = match config.trust(ca_id) {
+        CaTrust::Bound(profile) => profile,
+        CaTrust::Unbound => {
+            return CaVerdict::Foreign(Rejection::new(
+                RejectReason::CaNotBound,
+                format!("CA {ca_id} is bound to no device profile"),
             ));
         }
-    }
-    match config.trust(event_ca_id) {
-        CaTrust::Bound(profile) => CaVerdict::Trusted(profile),
-        CaTrust::Unbound => CaVerdict::Rejected(Rejection::new(
-            RejectReason::CaNotBound,
-            format!("CA {event_ca_id} is bound to no device profile"),
-        )),
-        CaTrust::Misconfigured { profile, problem } => CaVerdict::Misconfigured {
-            profile: profile.to_string(),
-            problem: problem.to_string(),
-        },
+        CaTrust::Misconfigured { profile, problem } => {
+            return CaVerdict::Misconfigured {
+                profile: profile.to_string(),
+                problem: problem.to_string(),
+            };
+        }
+    };
+    match ca_status {
+        Some(CertificateStatus::Active) => CaVerdict::Trusted(profile),
+        other => {
+            let status = other.map_or("not registered", CertificateStatus::as_str);
+            CaVerdict::Rejected(Rejection::new(
+                RejectReason::CaNotActive,
+                format!("CA {ca_id} is {status}"),
+            ))
+        }
     }
 }
 
@@ -115,7 +127,7 @@ const WEAK_SIGNATURES: [&str; 7] = [
 /// The [`Rejection`] of the first check that fails.
 pub fn check_device_certificate(cert: &Certificate, ctx: &CheckContext<'_>) -> Result<Approval, Rejection> {
     check_issuer_and_signature(cert, ctx.ca)?;
-    check_deny_list(cert, ctx)?;
+    check_deny_list(ctx)?;
     check_key(&cert.key)?;
     check_extensions(cert)?;
     check_validity(cert, ctx.now, ctx.clock_skew_secs, ctx.profile.min_remaining_days)?;
@@ -156,20 +168,11 @@ pub fn check_issuer_and_signature(cert: &Certificate, ca: &Certificate) -> Resul
     Ok(())
 }
 
-fn check_deny_list(cert: &Certificate, ctx: &CheckContext<'_>) -> Result<(), Rejection> {
-    if ctx.config.is_fingerprint_denied(&cert.fingerprint) {
-        return Err(Rejection::new(
-            RejectReason::FingerprintDenied,
-            format!("fingerprint {} is on the deny-list", cert.fingerprint),
-        ));
+fn check_deny_list(ctx: &CheckContext<'_>) -> Result<(), Rejection> {
+    match ctx.denial {
+        Some(rejection) => Err(rejection.clone()),
+        None => Ok(()),
     }
-    if ctx.config.is_serial_denied(ctx.ca_certificate_id, &cert.serial) {
-        return Err(Rejection::new(
-            RejectReason::SerialDenied,
-            format!("serial {} is on the deny-list", cert.serial),
-        ));
-    }
-    Ok(())
 }
 
 /// RSA ≥ 2048 bits, EC P-256 or P-384, or Ed25519.

@@ -137,12 +137,17 @@ pub enum Outcome {
     Recorded { thing_name: String },
     /// Not PENDING_ACTIVATION (or gone): nothing done, outcome recorded.
     Ignored { certificate_status: String },
+    /// Not this deployment's to judge (`CA_MISMATCH`: the event names another
+    /// CA than IoT records; `CA_NOT_BOUND`: its CA is bound to no profile
+    /// here): nothing done, nothing recorded; logged and counted.
+    LeftAlone { rejection: Rejection },
 }
 
 impl Outcome {
-    /// `provisioned`, `duplicate`, `rejected`, `recorded` or `ignored`.
+    /// `provisioned`, `duplicate`, `rejected`, `recorded`, `ignored` or `left_alone`.
     pub fn label(&self) -> &'static str {
         match self {
+            Self::LeftAlone { .. } => "left_alone",
             Self::Provisioned { .. } => "provisioned",
             Self::AlreadyProvisioned { .. } => "duplicate",
             Self::Rejected { .. } => "rejected",
@@ -155,7 +160,7 @@ impl Outcome {
         match self {
             Self::Provisioned { thing_name, .. } | Self::Recorded { thing_name } => Some(thing_name),
             Self::AlreadyProvisioned { thing_name } | Self::Rejected { thing_name, .. } => thing_name.as_deref(),
-            Self::Ignored { .. } => None,
+            Self::Ignored { .. } | Self::LeftAlone { .. } => None,
         }
     }
 

@@ -5,13 +5,17 @@
 //! certificate is set ACTIVE only after every other step succeeded, and an
 //! error anywhere leaves it PENDING_ACTIVATION for the retry to converge.
 //!
-//! Critical path, with configuration and CA cached (four sequential rounds):
+//! Critical path, with configuration and CA cached (five sequential rounds):
 //! 1. `DescribeCertificate` (on a cold container, concurrently with the
 //!    configuration query and `DescribeCACertificate`);
-//! 2. claim the thing name ‖ list the thing's principals ‖ `CreateThing`;
-//! 3. attach the certificate exclusively ‖ add to each group ‖ attach the
+//! 2. the deny-list lookup for the certificate's serial and fingerprint (one
+//!    `BatchGetItem`): it needs the serial, which only the certificate holds,
+//!    and it comes before round 3 so that nothing (no claim, no thing) is
+//!    ever created for a denied certificate;
+//! 3. claim the thing name ‖ list the thing's principals ‖ `CreateThing`;
+//! 4. attach the certificate exclusively ‖ add to each group ‖ attach the
 //!    policy ‖ store the credentials record ‖ write the inventory record;
-//! 4. set the certificate ACTIVE.
+//! 5. set the certificate ACTIVE.
 //!
 //! `CreateThing` may run before the collision verdict because it can only
 //! create a thing that did not exist, and then no other certificate can hold
@@ -24,13 +28,13 @@ use std::time::{Duration, Instant};
 use futures::future::{join_all, try_join, try_join_all};
 use futures::lock::Mutex;
 
-use crate::certificate::Certificate;
+use crate::certificate::{Certificate, MalformedCertificate};
 use crate::checks::{CaVerdict, CheckContext, check_ca, check_device_certificate};
 use crate::config::{ConfigCache, OnboardingConfig};
 use crate::event::JitrEvent;
 use crate::plan::ProvisioningPlan;
 use crate::ports::{
-    CertificateRegistry, CertificateStatus, CredentialsStore, Inventory, NameClaim, PortError, RegisteredCa,
+    CertificateRegistry, CertificateStatus, CredentialsStore, DenyList, Inventory, NameClaim, PortError, RegisteredCa,
     RegisteredCertificate, ThingCreation, ThingRegistry,
 };
 use crate::profile::{DeviceProfile, RejectionAction};
@@ -51,6 +55,13 @@ pub struct RegistrarSettings {
     pub credentials_prefix: String,
     /// A default profile and the CA ids bound to it, from the environment.
     pub default_profile: Option<(DeviceProfile, Vec<String>)>,
+    /// Revoke certificates that are not this deployment's to judge: those
+    /// whose CA (as IoT records it) is bound to no profile here, and those
+    /// whose event names a CA other than the certificate's. Off by default:
+    /// the registration rule sees every CA in the account, and another system
+    /// may own some of them; such certificates are then left alone, logged
+    /// and counted.
+    pub revoke_foreign: bool,
 }
 
 impl Default for RegistrarSettings {
@@ -60,6 +71,7 @@ impl Default for RegistrarSettings {
             cache_ttl: Duration::from_secs(60),
             credentials_prefix: "credentials/".to_string(),
             default_profile: None,
+            revoke_foreign: false,
         }
     }
 }
@@ -124,6 +136,11 @@ pub struct Registrar<C, T, S, I> {
 #[allow(clippy::large_enum_variant)]
 enum Verdict {
     Approved(Box<ProvisioningPlan>),
+    /// Not this deployment's certificate to judge (see [`CaVerdict::Foreign`]).
+    Foreign {
+        rejection: Rejection,
+        record: CertificateRecord,
+    },
     Rejected {
         rejection: Rejection,
         action: RejectionAction,
@@ -131,12 +148,21 @@ enum Verdict {
     },
 }
 
+/// What acting on a verdict came to.
+enum Step {
+    Done(Outcome),
+    /// A rejection found while acting (an identity collision, a thing type
+    /// mismatch) was decided on cached configuration: everything it changed
+    /// is undone, and the certificate is decided again on fresh configuration.
+    Redecide,
+}
+
 impl<C, T, S, I> Registrar<C, T, S, I>
 where
     C: CertificateRegistry,
     T: ThingRegistry,
     S: CredentialsStore,
-    I: Inventory,
+    I: Inventory + DenyList,
 {
     pub fn new(certificates: C, things: T, credentials: S, inventory: I, settings: RegistrarSettings) -> Self {
         Self {
@@ -190,82 +216,226 @@ where
                 }
                 // Recorded otherwise (a rejection an operator reversed, an
                 // observation): the record stands.
-                Some(_) => return self.observe(event, &CertificateStatus::Active, None, now).await,
+                Some(_) => {
+                    return self
+                        .observe_certificate(event, &cert, &CertificateStatus::Active, None, now)
+                        .await;
+                }
                 // ACTIVE and unknown: provisioned by JITP or by hand.
                 None => true,
             },
-            other => return self.observe(event, other, None, now).await,
+            other => return self.observe_certificate(event, &cert, other, None, now).await,
         };
-        let mut verdict = self.verdict(event, &cert, ca.as_deref(), &config, now)?;
-        if matches!(verdict, Verdict::Rejected { .. }) && (config_cached || ca_cached) {
-            // A rejection cannot be undone (a revoked certificate never comes
-            // back), so it is never decided on cached configuration: a CA
-            // bound, a profile fixed or a CA activated a moment ago counts.
-            let ((config, _), (ca, _)) = try_join(self.config(true), self.ca(&event.ca_certificate_id, true)).await?;
-            verdict = self.verdict(event, &cert, ca.as_deref(), &config, now)?;
+        // Round 2: the deny-list, by key (never cached), for a certificate
+        // that is the event's CA's in IoT (the others are not judged here).
+        let device = Certificate::from_pem(&cert.pem);
+        let own = cert.ca_certificate_id.as_deref() == Some(event.ca_certificate_id.as_str());
+        let denial = match own {
+            true => self.denial(&cert, device.as_ref().ok()).await?,
+            false => None,
+        };
+        let (mut config, mut ca, mut cached) = (config, ca, config_cached || ca_cached);
+        loop {
+            let verdict = self.verdict(event, &cert, &device, denial.as_ref(), ca.as_deref(), &config, now)?;
+            if cached && !matches!(verdict, Verdict::Approved(_)) {
+                // A rejection cannot be undone (a revoked certificate never
+                // comes back), so it is never decided on cached configuration:
+                // a CA bound, a profile fixed or a CA activated a moment ago
+                // counts. Nor is a certificate left alone on it.
+                (config, ca, cached) = self.fresh(event).await?;
+                continue;
+            }
+            match self
+                .act(event, &cert, verdict, active, ca.as_deref(), cached, now)
+                .await?
+            {
+                Step::Done(outcome) => return Ok(outcome),
+                Step::Redecide => (config, ca, cached) = self.fresh(event).await?,
+            }
         }
-        let jitp = ca.as_ref().is_some_and(|ca| ca.registered.jitp);
-        match verdict {
+    }
+
+    /// Configuration and the event's CA, read again (and cached again).
+    async fn fresh(
+        &self,
+        event: &JitrEvent,
+    ) -> Result<(Arc<OnboardingConfig>, Option<Arc<CachedCa>>, bool), ProvisioningError> {
+        let ((config, _), (ca, _)) = try_join(self.config(true), self.ca(&event.ca_certificate_id, true)).await?;
+        Ok((config, ca, false))
+    }
+
+    /// Carries a verdict out. `ca` is the event's CA, described; it is the
+    /// certificate's own CA whenever the verdict is not `Foreign`.
+    #[allow(clippy::too_many_arguments)]
+    async fn act(
+        &self,
+        event: &JitrEvent,
+        cert: &RegisteredCertificate,
+        verdict: Verdict,
+        active: bool,
+        ca: Option<&CachedCa>,
+        cached: bool,
+        now: i64,
+    ) -> Result<Step, ProvisioningError> {
+        // Whether IoT itself provisions this certificate's CA's devices
+        // (JITP), from the certificate's own CA, never the event's.
+        let jitp = ca.is_some_and(|ca| ca.registered.jitp);
+        let outcome = match verdict {
+            Verdict::Foreign { rejection, record } if self.settings.revoke_foreign => {
+                let own_jitp = match cert.ca_certificate_id.as_deref() {
+                    Some(own) if own == event.ca_certificate_id => jitp,
+                    Some(own) if active => self.ca(own, false).await?.0.is_some_and(|ca| ca.registered.jitp),
+                    _ => false,
+                };
+                if !active || own_jitp {
+                    self.reject(cert, rejection, RejectionAction::default(), record, None)
+                        .await?
+                } else {
+                    self.observe_active_failing(event, cert, &rejection, now).await?
+                }
+            }
+            Verdict::Foreign { rejection, .. } => {
+                tracing::warn!(
+                    certificateId = cert.certificate_id,
+                    eventCaCertificateId = event.ca_certificate_id,
+                    caCertificateId = cert.ca_certificate_id.as_deref().unwrap_or("none"),
+                    reasonCode = rejection.reason.code(),
+                    reason = %rejection.detail,
+                    "certificate left alone: not this deployment's to judge"
+                );
+                Outcome::LeftAlone { rejection }
+            }
             Verdict::Rejected {
                 rejection,
                 action,
                 record,
-            } if !active || jitp => self.reject(&cert, rejection, action, record, None).await,
+            } if !active || jitp => self.reject(cert, rejection, action, record, None).await?,
             // Made by hand, not by the CA's template: an operator's decision,
             // recorded with the check it fails, never revoked.
-            Verdict::Rejected { rejection, .. } => {
-                let detail = format!(
-                    "ACTIVE without onboarding; fails {}: {}",
-                    rejection.reason, rejection.detail
-                );
-                self.observe(event, &CertificateStatus::Active, Some(detail), now).await
-            }
-            Verdict::Approved(plan) if active => self.adopt(event, &cert, &plan, now).await,
-            Verdict::Approved(plan) => self.provision(&cert, &plan, now).await,
-        }
+            Verdict::Rejected { rejection, .. } => self.observe_active_failing(event, cert, &rejection, now).await?,
+            Verdict::Approved(plan) if active => return self.adopt(event, cert, &plan, jitp, cached, now).await,
+            Verdict::Approved(plan) => return self.provision(cert, &plan, cached, now).await,
+        };
+        Ok(Step::Done(outcome))
+    }
+
+    /// An ACTIVE certificate made by other means that fails a check: recorded
+    /// with the check, never revoked.
+    async fn observe_active_failing(
+        &self,
+        event: &JitrEvent,
+        cert: &RegisteredCertificate,
+        rejection: &Rejection,
+        now: i64,
+    ) -> Result<Outcome, ProvisioningError> {
+        let detail = format!(
+            "ACTIVE without onboarding; fails {}: {}",
+            rejection.reason, rejection.detail
+        );
+        self.observe_certificate(event, cert, &CertificateStatus::Active, Some(detail), now)
+            .await
     }
 
     /// An ACTIVE certificate that passes every check: recorded as provisioned
     /// when it is attached to the thing its profile names (what the CA's JITP
     /// template, rendered from the same profile, makes), observed otherwise.
+    ///
+    /// The name claim decides as it does for a new certificate: held by
+    /// another live certificate, it is an identity collision (revoked under a
+    /// JITP CA, observed otherwise); held by a retired one, it is moved here.
     async fn adopt(
         &self,
         event: &JitrEvent,
         cert: &RegisteredCertificate,
         plan: &ProvisioningPlan,
+        jitp: bool,
+        cached: bool,
         now: i64,
-    ) -> Result<Outcome, ProvisioningError> {
+    ) -> Result<Step, ProvisioningError> {
         let name = plan.thing_name.as_str();
         let principals = self.things.thing_principals(name).await?.unwrap_or_default();
         if !principals.iter().any(|arn| arn == &cert.certificate_arn) {
             let detail = format!("ACTIVE without onboarding; not attached to thing {name}, which its profile names");
-            return self.observe(event, &CertificateStatus::Active, Some(detail), now).await;
+            return Ok(Step::Done(
+                self.observe_certificate(event, cert, &CertificateStatus::Active, Some(detail), now)
+                    .await?,
+            ));
         }
         // The name is this certificate's from now on, unless another holds it.
-        self.inventory.claim_thing_name(name, &plan.certificate_id).await?;
+        let claim = self.inventory.claim_thing_name(name, &plan.certificate_id).await?;
+        let (collision, moved_from) = self.claim_verdict(plan, &claim).await?;
+        if let Some(rejection) = collision {
+            self.undo_claim(name, &plan.certificate_id, &claim, moved_from.as_deref())
+                .await?;
+            if cached {
+                return Ok(Step::Redecide);
+            }
+            let outcome = if jitp {
+                let mut record = CertificateRecord::provisioned(plan, String::new(), now);
+                record.status = RecordStatus::Rejected;
+                record.credentials_key = None;
+                self.reject(cert, rejection, plan.rejection_action, record, Some(name))
+                    .await?
+            } else {
+                self.observe_active_failing(event, cert, &rejection, now).await?
+            };
+            return Ok(Step::Done(outcome));
+        }
         let mut record = CertificateRecord::provisioned(plan, String::new(), now);
         record.credentials_key = None;
         record.detail = Some("ACTIVE before onboarding (JITP or made by hand): checked and recorded".into());
         self.inventory.record_provisioned(&record).await?;
-        Ok(Outcome::Recorded {
+        Ok(Step::Done(Outcome::Recorded {
             thing_name: name.to_string(),
-        })
+        }))
+    }
+
+    /// The deny-list's answer for a certificate that parses and whose CA IoT
+    /// records (one lookup; an error fails the event: never allowed by default).
+    async fn denial(
+        &self,
+        cert: &RegisteredCertificate,
+        device: Option<&Certificate>,
+    ) -> Result<Option<Rejection>, ProvisioningError> {
+        let (Some(device), Some(ca)) = (device, cert.ca_certificate_id.as_deref()) else {
+            // Rejected without it: malformed, or no CA (CA_MISMATCH).
+            return Ok(None);
+        };
+        Ok(self.inventory.denial(ca, &device.serial, &device.fingerprint).await?)
     }
 
     /// The pure part: every check, and the plan if they pass.
+    #[allow(clippy::too_many_arguments)]
     fn verdict(
         &self,
         event: &JitrEvent,
         cert: &RegisteredCertificate,
+        device: &Result<Certificate, MalformedCertificate>,
+        denial: Option<&Rejection>,
         ca: Option<&CachedCa>,
         config: &OnboardingConfig,
         now: i64,
     ) -> Result<Verdict, ProvisioningError> {
-        let ca_id = event.ca_certificate_id.as_str();
+        // IoT's own record of the certificate's CA; the event's is only compared.
+        let ca_id = cert
+            .ca_certificate_id
+            .as_deref()
+            .unwrap_or(event.ca_certificate_id.as_str());
         let bare = CertificateRecord::bare(&cert.certificate_id, ca_id, RecordStatus::Rejected, now);
         let ca_status = ca.map(|ca| &ca.registered.status);
-        let profile = match check_ca(ca_id, cert.ca_certificate_id.as_deref(), ca_status, config) {
+        let profile = match check_ca(
+            &event.ca_certificate_id,
+            cert.ca_certificate_id.as_deref(),
+            ca_status,
+            config,
+        ) {
             CaVerdict::Trusted(profile) => profile,
+            CaVerdict::Foreign(rejection) => {
+                return Ok(Verdict::Foreign {
+                    rejection,
+                    record: bare,
+                });
+            }
             CaVerdict::Rejected(rejection) => {
                 return Ok(Verdict::Rejected {
                     rejection,
@@ -293,7 +463,7 @@ where
         })?;
         let mut record = bare.clone();
         record.profile = Some(profile.name.clone());
-        let device = match Certificate::from_pem(&cert.pem) {
+        let device = match device {
             Ok(device) => device,
             Err(e) => {
                 let rejection = Rejection::new(RejectReason::CertificateMalformed, e.to_string());
@@ -309,19 +479,18 @@ where
         record.not_before = Some(device.not_before);
         record.not_after = Some(device.not_after);
         let ctx = CheckContext {
-            ca_certificate_id: ca_id,
             ca: ca_cert,
             profile,
-            config,
+            denial,
             now,
             clock_skew_secs: self.settings.clock_skew_secs,
         };
-        match check_device_certificate(&device, &ctx) {
+        match check_device_certificate(device, &ctx) {
             Ok(approval) => Ok(Verdict::Approved(Box::new(ProvisioningPlan::new(
                 &cert.certificate_arn,
                 ca_id,
                 &cert.pem,
-                &device,
+                device,
                 profile,
                 approval,
             )))),
@@ -337,10 +506,11 @@ where
         &self,
         cert: &RegisteredCertificate,
         plan: &ProvisioningPlan,
+        cached: bool,
         now: i64,
-    ) -> Result<Outcome, ProvisioningError> {
+    ) -> Result<Step, ProvisioningError> {
         let name = plan.thing_name.as_str();
-        // Round 2.
+        // Round 3.
         let (claim, principals, creation) = futures::try_join!(
             self.inventory.claim_thing_name(name, &plan.certificate_id),
             self.things.thing_principals(name),
@@ -352,23 +522,24 @@ where
             record.credentials_key = None;
             record
         };
-        if let Some(rejection) = self.collision(plan, &claim, principals.as_deref()).await? {
-            if claim == NameClaim::Claimed {
-                self.inventory.release_thing_name(name, &plan.certificate_id).await?;
+        let (mut rejection, moved_from) = self.collision(plan, &claim, principals.as_deref()).await?;
+        if rejection.is_none() && creation == ThingCreation::ExistsDifferently {
+            rejection = self.reconcile_existing_thing(plan).await?;
+        }
+        if let Some(rejection) = rejection {
+            // The claim goes back to where it was: released if it was taken
+            // now, returned to the retired certificate it was moved from.
+            self.undo_claim(name, &plan.certificate_id, &claim, moved_from.as_deref())
+                .await?;
+            if cached {
+                return Ok(Step::Redecide);
             }
-            return self
-                .reject(cert, rejection, plan.rejection_action, rejected_record(), Some(name))
-                .await;
+            return Ok(Step::Done(
+                self.reject(cert, rejection, plan.rejection_action, rejected_record(), Some(name))
+                    .await?,
+            ));
         }
-        if creation == ThingCreation::ExistsDifferently
-            && let Some(rejection) = self.reconcile_existing_thing(plan).await?
-        {
-            self.inventory.release_thing_name(name, &plan.certificate_id).await?;
-            return self
-                .reject(cert, rejection, plan.rejection_action, rejected_record(), Some(name))
-                .await;
-        }
-        // Round 3.
+        // Round 4.
         let key = plan.credentials_key(&self.settings.credentials_prefix);
         let record = CertificateRecord::provisioned(plan, key.clone(), now);
         let credentials = plan.credentials_record();
@@ -383,48 +554,56 @@ where
             self.credentials.put_credentials(&key, &credentials),
             self.inventory.record_provisioned(&record),
         )?;
-        // Round 4: last, and only after everything above succeeded.
+        // Round 5: last, and only after everything above succeeded.
         self.certificates
             .set_certificate_status(&plan.certificate_id, &CertificateStatus::Active)
             .await?;
-        Ok(Outcome::Provisioned {
+        Ok(Step::Done(Outcome::Provisioned {
             thing_name: plan.thing_name.clone(),
             profile: plan.profile.clone(),
             dropped_attributes: record.dropped_attributes,
-        })
+        }))
+    }
+
+    /// Undoes a claim made during a check that then rejected: a claim moved
+    /// from a retired certificate goes back to it (conditionally: unless the
+    /// holder changed meanwhile), a claim taken now is released.
+    async fn undo_claim(
+        &self,
+        name: &str,
+        certificate_id: &str,
+        claim: &NameClaim,
+        moved_from: Option<&str>,
+    ) -> Result<(), ProvisioningError> {
+        match moved_from {
+            Some(previous) => {
+                self.inventory
+                    .transfer_thing_name(name, certificate_id, previous)
+                    .await?;
+            }
+            None if *claim == NameClaim::Claimed => {
+                self.inventory.release_thing_name(name, certificate_id).await?;
+            }
+            None => {}
+        }
+        Ok(())
     }
 
     /// Another certificate owns this identity if it holds the name claim and is
     /// ACTIVE or still being onboarded, or if it is attached to the thing and ACTIVE.
+    ///
+    /// Returns the collision, if any, and the retired certificate the claim
+    /// was moved from, if it was (so that a rejection can move it back).
     async fn collision(
         &self,
         plan: &ProvisioningPlan,
         claim: &NameClaim,
         principals: Option<&[String]>,
-    ) -> Result<Option<Rejection>, ProvisioningError> {
+    ) -> Result<(Option<Rejection>, Option<String>), ProvisioningError> {
         let name = plan.thing_name.as_str();
-        if let NameClaim::HeldBy(holder) = claim {
-            let status = self.certificates.describe_certificate(holder).await?.map(|c| c.status);
-            match status {
-                Some(CertificateStatus::Active | CertificateStatus::PendingActivation) => {
-                    return Ok(Some(Rejection::new(
-                        RejectReason::IdentityCollision,
-                        format!("thing name {name} belongs to certificate {holder}"),
-                    )));
-                }
-                // The holder is retired (revoked, inactive or deleted): the name is free.
-                _ => {
-                    if !self
-                        .inventory
-                        .transfer_thing_name(name, holder, &plan.certificate_id)
-                        .await?
-                    {
-                        return Err(ProvisioningError::ClaimRace {
-                            thing_name: name.to_string(),
-                        });
-                    }
-                }
-            }
+        let (rejection, moved_from) = self.claim_verdict(plan, claim).await?;
+        if rejection.is_some() {
+            return Ok((rejection, None));
         }
         let others: Vec<&str> = principals
             .unwrap_or_default()
@@ -435,13 +614,47 @@ where
         let described = join_all(others.iter().map(|id| self.certificates.describe_certificate(id))).await;
         for (id, described) in others.iter().zip(described) {
             if described?.is_some_and(|c| c.status == CertificateStatus::Active) {
-                return Ok(Some(Rejection::new(
+                let rejection = Rejection::new(
                     RejectReason::IdentityCollision,
                     format!("thing {name} already has ACTIVE certificate {id} attached"),
-                )));
+                );
+                return Ok((Some(rejection), moved_from));
             }
         }
-        Ok(None)
+        Ok((None, moved_from))
+    }
+
+    /// The name claim's side of the collision check: held by another live
+    /// certificate (ACTIVE or still being onboarded) is a collision; held by a
+    /// retired one (revoked, inactive or deleted), it is moved to this
+    /// certificate (conditionally), and that holder is returned.
+    async fn claim_verdict(
+        &self,
+        plan: &ProvisioningPlan,
+        claim: &NameClaim,
+    ) -> Result<(Option<Rejection>, Option<String>), ProvisioningError> {
+        let name = plan.thing_name.as_str();
+        let NameClaim::HeldBy(holder) = claim else {
+            return Ok((None, None));
+        };
+        let status = self.certificates.describe_certificate(holder).await?.map(|c| c.status);
+        if let Some(CertificateStatus::Active | CertificateStatus::PendingActivation) = status {
+            let rejection = Rejection::new(
+                RejectReason::IdentityCollision,
+                format!("thing name {name} belongs to certificate {holder}"),
+            );
+            return Ok((Some(rejection), None));
+        }
+        if !self
+            .inventory
+            .transfer_thing_name(name, holder, &plan.certificate_id)
+            .await?
+        {
+            return Err(ProvisioningError::ClaimRace {
+                thing_name: name.to_string(),
+            });
+        }
+        Ok((None, Some(holder.clone())))
     }
 
     /// A thing of this name exists with another configuration: it must have the
@@ -507,19 +720,17 @@ where
         })
     }
 
-    async fn observe(
+    async fn observe_certificate(
         &self,
         event: &JitrEvent,
+        cert: &RegisteredCertificate,
         status: &CertificateStatus,
         detail: Option<String>,
         now: i64,
     ) -> Result<Outcome, ProvisioningError> {
-        let mut record = CertificateRecord::bare(
-            &event.certificate_id,
-            &event.ca_certificate_id,
-            RecordStatus::Observed,
-            now,
-        );
+        // IoT's record of the CA, never the event's say-so.
+        let ca = cert.ca_certificate_id.as_deref().unwrap_or(&event.ca_certificate_id);
+        let mut record = CertificateRecord::bare(&event.certificate_id, ca, RecordStatus::Observed, now);
         record.certificate_status = Some(status.as_str().to_string());
         record.detail = detail;
         self.inventory.record_observed(&record).await?;

@@ -5,8 +5,8 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, PKCS_RSA_SHA256, RsaKeySize,
-    SerialNumber, SubjectPublicKeyInfo,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ECDSA_P521_SHA512, PKCS_ED25519,
+    PKCS_RSA_SHA256, RsaKeySize, SerialNumber, SubjectPublicKeyInfo,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -24,6 +24,8 @@ pub enum CertError {
 pub enum KeyAlg {
     P256,
     P384,
+    /// P-521: a curve the registrar's profile refuses (`UNSUPPORTED_KEY`).
+    P521,
     Ed25519,
     Rsa2048,
     Rsa3072,
@@ -37,6 +39,7 @@ impl KeyAlg {
         Ok(Some(match self {
             Self::P256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?,
             Self::P384 => KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)?,
+            Self::P521 => KeyPair::generate_for(&PKCS_ECDSA_P521_SHA512)?,
             Self::Ed25519 => KeyPair::generate_for(&PKCS_ED25519)?,
             Self::Rsa2048 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048)?,
             Self::Rsa3072 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_3072)?,
