@@ -37,6 +37,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::{try_join, try_join_all};
@@ -52,8 +53,9 @@ use crate::profile::DeviceProfile;
 use crate::reason::Rejection;
 use crate::record::{CertificateRecord, RecordStatus};
 use crate::rotation::{
-    CONFIRMATION_FIELD, CsrAnswer, CsrMessage, FailureReason, JobDocument, Rotation, RotationInventory, RotationIot,
-    RotationObjects, RotationPolicy, RotationState, Strategy, TransitionError, answer_topic, check_csr,
+    CONFIRMATION_FIELD, CsrAnswer, CsrMessage, FailureReason, JobDocument, JobExecution, Rotation, RotationInventory,
+    RotationIot, RotationObjects, RotationPolicy, RotationState, Strategy, TransitionError, answer_topic, check_csr,
+    rotation_allowed,
 };
 
 /// The rotator's cursor over certificates entering their rotation window.
@@ -102,6 +104,14 @@ pub enum RotationError {
     ClaimHeldElsewhere { thing_name: String, holder: String },
     #[error("old certificate {certificate_id} is {status}, not INACTIVE: it is not deleted")]
     OldCertificateInUse { certificate_id: String, status: String },
+    /// IoT does not show the new certificate usable (`ACTIVE`, attached to
+    /// the thing, carrying the policies): the old one is not retired.
+    #[error("new certificate {certificate_id} of thing {thing_name} is not usable ({problem}): the old one stays ACTIVE")]
+    NewCertificateNotReady {
+        certificate_id: String,
+        thing_name: String,
+        problem: String,
+    },
 }
 
 impl RotationError {
@@ -127,6 +137,7 @@ impl RotationError {
             Self::NewCertificateUnknown { .. } => "new_certificate_unknown",
             Self::ClaimHeldElsewhere { .. } => "claim_held_elsewhere",
             Self::OldCertificateInUse { .. } => "old_certificate_in_use",
+            Self::NewCertificateNotReady { .. } => "new_certificate_not_ready",
         }
     }
 }
@@ -140,6 +151,13 @@ fn race(r: &Rotation) -> RotationError {
 // --- profiles ---------------------------------------------------------------
 
 type Profiles = HashMap<String, DeviceProfile>;
+
+/// The configuration a workflow decides on: the valid profiles by name,
+/// and the CA bindings and deny-list ([`rotation_allowed`]).
+struct Snapshot {
+    profiles: Profiles,
+    config: Arc<OnboardingConfig>,
+}
 
 /// Valid profiles by name, the environment's default among them.
 fn profiles_of(config: &OnboardingConfig, default_profile: Option<&(DeviceProfile, Vec<String>)>) -> Profiles {
@@ -155,15 +173,18 @@ fn profiles_of(config: &OnboardingConfig, default_profile: Option<&(DeviceProfil
     profiles
 }
 
-async fn load_profiles<I: Inventory>(
+async fn load_snapshot<I: Inventory>(
     inventory: &I,
     default_profile: Option<&(DeviceProfile, Vec<String>)>,
-) -> Result<Profiles, RotationError> {
+) -> Result<Snapshot, RotationError> {
     let mut config = inventory.load_config().await?;
     if let Some((profile, cas)) = default_profile {
         config.merge_default(profile.clone(), cas);
     }
-    Ok(profiles_of(&config, default_profile))
+    Ok(Snapshot {
+        profiles: profiles_of(&config, default_profile),
+        config: Arc::new(config),
+    })
 }
 
 /// Profiles from the configuration cached in the container for a short TTL
@@ -182,8 +203,15 @@ impl ProfileCache {
     }
 
     async fn get<I: Inventory>(&self, inventory: &I) -> Result<Profiles, RotationError> {
+        Ok(self.snapshot(inventory).await?.profiles)
+    }
+
+    async fn snapshot<I: Inventory>(&self, inventory: &I) -> Result<Snapshot, RotationError> {
         let (config, _) = self.config.get(false, || inventory.load_config()).await?;
-        Ok(profiles_of(&config, self.default_profile.as_ref()))
+        Ok(Snapshot {
+            profiles: profiles_of(&config, self.default_profile.as_ref()),
+            config,
+        })
     }
 
     /// The profile's policy; the default policy when the profile is gone (an
@@ -357,10 +385,15 @@ where
         Ok(())
     }
 
-    /// The fail path: clean up, then record the failure (with its retry time,
-    /// if attempts are left). Recording last makes `failed` imply clean: an
-    /// interruption leaves the attempt open, and the next try (a redelivered
-    /// event, the rotator at the deadline) cleans up again.
+    /// The fail path: the failure claimed first, then the clean-up, then
+    /// the failure recorded clean (with its retry time, if attempts are
+    /// left). The claim is a conditional write from the open state the
+    /// attempt was found in, so a failure and a confirmation exclude each
+    /// other: the new certificate is revoked only by the writer that won
+    /// `failed`, never after another won `confirmed`. Until the clean-up is
+    /// recorded, the failure is due at once ([`Rotation::failing`]): an
+    /// interruption is resumed by the next try (a redelivered event, the
+    /// rotator's next run).
     async fn fail(
         &self,
         mut r: Rotation,
@@ -370,33 +403,47 @@ where
         now: i64,
     ) -> Result<Settled, RotationError> {
         for _ in 0..MAX_TRIES {
-            if !matches!(
-                r.state,
-                RotationState::Requested | RotationState::Issued | RotationState::Delivered
-            ) {
-                return Ok(Settled::Ended(r));
+            match r.state {
+                RotationState::Requested | RotationState::Issued | RotationState::Delivered => {
+                    let claimed = r.failed(reason, detail, policy, now)?.failing();
+                    if self.rotations.put_rotation(&claimed, Some((r.state, r.attempt))).await? {
+                        tracing::warn!(
+                            thing = %claimed.thing_name,
+                            old_certificate = %claimed.old_certificate_id,
+                            attempt = claimed.attempt,
+                            reason = reason.code(),
+                            detail,
+                            "rotation attempt failed"
+                        );
+                        r = claimed;
+                        continue;
+                    }
+                    // Changed meanwhile (issued, confirmed, failed by another
+                    // writer): decide again on what is stored now.
+                    let current = self.reread(&r).await?;
+                    if current.attempt != r.attempt {
+                        return Ok(Settled::Ended(current));
+                    }
+                    r = current;
+                }
+                RotationState::Failed if r.is_failing() => {
+                    self.clean_up(&r).await?;
+                    let clean = r.cleaned(policy);
+                    if self
+                        .rotations
+                        .put_rotation(&clean, Some((RotationState::Failed, r.attempt)))
+                        .await?
+                    {
+                        return Ok(Settled::Failed(clean));
+                    }
+                    let current = self.reread(&r).await?;
+                    if current.attempt != r.attempt || !current.is_failing() {
+                        return Ok(Settled::Ended(current));
+                    }
+                    r = current;
+                }
+                _ => return Ok(Settled::Ended(r)),
             }
-            self.clean_up(&r).await?;
-            let next = r.failed(reason, detail, policy, now)?;
-            if self.rotations.put_rotation(&next, Some((r.state, r.attempt))).await? {
-                tracing::warn!(
-                    thing = %next.thing_name,
-                    old_certificate = %next.old_certificate_id,
-                    attempt = next.attempt,
-                    reason = reason.code(),
-                    detail,
-                    retry_at = ?next.due_at,
-                    "rotation attempt failed"
-                );
-                return Ok(Settled::Failed(next));
-            }
-            // Changed meanwhile (e.g. a certificate was issued): clean up what
-            // the rotation holds now.
-            let current = self.reread(&r).await?;
-            if current.attempt != r.attempt {
-                return Ok(Settled::Ended(current));
-            }
-            r = current;
         }
         Err(race(&r))
     }
@@ -436,6 +483,14 @@ where
                 state: r.state.as_str(),
             })?;
         let (old, thing) = (r.old_certificate_id.as_str(), r.thing_name.as_str());
+        let old_cert = self.iot.certificate(old).await?;
+        // Never strand the device: the old certificate is retired only once
+        // IoT itself shows the new one usable.
+        let old_policies = match &old_cert {
+            Some(cert) => self.iot.policies(&cert.certificate_arn).await?,
+            None => Vec::new(),
+        };
+        self.check_usable(thing, &new, &old_policies).await?;
         // While both certificates are ACTIVE, so the name is never free.
         if !self.inventory.transfer_thing_name(thing, old, &new).await? {
             // Already moved by an earlier try (or never claimed): claim it.
@@ -446,7 +501,7 @@ where
                 });
             }
         }
-        if let Some(cert) = self.iot.certificate(old).await? {
+        if let Some(cert) = old_cert {
             if cert.status == CertificateStatus::Active {
                 self.iot.set_status(old, &CertificateStatus::Inactive).await?;
             }
@@ -468,6 +523,72 @@ where
             return Ok(Settled::Ended(current));
         }
         Err(race(&r))
+    }
+
+    /// Reads from IoT that the new certificate is `ACTIVE`, attached to the
+    /// thing, and carries at least one policy and every policy the old one
+    /// still carries.
+    async fn check_usable(
+        &self,
+        thing_name: &str,
+        new_certificate_id: &str,
+        old_policies: &[String],
+    ) -> Result<(), RotationError> {
+        let not_ready = |problem: String| RotationError::NewCertificateNotReady {
+            certificate_id: new_certificate_id.to_string(),
+            thing_name: thing_name.to_string(),
+            problem,
+        };
+        let Some(new) = self.iot.certificate(new_certificate_id).await? else {
+            return Err(not_ready("it does not exist".into()));
+        };
+        if new.status != CertificateStatus::Active {
+            return Err(not_ready(format!("it is {}", new.status.as_str())));
+        }
+        let (principals, policies) = try_join(
+            self.iot.thing_principals(thing_name),
+            self.iot.policies(&new.certificate_arn),
+        )
+        .await?;
+        if !principals.contains(&new.certificate_arn) {
+            return Err(not_ready("it is not attached to the thing".into()));
+        }
+        if policies.is_empty() {
+            return Err(not_ready("it carries no policy".into()));
+        }
+        if let Some(missing) = old_policies.iter().find(|p| !policies.contains(p)) {
+            return Err(not_ready(format!("it lacks policy {missing}")));
+        }
+        Ok(())
+    }
+
+    /// Settles an attempt on the job execution as IoT reports it now.
+    async fn settle(
+        &self,
+        r: Rotation,
+        execution: Option<JobExecution>,
+        policy: &RotationPolicy,
+        now: i64,
+    ) -> Result<Settled, RotationError> {
+        match execution {
+            Some(execution) if execution.status == "SUCCEEDED" => {
+                self.settle_success(r, &execution.status_details, policy, now).await
+            }
+            Some(execution) => {
+                let (reason, detail) = match FailureReason::of_job_status(&execution.status) {
+                    Some(reason) => (reason, format!("job execution {}", execution.status)),
+                    None => (
+                        FailureReason::JobTimedOut,
+                        format!("job execution still {} past its deadline", execution.status),
+                    ),
+                };
+                self.fail(r, reason, &detail, policy, now).await
+            }
+            None => {
+                let detail = "no job execution at the deadline";
+                self.fail(r, FailureReason::JobTimedOut, detail, policy, now).await
+            }
+        }
     }
 
     /// A job execution SUCCEEDED: complete if it names the new certificate,
@@ -581,10 +702,16 @@ pub struct RunReport {
     pub skipped_no_profile: u32,
     /// The certificate is not `ACTIVE` in IoT, or its record names no thing.
     pub skipped_inactive: u32,
+    /// The device is on the deny-list, or its CA is bound to no profile.
+    pub skipped_denied: u32,
     /// Due rotations looked at.
     pub followed_up: u32,
     /// Interrupted starts resumed.
     pub resumed: u32,
+    /// Open attempts past the first deadline whose job execution is still
+    /// within its own timeline (queued for an offline device, or in
+    /// progress since later): due again later.
+    pub waiting: u32,
     /// Rotations retired (the device's confirmation found at the deadline, or
     /// an interrupted completion finished).
     pub completed: u32,
@@ -615,6 +742,8 @@ enum FollowUp {
     Deleted,
     GaveUp,
     Resumed,
+    /// The job execution is still within its own timeline.
+    Waiting,
     /// Not yet at its deadline (due early after an interrupted start), or
     /// nothing to do.
     Nothing,
@@ -635,6 +764,7 @@ impl From<Settled> for FollowUp {
 /// What the rotator did with one expiring certificate.
 enum Candidate {
     Started,
+    Denied,
     Open,
     NotDue,
     NoProfile,
@@ -692,17 +822,17 @@ where
     /// [`RotationError`] when the configuration or a cursor cannot be read or
     /// saved, or a scan fails other than transiently.
     pub async fn run(&self, now: i64) -> Result<RunReport, RotationError> {
-        let profiles = load_profiles(&self.inventory, self.settings.default_profile.as_ref()).await?;
+        let snapshot = load_snapshot(&self.inventory, self.settings.default_profile.as_ref()).await?;
         let mut report = RunReport::default();
-        self.follow_ups(&profiles, now, &mut report).await?;
+        self.follow_ups(&snapshot, now, &mut report).await?;
         if !report.interrupted {
-            self.new_rotations(&profiles, now, &mut report).await?;
+            self.new_rotations(&snapshot, now, &mut report).await?;
         }
         tracing::info!(?report, "rotator run");
         Ok(report)
     }
 
-    async fn follow_ups(&self, profiles: &Profiles, now: i64, report: &mut RunReport) -> Result<(), RotationError> {
+    async fn follow_ups(&self, snapshot: &Snapshot, now: i64, report: &mut RunReport) -> Result<(), RotationError> {
         let mut cursor = self.rotations.cursor(DUE_CURSOR).await?;
         loop {
             let remaining = self.settings.max_follow_ups_per_run.saturating_sub(report.followed_up) as usize;
@@ -723,7 +853,7 @@ where
                 report.followed_up += 1;
                 self.pace(&self.last_follow_up, self.settings.follow_up_interval).await;
                 let (old, attempt) = (r.old_certificate_id.clone(), r.attempt);
-                match self.follow_up(r, profiles, now).await {
+                match self.follow_up(r, snapshot, now).await {
                     Ok(FollowUp::Completed) => report.completed += 1,
                     Ok(FollowUp::Failed { gave_up }) => {
                         report.failed += 1;
@@ -733,6 +863,7 @@ where
                     Ok(FollowUp::Deleted) => report.deleted += 1,
                     Ok(FollowUp::GaveUp) => report.gave_up += 1,
                     Ok(FollowUp::Resumed) => report.resumed += 1,
+                    Ok(FollowUp::Waiting) => report.waiting += 1,
                     Ok(FollowUp::Nothing) => {}
                     Err(e) => {
                         item_error(report, &e, &old, attempt);
@@ -751,8 +882,8 @@ where
         }
     }
 
-    async fn new_rotations(&self, profiles: &Profiles, now: i64, report: &mut RunReport) -> Result<(), RotationError> {
-        let Some(window_days) = profiles.values().map(|p| p.rotation.window_days).max() else {
+    async fn new_rotations(&self, snapshot: &Snapshot, now: i64, report: &mut RunReport) -> Result<(), RotationError> {
+        let Some(window_days) = snapshot.profiles.values().map(|p| p.rotation.window_days).max() else {
             return Ok(());
         };
         let until = now + i64::from(window_days) * DAY;
@@ -781,8 +912,9 @@ where
             };
             for record in page.items {
                 report.examined += 1;
-                match self.candidate(&record, profiles, now).await {
+                match self.candidate(&record, snapshot, now).await {
                     Ok(Candidate::Started) => report.started += 1,
+                    Ok(Candidate::Denied) => report.skipped_denied += 1,
                     Ok(Candidate::Open) => report.skipped_open += 1,
                     Ok(Candidate::NotDue) => report.skipped_not_due += 1,
                     Ok(Candidate::NoProfile) => report.skipped_no_profile += 1,
@@ -807,13 +939,13 @@ where
     async fn candidate(
         &self,
         record: &CertificateRecord,
-        profiles: &Profiles,
+        snapshot: &Snapshot,
         now: i64,
     ) -> Result<Candidate, RotationError> {
         let Some((profile_name, profile)) = record
             .profile
             .as_ref()
-            .and_then(|name| profiles.get(name).map(|p| (name, p)))
+            .and_then(|name| snapshot.profiles.get(name).map(|p| (name, p)))
         else {
             return Ok(Candidate::NoProfile);
         };
@@ -828,6 +960,18 @@ where
         // a retired one means this certificate was replaced already.
         if self.rotations.rotation(&record.certificate_id).await?.is_some() {
             return Ok(Candidate::Open);
+        }
+        // A denied device, or one whose CA is no longer trusted, gets no
+        // new certificate: no attempt starts.
+        if let Err(rejection) = rotation_allowed(&snapshot.config, record) {
+            tracing::warn!(
+                thing = thing_name,
+                certificate = %record.certificate_id,
+                reason = rejection.reason.code(),
+                detail = %rejection.detail,
+                "rotation not started"
+            );
+            return Ok(Candidate::Denied);
         }
         let Some(cert) = self
             .iot
@@ -970,7 +1114,7 @@ where
     }
 
     /// One due rotation.
-    async fn follow_up(&self, listed: Rotation, profiles: &Profiles, now: i64) -> Result<FollowUp, RotationError> {
+    async fn follow_up(&self, listed: Rotation, snapshot: &Snapshot, now: i64) -> Result<FollowUp, RotationError> {
         let ops = self.ops();
         // The scan may lag behind the table: act on the rotation as it is now.
         let Some(r) = self
@@ -981,7 +1125,7 @@ where
         else {
             return Ok(FollowUp::Nothing);
         };
-        let profile = profiles.get(&r.profile);
+        let profile = snapshot.profiles.get(&r.profile);
         let policy = profile.map(|p| p.rotation).unwrap_or_default();
         match r.state {
             RotationState::Requested if r.is_starting() => {
@@ -993,7 +1137,12 @@ where
                         .await?
                         .into());
                 }
-                self.start(r, &policy, None, now).await?;
+                let old = ops.old_certificate(&r).await?;
+                if let Err(rejection) = rotation_allowed(&snapshot.config, &old.record) {
+                    let detail = format!("{}: {}", rejection.reason.code(), rejection.detail);
+                    return Ok(ops.fail(r, FailureReason::Denied, &detail, &policy, now).await?.into());
+                }
+                self.start(r, &policy, Some(old), now).await?;
                 Ok(FollowUp::Resumed)
             }
             RotationState::Requested | RotationState::Issued | RotationState::Delivered => {
@@ -1011,40 +1160,67 @@ where
                 self.at_deadline(r, &policy, now).await
             }
             RotationState::Confirmed => Ok(ops.complete(r, &policy, now).await?.into()),
-            RotationState::Failed => self.retry(r, profile, now).await,
+            // A failure claimed but not cleaned up (interrupted): finish it.
+            RotationState::Failed if r.is_failing() => {
+                let (reason, detail) = (r.reason.unwrap_or(FailureReason::JobFailed), r.detail.clone());
+                Ok(ops
+                    .fail(r, reason, detail.as_deref().unwrap_or_default(), &policy, now)
+                    .await?
+                    .into())
+            }
+            RotationState::Failed => self.retry(r, profile, &snapshot.config, now).await,
             RotationState::Retired if r.old_deleted_at.is_none() => self.delete_old(r, now).await,
             RotationState::Retired => Ok(FollowUp::Nothing),
         }
     }
 
-    /// An open attempt past its deadline: what the job execution says decides.
+    /// An open attempt past its first deadline: what IoT says of the job
+    /// execution decides, on the execution's own timeline
+    /// ([`RotationPolicy::execution_deadline`]). An execution still queued
+    /// (the device offline, its old certificate valid) or in progress since
+    /// later waits; one past its own deadline has its job canceled first,
+    /// so that IoT's answer is final, and is read again: a device that
+    /// succeeded just in time is completed, not failed.
     async fn at_deadline(&self, r: Rotation, policy: &RotationPolicy, now: i64) -> Result<FollowUp, RotationError> {
         let ops = self.ops();
-        let settled = match self.iot.job_execution(&r.job_id, &r.thing_name).await? {
-            Some(execution) if execution.status == "SUCCEEDED" => {
-                ops.settle_success(r, &execution.status_details, policy, now).await?
-            }
-            Some(execution) => {
-                let (reason, detail) = match FailureReason::of_job_status(&execution.status) {
-                    Some(reason) => (reason, format!("job execution {}", execution.status)),
-                    None => (
-                        FailureReason::JobTimedOut,
-                        format!("job execution still {} at the deadline", execution.status),
-                    ),
+        let mut execution = self.iot.job_execution(&r.job_id, &r.thing_name).await?;
+        if let Some(open) = execution
+            .as_ref()
+            .filter(|e| matches!(e.status.as_str(), "QUEUED" | "IN_PROGRESS"))
+        {
+            let deadline = policy.execution_deadline(&r, open);
+            if now < deadline {
+                // A queued execution is looked at daily meanwhile, in case
+                // its events are lost.
+                let due = if open.status == "QUEUED" {
+                    deadline.min(now + DAY)
+                } else {
+                    deadline
                 };
-                ops.fail(r, reason, &detail, policy, now).await?
+                let mut next = r.clone();
+                next.due_at = Some(due);
+                self.rotations.put_rotation(&next, Some((r.state, r.attempt))).await?;
+                return Ok(FollowUp::Waiting);
             }
-            None => {
-                let detail = "no job execution at the deadline";
-                ops.fail(r, FailureReason::JobTimedOut, detail, policy, now).await?
+            let overdue = format!("job execution still {} past its deadline", open.status);
+            self.iot.cancel_job(&r.job_id).await?;
+            execution = self.iot.job_execution(&r.job_id, &r.thing_name).await?;
+            if !execution.as_ref().is_some_and(|e| e.status == "SUCCEEDED") {
+                return Ok(ops.fail(r, FailureReason::JobTimedOut, &overdue, policy, now).await?.into());
             }
-        };
-        Ok(settled.into())
+        }
+        Ok(ops.settle(r, execution, policy, now).await?.into())
     }
 
     /// A failed attempt whose retry time came: the next attempt, if the old
     /// certificate is still the thing's and `ACTIVE`; else given up.
-    async fn retry(&self, r: Rotation, profile: Option<&DeviceProfile>, now: i64) -> Result<FollowUp, RotationError> {
+    async fn retry(
+        &self,
+        r: Rotation,
+        profile: Option<&DeviceProfile>,
+        config: &OnboardingConfig,
+        now: i64,
+    ) -> Result<FollowUp, RotationError> {
         let Some(profile) = profile else {
             return self.give_up(r, "the profile no longer exists").await;
         };
@@ -1065,6 +1241,10 @@ where
         let Some(cert) = cert.filter(|c| c.status == CertificateStatus::Active) else {
             return self.give_up(r, "the old certificate is not ACTIVE").await;
         };
+        if let Err(rejection) = rotation_allowed(config, &record) {
+            let why = format!("{}: {}", rejection.reason.code(), rejection.detail);
+            return self.give_up(r, &why).await;
+        }
         let next = r.retried(&policy, now)?.starting();
         if !self
             .rotations
@@ -1357,31 +1537,27 @@ where
     /// another writer changed the rotation first.
     async fn issue(&self, r: Rotation, message: &CsrMessage, now: i64) -> Result<Option<CsrOutcome>, RotationError> {
         let ops = self.ops();
-        let profiles = self.profiles.get(&self.inventory).await?;
-        let profile = profiles.get(&r.profile).ok_or_else(|| RotationError::ProfileMissing {
+        let snapshot = self.profiles.snapshot(&self.inventory).await?;
+        let profile = snapshot.profiles.get(&r.profile).ok_or_else(|| RotationError::ProfileMissing {
             profile: r.profile.clone(),
             thing_name: r.thing_name.clone(),
         })?;
         let policy = profile.rotation;
         if let Err(rejection) = check_csr(&message.csr, profile, &r.thing_name) {
-            // Published first: a retry after an interruption publishes again,
-            // which the device tolerates; the failure is recorded after.
-            let answer = CsrAnswer::Refused {
-                job_id: r.job_id.clone(),
-                reason_code: rejection.reason.code().to_string(),
-                detail: rejection.detail.clone(),
-            };
-            self.publish(&r.thing_name, &answer).await?;
-            let detail = format!("{}: {}", rejection.reason.code(), rejection.detail);
-            let thing_name = r.thing_name.clone();
-            ops.fail(r, FailureReason::CsrRefused, &detail, &policy, now).await?;
-            return Ok(Some(CsrOutcome::Refused { thing_name, rejection }));
+            let outcome = self.refuse(r, rejection, FailureReason::CsrRefused, &policy, now).await?;
+            return Ok(Some(outcome));
         }
         let old = ops.old_certificate(&r).await?;
         if old.cert.status != CertificateStatus::Active {
             return Ok(Some(CsrOutcome::Ignored {
                 reason: IgnoreReason::OldCertificateInactive,
             }));
+        }
+        // Decided on the configuration as it is now: a device denied (or
+        // whose CA was unbound) since its attempt started gets nothing.
+        if let Err(rejection) = rotation_allowed(&snapshot.config, &old.record) {
+            let outcome = self.refuse(r, rejection, FailureReason::Denied, &policy, now).await?;
+            return Ok(Some(outcome));
         }
         let issued = self.iot.certificate_from_csr(&message.csr).await?;
         let next = r.issued(&issued.certificate_id, Vec::new(), now)?;
@@ -1409,6 +1585,29 @@ where
             pem: issued.certificate_pem,
         };
         self.deliver(next, &new, &old, false, now).await.map(Some)
+    }
+
+    /// Refuses a CSR: the reason published on the answer topic, then the
+    /// attempt failed. Published first: a retry after an interruption
+    /// publishes again, which the device tolerates.
+    async fn refuse(
+        &self,
+        r: Rotation,
+        rejection: Rejection,
+        reason: FailureReason,
+        policy: &RotationPolicy,
+        now: i64,
+    ) -> Result<CsrOutcome, RotationError> {
+        let answer = CsrAnswer::Refused {
+            job_id: r.job_id.clone(),
+            reason_code: rejection.reason.code().to_string(),
+            detail: rejection.detail.clone(),
+        };
+        self.publish(&r.thing_name, &answer).await?;
+        let detail = format!("{}: {}", rejection.reason.code(), rejection.detail);
+        let thing_name = r.thing_name.clone();
+        self.ops().fail(r, reason, &detail, policy, now).await?;
+        Ok(CsrOutcome::Refused { thing_name, rejection })
     }
 
     /// An `issued` or `delivered` attempt asked again: the same certificate
@@ -1443,6 +1642,11 @@ where
             });
         }
         let old = self.ops().old_certificate(&r).await?;
+        let snapshot = self.profiles.snapshot(&self.inventory).await?;
+        if let Err(rejection) = rotation_allowed(&snapshot.config, &old.record) {
+            let policy = snapshot.profiles.get(&r.profile).map(|p| p.rotation).unwrap_or_default();
+            return self.refuse(r, rejection, FailureReason::Denied, &policy, now).await;
+        }
         // Only a delivered certificate was answered before; an issued one is
         // a retry after a crash, its first answer.
         let resent = r.state == RotationState::Delivered;
@@ -1638,6 +1842,10 @@ where
     /// Handles one event as of `now`. Idempotent: a duplicate finds the
     /// attempt ended and reports [`CompletionOutcome::Duplicate`].
     ///
+    /// The event is a trigger only: before any certificate changes, the job
+    /// execution is read again from IoT (`DescribeJobExecution`), and its
+    /// status and `statusDetails` decide, never the message's.
+    ///
     /// - `SUCCEEDED` naming the new certificate: `confirmed`; the thing-name
     ///   claim moved to the new certificate; the old one INACTIVE, detached
     ///   from the thing and its policies; its record rotated out; objects
@@ -1668,13 +1876,27 @@ where
                 reason: IgnoreReason::OtherThing,
             });
         }
+        // The event only says "look": the status and the confirmed
+        // certificate are read from IoT itself, never from the message.
+        let Some(execution) = self.iot.job_execution(&r.job_id, &r.thing_name).await? else {
+            return Ok(CompletionOutcome::Ignored {
+                reason: IgnoreReason::NothingToDo,
+            });
+        };
+        let status = execution.status.as_str();
+        let reported = event.status_details.get(CONFIRMATION_FIELD);
+        if event.status != status || reported.is_some_and(|c| execution.status_details.get(CONFIRMATION_FIELD) != Some(c)) {
+            tracing::warn!(
+                job = %r.job_id,
+                thing = %r.thing_name,
+                event_status = %event.status,
+                iot_status = status,
+                "the event disagrees with IoT's job execution; IoT's is used"
+            );
+        }
         let policy = self.profiles.policy(&self.inventory, &r).await?;
-        let status = event.status.as_str();
-        let settled = if status == "SUCCEEDED" {
-            ops.settle_success(r, &event.status_details, &policy, now).await?
-        } else if let Some(reason) = FailureReason::of_job_status(status) {
-            ops.fail(r, reason, &format!("job execution {status}"), &policy, now)
-                .await?
+        let settled = if status == "SUCCEEDED" || FailureReason::of_job_status(status).is_some() {
+            ops.settle(r, Some(execution), &policy, now).await?
         } else if status == "IN_PROGRESS" && r.strategy == Strategy::ServerKeygen {
             return self.delivered(r, now).await;
         } else {
@@ -1774,6 +1996,8 @@ mod tests {
         document: JobDocument,
         status: String,
         details: BTreeMap<String, String>,
+        queued_at: Option<i64>,
+        started_at: Option<i64>,
     }
 
     #[derive(Default)]
@@ -1872,6 +2096,14 @@ mod tests {
             job.status = status.into();
             if let Some(c) = confirmed {
                 job.details.insert(CONFIRMATION_FIELD.into(), c.into());
+            }
+        }
+
+        /// Every device takes up its queued job at `at` (IN_PROGRESS).
+        fn take_up_jobs(&mut self, at: i64) {
+            for job in self.jobs.values_mut().filter(|j| j.status == "QUEUED") {
+                job.status = "IN_PROGRESS".into();
+                job.started_at = Some(at);
             }
         }
 
@@ -2149,6 +2381,8 @@ mod tests {
                     document: document.clone(),
                     status: "QUEUED".into(),
                     details: BTreeMap::new(),
+                    queued_at: None,
+                    started_at: None,
                 });
                 Ok(())
             })
@@ -2162,6 +2396,9 @@ mod tests {
                     .map(|j| JobExecution {
                         status: j.status.clone(),
                         status_details: j.details.clone(),
+                        queued_at: j.queued_at,
+                        started_at: j.started_at,
+                        last_updated_at: None,
                     }))
             })
         }
@@ -2226,6 +2463,16 @@ mod tests {
                 }
                 cert.status = status.clone();
                 Ok(())
+            })
+        }
+
+        async fn thing_principals(&self, thing_name: &str) -> PortResult<Vec<String>> {
+            self.call("thing_principals", |w| {
+                Ok(w.certs
+                    .values()
+                    .filter(|c| c.thing.as_deref() == Some(thing_name))
+                    .map(|c| c.arn.clone())
+                    .collect())
             })
         }
 
@@ -2651,7 +2898,8 @@ mod tests {
             csr: csr(&thing),
         };
         let new = expect_issued(issuer.handle(&thing, &old, &message, T0 + 60).await.expect("issued"));
-        // The device goes silent.
+        // The device took its job up at once, then goes silent.
+        fake.with(|w| w.take_up_jobs(T0));
         let deadline = policy.job_deadline(T0);
         let report = run(&rotator, deadline - 1).await;
         assert_eq!((report.followed_up, report.failed), (0, 0), "not yet: {report:?}");
@@ -2737,10 +2985,13 @@ mod tests {
         let thing = thing(0);
 
         run(&rotator, T0).await;
+        // The device takes each job up at once and never answers.
+        fake.with(|w| w.take_up_jobs(T0));
         let deadline_1 = policy.job_deadline(T0);
         assert_eq!(run(&rotator, deadline_1).await.failed, 1);
         let retry_at = policy.retry_at(deadline_1, 1).expect("a second attempt");
         assert_eq!(run(&rotator, retry_at).await.retried, 1);
+        fake.with(|w| w.take_up_jobs(retry_at));
         let deadline_2 = policy.job_deadline(retry_at);
         let report = run(&rotator, deadline_2).await;
         assert_eq!((report.failed, report.gave_up), (1, 1), "{report:?}");
@@ -3060,6 +3311,7 @@ mod tests {
         };
         let (rotator, _) = rotator_with(&fake, settings);
         assert_eq!(run(&rotator, T0).await.started, 5);
+        fake.with(|w| w.take_up_jobs(T0));
         let deadline = RotationPolicy::default().job_deadline(T0);
         for (i, expected) in [2, 2, 1].into_iter().enumerate() {
             let report = run(&rotator, deadline + i as i64).await;
@@ -3263,6 +3515,8 @@ mod tests {
             };
             expect_issued(retry(|| issuer.handle(&thing, &old, &message, T0 + 60)).await);
         }
+        // The device took its job up at once, then never answered.
+        fake.with(|w| w.take_up_jobs(T0));
         let deadline = policy.job_deadline(T0);
         run_until_clean(&rotator, deadline).await;
         let retry_at = policy.retry_at(deadline, 1).expect("attempts left");
