@@ -230,7 +230,7 @@ impl Rig {
         let mut event = sample("rotation-csr.json")?;
         event["jobId"] = json!(job_id);
         event["csr"] = json!(csr);
-        event["thingName"] = json!(device.name);
+        event["topic"] = json!(format!("devices/{}/rotation/csr", device.name));
         event["principal"] = json!(device.certificate_id);
         Ok(event)
     }
