@@ -115,8 +115,9 @@ impl CsrEvent {
                 .ok_or_else(|| InvocationError::Malformed(format!("no {name}")))
         };
         let topic = field("topic")?;
-        let thing_name = thing_of_topic(&topic)
-            .ok_or_else(|| InvocationError::Malformed(format!("topic {topic:?} is not devices/<thing>/rotation/csr")))?;
+        let thing_name = thing_of_topic(&topic).ok_or_else(|| {
+            InvocationError::Malformed(format!("topic {topic:?} is not devices/<thing>/rotation/csr"))
+        })?;
         Ok(Self {
             thing_name: thing_name.to_string(),
             principal: field("principal")?,
@@ -201,7 +202,11 @@ mod tests {
         event["thingName"] = Value::from("someone-else");
         let parsed = CsrEvent::parse(&event).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed.thing_name, "sensor-00001");
-        for topic in ["devices/a/b/rotation/csr", "devices//rotation/csr", "other/x/rotation/csr"] {
+        for topic in [
+            "devices/a/b/rotation/csr",
+            "devices//rotation/csr",
+            "other/x/rotation/csr",
+        ] {
             event["topic"] = Value::from(topic);
             assert!(
                 matches!(CsrEvent::parse(&event), Err(InvocationError::Malformed(m)) if m.contains("topic")),

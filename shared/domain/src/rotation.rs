@@ -479,7 +479,9 @@ impl Rotation {
         next.reason = Some(reason);
         next.detail = Some(detail.into());
         next.failed_at = Some(now);
-        next.due_at = (!reason.is_final()).then(|| policy.retry_at(now, self.attempt)).flatten();
+        next.due_at = (!reason.is_final())
+            .then(|| policy.retry_at(now, self.attempt))
+            .flatten();
         Ok(next)
     }
 

@@ -106,7 +106,9 @@ pub enum RotationError {
     OldCertificateInUse { certificate_id: String, status: String },
     /// IoT does not show the new certificate usable (`ACTIVE`, attached to
     /// the thing, carrying the policies): the old one is not retired.
-    #[error("new certificate {certificate_id} of thing {thing_name} is not usable ({problem}): the old one stays ACTIVE")]
+    #[error(
+        "new certificate {certificate_id} of thing {thing_name} is not usable ({problem}): the old one stays ACTIVE"
+    )]
     NewCertificateNotReady {
         certificate_id: String,
         thing_name: String,
@@ -406,7 +408,11 @@ where
             match r.state {
                 RotationState::Requested | RotationState::Issued | RotationState::Delivered => {
                     let claimed = r.failed(reason, detail, policy, now)?.failing();
-                    if self.rotations.put_rotation(&claimed, Some((r.state, r.attempt))).await? {
+                    if self
+                        .rotations
+                        .put_rotation(&claimed, Some((r.state, r.attempt)))
+                        .await?
+                    {
                         tracing::warn!(
                             thing = %claimed.thing_name,
                             old_certificate = %claimed.old_certificate_id,
@@ -1206,7 +1212,10 @@ where
             self.iot.cancel_job(&r.job_id).await?;
             execution = self.iot.job_execution(&r.job_id, &r.thing_name).await?;
             if !execution.as_ref().is_some_and(|e| e.status == "SUCCEEDED") {
-                return Ok(ops.fail(r, FailureReason::JobTimedOut, &overdue, policy, now).await?.into());
+                return Ok(ops
+                    .fail(r, FailureReason::JobTimedOut, &overdue, policy, now)
+                    .await?
+                    .into());
             }
         }
         Ok(ops.settle(r, execution, policy, now).await?.into())
@@ -1538,13 +1547,18 @@ where
     async fn issue(&self, r: Rotation, message: &CsrMessage, now: i64) -> Result<Option<CsrOutcome>, RotationError> {
         let ops = self.ops();
         let snapshot = self.profiles.snapshot(&self.inventory).await?;
-        let profile = snapshot.profiles.get(&r.profile).ok_or_else(|| RotationError::ProfileMissing {
-            profile: r.profile.clone(),
-            thing_name: r.thing_name.clone(),
-        })?;
+        let profile = snapshot
+            .profiles
+            .get(&r.profile)
+            .ok_or_else(|| RotationError::ProfileMissing {
+                profile: r.profile.clone(),
+                thing_name: r.thing_name.clone(),
+            })?;
         let policy = profile.rotation;
         if let Err(rejection) = check_csr(&message.csr, profile, &r.thing_name) {
-            let outcome = self.refuse(r, rejection, FailureReason::CsrRefused, &policy, now).await?;
+            let outcome = self
+                .refuse(r, rejection, FailureReason::CsrRefused, &policy, now)
+                .await?;
             return Ok(Some(outcome));
         }
         let old = ops.old_certificate(&r).await?;
@@ -1644,7 +1658,11 @@ where
         let old = self.ops().old_certificate(&r).await?;
         let snapshot = self.profiles.snapshot(&self.inventory).await?;
         if let Err(rejection) = rotation_allowed(&snapshot.config, &old.record) {
-            let policy = snapshot.profiles.get(&r.profile).map(|p| p.rotation).unwrap_or_default();
+            let policy = snapshot
+                .profiles
+                .get(&r.profile)
+                .map(|p| p.rotation)
+                .unwrap_or_default();
             return self.refuse(r, rejection, FailureReason::Denied, &policy, now).await;
         }
         // Only a delivered certificate was answered before; an issued one is
@@ -1885,7 +1903,9 @@ where
         };
         let status = execution.status.as_str();
         let reported = event.status_details.get(CONFIRMATION_FIELD);
-        if event.status != status || reported.is_some_and(|c| execution.status_details.get(CONFIRMATION_FIELD) != Some(c)) {
+        if event.status != status
+            || reported.is_some_and(|c| execution.status_details.get(CONFIRMATION_FIELD) != Some(c))
+        {
             tracing::warn!(
                 job = %r.job_id,
                 thing = %r.thing_name,
@@ -2013,6 +2033,23 @@ mod tests {
         published: Vec<(String, Vec<u8>)>,
         calls: Vec<&'static str>,
         inject: Option<Inject>,
+        /// Runs another workflow to its end right before the n-th port call
+        /// (another Lambda invocation or rotator run, interleaved there).
+        interleave: Option<(usize, Hook)>,
+    }
+
+    type Hook = Box<dyn FnOnce() + Send>;
+
+    /// Drives a future whose every await is ready (the fake's ports are).
+    fn run_now<F: Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 0..1_000_000 {
+            if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+        }
+        panic!("an interleaved workflow never finished");
     }
 
     fn arn(id: &str) -> String {
@@ -2155,6 +2192,20 @@ mod tests {
 
         /// One port call: logged, and failed if injected.
         fn call<X>(&self, op: &'static str, f: impl FnOnce(&mut World) -> PortResult<X>) -> PortResult<X> {
+            let hook = {
+                let mut w = self.lock();
+                let n = w.calls.len();
+                match w.interleave.take() {
+                    Some((k, hook)) if k == n => Some(hook),
+                    other => {
+                        w.interleave = other;
+                        None
+                    }
+                }
+            };
+            if let Some(hook) = hook {
+                hook();
+            }
             let mut w = self.lock();
             let n = w.calls.len();
             w.calls.push(op);
@@ -3621,6 +3672,459 @@ mod tests {
             &crash_anywhere_converges(Strategy::ServerKeygen, failing_scenario).await,
             Strategy::ServerKeygen,
         );
+    }
+
+    // --- concurrency: SUCCEEDED racing the deadline's failure -------------------
+
+    /// A CSR rotation delivered; the device took its job up at T0
+    /// (IN_PROGRESS); the call log cleared.
+    async fn delivered_in_progress() -> (Fake, String, String) {
+        let fake = Fake::new(Strategy::Csr, 1);
+        let (thing, old) = (thing(0), old_id(&thing(0)));
+        run(&rotator(&fake), T0).await;
+        let (job_id, _) = fake.with(|w| w.current_job(&thing));
+        let message = CsrMessage {
+            job_id: job_id.clone(),
+            csr: csr(&thing),
+        };
+        let new = expect_issued(
+            issuer(&fake)
+                .handle(&thing, &old, &message, T0 + 60)
+                .await
+                .expect("issued"),
+        );
+        fake.with(|w| {
+            w.take_up_jobs(T0);
+            w.calls.clear();
+        });
+        (fake, job_id, new)
+    }
+
+    /// The device reports SUCCEEDED naming the new certificate (IoT refuses
+    /// the update once the execution has ended, e.g. canceled).
+    fn device_succeeds(fake: &Fake, job_id: &str, new: &str) {
+        fake.with(|w| {
+            if w.jobs[job_id].status == "IN_PROGRESS" {
+                w.set_job(job_id, "SUCCEEDED", Some(new));
+            }
+        });
+    }
+
+    /// The device is never stranded: exactly one of its certificates is
+    /// ACTIVE, attached to the thing and carrying the policy, and it holds
+    /// the thing-name claim; a retired rotation means the new one, anything
+    /// else the old one (and then the new one is not ACTIVE).
+    fn assert_working(fake: &Fake, new: &str, label: &str) -> RotationState {
+        fake.with(|w| {
+            let thing = thing(0);
+            let old = old_id(&thing);
+            let r = w.rotation_of(&thing);
+            let works = |id: &str| {
+                w.certs.get(id).is_some_and(|c| {
+                    c.status == CertificateStatus::Active
+                        && c.thing.as_deref() == Some(thing.as_str())
+                        && c.policies.contains(POLICY)
+                })
+            };
+            let working: Vec<&str> = [old.as_str(), new].into_iter().filter(|id| works(id)).collect();
+            assert_eq!(working.len(), 1, "{label}: working certificates {working:?}; {r:?}");
+            assert_eq!(
+                w.claims.get(&thing).map(String::as_str),
+                Some(working[0]),
+                "{label}: claim"
+            );
+            if r.state == RotationState::Retired {
+                assert_eq!(working[0], new, "{label}: retired onto the new certificate");
+            } else {
+                assert_eq!(working[0], old, "{label}: {r:?}");
+                assert_eq!(r.state, RotationState::Failed, "{label}: {r:?}");
+                assert!(!r.is_failing(), "{label}: clean-up finished: {r:?}");
+                assert_ne!(w.cert(new).status, CertificateStatus::Active, "{label}");
+            }
+            r.state
+        })
+    }
+
+    /// After a race: the SUCCEEDED event redelivered until handled, then the
+    /// rotator's next runs, as in production.
+    async fn converge(fake: &Fake, job_id: &str, new: &str, at: i64) {
+        let succeeded = event(job_id, &thing(0), "SUCCEEDED", Some(new));
+        let completer = completer(fake);
+        retry(|| completer.handle(&succeeded, at)).await;
+        run_until_clean(&rotator(fake), at + 60).await;
+    }
+
+    /// Arms `hook` before the k-th port call; runs it after `first` if the
+    /// call never came.
+    async fn interleaved<X>(fake: &Fake, k: usize, hook: Hook, first: impl Future<Output = X>) {
+        fake.with(|w| w.interleave = Some((k, hook)));
+        let _ = first.await;
+        if let Some((_, hook)) = fake.with(|w| w.interleave.take()) {
+            hook();
+        }
+    }
+
+    #[tokio::test]
+    async fn success_racing_the_deadline_leaves_a_working_certificate_in_every_interleaving() {
+        let deadline = RotationPolicy::default().job_deadline(T0);
+        let (probe, _, _) = delivered_in_progress().await;
+        let _ = rotator(&probe).run(deadline).await;
+        let calls = probe.with(|w| w.calls.len());
+        assert!(calls > 10, "{calls}");
+        let mut ends = BTreeMap::new();
+        // The device's SUCCEEDED and the completer's whole handling at each
+        // point of the rotator's run at the deadline.
+        for k in 0..=calls {
+            let (fake, job_id, new) = delivered_in_progress().await;
+            let (f, j, n) = (fake.clone(), job_id.clone(), new.clone());
+            let hook: Hook = Box::new(move || {
+                device_succeeds(&f, &j, &n);
+                let succeeded = event(&j, &thing(0), "SUCCEEDED", Some(&n));
+                let _ = run_now(completer(&f).handle(&succeeded, deadline));
+            });
+            interleaved(&fake, k, hook, async { rotator(&fake).run(deadline).await }).await;
+            converge(&fake, &job_id, &new, deadline + 30).await;
+            let label = format!("completer before call {k} of the rotator's run");
+            *ends.entry(assert_working(&fake, &new, &label).as_str()).or_insert(0) += 1;
+        }
+        // Both ends are reached: the race is real, and neither strands.
+        assert!(ends.contains_key("RETIRED") && ends.contains_key("FAILED"), "{ends:?}");
+    }
+
+    /// IoT's reads are eventually consistent: the rotator may fail an
+    /// attempt on a stale IN_PROGRESS while the completer acts on the
+    /// device's SUCCEEDED. Each runs whole at each point of the other.
+    #[tokio::test]
+    async fn a_stale_failure_and_a_confirmation_exclude_each_other_in_every_interleaving() {
+        let deadline = RotationPolicy::default().job_deadline(T0);
+        async fn fail(fake: Fake) -> Result<(), RotationError> {
+            let policy = RotationPolicy::default();
+            let r = fake.with(|w| w.rotation_of(&thing(0)));
+            let rotator = rotator(&fake);
+            let detail = "job execution still IN_PROGRESS past its deadline";
+            rotator
+                .ops()
+                .fail(r, FailureReason::JobTimedOut, detail, &policy, policy.job_deadline(T0))
+                .await
+                .map(|_| ())
+        }
+        async fn complete(fake: Fake, job_id: String, new: String) -> Result<(), RotationError> {
+            let succeeded = event(&job_id, &thing(0), "SUCCEEDED", Some(&new));
+            let deadline = RotationPolicy::default().job_deadline(T0);
+            completer(&fake).handle(&succeeded, deadline).await.map(|_| ())
+        }
+        let count = |fut_calls: &Fake| fut_calls.with(|w| w.calls.len());
+        let (probe, job_id, new) = delivered_in_progress().await;
+        device_succeeds(&probe, &job_id, &new);
+        let _ = fail(probe.clone()).await;
+        let fail_calls = count(&probe);
+        let (probe, job_id, new) = delivered_in_progress().await;
+        device_succeeds(&probe, &job_id, &new);
+        let _ = complete(probe.clone(), job_id, new).await;
+        let complete_calls = count(&probe);
+        assert!(fail_calls > 3 && complete_calls > 10, "{fail_calls} {complete_calls}");
+
+        let mut ends = BTreeMap::new();
+        for (fail_first, calls) in [(true, fail_calls), (false, complete_calls)] {
+            for k in 0..=calls {
+                let (fake, job_id, new) = delivered_in_progress().await;
+                device_succeeds(&fake, &job_id, &new);
+                let (f, j, n) = (fake.clone(), job_id.clone(), new.clone());
+                if fail_first {
+                    let hook: Hook = Box::new(move || drop(run_now(complete(f, j, n))));
+                    interleaved(&fake, k, hook, fail(fake.clone())).await;
+                } else {
+                    let hook: Hook = Box::new(move || drop(run_now(fail(f))));
+                    interleaved(&fake, k, hook, complete(fake.clone(), job_id.clone(), new.clone())).await;
+                }
+                converge(&fake, &job_id, &new, deadline + 30).await;
+                let label = if fail_first {
+                    format!("completer before call {k} of the fail path")
+                } else {
+                    format!("fail path before call {k} of the completer")
+                };
+                *ends.entry(assert_working(&fake, &new, &label).as_str()).or_insert(0) += 1;
+            }
+        }
+        assert!(ends.contains_key("RETIRED") && ends.contains_key("FAILED"), "{ends:?}");
+    }
+
+    /// The same races, each workflow also crashing once at each of its calls
+    /// (a fresh world per point): still never stranded.
+    #[tokio::test]
+    async fn success_racing_the_deadline_with_a_crash_anywhere_leaves_a_working_certificate() {
+        let deadline = RotationPolicy::default().job_deadline(T0);
+        let (probe, _, _) = delivered_in_progress().await;
+        let _ = rotator(&probe).run(deadline).await;
+        let calls = probe.with(|w| w.calls.len());
+        for k in (0..=calls).step_by(2) {
+            for crash in 0..calls + 12 {
+                for inject in [Inject::Before(crash), Inject::After(crash)] {
+                    let (fake, job_id, new) = delivered_in_progress().await;
+                    let (f, j, n) = (fake.clone(), job_id.clone(), new.clone());
+                    let hook: Hook = Box::new(move || {
+                        device_succeeds(&f, &j, &n);
+                        let succeeded = event(&j, &thing(0), "SUCCEEDED", Some(&n));
+                        let _ = run_now(completer(&f).handle(&succeeded, deadline));
+                    });
+                    fake.with(|w| w.inject = Some(inject));
+                    interleaved(&fake, k, hook, async { rotator(&fake).run(deadline).await }).await;
+                    fake.with(|w| w.inject = None);
+                    converge(&fake, &job_id, &new, deadline + 30).await;
+                    let label = format!("completer before call {k}, {inject:?}");
+                    assert_working(&fake, &new, &label);
+                }
+            }
+        }
+    }
+
+    // --- the completer trusts IoT, not the message ---------------------------------
+
+    #[tokio::test]
+    async fn a_completer_message_with_a_forged_status_or_certificate_changes_nothing() {
+        let (fake, job_id, new) = delivered_in_progress().await;
+        let thing = thing(0);
+        let before = end_state(&fake, &thing);
+        let forged_id = "f".repeat(64);
+        // IoT says IN_PROGRESS: no message body moves the rotation.
+        for (status, confirmed) in [
+            ("SUCCEEDED", Some(new.as_str())),
+            ("SUCCEEDED", Some(forged_id.as_str())),
+            ("FAILED", None),
+            ("REJECTED", None),
+            ("TIMED_OUT", None),
+            ("CANCELED", None),
+        ] {
+            let forged = event(&job_id, &thing, status, confirmed);
+            let outcome = completer(&fake).handle(&forged, T0 + 120).await.expect("handled");
+            assert_eq!(
+                outcome,
+                CompletionOutcome::Ignored {
+                    reason: IgnoreReason::NothingToDo
+                },
+                "{status}"
+            );
+            assert_eq!(end_state(&fake, &thing), before, "a forged {status} changed something");
+        }
+        assert!(
+            !fake.with(|w| w.calls.iter().any(|c| matches!(*c, "set_status" | "put_rotation"))),
+            "no write, no certificate change"
+        );
+        // IoT says SUCCEEDED naming the new certificate; a message naming
+        // another (and claiming FAILED) completes with IoT's, and only it.
+        device_succeeds(&fake, &job_id, &new);
+        let forged = event(&job_id, &thing, "FAILED", Some(&forged_id));
+        let outcome = completer(&fake).handle(&forged, T0 + 130).await.expect("completed");
+        assert_eq!(
+            outcome,
+            CompletionOutcome::Completed {
+                thing_name: thing.clone(),
+                old_certificate_id: old_id(&thing),
+                new_certificate_id: new.clone(),
+            }
+        );
+        assert_working(&fake, &new, "IoT's SUCCEEDED");
+    }
+
+    #[tokio::test]
+    async fn the_old_certificate_is_not_retired_unless_iot_shows_the_new_one_usable() {
+        for (what, spoil) in [
+            (
+                "its policy detached",
+                (|c: &mut FakeCert| c.policies.clear()) as fn(&mut FakeCert),
+            ),
+            ("detached from the thing", |c: &mut FakeCert| c.thing = None),
+            ("INACTIVE", |c: &mut FakeCert| c.status = CertificateStatus::Inactive),
+        ] {
+            let (fake, job_id, new) = delivered_in_progress().await;
+            let thing = thing(0);
+            fake.with(|w| spoil(w.certs.get_mut(&new).expect("new")));
+            device_succeeds(&fake, &job_id, &new);
+            let result = completer(&fake)
+                .handle(&event(&job_id, &thing, "SUCCEEDED", Some(&new)), T0 + 120)
+                .await;
+            assert!(
+                matches!(result, Err(RotationError::NewCertificateNotReady { .. })),
+                "{what}: {result:?}"
+            );
+            fake.with(|w| {
+                let old = w.cert(&old_id(&thing));
+                assert_eq!(old.status, CertificateStatus::Active, "{what}");
+                assert_eq!(old.thing.as_deref(), Some(thing.as_str()), "{what}");
+                assert!(old.policies.contains(POLICY), "{what}");
+                assert_eq!(w.claims.get(&thing), Some(&old_id(&thing)), "{what}");
+            });
+        }
+    }
+
+    // --- the execution's own timeline ------------------------------------------------
+
+    #[tokio::test]
+    async fn an_offline_device_waits_up_to_the_queued_timeout() {
+        let fake = Fake::new(Strategy::Csr, 1);
+        let rotator = rotator(&fake);
+        let thing = thing(0);
+        let policy = RotationPolicy::default();
+        run(&rotator, T0).await;
+        let (job_id, _) = fake.with(|w| w.current_job(&thing));
+        // The job stays QUEUED: the device is offline.
+        let deadline = policy.job_deadline(T0);
+        let report = run(&rotator, deadline).await;
+        assert_eq!((report.failed, report.waiting), (0, 1), "{report:?}");
+        let limit = T0 + i64::from(policy.queued_timeout_days) * DAY;
+        let mut at = deadline;
+        while at < limit {
+            let due = fake.with(|w| w.rotation_of(&thing).due_at).expect("due");
+            assert!(due <= limit && due <= at + DAY, "looked at daily, not past the limit");
+            at = due;
+            let report = run(&rotator, at).await;
+            if at < limit {
+                assert_eq!(report.failed, 0, "{report:?} at {at}");
+                assert_eq!(fake.with(|w| w.jobs[&job_id].status.clone()), "QUEUED");
+            } else {
+                assert_eq!(report.failed, 1, "{report:?}");
+            }
+        }
+        fake.with(|w| {
+            let r = w.rotation_of(&thing);
+            assert_eq!(
+                (r.state, r.reason),
+                (RotationState::Failed, Some(FailureReason::JobTimedOut))
+            );
+            assert_eq!(w.jobs[&job_id].status, "CANCELED");
+            assert_eq!(w.cert(&old_id(&thing)).status, CertificateStatus::Active);
+        });
+        // Never past the old certificate's notAfter.
+        let mut r = fake.with(|w| w.rotation_of(&thing));
+        r.old_not_after = T0 + 3 * DAY;
+        let queued = JobExecution {
+            status: "QUEUED".into(),
+            status_details: BTreeMap::new(),
+            queued_at: Some(T0),
+            started_at: None,
+            last_updated_at: None,
+        };
+        assert_eq!(policy.execution_deadline(&r, &queued), T0 + 3 * DAY);
+    }
+
+    #[tokio::test]
+    async fn the_in_progress_timeout_counts_from_when_the_device_started() {
+        let fake = Fake::new(Strategy::Csr, 1);
+        let rotator = rotator(&fake);
+        let thing = thing(0);
+        let policy = RotationPolicy::default();
+        run(&rotator, T0).await;
+        // The device comes online and takes the job up 50 minutes in.
+        let started = T0 + 50 * 60;
+        fake.with(|w| w.take_up_jobs(started));
+        let report = run(&rotator, policy.job_deadline(T0)).await;
+        assert_eq!((report.failed, report.waiting), (0, 1), "{report:?}");
+        assert_eq!(
+            fake.with(|w| w.rotation_of(&thing).due_at),
+            Some(policy.job_deadline(started))
+        );
+        let report = run(&rotator, policy.job_deadline(started)).await;
+        assert_eq!(report.failed, 1, "{report:?}");
+    }
+
+    // --- CSR keys, deny-list, CA binding -----------------------------------------------
+
+    #[tokio::test]
+    async fn an_ed25519_csr_is_refused_at_once() {
+        let fake = Fake::new(Strategy::Csr, 1);
+        let (thing, old) = (thing(0), old_id(&thing(0)));
+        run(&rotator(&fake), T0).await;
+        let (job_id, _) = fake.with(|w| w.current_job(&thing));
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("Ed25519 key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, thing.as_str());
+        let pem = params.serialize_request(&key).expect("CSR").pem().expect("PEM");
+        let message = CsrMessage {
+            job_id: job_id.clone(),
+            csr: pem,
+        };
+        let outcome = issuer(&fake)
+            .handle(&thing, &old, &message, T0 + 60)
+            .await
+            .expect("handled");
+        let CsrOutcome::Refused { rejection, .. } = outcome else {
+            panic!("expected REFUSED, got {outcome:?}");
+        };
+        assert_eq!(rejection.reason.code(), "UNSUPPORTED_KEY");
+        assert!(rejection.detail.contains("Ed25519"), "{}", rejection.detail);
+        fake.with(|w| {
+            let answers = w.answers(&thing);
+            assert_eq!(answers.len(), 1);
+            assert_eq!(answers[0]["status"], "REFUSED");
+            assert_eq!(answers[0]["reasonCode"], "UNSUPPORTED_KEY");
+            let r = w.rotation_of(&thing);
+            assert_eq!(
+                (r.state, r.reason),
+                (RotationState::Failed, Some(FailureReason::CsrRefused))
+            );
+            assert!(
+                !w.calls.contains(&"certificate_from_csr"),
+                "nothing asked of CreateCertificateFromCsr"
+            );
+            assert_eq!(w.jobs[&job_id].status, "CANCELED", "nothing left to time out");
+        });
+    }
+
+    #[tokio::test]
+    async fn a_denied_device_or_an_unbound_ca_gets_no_new_certificate() {
+        // Denied before the run: no attempt starts.
+        let fake = Fake::new(Strategy::Csr, 2);
+        fake.with(|w| {
+            w.config.deny_fingerprint(&old_id("dev-0"));
+            w.records.get_mut(&old_id("dev-1")).expect("record").ca_certificate_id = "unbound-ca".into();
+        });
+        let report = run(&rotator(&fake), T0).await;
+        assert_eq!((report.started, report.skipped_denied), (0, 2), "{report:?}");
+        assert!(fake.with(|w| w.jobs.is_empty() && w.rotations.is_empty()));
+
+        // Denied after the attempt started: the CSR is refused, nothing issued.
+        let fake = Fake::new(Strategy::Csr, 1);
+        let (thing, old) = (thing(0), old_id(&thing(0)));
+        run(&rotator(&fake), T0).await;
+        let (job_id, _) = fake.with(|w| w.current_job(&thing));
+        fake.with(|w| w.config.deny_fingerprint(&old));
+        let message = CsrMessage {
+            job_id: job_id.clone(),
+            csr: csr(&thing),
+        };
+        let outcome = issuer(&fake)
+            .handle(&thing, &old, &message, T0 + 60)
+            .await
+            .expect("handled");
+        assert!(
+            matches!(&outcome, CsrOutcome::Refused { rejection, .. } if rejection.reason.code() == "FINGERPRINT_DENIED"),
+            "{outcome:?}"
+        );
+        fake.with(|w| {
+            assert!(!w.calls.contains(&"certificate_from_csr"));
+            assert_eq!(w.certs.len(), 1, "no certificate made");
+            let r = w.rotation_of(&thing);
+            assert_eq!(
+                (r.state, r.reason, r.due_at),
+                (RotationState::Failed, Some(FailureReason::Denied), None),
+                "never retried"
+            );
+        });
+
+        // Denied while a failed attempt waits for its retry: given up.
+        let fake = Fake::new(Strategy::Csr, 1);
+        let rotator = rotator(&fake);
+        let policy = RotationPolicy::default();
+        run(&rotator, T0).await;
+        fake.with(|w| w.take_up_jobs(T0));
+        let deadline = policy.job_deadline(T0);
+        assert_eq!(run(&rotator, deadline).await.failed, 1);
+        fake.with(|w| w.config.deny_fingerprint(&old_id("dev-0")));
+        let report = run(&rotator, policy.retry_at(deadline, 1).expect("retry")).await;
+        assert_eq!((report.retried, report.gave_up), (0, 1), "{report:?}");
+        assert_eq!(fake.with(|w| w.jobs.len()), 1, "no second job");
     }
 
     // --- events -----------------------------------------------------------------
