@@ -738,6 +738,22 @@ pub fn keys_that_cannot_rotate(policy: &RotationPolicy) -> &'static [&'static st
     }
 }
 
+/// The warning `profile put` prints for a profile whose rotation strategy
+/// cannot rotate some key types the registrar onboards; `None` when every
+/// onboarded key can rotate.
+pub fn rotation_key_warning(profile: &DeviceProfile) -> Option<String> {
+    let keys = keys_that_cannot_rotate(&profile.rotation);
+    (!keys.is_empty()).then(|| {
+        format!(
+            "profile {} rotates with strategy csr, but devices onboarded with {} keys cannot rotate that way \
+             (CreateCertificateFromCsr accepts only {CSR_KEYS}): their CSRs are refused with UNSUPPORTED_KEY; \
+             use strategy serverKeygen for them, or onboard only those key types",
+            profile.name,
+            keys.join(", ")
+        )
+    })
+}
+
 /// Whether the configuration still lets the device of an old certificate
 /// get a new one: its CA bound to a valid profile, neither its serial (for
 /// that CA) nor its fingerprint on the deny-list. Checked before an attempt
@@ -1049,6 +1065,52 @@ mod tests {
             g.detail.as_deref(),
             Some("boom; not retried: the old certificate is not ACTIVE")
         );
+    }
+
+    #[test]
+    fn csr_keys_are_what_create_certificate_from_csr_accepts() {
+        for ok in [
+            KeyKind::Rsa { bits: 2048 },
+            KeyKind::Rsa { bits: 4096 },
+            KeyKind::EcP256,
+            KeyKind::EcP384,
+            KeyKind::EcOther {
+                curve: "1.3.132.0.35".into(),
+            },
+        ] {
+            assert_eq!(check_csr_key(&ok), Ok(()), "{ok}");
+        }
+        let code = |k: KeyKind| check_csr_key(&k).err().map(|r| r.reason.code());
+        assert_eq!(code(KeyKind::Rsa { bits: 1024 }), Some("WEAK_KEY"));
+        assert_eq!(code(KeyKind::Ed25519), Some("UNSUPPORTED_KEY"));
+        assert_eq!(
+            code(KeyKind::EcOther {
+                curve: "1.3.132.0.10".into()
+            }),
+            Some("UNSUPPORTED_KEY")
+        );
+        let mut profile = DeviceProfile::minimal("p", "pol");
+        let warning = rotation_key_warning(&profile).unwrap_or_default();
+        assert!(
+            warning.contains("Ed25519") && warning.contains("serverKeygen"),
+            "{warning}"
+        );
+        profile.rotation.strategy = Strategy::ServerKeygen;
+        assert_eq!(rotation_key_warning(&profile), None);
+    }
+
+    #[test]
+    fn queued_timeout_is_a_policy_field_in_days() {
+        let p: RotationPolicy = serde_json::from_str(r#"{"queuedTimeoutDays": 30}"#).unwrap_or_default();
+        assert_eq!(p.queued_timeout_days, 30);
+        let p: RotationPolicy = serde_json::from_str(r#"{"queuedTimeout": 5}"#).unwrap_or_default();
+        assert_eq!(p.queued_timeout_days, 5);
+        assert_eq!(RotationPolicy::default().queued_timeout_days, 14);
+        let p = RotationPolicy {
+            queued_timeout_days: 0,
+            ..RotationPolicy::default()
+        };
+        assert_eq!(p.problem().map(|(f, _)| f), Some("rotation.queuedTimeoutDays"));
     }
 
     #[test]
