@@ -1211,7 +1211,7 @@ where
             let overdue = format!("job execution still {} past its deadline", open.status);
             self.iot.cancel_job(&r.job_id).await?;
             execution = self.iot.job_execution(&r.job_id, &r.thing_name).await?;
-            if !execution.as_ref().is_some_and(|e| e.status == "SUCCEEDED") {
+            if execution.as_ref().is_none_or(|e| e.status != "SUCCEEDED") {
                 return Ok(ops
                     .fail(r, FailureReason::JobTimedOut, &overdue, policy, now)
                     .await?
