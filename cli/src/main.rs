@@ -7,6 +7,7 @@
 mod ca;
 mod connect;
 mod demo;
+mod deny;
 mod device;
 mod error;
 mod files;
@@ -69,6 +70,9 @@ pub enum Command {
     /// Claim certificates and fleet-provisioning templates.
     #[command(subcommand)]
     Claim(provision::ClaimCommand),
+    /// Certificates that must never be onboarded (serials per CA, fingerprints).
+    #[command(subcommand)]
+    Deny(deny::DenyCommand),
     /// The fleet as the inventory sees it.
     #[command(subcommand)]
     Fleet(fleet::FleetCommand),
@@ -125,6 +129,7 @@ fn main() -> std::process::ExitCode {
             Command::Fleet(command) => fleet::run(command, &cli).await,
             Command::Allow(command) => provision::run_allow(command, &cli).await,
             Command::Claim(command) => provision::run_claim(command, &cli).await,
+            Command::Deny(command) => deny::run(command, &cli).await,
             Command::Demo(args) => demo::run(args, &cli).await,
         }
     });

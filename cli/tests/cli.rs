@@ -710,3 +710,64 @@ async fn fleet_inspect_shows_a_thing_its_certificates_and_history() -> TestResul
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_add_applies_to_the_next_event_and_refuses_bad_input() -> TestResult {
+    let world = World::new().await?;
+    // The registrar has already cached its configuration: the entry must
+    // apply anyway (the deny-list is looked up by key, not cached).
+    let handler = registrar(&world)?;
+    let warm = world.ca.device("deny-warm-1").build()?;
+    let warm_id = world.first_connection(&warm, "deny-warm-1").await?;
+    let answer = handler.handle(world.direct_event(&warm_id, &world.ca_id)?).await?;
+    assert_eq!(answer["outcome"], "provisioned", "{answer}");
+
+    let by_serial = world.ca.device("deny-1").serial(&[0x0b, 0xad, 0xf0, 0x0d]).build()?;
+    let by_fingerprint = world.ca.device("deny-2").build()?;
+    let fingerprint = onboarding_test_support::world::certificate_id(&by_fingerprint).to_uppercase();
+    let output = onboard(Some(&world))?
+        .args(["deny", "add", "0B:AD:F0:0D", "--ca", &world.ca_id, "--reason", "stolen"])
+        .args(["--fingerprint", &fingerprint])
+        .output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(stdout.contains("denied: serial 0badf00d"), "{stdout}");
+
+    let serial_id = world.first_connection(&by_serial, "deny-1").await?;
+    let answer = handler.handle(world.direct_event(&serial_id, &world.ca_id)?).await?;
+    assert_eq!(answer["reasonCode"], "SERIAL_DENIED", "{answer}");
+    assert!(
+        answer["reason"].as_str().is_some_and(|r| r.contains("stolen")),
+        "{answer}"
+    );
+    let fingerprint_id = world.first_connection(&by_fingerprint, "deny-2").await?;
+    let answer = handler
+        .handle(world.direct_event(&fingerprint_id, &world.ca_id)?)
+        .await?;
+    assert_eq!(answer["reasonCode"], "FINGERPRINT_DENIED", "{answer}");
+    assert!(!world.thing_exists("deny-1").await? && !world.thing_exists("deny-2").await?);
+
+    // Removed: the serial no longer denies.
+    let output = onboard(Some(&world))?
+        .args(["deny", "remove", "0badf00d", "--ca", &world.ca_id])
+        .output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("removed: serial 0badf00d"));
+
+    // Bad input: refused with a message naming the problem, nothing written.
+    for (args, message) in [
+        (vec!["deny", "add", "0badf00d"], "--ca"),
+        (
+            vec!["deny", "add", "xyz", "--ca", world.ca_id.as_str()],
+            "not hexadecimal",
+        ),
+        (vec!["deny", "add", "0a", "--ca", "not-a-ca"], "not 64 hex digits"),
+        (vec!["deny", "add", "--fingerprint", "abcd"], "not a SHA-256"),
+        (vec!["deny", "add"], "nothing to deny"),
+    ] {
+        let output = onboard(Some(&world))?.args(&args).output()?;
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&output).contains(message), "{args:?}: {}", stderr(&output));
+    }
+    Ok(())
+}

@@ -107,8 +107,13 @@ async fn every_rejection_class_is_refused_and_recorded() -> TestResult {
     inactive_profile["rejectionAction"] = json!("INACTIVE");
     world.put_profile(&inactive_profile).await?;
     world.bind(&lenient_id, "refurbished").await?;
-    // A denied serial.
+    // A denied serial, a denied fingerprint, and a serial denied by an entry
+    // of the earlier layout (in the CONFIG partition, written by hand in
+    // another notation): it must still deny.
     world.deny_serial(&ca_id, "0badc0de").await?;
+    let denied_by_fingerprint = ca.device("denied-2").build()?;
+    world.deny_fingerprint(&certificate_id(&denied_by_fingerprint)).await?;
+    world.deny_legacy(&format!("DENY#SERIAL#{ca_id}#0B:AD:C0:DF")).await?;
     // A look-alike CA: the same subject DN as the real one, another key.
     let lookalike = TestCa::new("Acme Device CA")?;
     let forged = lookalike.device("forged-1").build()?;
@@ -219,6 +224,20 @@ async fn every_rejection_class_is_refused_and_recorded() -> TestResult {
             Arrival::Connect,
             "SERIAL_DENIED",
             Some("denied-1"),
+        ),
+        case(
+            "denied-fingerprint",
+            denied_by_fingerprint,
+            Arrival::Connect,
+            "FINGERPRINT_DENIED",
+            Some("denied-2"),
+        ),
+        case(
+            "denied-serial-old-layout",
+            ca.device("denied-3").serial(&[0x0b, 0xad, 0xc0, 0xdf]).build()?,
+            Arrival::Connect,
+            "SERIAL_DENIED",
+            Some("denied-3"),
         ),
         // Registered without a CA, as IoT would never link it to ours; the event claims our CA.
         case(

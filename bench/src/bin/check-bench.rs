@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use onboarding_bench::{Args, BenchResult, Table, f, summarize};
 use onboarding_domain::checks::{CheckContext, DEFAULT_CLOCK_SKEW_SECS, check_device_certificate};
-use onboarding_domain::{Certificate, DeviceProfile, OnboardingConfig};
+use onboarding_domain::{Certificate, DeviceProfile};
 use onboarding_test_support::rcgen::DnType;
 use onboarding_test_support::world::default_profile;
 use onboarding_test_support::{KeyAlg, TestCa};
@@ -99,14 +99,10 @@ fn run() -> BenchResult {
             .build()?;
         // The registrar parses the CA once and caches it.
         let ca_cert = Certificate::from_pem(&ca.cert_pem)?;
-        let mut config = OnboardingConfig::default();
-        config.add_profile(profile.name.clone(), Ok(profile.clone()));
-        config.bind(ca_cert.fingerprint.clone(), profile.name.clone());
         let ctx = CheckContext {
-            ca_certificate_id: &ca_cert.fingerprint,
             ca: &ca_cert,
             profile: &profile,
-            config: &config,
+            denial: None,
             now,
             clock_skew_secs: DEFAULT_CLOCK_SKEW_SECS,
         };

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use onboarding_domain::ports::{CertificateRegistry, CredentialsStore, Inventory, ThingRegistry};
+use onboarding_domain::ports::{CertificateRegistry, CredentialsStore, DenyList, Inventory, ThingRegistry};
 use onboarding_domain::{JitrEvent, MalformedEvent, Outcome, ProvisioningError, Registrar};
 use serde_json::{Value, json};
 
@@ -69,7 +69,7 @@ where
     C: CertificateRegistry,
     T: ThingRegistry,
     S: CredentialsStore,
-    I: Inventory,
+    I: Inventory + DenyList,
 {
     pub fn new(
         registrar: Registrar<C, T, S, I>,

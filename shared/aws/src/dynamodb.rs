@@ -7,9 +7,21 @@
 //! | certificate record | `CERT#<certificateId>` | `CERT` | status, thingName, caCertificateId, serial, fingerprint, notBefore, notAfter, profile, reasonCode, … |
 //! | device profile | `CONFIG` | `PROFILE#<name>` | `profile` (JSON text) |
 //! | CA binding | `CONFIG` | `CA#<caCertificateId>` | `profile` (name) |
-//! | denied serial | `CONFIG` | `DENY#SERIAL#<caCertificateId>#<serialHex>` | `reason` (optional) |
-//! | denied fingerprint | `CONFIG` | `DENY#FINGERPRINT#<sha256Hex>` | `reason` (optional) |
+//! | denied serial | `DENY#SERIAL#<caCertificateId>#<serialHex>` | `DENY` | `reason` (optional), `addedAt` |
+//! | denied fingerprint | `DENY#FINGERPRINT#<sha256Hex>` | `DENY` | `reason` (optional), `addedAt` |
 //! | thing-name claim | `THING#<thingName>` | `CLAIM` | certificateId |
+//!
+//! Deny-list entries live outside the `CONFIG` partition, one partition each,
+//! so that the configuration query never reads them and a lookup is one
+//! `BatchGetItem` by key, whatever the deny-list's size. Serials are stored
+//! normalised (lowercase hex, whole bytes, no leading zero byte) and
+//! fingerprints as 64 lowercase hex digits ([`DenyKey`]).
+//!
+//! Entries of the earlier layout (`pk = CONFIG`, `sk = DENY#…`) still deny:
+//! the lookup reads their (normalised) keys too, and the configuration query,
+//! which sees them in the `CONFIG` partition, moves each to the new layout
+//! (new item written first, old one deleted second, so a crash in between
+//! leaves both and never neither).
 //!
 //! The sparse global secondary index `expiry` (`expiryShard`, `expiryKey`)
 //! holds provisioned certificates only: `expiryShard` is `EXP#<first hex digit
@@ -22,8 +34,11 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
-use onboarding_domain::ports::{Inventory, NameClaim, PortResult};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure};
+use onboarding_domain::Rejection;
+use onboarding_domain::certificate::normalize_serial;
+use onboarding_domain::config::DenyKey;
+use onboarding_domain::ports::{DenyList, Inventory, NameClaim, PortResult};
 use onboarding_domain::time_fmt::{parse_rfc3339, rfc3339};
 use onboarding_domain::{
     CertificateRecord, DeviceProfile, OnboardingConfig, PortError, PortErrorKind, ProfileError, RecordStatus,
@@ -53,17 +68,46 @@ pub fn profile_sk(name: &str) -> String {
 pub fn binding_sk(ca_certificate_id: &str) -> String {
     format!("CA#{ca_certificate_id}")
 }
-pub fn denied_serial_sk(ca_certificate_id: &str, serial: &str) -> String {
-    format!("DENY#SERIAL#{ca_certificate_id}#{serial}")
+/// The sort key of every deny-list entry.
+pub const DENY_SK: &str = "DENY";
+
+/// The partition key of a deny-list entry.
+pub fn deny_pk(key: &DenyKey) -> String {
+    match key {
+        DenyKey::Serial {
+            ca_certificate_id,
+            serial,
+        } => format!("DENY#SERIAL#{ca_certificate_id}#{serial}"),
+        DenyKey::Fingerprint(fingerprint) => format!("DENY#FINGERPRINT#{fingerprint}"),
+    }
+}
+
+/// The sort key a deny-list entry had in the earlier layout (`pk = CONFIG`).
+/// Still honoured; moved to [`deny_pk`] when the configuration is read.
+pub fn legacy_deny_sk(key: &DenyKey) -> String {
+    deny_pk(key)
+}
+
+/// Reads a deny-list key back from `DENY#SERIAL#<ca>#<serial>` or
+/// `DENY#FINGERPRINT#<sha256>` (either layout), normalising what an operator
+/// wrote by hand; `None` when unreadable.
+pub fn parse_deny_key(text: &str) -> Option<DenyKey> {
+    if let Some(rest) = text.strip_prefix("DENY#SERIAL#") {
+        let (ca, serial) = rest.split_once('#')?;
+        Some(DenyKey::Serial {
+            ca_certificate_id: ca.to_string(),
+            serial: normalize_serial(serial)?,
+        })
+    } else {
+        let fingerprint = text.strip_prefix("DENY#FINGERPRINT#")?;
+        DenyKey::fingerprint(fingerprint).ok()
+    }
 }
 /// The sort key of a workflow's saved cursor.
 pub fn cursor_sk(name: &str) -> String {
     format!("CURSOR#{name}")
 }
 
-pub fn denied_fingerprint_sk(fingerprint: &str) -> String {
-    format!("DENY#FINGERPRINT#{fingerprint}")
-}
 /// `<time>#<certificate id>`: the sort key of the index (an expiry, a due time).
 pub fn expiry_key(unix_seconds: i64, certificate_id: &str) -> String {
     format!("{}#{certificate_id}", rfc3339(unix_seconds))
@@ -337,13 +381,93 @@ fn add_config_item(config: &mut OnboardingConfig, item: &HashMap<String, Attribu
         config.add_profile(name.to_string(), profile);
     } else if let Some(ca) = sk.strip_prefix("CA#") {
         config.bind(ca.to_string(), get_s(item, "profile").unwrap_or_default().to_string());
-    } else if let Some(rest) = sk.strip_prefix("DENY#SERIAL#") {
-        match rest.split_once('#') {
-            Some((ca, serial)) if config.deny_serial(ca.to_string(), serial) => {}
-            _ => tracing::warn!(sk, "deny-list item with an unreadable serial is ignored"),
+    }
+}
+
+impl DynamoInventory {
+    /// Writes a deny-list entry (replacing one with the same key).
+    ///
+    /// # Errors
+    /// SDK failures, classified.
+    pub async fn put_deny_entry(&self, key: &DenyKey, reason: Option<&str>, now: i64) -> PortResult<()> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(deny_pk(key)))
+            .item("sk", s(DENY_SK))
+            .item("addedAt", s(rfc3339(now)));
+        if let Some(reason) = reason {
+            put = put.item("reason", s(reason));
         }
-    } else if let Some(fingerprint) = sk.strip_prefix("DENY#FINGERPRINT#") {
-        config.deny_fingerprint(fingerprint);
+        put.send().await.map_err(|e| classify("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Removes a deny-list entry (in either layout); true when there was one.
+    ///
+    /// # Errors
+    /// SDK failures, classified.
+    pub async fn delete_deny_entry(&self, key: &DenyKey) -> PortResult<bool> {
+        let mut removed = false;
+        for (pk, sk) in [
+            (deny_pk(key), DENY_SK.to_string()),
+            (CONFIG_PK.to_string(), legacy_deny_sk(key)),
+        ] {
+            let out = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(pk))
+                .key("sk", s(sk))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+                .send()
+                .await
+                .map_err(|e| classify("DeleteItem", e))?;
+            removed |= out.attributes.is_some_and(|a| !a.is_empty());
+        }
+        Ok(removed)
+    }
+
+    /// Moves an entry of the earlier layout (`pk = CONFIG`, `sk = DENY#…`)
+    /// to its own partition: the new item first, the old one deleted second.
+    /// An entry whose key cannot be read stays (and is reported).
+    async fn migrate_legacy_deny_item(&self, item: &HashMap<String, AttributeValue>) -> PortResult<()> {
+        let Some(sk) = get_s(item, "sk") else { return Ok(()) };
+        let Some(key) = parse_deny_key(sk) else {
+            tracing::error!(
+                sk,
+                "deny-list item with an unreadable key: it denies nothing; fix or delete it"
+            );
+            return Ok(());
+        };
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(deny_pk(&key)))
+            .item("sk", s(DENY_SK))
+            .item("migratedFrom", s(sk));
+        for name in ["reason", "addedAt"] {
+            if let Some(value) = get_s(item, name) {
+                put = put.item(name, s(value));
+            }
+        }
+        put.send().await.map_err(|e| classify("PutItem", e))?;
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(CONFIG_PK))
+            .key("sk", s(sk))
+            .send()
+            .await
+            .map_err(|e| classify("DeleteItem", e))?;
+        tracing::info!(
+            sk,
+            pk = deny_pk(&key),
+            "deny-list item moved out of the configuration partition"
+        );
+        Ok(())
     }
 }
 
@@ -351,6 +475,19 @@ impl Inventory for DynamoInventory {
     async fn load_config(&self) -> PortResult<OnboardingConfig> {
         let mut config = OnboardingConfig::default();
         for item in config_items(&self.client, &self.table).await? {
+            if get_s(&item, "sk").is_some_and(|sk| sk.starts_with("DENY#")) {
+                match self.migrate_legacy_deny_item(&item).await {
+                    Ok(()) => {}
+                    // A function whose role may not write the table leaves
+                    // the move to the registrar; the lookup still reads the
+                    // old key meanwhile.
+                    Err(e) if e.kind == PortErrorKind::AccessDenied => {
+                        tracing::warn!(error = %e, "deny-list item of the earlier layout left in place");
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
             add_config_item(&mut config, &item);
         }
         Ok(config)
@@ -482,5 +619,73 @@ impl DynamoInventory {
                 format!("claim on {thing_name} changed during the call"),
             )),
         }
+    }
+}
+
+impl DenyList for DynamoInventory {
+    async fn denial(&self, ca_certificate_id: &str, serial: &str, fingerprint: &str) -> PortResult<Option<Rejection>> {
+        const OP: &str = "BatchGetItem";
+        let mut keys = vec![DenyKey::Fingerprint(fingerprint.to_lowercase())];
+        if let Some(serial) = normalize_serial(serial) {
+            keys.push(DenyKey::Serial {
+                ca_certificate_id: ca_certificate_id.to_string(),
+                serial,
+            });
+        }
+        // Each key in both layouts: (pk, sk) → the entry it stands for.
+        let mut wanted: HashMap<(String, String), DenyKey> = HashMap::new();
+        for key in keys {
+            wanted.insert((deny_pk(&key), DENY_SK.to_string()), key.clone());
+            wanted.insert((CONFIG_PK.to_string(), legacy_deny_sk(&key)), key);
+        }
+        let key_item =
+            |(pk, sk): &(String, String)| HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))]);
+        let mut request = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(wanted.keys().map(key_item).collect()))
+                .consistent_read(true)
+                .projection_expression("pk, sk, reason")
+                .build()
+                .map_err(|e| crate::error::invalid(OP, e.to_string()))?,
+        );
+        let mut found: Vec<(DenyKey, Option<String>)> = Vec::new();
+        // Unprocessed keys (throttling) are asked again, a bounded number of times.
+        for _ in 0..5 {
+            let Some(keys) = request.take() else { break };
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, keys)
+                .send()
+                .await
+                .map_err(|e| classify(OP, e))?;
+            for item in output
+                .responses
+                .and_then(|mut r| r.remove(&self.table))
+                .unwrap_or_default()
+            {
+                let id = (
+                    get_s(&item, "pk").unwrap_or_default().to_string(),
+                    get_s(&item, "sk").unwrap_or_default().to_string(),
+                );
+                if let Some(key) = wanted.get(&id) {
+                    found.push((key.clone(), get_s(&item, "reason").map(str::to_string)));
+                }
+            }
+            request = output
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .filter(|k| !k.keys().is_empty());
+        }
+        if request.is_some() {
+            return Err(PortError::new(
+                OP,
+                PortErrorKind::Transient,
+                "deny-list keys left unprocessed after 5 attempts",
+            ));
+        }
+        // A denied fingerprint is reported before a denied serial.
+        found.sort_by_key(|(key, _)| matches!(key, DenyKey::Serial { .. }));
+        Ok(found.first().map(|(key, reason)| key.rejection(reason.as_deref())))
     }
 }

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
 use aws_sdk_dynamodb::operation::query::QueryOutput;
@@ -39,10 +40,11 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::error::ErrorMetadata;
-use onboarding_aws::dynamodb::{binding_sk, denied_fingerprint_sk, denied_serial_sk, profile_sk};
+use onboarding_aws::dynamodb::{DENY_SK, binding_sk, deny_pk, legacy_deny_sk, profile_sk};
 use onboarding_aws::{DynamoInventory, IotAdapter, S3CredentialsStore};
+use onboarding_domain::config::DenyKey;
 use onboarding_domain::ports::{
-    CertificateRegistry, CredentialsStore, Inventory, NameClaim, PortError, ThingCreation, ThingRegistry,
+    CertificateRegistry, CredentialsStore, DenyList, Inventory, NameClaim, PortError, ThingCreation, ThingRegistry,
 };
 use onboarding_domain::{CaTrust, CertificateRecord, CertificateStatus, PortErrorKind, ProvisioningPlan, RecordStatus};
 
@@ -849,7 +851,7 @@ const BROKEN_CA: &str = "bb11bb22cc33dd44ee55ff6677889900aa11bb22cc33dd44ee55ff6
 const DENIED_FINGERPRINT: &str = "cc11bb22cc33dd44ee55ff6677889900aa11bb22cc33dd44ee55ff6677889900";
 
 #[tokio::test]
-async fn load_config_reads_profiles_bindings_and_deny_list() {
+async fn load_config_reads_profiles_and_bindings_and_moves_old_deny_items_out() {
     let query = mock!(aws_sdk_dynamodb::Client::query)
         .match_requests(|req| {
             req.table_name() == Some(TABLE)
@@ -863,16 +865,52 @@ async fn load_config_reads_profiles_bindings_and_deny_list() {
                     &[("profile", r#"{"name":"sensors","policyName":"p"}"#)],
                 ))
                 .items(config_item(&binding_sk(CA_ID), &[("profile", "sensors")]))
-                .items(config_item(&denied_serial_sk(CA_ID, "0abc"), &[("reason", "lost")]))
-                .items(config_item(&denied_fingerprint_sk(DENIED_FINGERPRINT), &[]))
+                // Entries of the earlier layout, one written by hand in another notation.
+                .items(config_item(
+                    &format!("DENY#SERIAL#{CA_ID}#0A:BC"),
+                    &[("reason", "lost")],
+                ))
+                .items(config_item(&format!("DENY#FINGERPRINT#{DENIED_FINGERPRINT}"), &[]))
+                .items(config_item("DENY#SERIAL#unreadable", &[]))
                 .items(config_item(&profile_sk("broken"), &[("profile", "{not json")]))
                 .items(config_item(&binding_sk(BROKEN_CA), &[("profile", "broken")]))
-                .count(6)
+                .count(7)
                 .build()
         });
-    let inventory = dynamo(&[&query]);
+    let serial = DenyKey::serial(CA_ID, "0abc").unwrap();
+    let fingerprint = DenyKey::fingerprint(DENIED_FINGERPRINT).unwrap();
+    let (serial_pk, fingerprint_pk) = (deny_pk(&serial), deny_pk(&fingerprint));
+    let moved_serial = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(move |req| {
+            let item = req.item().unwrap();
+            item.get("pk") == Some(&s(&serial_pk))
+                && item.get("sk") == Some(&s(DENY_SK))
+                && item.get("reason") == Some(&s("lost"))
+        })
+        .then_output(|| PutItemOutput::builder().build());
+    let moved_fingerprint = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(move |req| req.item().unwrap().get("pk") == Some(&s(&fingerprint_pk)))
+        .then_output(|| PutItemOutput::builder().build());
+    let deleted = mock!(aws_sdk_dynamodb::Client::delete_item)
+        .match_requests(|req| {
+            req.key().unwrap().get("pk") == Some(&s("CONFIG"))
+                && req.key().unwrap().get("sk").is_some_and(|sk| {
+                    sk.as_s()
+                        .is_ok_and(|sk| sk.starts_with("DENY#") && sk != "DENY#SERIAL#unreadable")
+                })
+        })
+        .then_output(|| aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput::builder().build());
+    let inventory = dynamo(&[&query, &moved_serial, &moved_fingerprint, &deleted]);
 
     let config = inventory.load_config().await.unwrap();
+
+    assert_eq!(moved_serial.num_calls(), 1, "the hand-written serial, normalised");
+    assert_eq!(moved_fingerprint.num_calls(), 1);
+    assert_eq!(
+        deleted.num_calls(),
+        2,
+        "old items deleted after the new ones were written"
+    );
 
     match config.trust(CA_ID) {
         CaTrust::Bound(profile) => {
@@ -881,18 +919,139 @@ async fn load_config_reads_profiles_bindings_and_deny_list() {
         }
         other => panic!("CA should be bound to sensors, got {other:?}"),
     }
-    assert!(config.is_serial_denied(CA_ID, "0abc"));
-    assert!(config.is_serial_denied(CA_ID, "0A:BC"), "any notation of the serial");
-    assert!(!config.is_serial_denied(BROKEN_CA, "0abc"), "deny-list is per CA");
-    assert!(config.is_fingerprint_denied(DENIED_FINGERPRINT));
-    assert!(!config.is_fingerprint_denied(CERT_ID));
     assert!(matches!(
         config.trust(BROKEN_CA),
         CaTrust::Misconfigured { profile: "broken", .. }
     ));
     assert_eq!(config.trust("unknown-ca"), CaTrust::Unbound);
-    assert_eq!(config.counts(), (2, 2, 2));
+    assert_eq!(config.counts(), (2, 2));
     assert_eq!(query.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_move_of_an_old_deny_item_fails_the_load() {
+    // Fail closed: the configuration is not used as if the entry were gone.
+    let query = mock!(aws_sdk_dynamodb::Client::query).then_output(|| {
+        QueryOutput::builder()
+            .items(config_item(&format!("DENY#SERIAL#{CA_ID}#0abc"), &[]))
+            .build()
+    });
+    let put = mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| {
+        PutItemError::generic(
+            ErrorMetadata::builder()
+                .code("ProvisionedThroughputExceededException")
+                .message("slow down")
+                .build(),
+        )
+    });
+    let inventory = dynamo(&[&query, &put]);
+    let error = expect_err(inventory.load_config().await);
+    assert_eq!(error.kind, PortErrorKind::Transient);
+}
+
+fn deny_item(pk: &str, sk: &str, reason: Option<&str>) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))]);
+    if let Some(reason) = reason {
+        item.insert("reason".into(), s(reason));
+    }
+    item
+}
+
+#[tokio::test]
+async fn the_deny_list_is_one_batch_get_by_key_in_both_layouts() {
+    let serial = DenyKey::serial(CA_ID, "0abc").unwrap();
+    let fingerprint = DenyKey::fingerprint(DENIED_FINGERPRINT).unwrap();
+    let keys_asked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let recorder = keys_asked.clone();
+    let serial_only = {
+        let pk = deny_pk(&serial);
+        mock!(aws_sdk_dynamodb::Client::batch_get_item)
+            .match_requests(move |req| {
+                let request = req.request_items().unwrap().get(TABLE).unwrap();
+                let mut asked = recorder.lock().unwrap();
+                for key in request.keys() {
+                    asked.push((key["pk"].as_s().unwrap().clone(), key["sk"].as_s().unwrap().clone()));
+                }
+                request.consistent_read() == Some(true)
+            })
+            .then_output(move || {
+                BatchGetItemOutput::builder()
+                    .responses(TABLE, vec![deny_item(&pk, DENY_SK, Some("stolen"))])
+                    .build()
+            })
+    };
+    let inventory = dynamo(&[&serial_only]);
+    let denial = inventory.denial(CA_ID, "0abc", DENIED_FINGERPRINT).await.unwrap();
+    let denial = denial.expect("denied");
+    assert_eq!(denial.reason, onboarding_domain::RejectReason::SerialDenied);
+    assert!(denial.detail.contains("stolen"));
+    assert_eq!(serial_only.num_calls(), 1, "one round");
+    let mut asked = keys_asked.lock().unwrap().clone();
+    asked.sort();
+    let mut expected = vec![
+        (deny_pk(&serial), DENY_SK.to_string()),
+        (deny_pk(&fingerprint), DENY_SK.to_string()),
+        ("CONFIG".to_string(), legacy_deny_sk(&serial)),
+        ("CONFIG".to_string(), legacy_deny_sk(&fingerprint)),
+    ];
+    expected.sort();
+    assert_eq!(asked, expected);
+
+    // An old-layout fingerprint entry, and a serial entry: the fingerprint is reported.
+    let both = {
+        let (serial_pk, legacy) = (deny_pk(&serial), legacy_deny_sk(&fingerprint));
+        mock!(aws_sdk_dynamodb::Client::batch_get_item).then_output(move || {
+            BatchGetItemOutput::builder()
+                .responses(
+                    TABLE,
+                    vec![deny_item(&serial_pk, DENY_SK, None), deny_item("CONFIG", &legacy, None)],
+                )
+                .build()
+        })
+    };
+    let inventory = dynamo(&[&both]);
+    let denial = inventory.denial(CA_ID, "0abc", DENIED_FINGERPRINT).await.unwrap();
+    assert_eq!(
+        denial.map(|d| d.reason),
+        Some(onboarding_domain::RejectReason::FingerprintDenied)
+    );
+
+    // Nothing found: allowed. Unprocessed keys are asked again.
+    let unprocessed = {
+        let pk = deny_pk(&serial);
+        mock!(aws_sdk_dynamodb::Client::batch_get_item)
+            .match_requests(|req| req.request_items().unwrap()[TABLE].keys().len() == 4)
+            .then_output(move || {
+                BatchGetItemOutput::builder()
+                    .unprocessed_keys(
+                        TABLE,
+                        aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                            .keys(deny_item(&pk, DENY_SK, None))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+            })
+    };
+    let retried = mock!(aws_sdk_dynamodb::Client::batch_get_item)
+        .match_requests(|req| req.request_items().unwrap()[TABLE].keys().len() == 1)
+        .then_output(|| BatchGetItemOutput::builder().build());
+    let inventory = dynamo(&[&unprocessed, &retried]);
+    assert_eq!(inventory.denial(CA_ID, "0abc", DENIED_FINGERPRINT).await.unwrap(), None);
+    assert_eq!((unprocessed.num_calls(), retried.num_calls()), (1, 1));
+
+    // A failed lookup is an error, never "not denied".
+    let throttled = mock!(aws_sdk_dynamodb::Client::batch_get_item).then_error(|| {
+        aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemError::generic(
+            ErrorMetadata::builder()
+                .code("ThrottlingException")
+                .message("slow")
+                .build(),
+        )
+    });
+    let inventory = dynamo(&[&throttled]);
+    let error = expect_err(inventory.denial(CA_ID, "0abc", DENIED_FINGERPRINT).await);
+    assert_eq!(error.kind, PortErrorKind::Transient);
 }
 
 #[tokio::test]
@@ -917,7 +1076,6 @@ async fn load_config_reads_every_page() {
         .then_output(|| {
             QueryOutput::builder()
                 .items(config_item(&binding_sk(CA_ID), &[("profile", "sensors")]))
-                .items(config_item(&denied_serial_sk(CA_ID, "0abc"), &[]))
                 .build()
         });
     let inventory = dynamo(&[&first, &second]);
@@ -930,8 +1088,7 @@ async fn load_config_reads_every_page() {
         matches!(config.trust(CA_ID), CaTrust::Bound(p) if p.name == "sensors"),
         "profile from page 1 joined with the binding from page 2"
     );
-    assert!(config.is_serial_denied(CA_ID, "0abc"));
-    assert_eq!(config.counts(), (1, 1, 1));
+    assert_eq!(config.counts(), (1, 1));
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! The certificate checks, as pure functions of the certificate, its CA, the
-//! profile, the deny-list and the time. Nothing here trusts the event or
-//! IoT's own verification.
+//! profile, the deny-list's answer for it and the time. Nothing here trusts
+//! the event or IoT's own verification.
 
 use std::collections::BTreeMap;
 
@@ -19,11 +19,11 @@ const SECONDS_PER_DAY: i64 = 86_400;
 /// Everything the device-certificate checks need.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckContext<'a> {
-    /// The CA's IoT id (deny-lists are per CA).
-    pub ca_certificate_id: &'a str,
     pub ca: &'a Certificate,
     pub profile: &'a DeviceProfile,
-    pub config: &'a OnboardingConfig,
+    /// What the deny-list lookup ([`crate::ports::DenyList`]) answered for
+    /// this certificate's serial (under its CA) and fingerprint.
+    pub denial: Option<&'a Rejection>,
     /// Unix seconds.
     pub now: i64,
     pub clock_skew_secs: i64,
@@ -115,7 +115,7 @@ const WEAK_SIGNATURES: [&str; 7] = [
 /// The [`Rejection`] of the first check that fails.
 pub fn check_device_certificate(cert: &Certificate, ctx: &CheckContext<'_>) -> Result<Approval, Rejection> {
     check_issuer_and_signature(cert, ctx.ca)?;
-    check_deny_list(cert, ctx)?;
+    check_deny_list(ctx)?;
     check_key(&cert.key)?;
     check_extensions(cert)?;
     check_validity(cert, ctx.now, ctx.clock_skew_secs, ctx.profile.min_remaining_days)?;
@@ -156,20 +156,11 @@ pub fn check_issuer_and_signature(cert: &Certificate, ca: &Certificate) -> Resul
     Ok(())
 }
 
-fn check_deny_list(cert: &Certificate, ctx: &CheckContext<'_>) -> Result<(), Rejection> {
-    if ctx.config.is_fingerprint_denied(&cert.fingerprint) {
-        return Err(Rejection::new(
-            RejectReason::FingerprintDenied,
-            format!("fingerprint {} is on the deny-list", cert.fingerprint),
-        ));
+fn check_deny_list(ctx: &CheckContext<'_>) -> Result<(), Rejection> {
+    match ctx.denial {
+        Some(rejection) => Err(rejection.clone()),
+        None => Ok(()),
     }
-    if ctx.config.is_serial_denied(ctx.ca_certificate_id, &cert.serial) {
-        return Err(Rejection::new(
-            RejectReason::SerialDenied,
-            format!("serial {} is on the deny-list", cert.serial),
-        ));
-    }
-    Ok(())
 }
 
 /// RSA ≥ 2048 bits, EC P-256 or P-384, or Ed25519.

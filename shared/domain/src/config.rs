@@ -1,7 +1,12 @@
-//! The onboarding configuration: device profiles, CA→profile bindings and the
-//! deny-list, as loaded from the inventory table (and the environment).
+//! The onboarding configuration: device profiles and CA→profile bindings, as
+//! loaded from the inventory table (and the environment).
+//!
+//! The deny-list is not part of it: entries are looked up by key, one
+//! certificate at a time, through the [`crate::ports::DenyList`] port, so the
+//! configuration stays small however long the deny-list grows. The helpers
+//! here give both sides (the operator's writes and the lookups) one notation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,14 +16,13 @@ use futures::lock::Mutex;
 use crate::certificate::normalize_serial;
 use crate::ports::PortResult;
 use crate::profile::{DeviceProfile, ProfileError};
+use crate::reason::{RejectReason, Rejection};
 
 /// A snapshot of the configuration, cached by the registrar for a short TTL.
 #[derive(Debug, Clone, Default)]
 pub struct OnboardingConfig {
     profiles: HashMap<String, Result<DeviceProfile, ProfileError>>,
     bindings: HashMap<String, String>,
-    denied_serials: HashSet<(String, String)>,
-    denied_fingerprints: HashSet<String>,
 }
 
 /// What the configuration says about a CA.
@@ -45,23 +49,6 @@ impl OnboardingConfig {
     /// Binds a CA to a profile by name.
     pub fn bind(&mut self, ca_certificate_id: String, profile: String) {
         self.bindings.insert(ca_certificate_id, profile);
-    }
-
-    /// Adds a denied serial for a CA. Returns false when the serial is not hexadecimal.
-    pub fn deny_serial(&mut self, ca_certificate_id: String, serial: &str) -> bool {
-        match normalize_serial(serial) {
-            Some(s) => {
-                self.denied_serials.insert((ca_certificate_id, s));
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Adds a denied SHA-256 fingerprint (the certificate id).
-    pub fn deny_fingerprint(&mut self, fingerprint: &str) {
-        self.denied_fingerprints
-            .insert(fingerprint.trim().replace(':', "").to_lowercase());
     }
 
     /// Merges a default profile bound to `ca_ids` from the environment. Items in
@@ -104,16 +91,6 @@ impl OnboardingConfig {
         }
     }
 
-    /// True when the serial (any notation) is denied for this CA.
-    pub fn is_serial_denied(&self, ca_certificate_id: &str, serial: &str) -> bool {
-        normalize_serial(serial).is_some_and(|s| self.denied_serials.contains(&(ca_certificate_id.to_string(), s)))
-    }
-
-    /// True when the fingerprint is denied.
-    pub fn is_fingerprint_denied(&self, fingerprint: &str) -> bool {
-        self.denied_fingerprints.contains(fingerprint)
-    }
-
     /// The CA ids bound to a profile, in no particular order.
     /// Every valid profile, bound to a CA or not (a CA unbound to stop
     /// onboarding must not stop its devices' rotations).
@@ -125,14 +102,88 @@ impl OnboardingConfig {
         self.bindings.keys().map(String::as_str)
     }
 
-    /// Number of profiles, bindings and deny-list entries (for logs).
-    pub fn counts(&self) -> (usize, usize, usize) {
-        (
-            self.profiles.len(),
-            self.bindings.len(),
-            self.denied_serials.len() + self.denied_fingerprints.len(),
-        )
+    /// Number of profiles and bindings (for logs).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.profiles.len(), self.bindings.len())
     }
+}
+
+/// A deny-list entry's key: a serial of one CA, or a SHA-256 fingerprint,
+/// in the one notation lookups use.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DenyKey {
+    /// A serial (normalised as [`normalize_serial`] does) under one CA.
+    Serial { ca_certificate_id: String, serial: String },
+    /// A SHA-256 fingerprint (the certificate id), 64 lowercase hex digits.
+    Fingerprint(String),
+}
+
+/// Why a deny-list entry cannot be written as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DenyKeyError {
+    #[error("serial {0:?} is not hexadecimal (any case, `:` separators allowed)")]
+    Serial(String),
+    #[error("fingerprint {0:?} is not a SHA-256 (64 hex digits, `:` separators allowed)")]
+    Fingerprint(String),
+    #[error("CA certificate id {0:?} is not 64 hex digits")]
+    Ca(String),
+}
+
+impl DenyKey {
+    /// A serial of a CA, in any notation an operator writes.
+    ///
+    /// # Errors
+    /// [`DenyKeyError`] when the serial is not hexadecimal or the CA id is not one.
+    pub fn serial(ca_certificate_id: &str, serial: &str) -> Result<Self, DenyKeyError> {
+        if !crate::event::is_certificate_id(ca_certificate_id) {
+            return Err(DenyKeyError::Ca(ca_certificate_id.to_string()));
+        }
+        let serial = normalize_serial(serial).ok_or_else(|| DenyKeyError::Serial(serial.to_string()))?;
+        Ok(Self::Serial {
+            ca_certificate_id: ca_certificate_id.to_string(),
+            serial,
+        })
+    }
+
+    /// A fingerprint, in any case, with or without `:` separators.
+    ///
+    /// # Errors
+    /// [`DenyKeyError::Fingerprint`] unless it is 64 hex digits.
+    pub fn fingerprint(fingerprint: &str) -> Result<Self, DenyKeyError> {
+        normalize_fingerprint(fingerprint)
+            .map(Self::Fingerprint)
+            .ok_or_else(|| DenyKeyError::Fingerprint(fingerprint.to_string()))
+    }
+
+    /// The rejection a certificate matching this entry gets; `reason` is the
+    /// operator's note on the entry, if any.
+    pub fn rejection(&self, reason: Option<&str>) -> Rejection {
+        let note = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+        match self {
+            Self::Serial {
+                ca_certificate_id,
+                serial,
+            } => Rejection::new(
+                RejectReason::SerialDenied,
+                format!("serial {serial} of CA {ca_certificate_id} is on the deny-list{note}"),
+            ),
+            Self::Fingerprint(fingerprint) => Rejection::new(
+                RejectReason::FingerprintDenied,
+                format!("fingerprint {fingerprint} is on the deny-list{note}"),
+            ),
+        }
+    }
+}
+
+/// Normalises a SHA-256 fingerprint (any case, `:` or space separators) to
+/// the certificate-id form. Returns `None` unless it is 64 hex digits.
+pub fn normalize_fingerprint(text: &str) -> Option<String> {
+    let digits: String = text
+        .chars()
+        .filter(|c| *c != ':' && !c.is_whitespace())
+        .collect::<String>()
+        .to_lowercase();
+    crate::event::is_certificate_id(&digits).then_some(digits)
 }
 
 /// The configuration as a container keeps it between invocations: loaded at
@@ -221,13 +272,18 @@ mod tests {
     }
 
     #[test]
-    fn deny_list_normalises() {
-        let mut c = OnboardingConfig::default();
-        assert!(c.deny_serial("ca".into(), "0A:BC"));
-        assert!(!c.deny_serial("ca".into(), "zz"));
-        c.deny_fingerprint("AB:CD");
-        assert!(c.is_serial_denied("ca", "0abc"));
-        assert!(!c.is_serial_denied("other", "0abc"));
-        assert!(c.is_fingerprint_denied("abcd"));
+    fn deny_keys_normalise() {
+        let ca = "c".repeat(64);
+        assert_eq!(DenyKey::serial(&ca, "0A:BC"), DenyKey::serial(&ca, "0abc"));
+        assert_eq!(DenyKey::serial(&ca, "00:0a:bc"), DenyKey::serial(&ca, "0ABC"));
+        assert_eq!(DenyKey::serial(&ca, "zz"), Err(DenyKeyError::Serial("zz".into())));
+        assert_eq!(DenyKey::serial("ca", "0abc"), Err(DenyKeyError::Ca("ca".into())));
+        let fp = "AB:".repeat(31) + "AB";
+        assert_eq!(DenyKey::fingerprint(&fp), Ok(DenyKey::Fingerprint("ab".repeat(32))));
+        assert!(DenyKey::fingerprint("abcd").is_err());
+        let rejection = DenyKey::fingerprint(&fp).map(|k| k.rejection(Some("stolen")));
+        assert!(rejection.is_ok_and(|r| r.reason == RejectReason::FingerprintDenied && r.detail.contains("stolen")));
+        let serial = DenyKey::serial(&ca, "0abc").map(|k| k.rejection(None));
+        assert!(serial.is_ok_and(|r| r.reason == RejectReason::SerialDenied));
     }
 }

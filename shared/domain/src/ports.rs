@@ -6,6 +6,7 @@ use std::future::Future;
 
 use crate::config::OnboardingConfig;
 use crate::plan::{CredentialsRecord, ProvisioningPlan};
+use crate::reason::Rejection;
 use crate::record::CertificateRecord;
 
 /// An IoT certificate status.
@@ -219,7 +220,7 @@ pub trait CredentialsStore: Send + Sync {
 
 /// The inventory table: configuration, certificate records, name claims.
 pub trait Inventory: Send + Sync {
-    /// Loads profiles, bindings and the deny-list.
+    /// Loads profiles and bindings (never the deny-list: see [`DenyList`]).
     fn load_config(&self) -> impl Future<Output = PortResult<OnboardingConfig>> + Send;
     /// The record of one certificate.
     fn certificate_record(
@@ -248,4 +249,23 @@ pub trait Inventory: Send + Sync {
     /// Releases a claim held by this certificate.
     fn release_thing_name(&self, thing_name: &str, certificate_id: &str)
     -> impl Future<Output = PortResult<()>> + Send;
+}
+
+/// The deny-list, looked up by key for one certificate at a time (never
+/// loaded whole, never cached: an entry added now applies to the next lookup).
+pub trait DenyList: Send + Sync {
+    /// The rejection of a certificate whose fingerprint (`FINGERPRINT_DENIED`,
+    /// checked first) or whose serial under this CA (`SERIAL_DENIED`) is on the
+    /// deny-list; `None` when neither is. `serial` and `fingerprint` are in the
+    /// form [`crate::Certificate`] gives them.
+    ///
+    /// # Errors
+    /// [`PortError`] when the lookup fails: the caller must not treat the
+    /// certificate as allowed (fail closed).
+    fn denial(
+        &self,
+        ca_certificate_id: &str,
+        serial: &str,
+        fingerprint: &str,
+    ) -> impl Future<Output = PortResult<Option<Rejection>>> + Send;
 }

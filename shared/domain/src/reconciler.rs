@@ -119,7 +119,7 @@ where
     C: crate::ports::CertificateRegistry,
     T: crate::ports::ThingRegistry,
     S: crate::ports::CredentialsStore,
-    I: Inventory,
+    I: Inventory + crate::ports::DenyList,
 {
     fn process_stuck(
         &self,

@@ -5,13 +5,17 @@
 //! certificate is set ACTIVE only after every other step succeeded, and an
 //! error anywhere leaves it PENDING_ACTIVATION for the retry to converge.
 //!
-//! Critical path, with configuration and CA cached (four sequential rounds):
+//! Critical path, with configuration and CA cached (five sequential rounds):
 //! 1. `DescribeCertificate` (on a cold container, concurrently with the
 //!    configuration query and `DescribeCACertificate`);
-//! 2. claim the thing name ‖ list the thing's principals ‖ `CreateThing`;
-//! 3. attach the certificate exclusively ‖ add to each group ‖ attach the
+//! 2. the deny-list lookup for the certificate's serial and fingerprint (one
+//!    `BatchGetItem`): it needs the serial, which only the certificate holds,
+//!    and it comes before round 3 so that nothing (no claim, no thing) is
+//!    ever created for a denied certificate;
+//! 3. claim the thing name ‖ list the thing's principals ‖ `CreateThing`;
+//! 4. attach the certificate exclusively ‖ add to each group ‖ attach the
 //!    policy ‖ store the credentials record ‖ write the inventory record;
-//! 4. set the certificate ACTIVE.
+//! 5. set the certificate ACTIVE.
 //!
 //! `CreateThing` may run before the collision verdict because it can only
 //! create a thing that did not exist, and then no other certificate can hold
@@ -24,13 +28,13 @@ use std::time::{Duration, Instant};
 use futures::future::{join_all, try_join, try_join_all};
 use futures::lock::Mutex;
 
-use crate::certificate::Certificate;
+use crate::certificate::{Certificate, MalformedCertificate};
 use crate::checks::{CaVerdict, CheckContext, check_ca, check_device_certificate};
 use crate::config::{ConfigCache, OnboardingConfig};
 use crate::event::JitrEvent;
 use crate::plan::ProvisioningPlan;
 use crate::ports::{
-    CertificateRegistry, CertificateStatus, CredentialsStore, Inventory, NameClaim, PortError, RegisteredCa,
+    CertificateRegistry, CertificateStatus, CredentialsStore, DenyList, Inventory, NameClaim, PortError, RegisteredCa,
     RegisteredCertificate, ThingCreation, ThingRegistry,
 };
 use crate::profile::{DeviceProfile, RejectionAction};
@@ -136,7 +140,7 @@ where
     C: CertificateRegistry,
     T: ThingRegistry,
     S: CredentialsStore,
-    I: Inventory,
+    I: Inventory + DenyList,
 {
     pub fn new(certificates: C, things: T, credentials: S, inventory: I, settings: RegistrarSettings) -> Self {
         Self {
@@ -196,13 +200,16 @@ where
             },
             other => return self.observe(event, other, None, now).await,
         };
-        let mut verdict = self.verdict(event, &cert, ca.as_deref(), &config, now)?;
+        // Round 2: the deny-list, by key (never cached).
+        let device = Certificate::from_pem(&cert.pem);
+        let denial = self.denial(&cert, device.as_ref().ok()).await?;
+        let mut verdict = self.verdict(event, &cert, &device, denial.as_ref(), ca.as_deref(), &config, now)?;
         if matches!(verdict, Verdict::Rejected { .. }) && (config_cached || ca_cached) {
             // A rejection cannot be undone (a revoked certificate never comes
             // back), so it is never decided on cached configuration: a CA
             // bound, a profile fixed or a CA activated a moment ago counts.
             let ((config, _), (ca, _)) = try_join(self.config(true), self.ca(&event.ca_certificate_id, true)).await?;
-            verdict = self.verdict(event, &cert, ca.as_deref(), &config, now)?;
+            verdict = self.verdict(event, &cert, &device, denial.as_ref(), ca.as_deref(), &config, now)?;
         }
         let jitp = ca.as_ref().is_some_and(|ca| ca.registered.jitp);
         match verdict {
@@ -252,11 +259,28 @@ where
         })
     }
 
+    /// The deny-list's answer for a certificate that parses and whose CA IoT
+    /// records (one lookup; an error fails the event: never allowed by default).
+    async fn denial(
+        &self,
+        cert: &RegisteredCertificate,
+        device: Option<&Certificate>,
+    ) -> Result<Option<Rejection>, ProvisioningError> {
+        let (Some(device), Some(ca)) = (device, cert.ca_certificate_id.as_deref()) else {
+            // Rejected without it: malformed, or no CA (CA_MISMATCH).
+            return Ok(None);
+        };
+        Ok(self.inventory.denial(ca, &device.serial, &device.fingerprint).await?)
+    }
+
     /// The pure part: every check, and the plan if they pass.
+    #[allow(clippy::too_many_arguments)]
     fn verdict(
         &self,
         event: &JitrEvent,
         cert: &RegisteredCertificate,
+        device: &Result<Certificate, MalformedCertificate>,
+        denial: Option<&Rejection>,
         ca: Option<&CachedCa>,
         config: &OnboardingConfig,
         now: i64,
@@ -293,7 +317,7 @@ where
         })?;
         let mut record = bare.clone();
         record.profile = Some(profile.name.clone());
-        let device = match Certificate::from_pem(&cert.pem) {
+        let device = match device {
             Ok(device) => device,
             Err(e) => {
                 let rejection = Rejection::new(RejectReason::CertificateMalformed, e.to_string());
@@ -309,19 +333,18 @@ where
         record.not_before = Some(device.not_before);
         record.not_after = Some(device.not_after);
         let ctx = CheckContext {
-            ca_certificate_id: ca_id,
             ca: ca_cert,
             profile,
-            config,
+            denial,
             now,
             clock_skew_secs: self.settings.clock_skew_secs,
         };
-        match check_device_certificate(&device, &ctx) {
+        match check_device_certificate(device, &ctx) {
             Ok(approval) => Ok(Verdict::Approved(Box::new(ProvisioningPlan::new(
                 &cert.certificate_arn,
                 ca_id,
                 &cert.pem,
-                &device,
+                device,
                 profile,
                 approval,
             )))),
@@ -340,7 +363,7 @@ where
         now: i64,
     ) -> Result<Outcome, ProvisioningError> {
         let name = plan.thing_name.as_str();
-        // Round 2.
+        // Round 3.
         let (claim, principals, creation) = futures::try_join!(
             self.inventory.claim_thing_name(name, &plan.certificate_id),
             self.things.thing_principals(name),
@@ -368,7 +391,7 @@ where
                 .reject(cert, rejection, plan.rejection_action, rejected_record(), Some(name))
                 .await;
         }
-        // Round 3.
+        // Round 4.
         let key = plan.credentials_key(&self.settings.credentials_prefix);
         let record = CertificateRecord::provisioned(plan, key.clone(), now);
         let credentials = plan.credentials_record();
@@ -383,7 +406,7 @@ where
             self.credentials.put_credentials(&key, &credentials),
             self.inventory.record_provisioned(&record),
         )?;
-        // Round 4: last, and only after everything above succeeded.
+        // Round 5: last, and only after everything above succeeded.
         self.certificates
             .set_certificate_status(&plan.certificate_id, &CertificateStatus::Active)
             .await?;

@@ -2,7 +2,8 @@
 //! openssl (fixtures): one passing case per key type, one test per rejection.
 
 use onboarding_domain::checks::{CaVerdict, CheckContext, check_ca, check_device_certificate};
-use onboarding_domain::{Certificate, CertificateStatus, DeviceProfile, OnboardingConfig, RejectReason};
+use onboarding_domain::config::DenyKey;
+use onboarding_domain::{Certificate, CertificateStatus, DeviceProfile, OnboardingConfig, RejectReason, Rejection};
 use onboarding_test_support::certs::fixture;
 use onboarding_test_support::rcgen::{DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose};
 use onboarding_test_support::{KeyAlg, TestCa};
@@ -30,22 +31,21 @@ fn profile() -> DeviceProfile {
 
 /// Runs every device check against `ca` with the default profile and config.
 fn check(ca: &TestCa, device_pem: &str) -> Result<String, RejectReason> {
-    check_with(ca, device_pem, &profile(), &OnboardingConfig::default(), now())
+    check_with(ca, device_pem, &profile(), None, now())
 }
 
 fn check_with(
     ca: &TestCa,
     device_pem: &str,
     profile: &DeviceProfile,
-    config: &OnboardingConfig,
+    denial: Option<&Rejection>,
     now: i64,
 ) -> Result<String, RejectReason> {
     let ca_cert = parse(&ca.cert_pem);
     let ctx = CheckContext {
-        ca_certificate_id: CA_ID,
         ca: &ca_cert,
         profile,
-        config,
+        denial,
         now,
         clock_skew_secs: 300,
     };
@@ -122,12 +122,10 @@ fn attributes_and_facts_come_from_the_subject() {
     assert_eq!(cert.fingerprint.len(), 64);
     let ca_cert = parse(&ca.cert_pem);
     let profile = profile();
-    let config = OnboardingConfig::default();
     let ctx = CheckContext {
-        ca_certificate_id: CA_ID,
         ca: &ca_cert,
         profile: &profile,
-        config: &config,
+        denial: None,
         now: now(),
         clock_skew_secs: 300,
     };
@@ -174,11 +172,11 @@ fn rejects_not_yet_valid_but_tolerates_skew() {
     let pem = device(&ca, |d| d.valid_days(0, 400));
     let nb = parse(&pem).not_before;
     assert_eq!(
-        check_with(&ca, &pem, &profile(), &OnboardingConfig::default(), nb - 60),
+        check_with(&ca, &pem, &profile(), None, nb - 60),
         Ok("sensor-00001".into())
     );
     assert_eq!(
-        check_with(&ca, &pem, &profile(), &OnboardingConfig::default(), nb - 301),
+        check_with(&ca, &pem, &profile(), None, nb - 301),
         Err(RejectReason::NotYetValid)
     );
 }
@@ -190,10 +188,7 @@ fn rejects_too_little_remaining_life() {
     assert_eq!(check(&ca, &pem), Err(RejectReason::InsufficientRemainingValidity));
     let mut lenient = profile();
     lenient.min_remaining_days = 5;
-    assert_eq!(
-        check_with(&ca, &pem, &lenient, &OnboardingConfig::default(), now()),
-        Ok("sensor-00001".into())
-    );
+    assert_eq!(check_with(&ca, &pem, &lenient, None, now()), Ok("sensor-00001".into()));
 }
 
 #[test]
@@ -276,40 +271,36 @@ fn rejects_unfit_attribute_unless_profile_drops_it() {
     assert_eq!(check(&ca, &pem), Err(RejectReason::AttributeInvalid));
     let mut dropping = profile();
     dropping.unfit_attribute = onboarding_domain::UnfitAttribute::Drop;
-    assert_eq!(
-        check_with(&ca, &pem, &dropping, &OnboardingConfig::default(), now()),
-        Ok("sensor-00001".into())
-    );
+    assert_eq!(check_with(&ca, &pem, &dropping, None, now()), Ok("sensor-00001".into()));
 }
 
 #[test]
-fn rejects_denied_serial() {
+fn the_deny_lists_answer_rejects_after_the_signature_and_before_the_rest() {
     let ca = new_ca();
     let pem = device(&ca, |d| d.serial(&[0x12, 0x34, 0x56]));
-    let mut config = OnboardingConfig::default();
-    assert!(config.deny_serial(CA_ID.into(), "12:34:56"));
+    let cert = parse(&pem);
+    assert_eq!(cert.serial, "123456", "the form the deny-list lookup is keyed on");
+    let serial = DenyKey::serial(CA_ID, "12:34:56").map(|k| k.rejection(Some("stolen")));
+    let serial = serial.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        check_with(&ca, &pem, &profile(), &config, now()),
+        check_with(&ca, &pem, &profile(), Some(&serial), now()),
         Err(RejectReason::SerialDenied)
     );
-    // The same serial under another CA is not denied.
-    let mut other = OnboardingConfig::default();
-    other.deny_serial("another-ca".into(), "123456");
+    let fingerprint = DenyKey::fingerprint(&cert.fingerprint.to_uppercase()).map(|k| k.rejection(None));
+    let fingerprint = fingerprint.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        check_with(&ca, &pem, &profile(), &other, now()),
-        Ok("sensor-00001".into())
-    );
-}
-
-#[test]
-fn rejects_denied_fingerprint() {
-    let ca = new_ca();
-    let pem = device(&ca, |d| d);
-    let mut config = OnboardingConfig::default();
-    config.deny_fingerprint(&parse(&pem).fingerprint.to_uppercase());
-    assert_eq!(
-        check_with(&ca, &pem, &profile(), &config, now()),
+        check_with(&ca, &pem, &profile(), Some(&fingerprint), now()),
         Err(RejectReason::FingerprintDenied)
+    );
+    // Denied and expired: the deny-list's reason wins (checked first).
+    let expired = device(&ca, |d| d.serial(&[0x12, 0x34, 0x56]).valid_days(-10, -1));
+    assert_eq!(
+        check_with(&ca, &expired, &profile(), Some(&serial), now()),
+        Err(RejectReason::SerialDenied)
+    );
+    assert_eq!(
+        check_with(&ca, &pem, &profile(), None, now()),
+        Ok("sensor-00001".into())
     );
 }
 

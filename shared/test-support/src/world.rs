@@ -158,16 +158,44 @@ impl World {
             .await
     }
 
-    /// Adds a serial (hex) to a CA's deny-list.
+    /// Adds a serial (hex, normalised as `onboard deny add` writes it) to a
+    /// CA's deny-list: its own item, `pk = DENY#SERIAL#<ca>#<serial>`.
     ///
     /// # Errors
     /// SDK failures.
     pub async fn deny_serial(&self, ca_id: &str, serial_hex: &str) -> Result<(), WorldError> {
-        self.put_config_item(
-            &format!("DENY#SERIAL#{ca_id}#{serial_hex}"),
-            Some(("reason", "test".to_string())),
-        )
-        .await
+        self.put_deny_item(&format!("DENY#SERIAL#{ca_id}#{serial_hex}")).await
+    }
+
+    /// Adds a SHA-256 fingerprint (lowercase hex) to the deny-list.
+    ///
+    /// # Errors
+    /// SDK failures.
+    pub async fn deny_fingerprint(&self, fingerprint: &str) -> Result<(), WorldError> {
+        self.put_deny_item(&format!("DENY#FINGERPRINT#{fingerprint}")).await
+    }
+
+    /// Adds a deny-list entry in the earlier layout (`pk = CONFIG`,
+    /// `sk = DENY#…`, the serial as written), as deployments made before the
+    /// entries got their own items hold them.
+    ///
+    /// # Errors
+    /// SDK failures.
+    pub async fn deny_legacy(&self, sk: &str) -> Result<(), WorldError> {
+        self.put_config_item(sk, Some(("reason", "test".to_string()))).await
+    }
+
+    async fn put_deny_item(&self, pk: &str) -> Result<(), WorldError> {
+        use aws_sdk_dynamodb::types::AttributeValue as A;
+        self.dynamodb
+            .put_item()
+            .table_name(TABLE)
+            .item("pk", A::S(pk.into()))
+            .item("sk", A::S("DENY".into()))
+            .item("reason", A::S("test".into()))
+            .send()
+            .await?;
+        Ok(())
     }
 
     async fn put_config_item(&self, sk: &str, attribute: Option<(&str, String)>) -> Result<(), WorldError> {
