@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::certificate::{CertificateRequest, KeyKind};
 use crate::config::{CaTrust, OnboardingConfig};
-use crate::ports::PortResult;
+use crate::ports::{DenyList, PortResult};
 use crate::profile::{DeviceProfile, NameError};
 use crate::reason::{RejectReason, Rejection};
 use crate::record::CertificateRecord;
@@ -754,46 +754,46 @@ pub fn rotation_key_warning(profile: &DeviceProfile) -> Option<String> {
     })
 }
 
-/// Whether the configuration still lets the device of an old certificate
-/// get a new one: its CA bound to a valid profile, neither its serial (for
-/// that CA) nor its fingerprint on the deny-list. Checked before an attempt
-/// starts and before a certificate is issued.
+/// Whether the device of an old certificate may still get a new one: its
+/// CA bound to a valid profile, and neither its fingerprint nor its serial
+/// (for that CA) on the deny-list (looked up by key, never cached). Checked
+/// before an attempt starts and before a certificate is issued.
 ///
 /// # Errors
-/// A [`Rejection`]: `CA_NOT_BOUND`, `SERIAL_DENIED` or `FINGERPRINT_DENIED`.
-pub fn rotation_allowed(config: &OnboardingConfig, record: &CertificateRecord) -> Result<(), Rejection> {
+/// [`crate::PortError`] when the deny-list lookup fails (the caller must
+/// not go on: fail closed). Inside, a [`Rejection`]: `CA_NOT_BOUND`,
+/// `FINGERPRINT_DENIED` or `SERIAL_DENIED`.
+pub async fn rotation_allowed(
+    config: &OnboardingConfig,
+    deny_list: &impl DenyList,
+    record: &CertificateRecord,
+) -> PortResult<Result<(), Rejection>> {
     let ca = record.ca_certificate_id.as_str();
     match config.trust(ca) {
         CaTrust::Bound(_) => {}
         CaTrust::Unbound => {
-            return Err(Rejection::new(
+            return Ok(Err(Rejection::new(
                 RejectReason::CaNotBound,
                 format!("CA {ca} of the old certificate is bound to no profile"),
-            ));
+            )));
         }
         CaTrust::Misconfigured { profile, problem } => {
-            return Err(Rejection::new(
+            return Ok(Err(Rejection::new(
                 RejectReason::CaNotBound,
                 format!("CA {ca} of the old certificate is bound to profile {profile:?}, which {problem}"),
-            ));
+            )));
         }
     }
-    if let Some(serial) = record.serial.as_deref()
-        && config.is_serial_denied(ca, serial)
-    {
-        return Err(Rejection::new(
-            RejectReason::SerialDenied,
-            format!("serial {serial} of CA {ca} is on the deny-list"),
-        ));
-    }
-    let fingerprints = [record.certificate_id.as_str(), record.fingerprint.as_str()];
-    if let Some(denied) = fingerprints.into_iter().find(|f| config.is_fingerprint_denied(f)) {
-        return Err(Rejection::new(
-            RejectReason::FingerprintDenied,
-            format!("certificate {denied} is on the deny-list"),
-        ));
-    }
-    Ok(())
+    let fingerprint = if record.fingerprint.is_empty() {
+        record.certificate_id.as_str()
+    } else {
+        record.fingerprint.as_str()
+    };
+    let serial = record.serial.as_deref().unwrap_or_default();
+    Ok(match deny_list.denial(ca, serial, fingerprint).await? {
+        Some(rejection) => Err(rejection),
+        None => Ok(()),
+    })
 }
 
 /// Checks a device's CSR for a rotation: signed by its own key, a key

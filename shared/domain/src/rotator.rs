@@ -47,7 +47,7 @@ use serde::{Deserialize, Deserializer};
 use crate::certificate::{Certificate, CertificateRequest};
 use crate::config::{ConfigCache, OnboardingConfig};
 use crate::ports::{
-    CertificateStatus, Inventory, NameClaim, PortError, PortErrorKind, PortResult, RegisteredCertificate,
+    CertificateStatus, DenyList, Inventory, NameClaim, PortError, PortErrorKind, PortResult, RegisteredCertificate,
 };
 use crate::profile::DeviceProfile;
 use crate::reason::Rejection;
@@ -794,7 +794,7 @@ where
     R: RotationInventory,
     T: RotationIot,
     O: RotationObjects,
-    I: Inventory,
+    I: Inventory + DenyList,
     P: Pacer,
 {
     pub fn new(rotations: R, iot: T, objects: O, inventory: I, pacer: P, settings: RotatorSettings) -> Self {
@@ -969,7 +969,7 @@ where
         }
         // A denied device, or one whose CA is no longer trusted, gets no
         // new certificate: no attempt starts.
-        if let Err(rejection) = rotation_allowed(&snapshot.config, record) {
+        if let Err(rejection) = rotation_allowed(&snapshot.config, &self.inventory, record).await? {
             tracing::warn!(
                 thing = thing_name,
                 certificate = %record.certificate_id,
@@ -1144,7 +1144,7 @@ where
                         .into());
                 }
                 let old = ops.old_certificate(&r).await?;
-                if let Err(rejection) = rotation_allowed(&snapshot.config, &old.record) {
+                if let Err(rejection) = rotation_allowed(&snapshot.config, &self.inventory, &old.record).await? {
                     let detail = format!("{}: {}", rejection.reason.code(), rejection.detail);
                     return Ok(ops.fail(r, FailureReason::Denied, &detail, &policy, now).await?.into());
                 }
@@ -1250,7 +1250,7 @@ where
         let Some(cert) = cert.filter(|c| c.status == CertificateStatus::Active) else {
             return self.give_up(r, "the old certificate is not ACTIVE").await;
         };
-        if let Err(rejection) = rotation_allowed(config, &record) {
+        if let Err(rejection) = rotation_allowed(config, &self.inventory, &record).await? {
             let why = format!("{}: {}", rejection.reason.code(), rejection.detail);
             return self.give_up(r, &why).await;
         }
@@ -1457,7 +1457,7 @@ impl<R, T, I> CsrIssuer<R, T, I>
 where
     R: RotationInventory,
     T: RotationIot,
-    I: Inventory,
+    I: Inventory + DenyList,
 {
     pub fn new(rotations: R, iot: T, inventory: I, settings: CsrIssuerSettings) -> Self {
         Self {
@@ -1569,7 +1569,7 @@ where
         }
         // Decided on the configuration as it is now: a device denied (or
         // whose CA was unbound) since its attempt started gets nothing.
-        if let Err(rejection) = rotation_allowed(&snapshot.config, &old.record) {
+        if let Err(rejection) = rotation_allowed(&snapshot.config, &self.inventory, &old.record).await? {
             let outcome = self.refuse(r, rejection, FailureReason::Denied, &policy, now).await?;
             return Ok(Some(outcome));
         }
@@ -1657,7 +1657,7 @@ where
         }
         let old = self.ops().old_certificate(&r).await?;
         let snapshot = self.profiles.snapshot(&self.inventory).await?;
-        if let Err(rejection) = rotation_allowed(&snapshot.config, &old.record) {
+        if let Err(rejection) = rotation_allowed(&snapshot.config, &self.inventory, &old.record).await? {
             let policy = snapshot
                 .profiles
                 .get(&r.profile)
@@ -2033,6 +2033,8 @@ mod tests {
         published: Vec<(String, Vec<u8>)>,
         calls: Vec<&'static str>,
         inject: Option<Inject>,
+        /// Denied fingerprints, and `<ca>#<serial>` of denied serials.
+        denied: BTreeSet<String>,
         /// Runs another workflow to its end right before the n-th port call
         /// (another Lambda invocation or rotator run, interleaved there).
         interleave: Option<(usize, Hook)>,
@@ -2414,6 +2416,20 @@ mod tests {
                     w.claims.remove(thing_name);
                 }
                 Ok(())
+            })
+        }
+    }
+
+    impl DenyList for Fake {
+        async fn denial(&self, ca: &str, serial: &str, fingerprint: &str) -> PortResult<Option<Rejection>> {
+            self.call("denial", |w| {
+                Ok(if w.denied.contains(fingerprint) {
+                    Some(Rejection::new(crate::RejectReason::FingerprintDenied, fingerprint))
+                } else if w.denied.contains(&format!("{ca}#{serial}")) {
+                    Some(Rejection::new(crate::RejectReason::SerialDenied, serial))
+                } else {
+                    None
+                })
             })
         }
     }
@@ -4077,7 +4093,7 @@ mod tests {
         // Denied before the run: no attempt starts.
         let fake = Fake::new(Strategy::Csr, 2);
         fake.with(|w| {
-            w.config.deny_fingerprint(&old_id("dev-0"));
+            w.denied.insert(old_id("dev-0"));
             w.records.get_mut(&old_id("dev-1")).expect("record").ca_certificate_id = "unbound-ca".into();
         });
         let report = run(&rotator(&fake), T0).await;
@@ -4089,7 +4105,9 @@ mod tests {
         let (thing, old) = (thing(0), old_id(&thing(0)));
         run(&rotator(&fake), T0).await;
         let (job_id, _) = fake.with(|w| w.current_job(&thing));
-        fake.with(|w| w.config.deny_fingerprint(&old));
+        fake.with(|w| {
+            w.denied.insert(old.clone());
+        });
         let message = CsrMessage {
             job_id: job_id.clone(),
             csr: csr(&thing),
@@ -4121,7 +4139,9 @@ mod tests {
         fake.with(|w| w.take_up_jobs(T0));
         let deadline = policy.job_deadline(T0);
         assert_eq!(run(&rotator, deadline).await.failed, 1);
-        fake.with(|w| w.config.deny_fingerprint(&old_id("dev-0")));
+        fake.with(|w| {
+            w.denied.insert(old_id("dev-0"));
+        });
         let report = run(&rotator, policy.retry_at(deadline, 1).expect("retry")).await;
         assert_eq!((report.retried, report.gave_up), (0, 1), "{report:?}");
         assert_eq!(fake.with(|w| w.jobs.len()), 1, "no second job");
