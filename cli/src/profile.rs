@@ -39,8 +39,16 @@ pub async fn run(command: &ProfileCommand, cli: &Cli) -> Result<(), CliError> {
             let profile =
                 DeviceProfile::parse(&text).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
             admin(cli).await?.put_profile(&profile).await?;
+            let warning = onboarding_domain::rotation::rotation_key_warning(&profile);
+            if let Some(warning) = &warning {
+                eprintln!("warning: {warning}");
+            }
             if cli.json {
-                println!("{}", serde_json::json!({"profile": profile.name, "written": true}));
+                let mut answer = serde_json::json!({"profile": profile.name, "written": true});
+                if let Some(warning) = warning {
+                    answer["warnings"] = serde_json::json!([warning]);
+                }
+                println!("{answer}");
             } else {
                 println!("profile {} written", profile.name);
             }

@@ -143,6 +143,25 @@ async fn profiles_are_validated_written_listed_and_shown() -> TestResult {
     )?;
     let output = onboard(Some(&world))?.args(["profile", "put"]).arg(&good).output()?;
     assert!(output.status.success(), "{}", stderr(&output));
+    // The default strategy is csr: Ed25519 devices cannot rotate that way.
+    let warning = stderr(&output);
+    assert!(
+        warning.contains("warning:") && warning.contains("Ed25519") && warning.contains("CreateCertificateFromCsr"),
+        "{warning}"
+    );
+    let keygen = dir.path().join("keygen.json");
+    std::fs::write(
+        &keygen,
+        r#"{"name":"keygen","thingName":"{CN}","policyName":"onboarding-device-policy","rotation":{"strategy":"serverKeygen"}}"#,
+    )?;
+    let output = onboard(Some(&world))?
+        .args(["--json", "profile", "put"])
+        .arg(&keygen)
+        .output()?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(answer["warnings"], serde_json::Value::Null, "{answer}");
 
     let output = onboard(Some(&world))?.args(["--json", "profile", "list"]).output()?;
     assert!(output.status.success(), "{}", stderr(&output));

@@ -230,7 +230,7 @@ impl Rig {
         let mut event = sample("rotation-csr.json")?;
         event["jobId"] = json!(job_id);
         event["csr"] = json!(csr);
-        event["thingName"] = json!(device.name);
+        event["topic"] = json!(format!("devices/{}/rotation/csr", device.name));
         event["principal"] = json!(device.certificate_id);
         Ok(event)
     }
@@ -253,6 +253,36 @@ impl Rig {
         body["statusDetails"] = json!({"newCertificateId": new_certificate_id});
         batch["Records"][0]["body"] = json!(body.to_string());
         Ok(batch)
+    }
+
+    /// What the device reports on its job, as a device does through the IoT
+    /// Jobs data plane (`UpdateJobExecution`, SigV4 for `iot-jobs-data`,
+    /// straight to the emulator): IoT's own record of the execution, which
+    /// the completer and the rotator read back.
+    pub async fn report_job(&self, device: &Device, job_id: &str, status: &str, details: Value) -> TestResult {
+        let url = format!(
+            "http://127.0.0.1:{}/things/{}/jobs/{job_id}",
+            self.world.emulator.gateway_port, device.name
+        );
+        let body = json!({"status": status, "statusDetails": details}).to_string();
+        tokio::task::spawn_blocking(move || signed_post(&url, &body)).await??;
+        Ok(())
+    }
+
+    /// The device takes its job up (`IN_PROGRESS`), then reports `status`
+    /// naming `new_certificate_id`; then the SQS batch of the job-execution
+    /// event IoT publishes (`events/rotation-job-execution-sqs.json`).
+    pub async fn device_reports(
+        &self,
+        device: &Device,
+        job_id: &str,
+        status: &str,
+        new_certificate_id: &str,
+    ) -> Result<Value, Error> {
+        self.report_job(device, job_id, "IN_PROGRESS", json!({})).await?;
+        self.report_job(device, job_id, status, json!({"newCertificateId": new_certificate_id}))
+            .await?;
+        self.job_execution_event(device, job_id, status, new_certificate_id)
     }
 
     // --- what the tests read back ---------------------------------------------
@@ -455,6 +485,47 @@ impl Rig {
         );
         self.proxy.clear_failures();
     }
+}
+
+/// A POST to the IoT Jobs data plane, signed as the account's keys sign it.
+fn signed_post(url: &str, body: &str) -> TestResult {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    use aws_sigv4::sign::v4;
+    use onboarding_test_support::emulator::{ACCESS_KEY, SECRET_KEY};
+
+    let identity = aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests").into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(REGION)
+        .name("iot-jobs-data")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()?
+        .into();
+    let headers = [("content-type", "application/json")];
+    let signable = SignableRequest::new(
+        "POST",
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body.as_bytes()),
+    )?;
+    let (instructions, _) = sign(signable, &params)?.into_parts();
+    let mut request = ureq::http::Request::builder()
+        .method("POST")
+        .uri(url)
+        .header("content-type", "application/json");
+    for (name, value) in instructions.headers() {
+        request = request.header(name, value);
+    }
+    let request = request.body(body.to_string())?;
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut response = agent.run(request)?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        return Err(format!("UpdateJobExecution: {status}: {text}").into());
+    }
+    Ok(())
 }
 
 /// A sample event from `events/`.

@@ -114,7 +114,7 @@ async fn a_crash_at_any_step_of_the_completer_converges_when_the_event_is_redeli
     for (i, step) in success_steps().iter().enumerate() {
         let label = format!("{} ({})", step.label, step.mode_label());
         let (device, job_id, new) = delivered(&rig, &format!("cmp-{i}")).await?;
-        let batch = rig.job_execution_event(&device, &job_id, "SUCCEEDED", &new)?;
+        let batch = rig.device_reports(&device, &job_id, "SUCCEEDED", &new).await?;
         let message_id = batch["Records"][0]["messageId"]
             .as_str()
             .unwrap_or_default()
@@ -143,7 +143,7 @@ async fn a_crash_at_any_step_of_the_completer_converges_when_the_event_is_redeli
     // lettered): `confirmed` is due at once, and the next rotator run retires.
     let label = "DetachThingPrincipal (refused), message lost";
     let (device, job_id, new) = delivered(&rig, "cmp-lost").await?;
-    let batch = rig.job_execution_event(&device, &job_id, "SUCCEEDED", &new)?;
+    let batch = rig.device_reports(&device, &job_id, "SUCCEEDED", &new).await?;
     let step = Step::refuse("DetachThingPrincipal", detach_thing());
     rig.arm(&step);
     assert_eq!(invoke(&rig.completer().await?, &batch).await.len(), 1, "{label}");
@@ -184,7 +184,7 @@ async fn a_crash_while_a_failed_job_is_cleaned_up_converges_when_the_event_is_re
         let label = format!("{} ({})", step.label, step.mode_label());
         let (device, job_id, new) = delivered(&rig, &format!("cmp-fail-{i}")).await?;
         // The device gave up on its job.
-        let batch = rig.job_execution_event(&device, &job_id, "FAILED", &new)?;
+        let batch = rig.device_reports(&device, &job_id, "FAILED", &new).await?;
         let completer = rig.completer().await?;
 
         rig.arm(step);
@@ -213,10 +213,24 @@ async fn a_crash_while_a_failed_job_is_cleaned_up_converges_when_the_event_is_re
         assert_eq!(principals, only_old, "{label}");
         let claim = rig.claim(&device.name).await?;
         assert_eq!(claim.as_deref(), Some(device.certificate_id.as_str()), "{label}");
-        // The job canceled.
+        // The job ended: its one execution is the device's FAILED (the fail
+        // path's CancelJob finds it ended), so IoT reports it COMPLETED.
         let job = rig.world.iot.describe_job().job_id(&job_id).send().await?;
         let status = job.job.and_then(|j| j.status).map(|s| s.as_str().to_string());
-        assert_eq!(status.as_deref(), Some("CANCELED"), "{label}");
+        assert_eq!(status.as_deref(), Some("COMPLETED"), "{label}");
+        let execution = rig
+            .world
+            .iot
+            .describe_job_execution()
+            .job_id(&job_id)
+            .thing_name(&device.name)
+            .send()
+            .await?;
+        let status = execution
+            .execution
+            .and_then(|e| e.status)
+            .map(|s| s.as_str().to_string());
+        assert_eq!(status.as_deref(), Some("FAILED"), "{label}");
         println!("completer, FAILED, crash at {label}: redelivery converged on FAILED, new certificate revoked");
     }
     Ok(())

@@ -1,6 +1,13 @@
 //! The `rotation-issuer` Lambda: a device's rotation CSR, delivered by the IoT
-//! rule `SELECT *, topic(2) AS thingName, principal() AS principal FROM
+//! rule `SELECT jobId, csr, topic() AS topic, principal() AS principal FROM
 //! 'devices/+/rotation/csr'`, through the domain's [`CsrIssuer`].
+//!
+//! The rule selects explicit fields: only `jobId` and `csr` come from the
+//! device's payload. The thing name is taken from the topic the device
+//! published on (`topic()`, which IoT authorizes with the device's policy)
+//! and the certificate from `principal()` (its TLS identity); a payload key
+//! of the same name is never selected, and this function reads the thing
+//! name from nothing but `topic`.
 //!
 //! | variable | required | default | meaning |
 //! |---|---|---|---|
@@ -65,7 +72,7 @@ pub async fn build_issuer(
 }
 
 /// What the rule delivers: the device's message plus the thing name (from
-/// the topic) and the certificate id it connected with (`principal()`).
+/// `topic()`) and the certificate id it connected with (`principal()`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsrEvent {
     pub thing_name: String,
@@ -107,8 +114,12 @@ impl CsrEvent {
                 .map(str::to_string)
                 .ok_or_else(|| InvocationError::Malformed(format!("no {name}")))
         };
+        let topic = field("topic")?;
+        let thing_name = thing_of_topic(&topic).ok_or_else(|| {
+            InvocationError::Malformed(format!("topic {topic:?} is not devices/<thing>/rotation/csr"))
+        })?;
         Ok(Self {
-            thing_name: field("thingName")?,
+            thing_name: thing_name.to_string(),
             principal: field("principal")?,
             message: CsrMessage {
                 job_id: field("jobId")?,
@@ -116,6 +127,13 @@ impl CsrEvent {
             },
         })
     }
+}
+
+/// The thing name of a CSR topic `devices/<thing>/rotation/csr` (the one
+/// segment the rule's `+` matched).
+pub fn thing_of_topic(topic: &str) -> Option<&str> {
+    let thing = topic.strip_prefix("devices/")?.strip_suffix("/rotation/csr")?;
+    (!thing.is_empty() && !thing.contains('/')).then_some(thing)
 }
 
 /// The outcome as the invocation's answer.
@@ -174,6 +192,29 @@ mod tests {
         let mut missing = event.clone();
         missing["principal"] = Value::Null;
         assert!(matches!(CsrEvent::parse(&missing), Err(InvocationError::Malformed(m)) if m.contains("principal")));
+    }
+
+    #[test]
+    fn the_thing_name_comes_only_from_the_topic() {
+        let mut event: Value =
+            serde_json::from_str(include_str!("../../../events/rotation-csr.json")).unwrap_or_else(|e| panic!("{e}"));
+        // A payload key cannot name another thing: the function never reads it.
+        event["thingName"] = Value::from("someone-else");
+        let parsed = CsrEvent::parse(&event).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.thing_name, "sensor-00001");
+        for topic in [
+            "devices/a/b/rotation/csr",
+            "devices//rotation/csr",
+            "other/x/rotation/csr",
+        ] {
+            event["topic"] = Value::from(topic);
+            assert!(
+                matches!(CsrEvent::parse(&event), Err(InvocationError::Malformed(m)) if m.contains("topic")),
+                "{topic}"
+            );
+        }
+        event["topic"] = Value::Null;
+        assert!(matches!(CsrEvent::parse(&event), Err(InvocationError::Malformed(m)) if m.contains("topic")));
     }
 
     #[test]

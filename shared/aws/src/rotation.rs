@@ -768,12 +768,16 @@ impl RotationIot for RotationIotAdapter {
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(classify("DescribeJobExecution", e)),
         };
+        let seconds = |t: Option<&aws_sdk_iot::primitives::DateTime>| t.map(aws_sdk_iot::primitives::DateTime::secs);
         Ok(output.execution.map(|execution| JobExecution {
             status: execution
                 .status
                 .as_ref()
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_default(),
+            queued_at: seconds(execution.queued_at.as_ref()),
+            started_at: seconds(execution.started_at.as_ref()),
+            last_updated_at: seconds(execution.last_updated_at.as_ref()),
             status_details: execution
                 .status_details
                 .and_then(|d| d.details_map)
@@ -858,6 +862,26 @@ impl RotationIot for RotationIotAdapter {
 
     async fn set_status(&self, certificate_id: &str, status: &CertificateStatus) -> PortResult<()> {
         self.certificates.set_certificate_status(certificate_id, status).await
+    }
+
+    async fn thing_principals(&self, thing_name: &str) -> PortResult<Vec<String>> {
+        let mut arns = Vec::new();
+        let mut next = None;
+        loop {
+            let page = self
+                .iot
+                .list_thing_principals()
+                .thing_name(thing_name)
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(|e| classify("ListThingPrincipals", e))?;
+            arns.extend(page.principals.unwrap_or_default());
+            next = page.next_token.filter(|t| !t.is_empty());
+            if next.is_none() {
+                return Ok(arns);
+            }
+        }
     }
 
     async fn attach_to_thing(&self, thing_name: &str, certificate_arn: &str) -> PortResult<()> {

@@ -253,6 +253,9 @@ async fn job_execution_reads_status_and_details() {
                 .execution(
                     aws_sdk_iot::types::JobExecution::builder()
                         .status(JobExecutionStatus::Succeeded)
+                        .queued_at(aws_sdk_iot::primitives::DateTime::from_secs(1_000))
+                        .started_at(aws_sdk_iot::primitives::DateTime::from_secs(1_600))
+                        .last_updated_at(aws_sdk_iot::primitives::DateTime::from_secs(1_700))
                         .status_details(
                             JobExecutionStatusDetails::builder()
                                 .details_map("newCertificateId", "abc")
@@ -270,6 +273,11 @@ async fn job_execution_reads_status_and_details() {
     assert_eq!(
         execution.status_details,
         BTreeMap::from([("newCertificateId".to_string(), "abc".to_string())])
+    );
+    // The execution's own timeline, which the rotator's deadlines follow.
+    assert_eq!(
+        (execution.queued_at, execution.started_at, execution.last_updated_at),
+        (Some(1_000), Some(1_600), Some(1_700))
     );
 }
 

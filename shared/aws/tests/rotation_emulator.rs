@@ -474,6 +474,10 @@ async fn a_rotation_job_is_created_once_and_described() {
         .unwrap()
         .unwrap();
     assert_eq!(execution.status, "QUEUED");
+    assert!(
+        execution.queued_at.is_some() && execution.started_at.is_none(),
+        "{execution:?}"
+    );
     assert_eq!(
         adapter.job_execution("rotate-none-1", "sensor-0042").await.unwrap(),
         None

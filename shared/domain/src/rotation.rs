@@ -27,9 +27,9 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-use crate::certificate::CertificateRequest;
-use crate::checks::check_key;
-use crate::ports::PortResult;
+use crate::certificate::{CertificateRequest, KeyKind};
+use crate::config::{CaTrust, OnboardingConfig};
+use crate::ports::{DenyList, PortResult};
 use crate::profile::{DeviceProfile, NameError};
 use crate::reason::{RejectReason, Rejection};
 use crate::record::CertificateRecord;
@@ -86,6 +86,11 @@ pub struct RotationPolicy {
     /// Wait after the first failure; doubled after each further one.
     #[serde(default = "default_retry_backoff_hours")]
     pub retry_backoff_hours: u32,
+    /// Days a job execution may stay `QUEUED` (the device offline) before
+    /// the attempt is failed; never past the old certificate's notAfter.
+    /// `queuedTimeout` is accepted as another name.
+    #[serde(default = "default_queued_timeout_days", alias = "queuedTimeout")]
+    pub queued_timeout_days: u32,
 }
 
 fn default_window_days() -> u32 {
@@ -103,6 +108,9 @@ fn default_job_timeout_minutes() -> u32 {
 fn default_retry_backoff_hours() -> u32 {
     24
 }
+fn default_queued_timeout_days() -> u32 {
+    14
+}
 
 impl Default for RotationPolicy {
     fn default() -> Self {
@@ -113,6 +121,7 @@ impl Default for RotationPolicy {
             max_attempts: default_max_attempts(),
             job_timeout_minutes: default_job_timeout_minutes(),
             retry_backoff_hours: default_retry_backoff_hours(),
+            queued_timeout_days: default_queued_timeout_days(),
         }
     }
 }
@@ -136,6 +145,9 @@ impl RotationPolicy {
         if !(1..=720).contains(&self.retry_backoff_hours) {
             return Some(("rotation.retryBackoffHours", "must be 1 to 720"));
         }
+        if !(1..=365).contains(&self.queued_timeout_days) {
+            return Some(("rotation.queuedTimeoutDays", "must be 1 to 365"));
+        }
         None
     }
 
@@ -157,6 +169,36 @@ impl RotationPolicy {
     /// When an open job must have ended: its timeout, plus a minute's slack.
     pub fn job_deadline(&self, since: i64) -> i64 {
         since + i64::from(self.job_timeout_minutes) * 60 + 60
+    }
+
+    /// When an attempt whose job execution IoT reports as `execution` is
+    /// overdue, on the execution's own timeline:
+    ///
+    /// - `IN_PROGRESS`: IoT's in-progress timer runs from `startedAt` (the
+    ///   last update when IoT gives none), so the job's timeout counts from
+    ///   there, not from the job's creation.
+    /// - `QUEUED`: the device has not taken the job up (offline). It may wait
+    ///   `queuedTimeoutDays` from `queuedAt`, but never past the old
+    ///   certificate's notAfter (after it the device cannot connect anyway).
+    /// - Anything else (ended): at once.
+    pub fn execution_deadline(&self, r: &Rotation, execution: &JobExecution) -> i64 {
+        match execution.status.as_str() {
+            "IN_PROGRESS" => {
+                let started = execution
+                    .started_at
+                    .or(execution.last_updated_at)
+                    .unwrap_or(r.requested_at)
+                    .max(r.requested_at);
+                self.job_deadline(started)
+            }
+            "QUEUED" => {
+                let queued = execution.queued_at.unwrap_or(r.requested_at).max(r.requested_at);
+                (queued + i64::from(self.queued_timeout_days) * DAY)
+                    .min(r.old_not_after)
+                    .max(self.job_deadline(r.requested_at))
+            }
+            _ => r.requested_at,
+        }
     }
 }
 
@@ -219,6 +261,9 @@ pub enum FailureReason {
     CsrRefused,
     /// The device confirmed another certificate than the one issued.
     WrongConfirmation,
+    /// The device is on the deny-list or its CA is no longer bound to a
+    /// profile: no new certificate, and no further attempt.
+    Denied,
 }
 
 impl FailureReason {
@@ -230,6 +275,7 @@ impl FailureReason {
             Self::JobCanceled => "JOB_CANCELED",
             Self::CsrRefused => "CSR_REFUSED",
             Self::WrongConfirmation => "WRONG_CONFIRMATION",
+            Self::Denied => "DENIED",
         }
     }
 
@@ -241,9 +287,15 @@ impl FailureReason {
             Self::JobCanceled,
             Self::CsrRefused,
             Self::WrongConfirmation,
+            Self::Denied,
         ]
         .into_iter()
         .find(|r| r.code() == code)
+    }
+
+    /// True for a failure no further attempt can fix (never retried).
+    pub fn is_final(self) -> bool {
+        self == Self::Denied
     }
 
     /// The reason for a terminal job-execution status other than SUCCEEDED.
@@ -427,8 +479,37 @@ impl Rotation {
         next.reason = Some(reason);
         next.detail = Some(detail.into());
         next.failed_at = Some(now);
-        next.due_at = policy.retry_at(now, self.attempt);
+        next.due_at = (!reason.is_final())
+            .then(|| policy.retry_at(now, self.attempt))
+            .flatten();
         Ok(next)
+    }
+
+    /// A failure claimed before its clean-up: due at once (`due_at` =
+    /// `failed_at`) until [`Rotation::cleaned`], so that a clean-up
+    /// interrupted after the claim is resumed by the next rotator run.
+    pub fn failing(&self) -> Self {
+        let mut next = self.clone();
+        next.due_at = self.failed_at;
+        next
+    }
+
+    /// A failed attempt marked by [`Rotation::failing`]: its new certificate
+    /// may still need revoking.
+    pub fn is_failing(&self) -> bool {
+        self.state == RotationState::Failed && self.failed_at.is_some() && self.due_at == self.failed_at
+    }
+
+    /// The clean-up of a failed attempt is done: due at the retry time (none
+    /// when the attempts are used up or the failure is final).
+    pub fn cleaned(&self, policy: &RotationPolicy) -> Self {
+        let mut next = self.clone();
+        let final_failure = self.reason.is_some_and(FailureReason::is_final);
+        next.due_at = match (self.failed_at, final_failure) {
+            (Some(at), false) => policy.retry_at(at, self.attempt),
+            _ => None,
+        };
+        next
     }
 
     /// The next attempt after a failure, with a new job.
@@ -633,8 +714,108 @@ pub enum CsrAnswer {
 /// What the device reports in the job execution's `statusDetails` on success.
 pub const CONFIRMATION_FIELD: &str = "newCertificateId";
 
-/// Checks a device's CSR for a rotation: signed by its own key, a key the
-/// registrar would accept, and a subject that names the same thing under the
+/// The OID of the NIST P-521 curve (secp521r1).
+const OID_P521: &str = "1.3.132.0.35";
+
+/// The key types `CreateCertificateFromCsr` accepts, in words.
+pub const CSR_KEYS: &str = "RSA of at least 2048 bits, EC P-256, P-384 or P-521";
+
+/// Key types the registrar onboards that `CreateCertificateFromCsr` refuses:
+/// devices holding them cannot rotate with the CSR strategy.
+pub const KEYS_WITHOUT_CSR_ROTATION: &[&str] = &["Ed25519"];
+
+/// Checks a CSR's key against what AWS IoT's `CreateCertificateFromCsr`
+/// accepts, so that a key it would refuse is answered at once instead of
+/// failing the call and leaving the attempt to time out.
+///
+/// # Errors
+/// `WEAK_KEY` for RSA under 2048 bits, `UNSUPPORTED_KEY` for anything else
+/// outside [`CSR_KEYS`] (Ed25519 included).
+pub fn check_csr_key(key: &KeyKind) -> Result<(), Rejection> {
+    match key {
+        KeyKind::Rsa { bits } if *bits >= 2048 => Ok(()),
+        KeyKind::Rsa { bits } => Err(Rejection::new(
+            RejectReason::WeakKey,
+            format!("RSA key of {bits} bits; CreateCertificateFromCsr needs at least 2048"),
+        )),
+        KeyKind::EcP256 | KeyKind::EcP384 => Ok(()),
+        KeyKind::EcOther { curve } if curve == OID_P521 => Ok(()),
+        other => Err(Rejection::new(
+            RejectReason::UnsupportedKey,
+            format!("{other}: CreateCertificateFromCsr accepts only {CSR_KEYS}"),
+        )),
+    }
+}
+
+/// The key types a profile onboards that its rotation strategy cannot
+/// rotate (empty for server-keygen, which makes a new key of AWS IoT's own).
+pub fn keys_that_cannot_rotate(policy: &RotationPolicy) -> &'static [&'static str] {
+    match policy.strategy {
+        Strategy::Csr => KEYS_WITHOUT_CSR_ROTATION,
+        Strategy::ServerKeygen => &[],
+    }
+}
+
+/// The warning `profile put` prints for a profile whose rotation strategy
+/// cannot rotate some key types the registrar onboards; `None` when every
+/// onboarded key can rotate.
+pub fn rotation_key_warning(profile: &DeviceProfile) -> Option<String> {
+    let keys = keys_that_cannot_rotate(&profile.rotation);
+    (!keys.is_empty()).then(|| {
+        format!(
+            "profile {} rotates with strategy csr, but devices onboarded with {} keys cannot rotate that way \
+             (CreateCertificateFromCsr accepts only {CSR_KEYS}): their CSRs are refused with UNSUPPORTED_KEY; \
+             use strategy serverKeygen for them, or onboard only those key types",
+            profile.name,
+            keys.join(", ")
+        )
+    })
+}
+
+/// Whether the device of an old certificate may still get a new one: its
+/// CA bound to a valid profile, and neither its fingerprint nor its serial
+/// (for that CA) on the deny-list (looked up by key, never cached). Checked
+/// before an attempt starts and before a certificate is issued.
+///
+/// # Errors
+/// [`crate::PortError`] when the deny-list lookup fails (the caller must
+/// not go on: fail closed). Inside, a [`Rejection`]: `CA_NOT_BOUND`,
+/// `FINGERPRINT_DENIED` or `SERIAL_DENIED`.
+pub async fn rotation_allowed(
+    config: &OnboardingConfig,
+    deny_list: &impl DenyList,
+    record: &CertificateRecord,
+) -> PortResult<Result<(), Rejection>> {
+    let ca = record.ca_certificate_id.as_str();
+    match config.trust(ca) {
+        CaTrust::Bound(_) => {}
+        CaTrust::Unbound => {
+            return Ok(Err(Rejection::new(
+                RejectReason::CaNotBound,
+                format!("CA {ca} of the old certificate is bound to no profile"),
+            )));
+        }
+        CaTrust::Misconfigured { profile, problem } => {
+            return Ok(Err(Rejection::new(
+                RejectReason::CaNotBound,
+                format!("CA {ca} of the old certificate is bound to profile {profile:?}, which {problem}"),
+            )));
+        }
+    }
+    let fingerprint = if record.fingerprint.is_empty() {
+        record.certificate_id.as_str()
+    } else {
+        record.fingerprint.as_str()
+    };
+    let serial = record.serial.as_deref().unwrap_or_default();
+    Ok(match deny_list.denial(ca, serial, fingerprint).await? {
+        Some(rejection) => Err(rejection),
+        None => Ok(()),
+    })
+}
+
+/// Checks a device's CSR for a rotation: signed by its own key, a key
+/// `CreateCertificateFromCsr` accepts ([`check_csr_key`]), and a subject that names the same thing under the
 /// profile's naming rule.
 ///
 /// # Errors
@@ -650,7 +831,7 @@ pub fn check_csr(csr_pem: &str, profile: &DeviceProfile, thing_name: &str) -> Re
             "the CSR is not signed by the key it carries",
         ));
     }
-    check_key(&csr.key)?;
+    check_csr_key(&csr.key)?;
     let named = profile.thing_name_for(&csr.subject).map_err(|e| match e {
         NameError::Missing(field) => Rejection::new(
             RejectReason::ThingNameMissing,
@@ -748,6 +929,11 @@ impl std::fmt::Debug for IssuedCertificate {
 pub struct JobExecution {
     pub status: String,
     pub status_details: std::collections::BTreeMap<String, String>,
+    /// Unix seconds IoT queued the execution, started it (`IN_PROGRESS`),
+    /// and last updated it; `None` when IoT does not say.
+    pub queued_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub last_updated_at: Option<i64>,
 }
 
 /// AWS IoT as rotation uses it.
@@ -782,6 +968,8 @@ pub trait RotationIot: Send + Sync {
         certificate_id: &str,
         status: &crate::ports::CertificateStatus,
     ) -> impl Future<Output = PortResult<()>> + Send;
+    /// `ListThingPrincipals`: the ARNs of the certificates attached to the thing.
+    fn thing_principals(&self, thing_name: &str) -> impl Future<Output = PortResult<Vec<String>>> + Send;
     /// `AttachThingPrincipal` (`EXCLUSIVE_THING`).
     fn attach_to_thing(&self, thing_name: &str, certificate_arn: &str) -> impl Future<Output = PortResult<()>> + Send;
     /// `DetachThingPrincipal`; succeeds when not attached.
@@ -931,6 +1119,52 @@ mod tests {
             g.detail.as_deref(),
             Some("boom; not retried: the old certificate is not ACTIVE")
         );
+    }
+
+    #[test]
+    fn csr_keys_are_what_create_certificate_from_csr_accepts() {
+        for ok in [
+            KeyKind::Rsa { bits: 2048 },
+            KeyKind::Rsa { bits: 4096 },
+            KeyKind::EcP256,
+            KeyKind::EcP384,
+            KeyKind::EcOther {
+                curve: "1.3.132.0.35".into(),
+            },
+        ] {
+            assert_eq!(check_csr_key(&ok), Ok(()), "{ok}");
+        }
+        let code = |k: KeyKind| check_csr_key(&k).err().map(|r| r.reason.code());
+        assert_eq!(code(KeyKind::Rsa { bits: 1024 }), Some("WEAK_KEY"));
+        assert_eq!(code(KeyKind::Ed25519), Some("UNSUPPORTED_KEY"));
+        assert_eq!(
+            code(KeyKind::EcOther {
+                curve: "1.3.132.0.10".into()
+            }),
+            Some("UNSUPPORTED_KEY")
+        );
+        let mut profile = DeviceProfile::minimal("p", "pol");
+        let warning = rotation_key_warning(&profile).unwrap_or_default();
+        assert!(
+            warning.contains("Ed25519") && warning.contains("serverKeygen"),
+            "{warning}"
+        );
+        profile.rotation.strategy = Strategy::ServerKeygen;
+        assert_eq!(rotation_key_warning(&profile), None);
+    }
+
+    #[test]
+    fn queued_timeout_is_a_policy_field_in_days() {
+        let p: RotationPolicy = serde_json::from_str(r#"{"queuedTimeoutDays": 30}"#).unwrap_or_default();
+        assert_eq!(p.queued_timeout_days, 30);
+        let p: RotationPolicy = serde_json::from_str(r#"{"queuedTimeout": 5}"#).unwrap_or_default();
+        assert_eq!(p.queued_timeout_days, 5);
+        assert_eq!(RotationPolicy::default().queued_timeout_days, 14);
+        let p = RotationPolicy {
+            queued_timeout_days: 0,
+            ..RotationPolicy::default()
+        };
+        assert_eq!(p.problem().map(|(f, _)| f), Some("rotation.queuedTimeoutDays"));
     }
 
     #[test]

@@ -37,6 +37,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::{try_join, try_join_all};
@@ -46,14 +47,15 @@ use serde::{Deserialize, Deserializer};
 use crate::certificate::{Certificate, CertificateRequest};
 use crate::config::{ConfigCache, OnboardingConfig};
 use crate::ports::{
-    CertificateStatus, Inventory, NameClaim, PortError, PortErrorKind, PortResult, RegisteredCertificate,
+    CertificateStatus, DenyList, Inventory, NameClaim, PortError, PortErrorKind, PortResult, RegisteredCertificate,
 };
 use crate::profile::DeviceProfile;
 use crate::reason::Rejection;
 use crate::record::{CertificateRecord, RecordStatus};
 use crate::rotation::{
-    CONFIRMATION_FIELD, CsrAnswer, CsrMessage, FailureReason, JobDocument, Rotation, RotationInventory, RotationIot,
-    RotationObjects, RotationPolicy, RotationState, Strategy, TransitionError, answer_topic, check_csr,
+    CONFIRMATION_FIELD, CsrAnswer, CsrMessage, FailureReason, JobDocument, JobExecution, Rotation, RotationInventory,
+    RotationIot, RotationObjects, RotationPolicy, RotationState, Strategy, TransitionError, answer_topic, check_csr,
+    rotation_allowed,
 };
 
 /// The rotator's cursor over certificates entering their rotation window.
@@ -102,6 +104,16 @@ pub enum RotationError {
     ClaimHeldElsewhere { thing_name: String, holder: String },
     #[error("old certificate {certificate_id} is {status}, not INACTIVE: it is not deleted")]
     OldCertificateInUse { certificate_id: String, status: String },
+    /// IoT does not show the new certificate usable (`ACTIVE`, attached to
+    /// the thing, carrying the policies): the old one is not retired.
+    #[error(
+        "new certificate {certificate_id} of thing {thing_name} is not usable ({problem}): the old one stays ACTIVE"
+    )]
+    NewCertificateNotReady {
+        certificate_id: String,
+        thing_name: String,
+        problem: String,
+    },
 }
 
 impl RotationError {
@@ -127,6 +139,7 @@ impl RotationError {
             Self::NewCertificateUnknown { .. } => "new_certificate_unknown",
             Self::ClaimHeldElsewhere { .. } => "claim_held_elsewhere",
             Self::OldCertificateInUse { .. } => "old_certificate_in_use",
+            Self::NewCertificateNotReady { .. } => "new_certificate_not_ready",
         }
     }
 }
@@ -140,6 +153,13 @@ fn race(r: &Rotation) -> RotationError {
 // --- profiles ---------------------------------------------------------------
 
 type Profiles = HashMap<String, DeviceProfile>;
+
+/// The configuration a workflow decides on: the valid profiles by name,
+/// and the CA bindings and deny-list ([`rotation_allowed`]).
+struct Snapshot {
+    profiles: Profiles,
+    config: Arc<OnboardingConfig>,
+}
 
 /// Valid profiles by name, the environment's default among them.
 fn profiles_of(config: &OnboardingConfig, default_profile: Option<&(DeviceProfile, Vec<String>)>) -> Profiles {
@@ -155,15 +175,18 @@ fn profiles_of(config: &OnboardingConfig, default_profile: Option<&(DeviceProfil
     profiles
 }
 
-async fn load_profiles<I: Inventory>(
+async fn load_snapshot<I: Inventory>(
     inventory: &I,
     default_profile: Option<&(DeviceProfile, Vec<String>)>,
-) -> Result<Profiles, RotationError> {
+) -> Result<Snapshot, RotationError> {
     let mut config = inventory.load_config().await?;
     if let Some((profile, cas)) = default_profile {
         config.merge_default(profile.clone(), cas);
     }
-    Ok(profiles_of(&config, default_profile))
+    Ok(Snapshot {
+        profiles: profiles_of(&config, default_profile),
+        config: Arc::new(config),
+    })
 }
 
 /// Profiles from the configuration cached in the container for a short TTL
@@ -182,8 +205,15 @@ impl ProfileCache {
     }
 
     async fn get<I: Inventory>(&self, inventory: &I) -> Result<Profiles, RotationError> {
+        Ok(self.snapshot(inventory).await?.profiles)
+    }
+
+    async fn snapshot<I: Inventory>(&self, inventory: &I) -> Result<Snapshot, RotationError> {
         let (config, _) = self.config.get(false, || inventory.load_config()).await?;
-        Ok(profiles_of(&config, self.default_profile.as_ref()))
+        Ok(Snapshot {
+            profiles: profiles_of(&config, self.default_profile.as_ref()),
+            config,
+        })
     }
 
     /// The profile's policy; the default policy when the profile is gone (an
@@ -357,10 +387,15 @@ where
         Ok(())
     }
 
-    /// The fail path: clean up, then record the failure (with its retry time,
-    /// if attempts are left). Recording last makes `failed` imply clean: an
-    /// interruption leaves the attempt open, and the next try (a redelivered
-    /// event, the rotator at the deadline) cleans up again.
+    /// The fail path: the failure claimed first, then the clean-up, then
+    /// the failure recorded clean (with its retry time, if attempts are
+    /// left). The claim is a conditional write from the open state the
+    /// attempt was found in, so a failure and a confirmation exclude each
+    /// other: the new certificate is revoked only by the writer that won
+    /// `failed`, never after another won `confirmed`. Until the clean-up is
+    /// recorded, the failure is due at once ([`Rotation::failing`]): an
+    /// interruption is resumed by the next try (a redelivered event, the
+    /// rotator's next run).
     async fn fail(
         &self,
         mut r: Rotation,
@@ -370,33 +405,51 @@ where
         now: i64,
     ) -> Result<Settled, RotationError> {
         for _ in 0..MAX_TRIES {
-            if !matches!(
-                r.state,
-                RotationState::Requested | RotationState::Issued | RotationState::Delivered
-            ) {
-                return Ok(Settled::Ended(r));
+            match r.state {
+                RotationState::Requested | RotationState::Issued | RotationState::Delivered => {
+                    let claimed = r.failed(reason, detail, policy, now)?.failing();
+                    if self
+                        .rotations
+                        .put_rotation(&claimed, Some((r.state, r.attempt)))
+                        .await?
+                    {
+                        tracing::warn!(
+                            thing = %claimed.thing_name,
+                            old_certificate = %claimed.old_certificate_id,
+                            attempt = claimed.attempt,
+                            reason = reason.code(),
+                            detail,
+                            "rotation attempt failed"
+                        );
+                        r = claimed;
+                        continue;
+                    }
+                    // Changed meanwhile (issued, confirmed, failed by another
+                    // writer): decide again on what is stored now.
+                    let current = self.reread(&r).await?;
+                    if current.attempt != r.attempt {
+                        return Ok(Settled::Ended(current));
+                    }
+                    r = current;
+                }
+                RotationState::Failed if r.is_failing() => {
+                    self.clean_up(&r).await?;
+                    let clean = r.cleaned(policy);
+                    if self
+                        .rotations
+                        .put_rotation(&clean, Some((RotationState::Failed, r.attempt)))
+                        .await?
+                    {
+                        return Ok(Settled::Failed(clean));
+                    }
+                    let current = self.reread(&r).await?;
+                    if current.attempt != r.attempt || !current.is_failing() {
+                        return Ok(Settled::Ended(current));
+                    }
+                    r = current;
+                }
+                _ => return Ok(Settled::Ended(r)),
             }
-            self.clean_up(&r).await?;
-            let next = r.failed(reason, detail, policy, now)?;
-            if self.rotations.put_rotation(&next, Some((r.state, r.attempt))).await? {
-                tracing::warn!(
-                    thing = %next.thing_name,
-                    old_certificate = %next.old_certificate_id,
-                    attempt = next.attempt,
-                    reason = reason.code(),
-                    detail,
-                    retry_at = ?next.due_at,
-                    "rotation attempt failed"
-                );
-                return Ok(Settled::Failed(next));
-            }
-            // Changed meanwhile (e.g. a certificate was issued): clean up what
-            // the rotation holds now.
-            let current = self.reread(&r).await?;
-            if current.attempt != r.attempt {
-                return Ok(Settled::Ended(current));
-            }
-            r = current;
         }
         Err(race(&r))
     }
@@ -436,6 +489,14 @@ where
                 state: r.state.as_str(),
             })?;
         let (old, thing) = (r.old_certificate_id.as_str(), r.thing_name.as_str());
+        let old_cert = self.iot.certificate(old).await?;
+        // Never strand the device: the old certificate is retired only once
+        // IoT itself shows the new one usable.
+        let old_policies = match &old_cert {
+            Some(cert) => self.iot.policies(&cert.certificate_arn).await?,
+            None => Vec::new(),
+        };
+        self.check_usable(thing, &new, &old_policies).await?;
         // While both certificates are ACTIVE, so the name is never free.
         if !self.inventory.transfer_thing_name(thing, old, &new).await? {
             // Already moved by an earlier try (or never claimed): claim it.
@@ -446,7 +507,7 @@ where
                 });
             }
         }
-        if let Some(cert) = self.iot.certificate(old).await? {
+        if let Some(cert) = old_cert {
             if cert.status == CertificateStatus::Active {
                 self.iot.set_status(old, &CertificateStatus::Inactive).await?;
             }
@@ -468,6 +529,72 @@ where
             return Ok(Settled::Ended(current));
         }
         Err(race(&r))
+    }
+
+    /// Reads from IoT that the new certificate is `ACTIVE`, attached to the
+    /// thing, and carries at least one policy and every policy the old one
+    /// still carries.
+    async fn check_usable(
+        &self,
+        thing_name: &str,
+        new_certificate_id: &str,
+        old_policies: &[String],
+    ) -> Result<(), RotationError> {
+        let not_ready = |problem: String| RotationError::NewCertificateNotReady {
+            certificate_id: new_certificate_id.to_string(),
+            thing_name: thing_name.to_string(),
+            problem,
+        };
+        let Some(new) = self.iot.certificate(new_certificate_id).await? else {
+            return Err(not_ready("it does not exist".into()));
+        };
+        if new.status != CertificateStatus::Active {
+            return Err(not_ready(format!("it is {}", new.status.as_str())));
+        }
+        let (principals, policies) = try_join(
+            self.iot.thing_principals(thing_name),
+            self.iot.policies(&new.certificate_arn),
+        )
+        .await?;
+        if !principals.contains(&new.certificate_arn) {
+            return Err(not_ready("it is not attached to the thing".into()));
+        }
+        if policies.is_empty() {
+            return Err(not_ready("it carries no policy".into()));
+        }
+        if let Some(missing) = old_policies.iter().find(|p| !policies.contains(p)) {
+            return Err(not_ready(format!("it lacks policy {missing}")));
+        }
+        Ok(())
+    }
+
+    /// Settles an attempt on the job execution as IoT reports it now.
+    async fn settle(
+        &self,
+        r: Rotation,
+        execution: Option<JobExecution>,
+        policy: &RotationPolicy,
+        now: i64,
+    ) -> Result<Settled, RotationError> {
+        match execution {
+            Some(execution) if execution.status == "SUCCEEDED" => {
+                self.settle_success(r, &execution.status_details, policy, now).await
+            }
+            Some(execution) => {
+                let (reason, detail) = match FailureReason::of_job_status(&execution.status) {
+                    Some(reason) => (reason, format!("job execution {}", execution.status)),
+                    None => (
+                        FailureReason::JobTimedOut,
+                        format!("job execution still {} past its deadline", execution.status),
+                    ),
+                };
+                self.fail(r, reason, &detail, policy, now).await
+            }
+            None => {
+                let detail = "no job execution at the deadline";
+                self.fail(r, FailureReason::JobTimedOut, detail, policy, now).await
+            }
+        }
     }
 
     /// A job execution SUCCEEDED: complete if it names the new certificate,
@@ -581,10 +708,16 @@ pub struct RunReport {
     pub skipped_no_profile: u32,
     /// The certificate is not `ACTIVE` in IoT, or its record names no thing.
     pub skipped_inactive: u32,
+    /// The device is on the deny-list, or its CA is bound to no profile.
+    pub skipped_denied: u32,
     /// Due rotations looked at.
     pub followed_up: u32,
     /// Interrupted starts resumed.
     pub resumed: u32,
+    /// Open attempts past the first deadline whose job execution is still
+    /// within its own timeline (queued for an offline device, or in
+    /// progress since later): due again later.
+    pub waiting: u32,
     /// Rotations retired (the device's confirmation found at the deadline, or
     /// an interrupted completion finished).
     pub completed: u32,
@@ -615,6 +748,8 @@ enum FollowUp {
     Deleted,
     GaveUp,
     Resumed,
+    /// The job execution is still within its own timeline.
+    Waiting,
     /// Not yet at its deadline (due early after an interrupted start), or
     /// nothing to do.
     Nothing,
@@ -635,6 +770,7 @@ impl From<Settled> for FollowUp {
 /// What the rotator did with one expiring certificate.
 enum Candidate {
     Started,
+    Denied,
     Open,
     NotDue,
     NoProfile,
@@ -658,7 +794,7 @@ where
     R: RotationInventory,
     T: RotationIot,
     O: RotationObjects,
-    I: Inventory,
+    I: Inventory + DenyList,
     P: Pacer,
 {
     pub fn new(rotations: R, iot: T, objects: O, inventory: I, pacer: P, settings: RotatorSettings) -> Self {
@@ -692,17 +828,17 @@ where
     /// [`RotationError`] when the configuration or a cursor cannot be read or
     /// saved, or a scan fails other than transiently.
     pub async fn run(&self, now: i64) -> Result<RunReport, RotationError> {
-        let profiles = load_profiles(&self.inventory, self.settings.default_profile.as_ref()).await?;
+        let snapshot = load_snapshot(&self.inventory, self.settings.default_profile.as_ref()).await?;
         let mut report = RunReport::default();
-        self.follow_ups(&profiles, now, &mut report).await?;
+        self.follow_ups(&snapshot, now, &mut report).await?;
         if !report.interrupted {
-            self.new_rotations(&profiles, now, &mut report).await?;
+            self.new_rotations(&snapshot, now, &mut report).await?;
         }
         tracing::info!(?report, "rotator run");
         Ok(report)
     }
 
-    async fn follow_ups(&self, profiles: &Profiles, now: i64, report: &mut RunReport) -> Result<(), RotationError> {
+    async fn follow_ups(&self, snapshot: &Snapshot, now: i64, report: &mut RunReport) -> Result<(), RotationError> {
         let mut cursor = self.rotations.cursor(DUE_CURSOR).await?;
         loop {
             let remaining = self.settings.max_follow_ups_per_run.saturating_sub(report.followed_up) as usize;
@@ -723,7 +859,7 @@ where
                 report.followed_up += 1;
                 self.pace(&self.last_follow_up, self.settings.follow_up_interval).await;
                 let (old, attempt) = (r.old_certificate_id.clone(), r.attempt);
-                match self.follow_up(r, profiles, now).await {
+                match self.follow_up(r, snapshot, now).await {
                     Ok(FollowUp::Completed) => report.completed += 1,
                     Ok(FollowUp::Failed { gave_up }) => {
                         report.failed += 1;
@@ -733,6 +869,7 @@ where
                     Ok(FollowUp::Deleted) => report.deleted += 1,
                     Ok(FollowUp::GaveUp) => report.gave_up += 1,
                     Ok(FollowUp::Resumed) => report.resumed += 1,
+                    Ok(FollowUp::Waiting) => report.waiting += 1,
                     Ok(FollowUp::Nothing) => {}
                     Err(e) => {
                         item_error(report, &e, &old, attempt);
@@ -751,8 +888,8 @@ where
         }
     }
 
-    async fn new_rotations(&self, profiles: &Profiles, now: i64, report: &mut RunReport) -> Result<(), RotationError> {
-        let Some(window_days) = profiles.values().map(|p| p.rotation.window_days).max() else {
+    async fn new_rotations(&self, snapshot: &Snapshot, now: i64, report: &mut RunReport) -> Result<(), RotationError> {
+        let Some(window_days) = snapshot.profiles.values().map(|p| p.rotation.window_days).max() else {
             return Ok(());
         };
         let until = now + i64::from(window_days) * DAY;
@@ -781,8 +918,9 @@ where
             };
             for record in page.items {
                 report.examined += 1;
-                match self.candidate(&record, profiles, now).await {
+                match self.candidate(&record, snapshot, now).await {
                     Ok(Candidate::Started) => report.started += 1,
+                    Ok(Candidate::Denied) => report.skipped_denied += 1,
                     Ok(Candidate::Open) => report.skipped_open += 1,
                     Ok(Candidate::NotDue) => report.skipped_not_due += 1,
                     Ok(Candidate::NoProfile) => report.skipped_no_profile += 1,
@@ -807,13 +945,13 @@ where
     async fn candidate(
         &self,
         record: &CertificateRecord,
-        profiles: &Profiles,
+        snapshot: &Snapshot,
         now: i64,
     ) -> Result<Candidate, RotationError> {
         let Some((profile_name, profile)) = record
             .profile
             .as_ref()
-            .and_then(|name| profiles.get(name).map(|p| (name, p)))
+            .and_then(|name| snapshot.profiles.get(name).map(|p| (name, p)))
         else {
             return Ok(Candidate::NoProfile);
         };
@@ -828,6 +966,18 @@ where
         // a retired one means this certificate was replaced already.
         if self.rotations.rotation(&record.certificate_id).await?.is_some() {
             return Ok(Candidate::Open);
+        }
+        // A denied device, or one whose CA is no longer trusted, gets no
+        // new certificate: no attempt starts.
+        if let Err(rejection) = rotation_allowed(&snapshot.config, &self.inventory, record).await? {
+            tracing::warn!(
+                thing = thing_name,
+                certificate = %record.certificate_id,
+                reason = rejection.reason.code(),
+                detail = %rejection.detail,
+                "rotation not started"
+            );
+            return Ok(Candidate::Denied);
         }
         let Some(cert) = self
             .iot
@@ -970,7 +1120,7 @@ where
     }
 
     /// One due rotation.
-    async fn follow_up(&self, listed: Rotation, profiles: &Profiles, now: i64) -> Result<FollowUp, RotationError> {
+    async fn follow_up(&self, listed: Rotation, snapshot: &Snapshot, now: i64) -> Result<FollowUp, RotationError> {
         let ops = self.ops();
         // The scan may lag behind the table: act on the rotation as it is now.
         let Some(r) = self
@@ -981,7 +1131,7 @@ where
         else {
             return Ok(FollowUp::Nothing);
         };
-        let profile = profiles.get(&r.profile);
+        let profile = snapshot.profiles.get(&r.profile);
         let policy = profile.map(|p| p.rotation).unwrap_or_default();
         match r.state {
             RotationState::Requested if r.is_starting() => {
@@ -993,7 +1143,12 @@ where
                         .await?
                         .into());
                 }
-                self.start(r, &policy, None, now).await?;
+                let old = ops.old_certificate(&r).await?;
+                if let Err(rejection) = rotation_allowed(&snapshot.config, &self.inventory, &old.record).await? {
+                    let detail = format!("{}: {}", rejection.reason.code(), rejection.detail);
+                    return Ok(ops.fail(r, FailureReason::Denied, &detail, &policy, now).await?.into());
+                }
+                self.start(r, &policy, Some(old), now).await?;
                 Ok(FollowUp::Resumed)
             }
             RotationState::Requested | RotationState::Issued | RotationState::Delivered => {
@@ -1011,40 +1166,70 @@ where
                 self.at_deadline(r, &policy, now).await
             }
             RotationState::Confirmed => Ok(ops.complete(r, &policy, now).await?.into()),
-            RotationState::Failed => self.retry(r, profile, now).await,
+            // A failure claimed but not cleaned up (interrupted): finish it.
+            RotationState::Failed if r.is_failing() => {
+                let (reason, detail) = (r.reason.unwrap_or(FailureReason::JobFailed), r.detail.clone());
+                Ok(ops
+                    .fail(r, reason, detail.as_deref().unwrap_or_default(), &policy, now)
+                    .await?
+                    .into())
+            }
+            RotationState::Failed => self.retry(r, profile, &snapshot.config, now).await,
             RotationState::Retired if r.old_deleted_at.is_none() => self.delete_old(r, now).await,
             RotationState::Retired => Ok(FollowUp::Nothing),
         }
     }
 
-    /// An open attempt past its deadline: what the job execution says decides.
+    /// An open attempt past its first deadline: what IoT says of the job
+    /// execution decides, on the execution's own timeline
+    /// ([`RotationPolicy::execution_deadline`]). An execution still queued
+    /// (the device offline, its old certificate valid) or in progress since
+    /// later waits; one past its own deadline has its job canceled first,
+    /// so that IoT's answer is final, and is read again: a device that
+    /// succeeded just in time is completed, not failed.
     async fn at_deadline(&self, r: Rotation, policy: &RotationPolicy, now: i64) -> Result<FollowUp, RotationError> {
         let ops = self.ops();
-        let settled = match self.iot.job_execution(&r.job_id, &r.thing_name).await? {
-            Some(execution) if execution.status == "SUCCEEDED" => {
-                ops.settle_success(r, &execution.status_details, policy, now).await?
-            }
-            Some(execution) => {
-                let (reason, detail) = match FailureReason::of_job_status(&execution.status) {
-                    Some(reason) => (reason, format!("job execution {}", execution.status)),
-                    None => (
-                        FailureReason::JobTimedOut,
-                        format!("job execution still {} at the deadline", execution.status),
-                    ),
+        let mut execution = self.iot.job_execution(&r.job_id, &r.thing_name).await?;
+        if let Some(open) = execution
+            .as_ref()
+            .filter(|e| matches!(e.status.as_str(), "QUEUED" | "IN_PROGRESS"))
+        {
+            let deadline = policy.execution_deadline(&r, open);
+            if now < deadline {
+                // A queued execution is looked at daily meanwhile, in case
+                // its events are lost.
+                let due = if open.status == "QUEUED" {
+                    deadline.min(now + DAY)
+                } else {
+                    deadline
                 };
-                ops.fail(r, reason, &detail, policy, now).await?
+                let mut next = r.clone();
+                next.due_at = Some(due);
+                self.rotations.put_rotation(&next, Some((r.state, r.attempt))).await?;
+                return Ok(FollowUp::Waiting);
             }
-            None => {
-                let detail = "no job execution at the deadline";
-                ops.fail(r, FailureReason::JobTimedOut, detail, policy, now).await?
+            let overdue = format!("job execution still {} past its deadline", open.status);
+            self.iot.cancel_job(&r.job_id).await?;
+            execution = self.iot.job_execution(&r.job_id, &r.thing_name).await?;
+            if execution.as_ref().is_none_or(|e| e.status != "SUCCEEDED") {
+                return Ok(ops
+                    .fail(r, FailureReason::JobTimedOut, &overdue, policy, now)
+                    .await?
+                    .into());
             }
-        };
-        Ok(settled.into())
+        }
+        Ok(ops.settle(r, execution, policy, now).await?.into())
     }
 
     /// A failed attempt whose retry time came: the next attempt, if the old
     /// certificate is still the thing's and `ACTIVE`; else given up.
-    async fn retry(&self, r: Rotation, profile: Option<&DeviceProfile>, now: i64) -> Result<FollowUp, RotationError> {
+    async fn retry(
+        &self,
+        r: Rotation,
+        profile: Option<&DeviceProfile>,
+        config: &OnboardingConfig,
+        now: i64,
+    ) -> Result<FollowUp, RotationError> {
         let Some(profile) = profile else {
             return self.give_up(r, "the profile no longer exists").await;
         };
@@ -1065,6 +1250,10 @@ where
         let Some(cert) = cert.filter(|c| c.status == CertificateStatus::Active) else {
             return self.give_up(r, "the old certificate is not ACTIVE").await;
         };
+        if let Err(rejection) = rotation_allowed(config, &self.inventory, &record).await? {
+            let why = format!("{}: {}", rejection.reason.code(), rejection.detail);
+            return self.give_up(r, &why).await;
+        }
         let next = r.retried(&policy, now)?.starting();
         if !self
             .rotations
@@ -1268,7 +1457,7 @@ impl<R, T, I> CsrIssuer<R, T, I>
 where
     R: RotationInventory,
     T: RotationIot,
-    I: Inventory,
+    I: Inventory + DenyList,
 {
     pub fn new(rotations: R, iot: T, inventory: I, settings: CsrIssuerSettings) -> Self {
         Self {
@@ -1357,31 +1546,32 @@ where
     /// another writer changed the rotation first.
     async fn issue(&self, r: Rotation, message: &CsrMessage, now: i64) -> Result<Option<CsrOutcome>, RotationError> {
         let ops = self.ops();
-        let profiles = self.profiles.get(&self.inventory).await?;
-        let profile = profiles.get(&r.profile).ok_or_else(|| RotationError::ProfileMissing {
-            profile: r.profile.clone(),
-            thing_name: r.thing_name.clone(),
-        })?;
+        let snapshot = self.profiles.snapshot(&self.inventory).await?;
+        let profile = snapshot
+            .profiles
+            .get(&r.profile)
+            .ok_or_else(|| RotationError::ProfileMissing {
+                profile: r.profile.clone(),
+                thing_name: r.thing_name.clone(),
+            })?;
         let policy = profile.rotation;
         if let Err(rejection) = check_csr(&message.csr, profile, &r.thing_name) {
-            // Published first: a retry after an interruption publishes again,
-            // which the device tolerates; the failure is recorded after.
-            let answer = CsrAnswer::Refused {
-                job_id: r.job_id.clone(),
-                reason_code: rejection.reason.code().to_string(),
-                detail: rejection.detail.clone(),
-            };
-            self.publish(&r.thing_name, &answer).await?;
-            let detail = format!("{}: {}", rejection.reason.code(), rejection.detail);
-            let thing_name = r.thing_name.clone();
-            ops.fail(r, FailureReason::CsrRefused, &detail, &policy, now).await?;
-            return Ok(Some(CsrOutcome::Refused { thing_name, rejection }));
+            let outcome = self
+                .refuse(r, rejection, FailureReason::CsrRefused, &policy, now)
+                .await?;
+            return Ok(Some(outcome));
         }
         let old = ops.old_certificate(&r).await?;
         if old.cert.status != CertificateStatus::Active {
             return Ok(Some(CsrOutcome::Ignored {
                 reason: IgnoreReason::OldCertificateInactive,
             }));
+        }
+        // Decided on the configuration as it is now: a device denied (or
+        // whose CA was unbound) since its attempt started gets nothing.
+        if let Err(rejection) = rotation_allowed(&snapshot.config, &self.inventory, &old.record).await? {
+            let outcome = self.refuse(r, rejection, FailureReason::Denied, &policy, now).await?;
+            return Ok(Some(outcome));
         }
         let issued = self.iot.certificate_from_csr(&message.csr).await?;
         let next = r.issued(&issued.certificate_id, Vec::new(), now)?;
@@ -1409,6 +1599,29 @@ where
             pem: issued.certificate_pem,
         };
         self.deliver(next, &new, &old, false, now).await.map(Some)
+    }
+
+    /// Refuses a CSR: the reason published on the answer topic, then the
+    /// attempt failed. Published first: a retry after an interruption
+    /// publishes again, which the device tolerates.
+    async fn refuse(
+        &self,
+        r: Rotation,
+        rejection: Rejection,
+        reason: FailureReason,
+        policy: &RotationPolicy,
+        now: i64,
+    ) -> Result<CsrOutcome, RotationError> {
+        let answer = CsrAnswer::Refused {
+            job_id: r.job_id.clone(),
+            reason_code: rejection.reason.code().to_string(),
+            detail: rejection.detail.clone(),
+        };
+        self.publish(&r.thing_name, &answer).await?;
+        let detail = format!("{}: {}", rejection.reason.code(), rejection.detail);
+        let thing_name = r.thing_name.clone();
+        self.ops().fail(r, reason, &detail, policy, now).await?;
+        Ok(CsrOutcome::Refused { thing_name, rejection })
     }
 
     /// An `issued` or `delivered` attempt asked again: the same certificate
@@ -1443,6 +1656,15 @@ where
             });
         }
         let old = self.ops().old_certificate(&r).await?;
+        let snapshot = self.profiles.snapshot(&self.inventory).await?;
+        if let Err(rejection) = rotation_allowed(&snapshot.config, &self.inventory, &old.record).await? {
+            let policy = snapshot
+                .profiles
+                .get(&r.profile)
+                .map(|p| p.rotation)
+                .unwrap_or_default();
+            return self.refuse(r, rejection, FailureReason::Denied, &policy, now).await;
+        }
         // Only a delivered certificate was answered before; an issued one is
         // a retry after a crash, its first answer.
         let resent = r.state == RotationState::Delivered;
@@ -1638,6 +1860,10 @@ where
     /// Handles one event as of `now`. Idempotent: a duplicate finds the
     /// attempt ended and reports [`CompletionOutcome::Duplicate`].
     ///
+    /// The event is a trigger only: before any certificate changes, the job
+    /// execution is read again from IoT (`DescribeJobExecution`), and its
+    /// status and `statusDetails` decide, never the message's.
+    ///
     /// - `SUCCEEDED` naming the new certificate: `confirmed`; the thing-name
     ///   claim moved to the new certificate; the old one INACTIVE, detached
     ///   from the thing and its policies; its record rotated out; objects
@@ -1668,13 +1894,29 @@ where
                 reason: IgnoreReason::OtherThing,
             });
         }
+        // The event only says "look": the status and the confirmed
+        // certificate are read from IoT itself, never from the message.
+        let Some(execution) = self.iot.job_execution(&r.job_id, &r.thing_name).await? else {
+            return Ok(CompletionOutcome::Ignored {
+                reason: IgnoreReason::NothingToDo,
+            });
+        };
+        let status = execution.status.as_str();
+        let reported = event.status_details.get(CONFIRMATION_FIELD);
+        if event.status != status
+            || reported.is_some_and(|c| execution.status_details.get(CONFIRMATION_FIELD) != Some(c))
+        {
+            tracing::warn!(
+                job = %r.job_id,
+                thing = %r.thing_name,
+                event_status = %event.status,
+                iot_status = status,
+                "the event disagrees with IoT's job execution; IoT's is used"
+            );
+        }
         let policy = self.profiles.policy(&self.inventory, &r).await?;
-        let status = event.status.as_str();
-        let settled = if status == "SUCCEEDED" {
-            ops.settle_success(r, &event.status_details, &policy, now).await?
-        } else if let Some(reason) = FailureReason::of_job_status(status) {
-            ops.fail(r, reason, &format!("job execution {status}"), &policy, now)
-                .await?
+        let settled = if status == "SUCCEEDED" || FailureReason::of_job_status(status).is_some() {
+            ops.settle(r, Some(execution), &policy, now).await?
         } else if status == "IN_PROGRESS" && r.strategy == Strategy::ServerKeygen {
             return self.delivered(r, now).await;
         } else {
@@ -1774,6 +2016,8 @@ mod tests {
         document: JobDocument,
         status: String,
         details: BTreeMap<String, String>,
+        queued_at: Option<i64>,
+        started_at: Option<i64>,
     }
 
     #[derive(Default)]
@@ -1789,6 +2033,25 @@ mod tests {
         published: Vec<(String, Vec<u8>)>,
         calls: Vec<&'static str>,
         inject: Option<Inject>,
+        /// Denied fingerprints, and `<ca>#<serial>` of denied serials.
+        denied: BTreeSet<String>,
+        /// Runs another workflow to its end right before the n-th port call
+        /// (another Lambda invocation or rotator run, interleaved there).
+        interleave: Option<(usize, Hook)>,
+    }
+
+    type Hook = Box<dyn FnOnce() + Send>;
+
+    /// Drives a future whose every await is ready (the fake's ports are).
+    fn run_now<F: Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 0..1_000_000 {
+            if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+        }
+        panic!("an interleaved workflow never finished");
     }
 
     fn arn(id: &str) -> String {
@@ -1875,6 +2138,14 @@ mod tests {
             }
         }
 
+        /// Every device takes up its queued job at `at` (IN_PROGRESS).
+        fn take_up_jobs(&mut self, at: i64) {
+            for job in self.jobs.values_mut().filter(|j| j.status == "QUEUED") {
+                job.status = "IN_PROGRESS".into();
+                job.started_at = Some(at);
+            }
+        }
+
         fn answers(&self, thing: &str) -> Vec<serde_json::Value> {
             self.published
                 .iter()
@@ -1923,6 +2194,20 @@ mod tests {
 
         /// One port call: logged, and failed if injected.
         fn call<X>(&self, op: &'static str, f: impl FnOnce(&mut World) -> PortResult<X>) -> PortResult<X> {
+            let hook = {
+                let mut w = self.lock();
+                let n = w.calls.len();
+                match w.interleave.take() {
+                    Some((k, hook)) if k == n => Some(hook),
+                    other => {
+                        w.interleave = other;
+                        None
+                    }
+                }
+            };
+            if let Some(hook) = hook {
+                hook();
+            }
             let mut w = self.lock();
             let n = w.calls.len();
             w.calls.push(op);
@@ -2135,6 +2420,20 @@ mod tests {
         }
     }
 
+    impl DenyList for Fake {
+        async fn denial(&self, ca: &str, serial: &str, fingerprint: &str) -> PortResult<Option<Rejection>> {
+            self.call("denial", |w| {
+                Ok(if w.denied.contains(fingerprint) {
+                    Some(Rejection::new(crate::RejectReason::FingerprintDenied, fingerprint))
+                } else if w.denied.contains(&format!("{ca}#{serial}")) {
+                    Some(Rejection::new(crate::RejectReason::SerialDenied, serial))
+                } else {
+                    None
+                })
+            })
+        }
+    }
+
     impl RotationIot for Fake {
         async fn create_job(
             &self,
@@ -2149,6 +2448,8 @@ mod tests {
                     document: document.clone(),
                     status: "QUEUED".into(),
                     details: BTreeMap::new(),
+                    queued_at: None,
+                    started_at: None,
                 });
                 Ok(())
             })
@@ -2162,6 +2463,9 @@ mod tests {
                     .map(|j| JobExecution {
                         status: j.status.clone(),
                         status_details: j.details.clone(),
+                        queued_at: j.queued_at,
+                        started_at: j.started_at,
+                        last_updated_at: None,
                     }))
             })
         }
@@ -2226,6 +2530,16 @@ mod tests {
                 }
                 cert.status = status.clone();
                 Ok(())
+            })
+        }
+
+        async fn thing_principals(&self, thing_name: &str) -> PortResult<Vec<String>> {
+            self.call("thing_principals", |w| {
+                Ok(w.certs
+                    .values()
+                    .filter(|c| c.thing.as_deref() == Some(thing_name))
+                    .map(|c| c.arn.clone())
+                    .collect())
             })
         }
 
@@ -2651,7 +2965,8 @@ mod tests {
             csr: csr(&thing),
         };
         let new = expect_issued(issuer.handle(&thing, &old, &message, T0 + 60).await.expect("issued"));
-        // The device goes silent.
+        // The device took its job up at once, then goes silent.
+        fake.with(|w| w.take_up_jobs(T0));
         let deadline = policy.job_deadline(T0);
         let report = run(&rotator, deadline - 1).await;
         assert_eq!((report.followed_up, report.failed), (0, 0), "not yet: {report:?}");
@@ -2737,10 +3052,13 @@ mod tests {
         let thing = thing(0);
 
         run(&rotator, T0).await;
+        // The device takes each job up at once and never answers.
+        fake.with(|w| w.take_up_jobs(T0));
         let deadline_1 = policy.job_deadline(T0);
         assert_eq!(run(&rotator, deadline_1).await.failed, 1);
         let retry_at = policy.retry_at(deadline_1, 1).expect("a second attempt");
         assert_eq!(run(&rotator, retry_at).await.retried, 1);
+        fake.with(|w| w.take_up_jobs(retry_at));
         let deadline_2 = policy.job_deadline(retry_at);
         let report = run(&rotator, deadline_2).await;
         assert_eq!((report.failed, report.gave_up), (1, 1), "{report:?}");
@@ -3060,6 +3378,7 @@ mod tests {
         };
         let (rotator, _) = rotator_with(&fake, settings);
         assert_eq!(run(&rotator, T0).await.started, 5);
+        fake.with(|w| w.take_up_jobs(T0));
         let deadline = RotationPolicy::default().job_deadline(T0);
         for (i, expected) in [2, 2, 1].into_iter().enumerate() {
             let report = run(&rotator, deadline + i as i64).await;
@@ -3263,6 +3582,8 @@ mod tests {
             };
             expect_issued(retry(|| issuer.handle(&thing, &old, &message, T0 + 60)).await);
         }
+        // The device took its job up at once, then never answered.
+        fake.with(|w| w.take_up_jobs(T0));
         let deadline = policy.job_deadline(T0);
         run_until_clean(&rotator, deadline).await;
         let retry_at = policy.retry_at(deadline, 1).expect("attempts left");
@@ -3367,6 +3688,463 @@ mod tests {
             &crash_anywhere_converges(Strategy::ServerKeygen, failing_scenario).await,
             Strategy::ServerKeygen,
         );
+    }
+
+    // --- concurrency: SUCCEEDED racing the deadline's failure -------------------
+
+    /// A CSR rotation delivered; the device took its job up at T0
+    /// (IN_PROGRESS); the call log cleared.
+    async fn delivered_in_progress() -> (Fake, String, String) {
+        let fake = Fake::new(Strategy::Csr, 1);
+        let (thing, old) = (thing(0), old_id(&thing(0)));
+        run(&rotator(&fake), T0).await;
+        let (job_id, _) = fake.with(|w| w.current_job(&thing));
+        let message = CsrMessage {
+            job_id: job_id.clone(),
+            csr: csr(&thing),
+        };
+        let new = expect_issued(
+            issuer(&fake)
+                .handle(&thing, &old, &message, T0 + 60)
+                .await
+                .expect("issued"),
+        );
+        fake.with(|w| {
+            w.take_up_jobs(T0);
+            w.calls.clear();
+        });
+        (fake, job_id, new)
+    }
+
+    /// The device reports SUCCEEDED naming the new certificate (IoT refuses
+    /// the update once the execution has ended, e.g. canceled).
+    fn device_succeeds(fake: &Fake, job_id: &str, new: &str) {
+        fake.with(|w| {
+            if w.jobs[job_id].status == "IN_PROGRESS" {
+                w.set_job(job_id, "SUCCEEDED", Some(new));
+            }
+        });
+    }
+
+    /// The device is never stranded: exactly one of its certificates is
+    /// ACTIVE, attached to the thing and carrying the policy, and it holds
+    /// the thing-name claim; a retired rotation means the new one, anything
+    /// else the old one (and then the new one is not ACTIVE).
+    fn assert_working(fake: &Fake, new: &str, label: &str) -> RotationState {
+        fake.with(|w| {
+            let thing = thing(0);
+            let old = old_id(&thing);
+            let r = w.rotation_of(&thing);
+            let works = |id: &str| {
+                w.certs.get(id).is_some_and(|c| {
+                    c.status == CertificateStatus::Active
+                        && c.thing.as_deref() == Some(thing.as_str())
+                        && c.policies.contains(POLICY)
+                })
+            };
+            let working: Vec<&str> = [old.as_str(), new].into_iter().filter(|id| works(id)).collect();
+            assert_eq!(working.len(), 1, "{label}: working certificates {working:?}; {r:?}");
+            assert_eq!(
+                w.claims.get(&thing).map(String::as_str),
+                Some(working[0]),
+                "{label}: claim"
+            );
+            if r.state == RotationState::Retired {
+                assert_eq!(working[0], new, "{label}: retired onto the new certificate");
+            } else {
+                assert_eq!(working[0], old, "{label}: {r:?}");
+                assert_eq!(r.state, RotationState::Failed, "{label}: {r:?}");
+                assert!(!r.is_failing(), "{label}: clean-up finished: {r:?}");
+                assert_ne!(w.cert(new).status, CertificateStatus::Active, "{label}");
+            }
+            r.state
+        })
+    }
+
+    /// After a race: the SUCCEEDED event redelivered until handled, then the
+    /// rotator's next runs, as in production.
+    async fn converge(fake: &Fake, job_id: &str, new: &str, at: i64) {
+        let succeeded = event(job_id, &thing(0), "SUCCEEDED", Some(new));
+        let completer = completer(fake);
+        retry(|| completer.handle(&succeeded, at)).await;
+        run_until_clean(&rotator(fake), at + 60).await;
+    }
+
+    /// Arms `hook` before the k-th port call; runs it after `first` if the
+    /// call never came.
+    async fn interleaved<X>(fake: &Fake, k: usize, hook: Hook, first: impl Future<Output = X>) {
+        fake.with(|w| w.interleave = Some((k, hook)));
+        let _ = first.await;
+        if let Some((_, hook)) = fake.with(|w| w.interleave.take()) {
+            hook();
+        }
+    }
+
+    #[tokio::test]
+    async fn success_racing_the_deadline_leaves_a_working_certificate_in_every_interleaving() {
+        let deadline = RotationPolicy::default().job_deadline(T0);
+        let (probe, _, _) = delivered_in_progress().await;
+        let _ = rotator(&probe).run(deadline).await;
+        let calls = probe.with(|w| w.calls.len());
+        assert!(calls > 10, "{calls}");
+        let mut ends = BTreeMap::new();
+        // The device's SUCCEEDED and the completer's whole handling at each
+        // point of the rotator's run at the deadline.
+        for k in 0..=calls {
+            let (fake, job_id, new) = delivered_in_progress().await;
+            let (f, j, n) = (fake.clone(), job_id.clone(), new.clone());
+            let hook: Hook = Box::new(move || {
+                device_succeeds(&f, &j, &n);
+                let succeeded = event(&j, &thing(0), "SUCCEEDED", Some(&n));
+                let _ = run_now(completer(&f).handle(&succeeded, deadline));
+            });
+            interleaved(&fake, k, hook, async { rotator(&fake).run(deadline).await }).await;
+            converge(&fake, &job_id, &new, deadline + 30).await;
+            let label = format!("completer before call {k} of the rotator's run");
+            *ends.entry(assert_working(&fake, &new, &label).as_str()).or_insert(0) += 1;
+        }
+        // Both ends are reached: the race is real, and neither strands.
+        assert!(ends.contains_key("RETIRED") && ends.contains_key("FAILED"), "{ends:?}");
+    }
+
+    /// IoT's reads are eventually consistent: the rotator may fail an
+    /// attempt on a stale IN_PROGRESS while the completer acts on the
+    /// device's SUCCEEDED. Each runs whole at each point of the other.
+    #[tokio::test]
+    async fn a_stale_failure_and_a_confirmation_exclude_each_other_in_every_interleaving() {
+        let deadline = RotationPolicy::default().job_deadline(T0);
+        async fn fail(fake: Fake) -> Result<(), RotationError> {
+            let policy = RotationPolicy::default();
+            let r = fake.with(|w| w.rotation_of(&thing(0)));
+            let rotator = rotator(&fake);
+            let detail = "job execution still IN_PROGRESS past its deadline";
+            rotator
+                .ops()
+                .fail(r, FailureReason::JobTimedOut, detail, &policy, policy.job_deadline(T0))
+                .await
+                .map(|_| ())
+        }
+        async fn complete(fake: Fake, job_id: String, new: String) -> Result<(), RotationError> {
+            let succeeded = event(&job_id, &thing(0), "SUCCEEDED", Some(&new));
+            let deadline = RotationPolicy::default().job_deadline(T0);
+            completer(&fake).handle(&succeeded, deadline).await.map(|_| ())
+        }
+        let count = |fut_calls: &Fake| fut_calls.with(|w| w.calls.len());
+        let (probe, job_id, new) = delivered_in_progress().await;
+        device_succeeds(&probe, &job_id, &new);
+        let _ = fail(probe.clone()).await;
+        let fail_calls = count(&probe);
+        let (probe, job_id, new) = delivered_in_progress().await;
+        device_succeeds(&probe, &job_id, &new);
+        let _ = complete(probe.clone(), job_id, new).await;
+        let complete_calls = count(&probe);
+        assert!(fail_calls > 3 && complete_calls > 10, "{fail_calls} {complete_calls}");
+
+        let mut ends = BTreeMap::new();
+        for (fail_first, calls) in [(true, fail_calls), (false, complete_calls)] {
+            for k in 0..=calls {
+                let (fake, job_id, new) = delivered_in_progress().await;
+                device_succeeds(&fake, &job_id, &new);
+                let (f, j, n) = (fake.clone(), job_id.clone(), new.clone());
+                if fail_first {
+                    let hook: Hook = Box::new(move || drop(run_now(complete(f, j, n))));
+                    interleaved(&fake, k, hook, fail(fake.clone())).await;
+                } else {
+                    let hook: Hook = Box::new(move || drop(run_now(fail(f))));
+                    interleaved(&fake, k, hook, complete(fake.clone(), job_id.clone(), new.clone())).await;
+                }
+                converge(&fake, &job_id, &new, deadline + 30).await;
+                let label = if fail_first {
+                    format!("completer before call {k} of the fail path")
+                } else {
+                    format!("fail path before call {k} of the completer")
+                };
+                *ends.entry(assert_working(&fake, &new, &label).as_str()).or_insert(0) += 1;
+            }
+        }
+        assert!(ends.contains_key("RETIRED") && ends.contains_key("FAILED"), "{ends:?}");
+    }
+
+    /// The same races, each workflow also crashing once at each of its calls
+    /// (a fresh world per point): still never stranded.
+    #[tokio::test]
+    async fn success_racing_the_deadline_with_a_crash_anywhere_leaves_a_working_certificate() {
+        let deadline = RotationPolicy::default().job_deadline(T0);
+        let (probe, _, _) = delivered_in_progress().await;
+        let _ = rotator(&probe).run(deadline).await;
+        let calls = probe.with(|w| w.calls.len());
+        for k in (0..=calls).step_by(2) {
+            for crash in 0..calls + 12 {
+                for inject in [Inject::Before(crash), Inject::After(crash)] {
+                    let (fake, job_id, new) = delivered_in_progress().await;
+                    let (f, j, n) = (fake.clone(), job_id.clone(), new.clone());
+                    let hook: Hook = Box::new(move || {
+                        device_succeeds(&f, &j, &n);
+                        let succeeded = event(&j, &thing(0), "SUCCEEDED", Some(&n));
+                        let _ = run_now(completer(&f).handle(&succeeded, deadline));
+                    });
+                    fake.with(|w| w.inject = Some(inject));
+                    interleaved(&fake, k, hook, async { rotator(&fake).run(deadline).await }).await;
+                    fake.with(|w| w.inject = None);
+                    converge(&fake, &job_id, &new, deadline + 30).await;
+                    let label = format!("completer before call {k}, {inject:?}");
+                    assert_working(&fake, &new, &label);
+                }
+            }
+        }
+    }
+
+    // --- the completer trusts IoT, not the message ---------------------------------
+
+    #[tokio::test]
+    async fn a_completer_message_with_a_forged_status_or_certificate_changes_nothing() {
+        let (fake, job_id, new) = delivered_in_progress().await;
+        let thing = thing(0);
+        let before = end_state(&fake, &thing);
+        let forged_id = "f".repeat(64);
+        // IoT says IN_PROGRESS: no message body moves the rotation.
+        for (status, confirmed) in [
+            ("SUCCEEDED", Some(new.as_str())),
+            ("SUCCEEDED", Some(forged_id.as_str())),
+            ("FAILED", None),
+            ("REJECTED", None),
+            ("TIMED_OUT", None),
+            ("CANCELED", None),
+        ] {
+            let forged = event(&job_id, &thing, status, confirmed);
+            let outcome = completer(&fake).handle(&forged, T0 + 120).await.expect("handled");
+            assert_eq!(
+                outcome,
+                CompletionOutcome::Ignored {
+                    reason: IgnoreReason::NothingToDo
+                },
+                "{status}"
+            );
+            assert_eq!(end_state(&fake, &thing), before, "a forged {status} changed something");
+        }
+        assert!(
+            !fake.with(|w| w.calls.iter().any(|c| matches!(*c, "set_status" | "put_rotation"))),
+            "no write, no certificate change"
+        );
+        // IoT says SUCCEEDED naming the new certificate; a message naming
+        // another (and claiming FAILED) completes with IoT's, and only it.
+        device_succeeds(&fake, &job_id, &new);
+        let forged = event(&job_id, &thing, "FAILED", Some(&forged_id));
+        let outcome = completer(&fake).handle(&forged, T0 + 130).await.expect("completed");
+        assert_eq!(
+            outcome,
+            CompletionOutcome::Completed {
+                thing_name: thing.clone(),
+                old_certificate_id: old_id(&thing),
+                new_certificate_id: new.clone(),
+            }
+        );
+        assert_working(&fake, &new, "IoT's SUCCEEDED");
+    }
+
+    #[tokio::test]
+    async fn the_old_certificate_is_not_retired_unless_iot_shows_the_new_one_usable() {
+        for (what, spoil) in [
+            (
+                "its policy detached",
+                (|c: &mut FakeCert| c.policies.clear()) as fn(&mut FakeCert),
+            ),
+            ("detached from the thing", |c: &mut FakeCert| c.thing = None),
+            ("INACTIVE", |c: &mut FakeCert| c.status = CertificateStatus::Inactive),
+        ] {
+            let (fake, job_id, new) = delivered_in_progress().await;
+            let thing = thing(0);
+            fake.with(|w| spoil(w.certs.get_mut(&new).expect("new")));
+            device_succeeds(&fake, &job_id, &new);
+            let result = completer(&fake)
+                .handle(&event(&job_id, &thing, "SUCCEEDED", Some(&new)), T0 + 120)
+                .await;
+            assert!(
+                matches!(result, Err(RotationError::NewCertificateNotReady { .. })),
+                "{what}: {result:?}"
+            );
+            fake.with(|w| {
+                let old = w.cert(&old_id(&thing));
+                assert_eq!(old.status, CertificateStatus::Active, "{what}");
+                assert_eq!(old.thing.as_deref(), Some(thing.as_str()), "{what}");
+                assert!(old.policies.contains(POLICY), "{what}");
+                assert_eq!(w.claims.get(&thing), Some(&old_id(&thing)), "{what}");
+            });
+        }
+    }
+
+    // --- the execution's own timeline ------------------------------------------------
+
+    #[tokio::test]
+    async fn an_offline_device_waits_up_to_the_queued_timeout() {
+        let fake = Fake::new(Strategy::Csr, 1);
+        let rotator = rotator(&fake);
+        let thing = thing(0);
+        let policy = RotationPolicy::default();
+        run(&rotator, T0).await;
+        let (job_id, _) = fake.with(|w| w.current_job(&thing));
+        // The job stays QUEUED: the device is offline.
+        let deadline = policy.job_deadline(T0);
+        let report = run(&rotator, deadline).await;
+        assert_eq!((report.failed, report.waiting), (0, 1), "{report:?}");
+        let limit = T0 + i64::from(policy.queued_timeout_days) * DAY;
+        let mut at = deadline;
+        while at < limit {
+            let due = fake.with(|w| w.rotation_of(&thing).due_at).expect("due");
+            assert!(due <= limit && due <= at + DAY, "looked at daily, not past the limit");
+            at = due;
+            let report = run(&rotator, at).await;
+            if at < limit {
+                assert_eq!(report.failed, 0, "{report:?} at {at}");
+                assert_eq!(fake.with(|w| w.jobs[&job_id].status.clone()), "QUEUED");
+            } else {
+                assert_eq!(report.failed, 1, "{report:?}");
+            }
+        }
+        fake.with(|w| {
+            let r = w.rotation_of(&thing);
+            assert_eq!(
+                (r.state, r.reason),
+                (RotationState::Failed, Some(FailureReason::JobTimedOut))
+            );
+            assert_eq!(w.jobs[&job_id].status, "CANCELED");
+            assert_eq!(w.cert(&old_id(&thing)).status, CertificateStatus::Active);
+        });
+        // Never past the old certificate's notAfter.
+        let mut r = fake.with(|w| w.rotation_of(&thing));
+        r.old_not_after = T0 + 3 * DAY;
+        let queued = JobExecution {
+            status: "QUEUED".into(),
+            status_details: BTreeMap::new(),
+            queued_at: Some(T0),
+            started_at: None,
+            last_updated_at: None,
+        };
+        assert_eq!(policy.execution_deadline(&r, &queued), T0 + 3 * DAY);
+    }
+
+    #[tokio::test]
+    async fn the_in_progress_timeout_counts_from_when_the_device_started() {
+        let fake = Fake::new(Strategy::Csr, 1);
+        let rotator = rotator(&fake);
+        let thing = thing(0);
+        let policy = RotationPolicy::default();
+        run(&rotator, T0).await;
+        // The device comes online and takes the job up 50 minutes in.
+        let started = T0 + 50 * 60;
+        fake.with(|w| w.take_up_jobs(started));
+        let report = run(&rotator, policy.job_deadline(T0)).await;
+        assert_eq!((report.failed, report.waiting), (0, 1), "{report:?}");
+        assert_eq!(
+            fake.with(|w| w.rotation_of(&thing).due_at),
+            Some(policy.job_deadline(started))
+        );
+        let report = run(&rotator, policy.job_deadline(started)).await;
+        assert_eq!(report.failed, 1, "{report:?}");
+    }
+
+    // --- CSR keys, deny-list, CA binding -----------------------------------------------
+
+    #[tokio::test]
+    async fn an_ed25519_csr_is_refused_at_once() {
+        let fake = Fake::new(Strategy::Csr, 1);
+        let (thing, old) = (thing(0), old_id(&thing(0)));
+        run(&rotator(&fake), T0).await;
+        let (job_id, _) = fake.with(|w| w.current_job(&thing));
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("Ed25519 key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, thing.as_str());
+        let pem = params.serialize_request(&key).expect("CSR").pem().expect("PEM");
+        let message = CsrMessage {
+            job_id: job_id.clone(),
+            csr: pem,
+        };
+        let outcome = issuer(&fake)
+            .handle(&thing, &old, &message, T0 + 60)
+            .await
+            .expect("handled");
+        let CsrOutcome::Refused { rejection, .. } = outcome else {
+            panic!("expected REFUSED, got {outcome:?}");
+        };
+        assert_eq!(rejection.reason.code(), "UNSUPPORTED_KEY");
+        assert!(rejection.detail.contains("Ed25519"), "{}", rejection.detail);
+        fake.with(|w| {
+            let answers = w.answers(&thing);
+            assert_eq!(answers.len(), 1);
+            assert_eq!(answers[0]["status"], "REFUSED");
+            assert_eq!(answers[0]["reasonCode"], "UNSUPPORTED_KEY");
+            let r = w.rotation_of(&thing);
+            assert_eq!(
+                (r.state, r.reason),
+                (RotationState::Failed, Some(FailureReason::CsrRefused))
+            );
+            assert!(
+                !w.calls.contains(&"certificate_from_csr"),
+                "nothing asked of CreateCertificateFromCsr"
+            );
+            assert_eq!(w.jobs[&job_id].status, "CANCELED", "nothing left to time out");
+        });
+    }
+
+    #[tokio::test]
+    async fn a_denied_device_or_an_unbound_ca_gets_no_new_certificate() {
+        // Denied before the run: no attempt starts.
+        let fake = Fake::new(Strategy::Csr, 2);
+        fake.with(|w| {
+            w.denied.insert(old_id("dev-0"));
+            w.records.get_mut(&old_id("dev-1")).expect("record").ca_certificate_id = "unbound-ca".into();
+        });
+        let report = run(&rotator(&fake), T0).await;
+        assert_eq!((report.started, report.skipped_denied), (0, 2), "{report:?}");
+        assert!(fake.with(|w| w.jobs.is_empty() && w.rotations.is_empty()));
+
+        // Denied after the attempt started: the CSR is refused, nothing issued.
+        let fake = Fake::new(Strategy::Csr, 1);
+        let (thing, old) = (thing(0), old_id(&thing(0)));
+        run(&rotator(&fake), T0).await;
+        let (job_id, _) = fake.with(|w| w.current_job(&thing));
+        fake.with(|w| {
+            w.denied.insert(old.clone());
+        });
+        let message = CsrMessage {
+            job_id: job_id.clone(),
+            csr: csr(&thing),
+        };
+        let outcome = issuer(&fake)
+            .handle(&thing, &old, &message, T0 + 60)
+            .await
+            .expect("handled");
+        assert!(
+            matches!(&outcome, CsrOutcome::Refused { rejection, .. } if rejection.reason.code() == "FINGERPRINT_DENIED"),
+            "{outcome:?}"
+        );
+        fake.with(|w| {
+            assert!(!w.calls.contains(&"certificate_from_csr"));
+            assert_eq!(w.certs.len(), 1, "no certificate made");
+            let r = w.rotation_of(&thing);
+            assert_eq!(
+                (r.state, r.reason, r.due_at),
+                (RotationState::Failed, Some(FailureReason::Denied), None),
+                "never retried"
+            );
+        });
+
+        // Denied while a failed attempt waits for its retry: given up.
+        let fake = Fake::new(Strategy::Csr, 1);
+        let rotator = rotator(&fake);
+        let policy = RotationPolicy::default();
+        run(&rotator, T0).await;
+        fake.with(|w| w.take_up_jobs(T0));
+        let deadline = policy.job_deadline(T0);
+        assert_eq!(run(&rotator, deadline).await.failed, 1);
+        fake.with(|w| {
+            w.denied.insert(old_id("dev-0"));
+        });
+        let report = run(&rotator, policy.retry_at(deadline, 1).expect("retry")).await;
+        assert_eq!((report.retried, report.gave_up), (0, 1), "{report:?}");
+        assert_eq!(fake.with(|w| w.jobs.len()), 1, "no second job");
     }
 
     // --- events -----------------------------------------------------------------
