@@ -1721,7 +1721,7 @@ mod tests {
             ..allow("SN-1")
         };
         // Not in IoT any more: taken over.
-        let hook_gone = hook(Inventory::with(&[used.clone()]), Iot::default());
+        let hook_gone = hook(Inventory::with(std::slice::from_ref(&used)), Iot::default());
         assert_eq!(
             code(&hook_gone.handle(&device_request("SN-1", &cert), NOW).await),
             "allowed"
@@ -1827,12 +1827,13 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(report.revoked, 1);
         assert_eq!(iot.status(&old), Some(CertificateStatus::Revoked));
-        let state = inventory.state();
-        assert!(state.supersessions.is_empty());
-        assert!(state.entries["SN-1"].replaces.is_empty());
-        assert_eq!(state.revoking, vec![old.clone()]);
+        {
+            let state = inventory.state();
+            assert!(state.supersessions.is_empty());
+            assert!(state.entries["SN-1"].replaces.is_empty());
+            assert_eq!(state.revoking, vec![old.clone()]);
+        }
         // Run again (a crash after the revocation): nothing more to do.
-        drop(state);
         let again = retire_superseded(&inventory, &iot, NOW + 120, 10)
             .await
             .unwrap_or_default();
