@@ -84,8 +84,9 @@ async fn run() -> BenchResult {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs()
         .try_into()?;
+    let entries: Vec<(String, Option<String>)> = serials.iter().map(|s| (s.clone(), None)).collect();
     DynamoInventory::new(world.dynamodb.clone(), TABLE)
-        .allow_serials(&serials, Some(PROFILE), now)
+        .allow_serials(&entries, Some(PROFILE), now)
         .await?;
     let proxy = Proxy::start(world.emulator.gateway_port, latency).await?;
     let settings = provisioning_hook::Settings::from_lookup(|name| match name {

@@ -16,6 +16,8 @@
 //! | `MAX_RECORD_PAGES_PER_RUN` | no | `20` | inventory scan pages (100 items each) read per run |
 
 use onboarding_aws::{DynamoInventory, IotAdapter};
+use onboarding_domain::fleet_provisioning::SupersessionReport;
+use onboarding_domain::ports::PortResult;
 use onboarding_domain::reconciler::{ReconcileReport, Reconciler, ReconcilerSettings};
 pub use onboarding_lambda::FromEnv;
 use onboarding_lambda::{Env, SettingsError};
@@ -68,6 +70,39 @@ pub fn wall_clock_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// Supersessions (from `onboard allow reset`) handled per run.
+pub const SUPERSESSIONS_PER_RUN: usize = 100;
+
+/// Revokes the fleet-provisioned certificates an `onboard allow reset`
+/// superseded, each once IoT says its successor is ACTIVE and attached to the
+/// thing (the domain's [`retire_superseded`]), as of the wall clock.
+///
+/// # Errors
+/// When the supersessions cannot be listed; one that fails is counted and
+/// retried next run.
+pub async fn retire_superseded(sdk: &aws_config::SdkConfig, settings: &Settings) -> PortResult<SupersessionReport> {
+    let iot = IotAdapter::new(aws_sdk_iot::Client::new(sdk));
+    let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(sdk), &settings.registrar.inventory_table);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    onboarding_domain::fleet_provisioning::retire_superseded(&inventory, &iot, now, SUPERSESSIONS_PER_RUN).await
+}
+
+/// EMF metrics of the superseded certificates' pass.
+pub fn supersession_metrics(namespace: &str, report: &SupersessionReport, timestamp_ms: i64) -> Value {
+    onboarding_lambda::emf(
+        namespace,
+        "fleet-reconciler",
+        &[
+            ("SupersededRevoked", f64::from(report.revoked), "Count"),
+            ("SupersessionsWaiting", f64::from(report.waiting), "Count"),
+            ("SupersessionsDropped", f64::from(report.dropped), "Count"),
+            ("SupersessionErrors", f64::from(report.errors), "Count"),
+        ],
+        &[],
+        timestamp_ms,
+    )
 }
 
 /// The run's report as the invocation's answer.

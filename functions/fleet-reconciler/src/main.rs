@@ -14,7 +14,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         fleet_reconciler::Settings::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let sdk = settings.registrar.sdk.load().await;
     let reconciler = fleet_reconciler::build_reconciler(&settings, &sdk);
-    let (reconciler, settings) = (&reconciler, &settings);
+    let (reconciler, settings, sdk) = (&reconciler, &settings, &sdk);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         // Validity is judged against the wall clock, never the event's `time`:
         // whoever can invoke the function must not choose "now".
@@ -30,6 +30,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         }
         let report = reconciler.run(now).await?;
         tracing::info!(?report, "reconciler run");
+        // Certificates superseded by `onboard allow reset`, once their successor is ACTIVE.
+        match fleet_reconciler::retire_superseded(sdk, settings).await {
+            Ok(superseded) => {
+                tracing::info!(?superseded, "superseded certificates");
+                onboarding_lambda::emit(&fleet_reconciler::supersession_metrics(
+                    &settings.registrar.metrics_namespace,
+                    &superseded,
+                    time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
+                ));
+            }
+            Err(e) => tracing::error!(error = %e, "superseded certificates not listed; the next run retries"),
+        }
         onboarding_lambda::emit(&fleet_reconciler::report_metrics(
             &settings.registrar.metrics_namespace,
             &report,

@@ -1,11 +1,13 @@
 //! The `provisioning-hook` Lambda: the pre-provisioning hook of the
 //! fleet-provisioning template, through the domain's [`ProvisioningHook`].
 //!
-//! AWS IoT waits at most 5 seconds for the answer. The hook makes one
-//! allow-list read and (cached) configuration read in parallel, then one
-//! conditional write; the SDK is held to a budget well inside the limit
-//! (`HOOK_BUDGET_MILLIS`), and anything that does not finish in it refuses:
-//! the device retries `RegisterThing` later.
+//! AWS IoT waits at most 5 seconds for the answer. A new device costs three
+//! rounds of calls, each round's calls in parallel: the allow-list entry
+//! (and the configuration when the cache is cold); the entry used up, the
+//! thing name claimed (both conditional writes) and the thing's principals
+//! listed in IoT; the inventory record. The SDK is held to a budget well
+//! inside the limit (`HOOK_BUDGET_MILLIS`), and anything that does not
+//! finish in it refuses: the device retries `RegisterThing` later.
 //!
 //! | variable | required | default | meaning |
 //! |---|---|---|---|
@@ -18,7 +20,7 @@
 
 use std::time::Duration;
 
-use onboarding_aws::{DynamoInventory, SdkSettings};
+use onboarding_aws::{DynamoInventory, IotAdapter, SdkSettings};
 use onboarding_domain::fleet_provisioning::{
     HOOK_LIMIT_MILLIS, HookOutcome, HookRequest, HookResponse, HookSettings, ProvisioningHook,
 };
@@ -64,12 +66,13 @@ impl FromEnv for Settings {
     }
 }
 
-/// The hook with its DynamoDB adapter.
-pub type AwsHook = ProvisioningHook<DynamoInventory>;
+/// The hook with its DynamoDB and IoT adapters.
+pub type AwsHook = ProvisioningHook<DynamoInventory, IotAdapter>;
 
 pub fn build_hook(settings: &Settings, sdk: &aws_config::SdkConfig) -> AwsHook {
     ProvisioningHook::new(
         DynamoInventory::new(aws_sdk_dynamodb::Client::new(sdk), &settings.inventory_table),
+        IotAdapter::new(aws_sdk_iot::Client::new(sdk)),
         settings.hook.clone(),
     )
 }

@@ -1,20 +1,29 @@
-//! The fleet-provisioning allow-list in the inventory table, and the hook's
-//! inventory port.
+//! The fleet-provisioning allow-list in the inventory table, the hook's
+//! inventory and IoT ports, and the supersessions a reset leaves for the
+//! reconciler.
 //!
 //! | pk | sk | attributes |
 //! |---|---|---|
-//! | `ALLOW#<serial>` | `ALLOW` | `serial`, `profile` (optional), `addedAt` |
+//! | `ALLOW#<serial>` | `ALLOW` | `serial`, `profile` (optional), `thingName` (optional binding), `usedBy`, `usedAt` (the certificate that used the entry), `replaces` (string set: earlier certificates a reset lets the next one supersede), `addedAt`, `resetAt` |
+//! | `SUPERSEDE` | `<old certificate id>#<new certificate id>` | `oldCertificateId`, `newCertificateId`, `thingName`, `serial`, `recordedAt`, `state` (`PENDING`, `REVOKING`) |
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
-use onboarding_domain::fleet_provisioning::{AllowEntry, HookInventory};
-use onboarding_domain::ports::{Inventory, PortResult};
-use onboarding_domain::time_fmt::rfc3339;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnValuesOnConditionCheckFailure, WriteRequest};
+use futures::StreamExt;
+use onboarding_domain::fleet_provisioning::{
+    AllowEntry, Consumption, HookIdentity, HookInventory, Supersession, SupersessionIot, SupersessionStore,
+};
+use onboarding_domain::ports::{
+    CertificateRegistry, CertificateStatus, Inventory, NameClaim, PortResult, ThingRegistry,
+};
+use onboarding_domain::time_fmt::{parse_rfc3339, rfc3339};
 use onboarding_domain::{CertificateRecord, OnboardingConfig};
 
+use crate::IotAdapter;
 use crate::dynamodb::{DynamoInventory, get_s, s};
-use crate::error::{classify, invalid};
+use crate::error::{classify, invalid, is_conditional_failure};
 
 /// Sort key of allow-list items.
 pub const ALLOW_SK: &str = "ALLOW";
@@ -22,6 +31,14 @@ pub const ALLOW_SK: &str = "ALLOW";
 /// Partition key of a serial's allow-list item.
 pub fn allow_pk(serial: &str) -> String {
     format!("ALLOW#{serial}")
+}
+
+/// Partition of the supersessions waiting for their new certificate.
+pub const SUPERSEDE_PK: &str = "SUPERSEDE";
+
+/// Sort key of one supersession.
+pub fn supersede_sk(old: &str, new: &str) -> String {
+    format!("{old}#{new}")
 }
 
 /// Who wrote a fleet-provisioning record.
@@ -32,10 +49,50 @@ fn unbuildable(e: aws_sdk_dynamodb::error::BuildError) -> onboarding_domain::Por
 }
 
 fn parse_entry(item: &HashMap<String, AttributeValue>) -> Option<AllowEntry> {
+    let mut replaces: Vec<String> = item
+        .get("replaces")
+        .and_then(|v| v.as_ss().ok())
+        .cloned()
+        .unwrap_or_default();
+    replaces.sort();
     Some(AllowEntry {
         serial: get_s(item, "serial")?.to_string(),
         profile: get_s(item, "profile").map(str::to_string),
+        thing_name: get_s(item, "thingName").map(str::to_string),
+        used_by: get_s(item, "usedBy").map(str::to_string),
+        replaces,
     })
+}
+
+fn parse_supersession(item: &HashMap<String, AttributeValue>) -> Option<Supersession> {
+    Some(Supersession {
+        old_certificate_id: get_s(item, "oldCertificateId")?.to_string(),
+        new_certificate_id: get_s(item, "newCertificateId")?.to_string(),
+        thing_name: get_s(item, "thingName")?.to_string(),
+        serial: get_s(item, "serial")?.to_string(),
+        recorded_at: get_s(item, "recordedAt").and_then(parse_rfc3339).unwrap_or_default(),
+    })
+}
+
+/// What `onboard allow add` did with one serial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AllowResult {
+    /// Written (new, or an unused entry replaced).
+    Allowed,
+    /// Used by a certificate already: left as it is (`onboard allow reset`).
+    AlreadyUsed,
+}
+
+/// What `onboard allow reset` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResetResult {
+    /// The entry is unused again; the certificate that used it is superseded
+    /// by the next one.
+    Reset { superseded: String },
+    /// Not used since it was added or last reset: nothing to do.
+    Unused,
+    /// No such entry.
+    Missing,
 }
 
 impl HookInventory for DynamoInventory {
@@ -50,38 +107,341 @@ impl HookInventory for DynamoInventory {
             .table_name(self.table())
             .key("pk", s(allow_pk(serial)))
             .key("sk", s(ALLOW_SK))
+            .consistent_read(true)
             .send()
             .await
             .map_err(|e| classify("GetItem", e))?;
         Ok(output.item.as_ref().and_then(parse_entry))
     }
 
+    async fn use_allow_entry(
+        &self,
+        serial: &str,
+        certificate_id: &str,
+        previous: Option<&str>,
+        now: i64,
+    ) -> PortResult<Consumption> {
+        let mut condition = "attribute_exists(pk) AND (attribute_not_exists(usedBy) OR usedBy = :me".to_string();
+        let mut request = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(allow_pk(serial)))
+            .key("sk", s(ALLOW_SK))
+            .update_expression("SET usedBy = :me, usedAt = :now")
+            .expression_attribute_values(":me", s(certificate_id))
+            .expression_attribute_values(":now", s(rfc3339(now)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(previous) = previous {
+            condition.push_str(" OR usedBy = :previous");
+            request = request.expression_attribute_values(":previous", s(previous));
+        }
+        condition.push(')');
+        match request.condition_expression(condition).send().await {
+            Ok(_) => Ok(Consumption::Used),
+            Err(e) if is_conditional_failure(&e) => {
+                let old = match e.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(c)) => c.item().cloned(),
+                    _ => None,
+                };
+                let old = match old {
+                    Some(old) => Some(old),
+                    // Not returned: read it.
+                    None => {
+                        self.client()
+                            .get_item()
+                            .table_name(self.table())
+                            .key("pk", s(allow_pk(serial)))
+                            .key("sk", s(ALLOW_SK))
+                            .consistent_read(true)
+                            .send()
+                            .await
+                            .map_err(|e| classify("GetItem", e))?
+                            .item
+                    }
+                };
+                Ok(match old.as_ref().and_then(|item| get_s(item, "usedBy")) {
+                    Some(holder) => Consumption::UsedBy(holder.to_string()),
+                    None => Consumption::Missing,
+                })
+            }
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    async fn restore_allow_entry(&self, serial: &str, certificate_id: &str, previous: Option<&str>) -> PortResult<()> {
+        let mut request = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(allow_pk(serial)))
+            .key("sk", s(ALLOW_SK))
+            .condition_expression("usedBy = :me")
+            .expression_attribute_values(":me", s(certificate_id));
+        request = match previous {
+            Some(previous) => request
+                .update_expression("SET usedBy = :previous")
+                .expression_attribute_values(":previous", s(previous)),
+            None => request.update_expression("REMOVE usedBy, usedAt"),
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    async fn claim_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<NameClaim> {
+        Inventory::claim_thing_name(self, thing_name, certificate_id).await
+    }
+
+    async fn transfer_thing_name(&self, thing_name: &str, from: &str, to: &str) -> PortResult<bool> {
+        Inventory::transfer_thing_name(self, thing_name, from, to).await
+    }
+
+    async fn release_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<()> {
+        Inventory::release_thing_name(self, thing_name, certificate_id).await
+    }
+
     async fn record_allowed(&self, record: &CertificateRecord) -> PortResult<bool> {
         self.put_new_record(record, &[("foundBy", RECORDED_BY)]).await
+    }
+
+    async fn record_supersession(&self, supersession: &Supersession) -> PortResult<()> {
+        let result = self
+            .client()
+            .put_item()
+            .table_name(self.table())
+            .item("pk", s(SUPERSEDE_PK))
+            .item(
+                "sk",
+                s(supersede_sk(
+                    &supersession.old_certificate_id,
+                    &supersession.new_certificate_id,
+                )),
+            )
+            .item("oldCertificateId", s(&supersession.old_certificate_id))
+            .item("newCertificateId", s(&supersession.new_certificate_id))
+            .item("thingName", s(&supersession.thing_name))
+            .item("serial", s(&supersession.serial))
+            .item("recordedAt", s(rfc3339(supersession.recorded_at)))
+            .item("state", s("PENDING"))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()),
+            Err(e) => Err(classify("PutItem", e)),
+        }
+    }
+}
+
+impl SupersessionStore for DynamoInventory {
+    async fn pending_supersessions(&self, limit: usize) -> PortResult<Vec<Supersession>> {
+        let mut found = Vec::new();
+        let mut pages = self
+            .client()
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(SUPERSEDE_PK))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify("Query", e))?;
+            found.extend(page.items().iter().filter_map(parse_supersession));
+            if found.len() >= limit {
+                break;
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn claim_revocation(&self, supersession: &Supersession, now: i64) -> PortResult<bool> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(SUPERSEDE_PK))
+            .key(
+                "sk",
+                s(supersede_sk(
+                    &supersession.old_certificate_id,
+                    &supersession.new_certificate_id,
+                )),
+            )
+            .update_expression("SET #state = :revoking, claimedAt = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":revoking", s("REVOKING"))
+            .expression_attribute_values(":now", s(rfc3339(now)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    async fn finish_supersession(&self, supersession: &Supersession) -> PortResult<()> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(allow_pk(&supersession.serial)))
+            .key("sk", s(ALLOW_SK))
+            .update_expression("DELETE replaces :old")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(
+                ":old",
+                AttributeValue::Ss(vec![supersession.old_certificate_id.clone()]),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            // The entry was removed meanwhile: nothing to take off.
+            Err(e) if is_conditional_failure(&e) => {}
+            Err(e) => return Err(classify("UpdateItem", e)),
+        }
+        self.drop_supersession(supersession).await
+    }
+
+    async fn drop_supersession(&self, supersession: &Supersession) -> PortResult<()> {
+        self.client()
+            .delete_item()
+            .table_name(self.table())
+            .key("pk", s(SUPERSEDE_PK))
+            .key(
+                "sk",
+                s(supersede_sk(
+                    &supersession.old_certificate_id,
+                    &supersession.new_certificate_id,
+                )),
+            )
+            .send()
+            .await
+            .map_err(|e| classify("DeleteItem", e))?;
+        Ok(())
+    }
+}
+
+impl HookIdentity for IotAdapter {
+    async fn thing_principals(&self, thing_name: &str) -> PortResult<Option<Vec<String>>> {
+        ThingRegistry::thing_principals(self, thing_name).await
+    }
+
+    async fn certificate_status(&self, certificate_id: &str) -> PortResult<Option<CertificateStatus>> {
+        Ok(self
+            .describe_certificate(certificate_id)
+            .await?
+            .map(|certificate| certificate.status))
+    }
+}
+
+impl SupersessionIot for IotAdapter {
+    async fn certificate(&self, certificate_id: &str) -> PortResult<Option<(CertificateStatus, String)>> {
+        Ok(self
+            .describe_certificate(certificate_id)
+            .await?
+            .map(|certificate| (certificate.status, certificate.certificate_arn)))
+    }
+
+    async fn thing_principals(&self, thing_name: &str) -> PortResult<Option<Vec<String>>> {
+        ThingRegistry::thing_principals(self, thing_name).await
+    }
+
+    async fn revoke(&self, certificate_id: &str) -> PortResult<()> {
+        self.set_certificate_status(certificate_id, &CertificateStatus::Revoked)
+            .await
     }
 }
 
 impl DynamoInventory {
-    /// Puts serials on the allow-list (replacing their entries), 25 per batch,
-    /// retrying what DynamoDB leaves unprocessed.
+    /// Puts serials on the allow-list, each optionally bound to one thing
+    /// name. An unused entry is replaced; a used one is left alone (a device
+    /// already got its certificate: `onboard allow reset` lets it in again).
+    /// One conditional write per serial, eight at a time.
     ///
     /// # Errors
     /// SDK failures, classified.
-    pub async fn allow_serials(&self, serials: &[String], profile: Option<&str>, now: i64) -> PortResult<()> {
-        self.write_serials(serials, |serial| {
-            let mut put = PutRequest::builder()
-                .item("pk", s(allow_pk(serial)))
-                .item("sk", s(ALLOW_SK))
-                .item("serial", s(serial))
-                .item("addedAt", s(rfc3339(now)));
-            if let Some(profile) = profile {
-                put = put.item("profile", s(profile));
-            }
-            Ok(WriteRequest::builder()
-                .put_request(put.build().map_err(unbuildable)?)
-                .build())
-        })
-        .await
+    pub async fn allow_serials(
+        &self,
+        serials: &[(String, Option<String>)],
+        profile: Option<&str>,
+        now: i64,
+    ) -> PortResult<Vec<(String, AllowResult)>> {
+        let results: Vec<PortResult<(String, AllowResult)>> = futures::stream::iter(serials)
+            .map(|(serial, thing)| async move {
+                let mut put = self
+                    .client()
+                    .put_item()
+                    .table_name(self.table())
+                    .item("pk", s(allow_pk(serial)))
+                    .item("sk", s(ALLOW_SK))
+                    .item("serial", s(serial))
+                    .item("addedAt", s(rfc3339(now)))
+                    .condition_expression("attribute_not_exists(usedBy)");
+                if let Some(profile) = profile {
+                    put = put.item("profile", s(profile));
+                }
+                if let Some(thing) = thing {
+                    put = put.item("thingName", s(thing));
+                }
+                match put.send().await {
+                    Ok(_) => Ok((serial.clone(), AllowResult::Allowed)),
+                    Err(e) if is_conditional_failure(&e) => Ok((serial.clone(), AllowResult::AlreadyUsed)),
+                    Err(e) => Err(classify("PutItem", e)),
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut results = results.into_iter().collect::<PortResult<Vec<_>>>()?;
+        results.sort();
+        Ok(results)
+    }
+
+    /// Lets a device whose entry was used in again: the certificate that used
+    /// it joins the entry's `replaces` (the next certificate supersedes it,
+    /// and it is revoked once that one is ACTIVE), and the entry is unused.
+    /// One conditional write on the use it read.
+    ///
+    /// # Errors
+    /// SDK failures, classified; a conflict when the entry changed meanwhile.
+    pub async fn reset_serial(&self, serial: &str, now: i64) -> PortResult<ResetResult> {
+        let Some(entry) = HookInventory::allow_entry(self, serial).await? else {
+            return Ok(ResetResult::Missing);
+        };
+        let Some(used_by) = entry.used_by else {
+            return Ok(ResetResult::Unused);
+        };
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(allow_pk(serial)))
+            .key("sk", s(ALLOW_SK))
+            .update_expression("ADD replaces :old SET resetAt = :now REMOVE usedBy, usedAt")
+            .condition_expression("usedBy = :used")
+            .expression_attribute_values(":old", AttributeValue::Ss(vec![used_by.clone()]))
+            .expression_attribute_values(":used", s(&used_by))
+            .expression_attribute_values(":now", s(rfc3339(now)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(ResetResult::Reset { superseded: used_by }),
+            Err(e) if is_conditional_failure(&e) => Err(onboarding_domain::PortError::new(
+                "UpdateItem",
+                onboarding_domain::PortErrorKind::Conflict,
+                format!("the entry of {serial} changed while it was being reset; run the command again"),
+            )),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
     }
 
     /// Takes serials off the allow-list (absent ones are ignored).

@@ -15,8 +15,16 @@
 //! all come from the device's profile through `parameterOverrides` — a device
 //! names none of them itself. The template only places them: the same
 //! template body serves any profile with the same attribute names.
+//!
+//! A claim certificate is shared, so the hook also guards identities: it
+//! claims the thing name with the registrar's conditional claim and refuses
+//! with `IDENTITY_COLLISION` when another live certificate holds the name or
+//! is attached ACTIVE to the thing; it uses up the serial's allow-list entry
+//! with a conditional write (one certificate per serial, unless an operator
+//! resets the entry, which lets the next certificate supersede the earlier
+//! ones); and it refuses any parameter the device has no business sending.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
@@ -26,10 +34,11 @@ use crate::certificate::{Certificate, Subject, SubjectField};
 use crate::checks::{approve_subject, check_extensions, check_key, check_validity};
 use crate::config::{ConfigCache, OnboardingConfig};
 use crate::jitp::{CERTIFICATE_ID_PARAMETER, template_document};
-use crate::ports::PortResult;
+use crate::ports::{CertificateStatus, NameClaim, PortResult};
 use crate::profile::{DeviceProfile, ProfileError};
 use crate::reason::{RejectReason, Rejection};
 use crate::record::{CertificateRecord, RecordStatus};
+use crate::registrar::certificate_id_of_arn;
 
 /// The only hook payload version AWS IoT supports.
 pub const HOOK_PAYLOAD_VERSION: &str = "2020-04-01";
@@ -69,9 +78,25 @@ pub fn device_parameter(field: SubjectField) -> &'static str {
     }
 }
 
+/// The parameters a device of this profile sends: its `SerialNumber` and the
+/// subject fields the profile's naming rule and attributes read. Anything
+/// else in a request is refused.
+pub fn device_parameters(profile: &DeviceProfile) -> BTreeSet<&'static str> {
+    let mut names = BTreeSet::from([SERIAL_PARAMETER]);
+    names.extend(profile.naming_fields().into_iter().map(device_parameter));
+    names.extend(profile.attributes.values().map(|field| device_parameter(*field)));
+    names
+}
+
 /// Renders the fleet-provisioning template of a profile: a thing named and
 /// typed by the hook, with the profile's attribute names; the certificate
-/// `ACTIVE`; the hook's policy attached.
+/// `ACTIVE`; the hook's policy attached. It declares exactly the device's
+/// parameters ([`device_parameters`]) and the ones the hook sets; a thing
+/// type or groups only when the profile sets them, so a device's value for
+/// them has nowhere to go. For a thing that exists already (a device let in
+/// again by `onboard allow reset`, after the hook checked that nobody else
+/// holds the name), attributes are merged, groups kept, and a different thing
+/// type fails the request instead of being replaced.
 ///
 /// # Errors
 /// The profile's own problem when it is invalid.
@@ -80,7 +105,9 @@ pub fn render_template(profile: &DeviceProfile) -> Result<Value, ProfileError> {
     let string = || json!({ "Type": "String" });
     let reference = |name: &str| json!({ "Ref": name });
     let mut parameters = Map::new();
-    parameters.insert(SERIAL_PARAMETER.into(), string());
+    for name in device_parameters(profile) {
+        parameters.insert(name.into(), string());
+    }
     parameters.insert(THING_NAME_PARAMETER.into(), string());
     parameters.insert(POLICY_PARAMETER.into(), string());
     let mut properties = Map::new();
@@ -99,7 +126,7 @@ pub fn render_template(profile: &DeviceProfile) -> Result<Value, ProfileError> {
     if profile.thing_type.is_some() {
         parameters.insert(THING_TYPE_PARAMETER.into(), string());
         properties.insert("ThingTypeName".into(), reference(THING_TYPE_PARAMETER));
-        overrides.insert("ThingTypeName".into(), json!("REPLACE"));
+        overrides.insert("ThingTypeName".into(), json!("FAIL"));
     }
     if !profile.thing_groups.is_empty() {
         parameters.insert(THING_GROUPS_PARAMETER.into(), string());
@@ -163,11 +190,20 @@ impl HookResponse {
 }
 
 /// A serial on the allow-list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowEntry {
     pub serial: String,
     /// The profile its device is provisioned with (`None`: the default profile).
     pub profile: Option<String>,
+    /// The only thing name this serial may be provisioned as (`None`: the
+    /// name the profile's naming rule gives).
+    pub thing_name: Option<String>,
+    /// The certificate that used the entry up (entries are single-use).
+    pub used_by: Option<String>,
+    /// Earlier certificates of this serial, put here by `onboard allow
+    /// reset`: the next certificate may take over their thing and name, and
+    /// they are revoked once it is ACTIVE.
+    pub replaces: Vec<String>,
 }
 
 /// A request the hook allows: what the template will be given.
@@ -179,6 +215,8 @@ pub struct Allowed {
     pub overrides: BTreeMap<String, String>,
     pub not_before: i64,
     pub not_after: i64,
+    /// Earlier certificates this one supersedes (the entry's `replaces`).
+    pub supersedes: Vec<String>,
 }
 
 /// Why a request is refused: the device's fault, or the configuration's.
@@ -299,6 +337,19 @@ pub fn decide(request: &HookRequest, ctx: &HookContext<'_>) -> Result<Allowed, R
             profile: profile_name.to_string(),
             problem: problem.to_string(),
         })?;
+    // The template declares these for the device; anything else is refused,
+    // never silently dropped or overwritten.
+    let accepted = device_parameters(profile);
+    if let Some(name) = request.parameters.keys().find(|name| !accepted.contains(name.as_str())) {
+        return Err(rejected(
+            RejectReason::ParametersInvalid,
+            format!(
+                "parameter {name} is not declared for devices by the template of profile {} (it takes {})",
+                profile.name,
+                accepted.iter().copied().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
 
     let Some(pem) = request.certificate_pem.as_deref() else {
         return Err(rejected(
@@ -324,7 +375,25 @@ pub fn decide(request: &HookRequest, ctx: &HookContext<'_>) -> Result<Allowed, R
 
     let subject = subject_of(request)?;
     let approval = approve_subject(&subject, profile).map_err(Refusal::Rejected)?;
+    if let Some(bound) = entry.thing_name.as_deref()
+        && bound != approval.thing_name
+    {
+        return Err(rejected(
+            RejectReason::SerialNotAllowed,
+            format!(
+                "serial {serial} is allowed only as thing {bound}, not {}",
+                approval.thing_name
+            ),
+        ));
+    }
+    // Every parameter the template declares is set here, the device's own
+    // ones to the values the hook checked.
     let mut overrides = BTreeMap::new();
+    for name in &accepted {
+        if let Some(Value::String(value)) = request.parameters.get(*name) {
+            overrides.insert((*name).to_string(), value.clone());
+        }
+    }
     for name in profile.attributes.keys() {
         match approval.attributes.get(name) {
             Some(value) => {
@@ -362,6 +431,7 @@ pub fn decide(request: &HookRequest, ctx: &HookContext<'_>) -> Result<Allowed, R
         overrides,
         not_before: certificate.not_before,
         not_after: certificate.not_after,
+        supersedes: entry.replaces.clone(),
     })
 }
 
@@ -394,13 +464,84 @@ impl Allowed {
 
 // --- port and workflow -----------------------------------------------------
 
+/// What the conditional write that uses up an allow-list entry found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Consumption {
+    /// The entry is this certificate's now (or was already).
+    Used,
+    /// Another certificate used it first.
+    UsedBy(String),
+    /// The entry is gone (taken off the allow-list meanwhile).
+    Missing,
+}
+
+/// One earlier certificate of a serial that a new one supersedes: revoked
+/// once the new one is ACTIVE and attached to the thing ([`retire_superseded`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Supersession {
+    pub old_certificate_id: String,
+    pub new_certificate_id: String,
+    pub thing_name: String,
+    pub serial: String,
+    /// Unix seconds.
+    pub recorded_at: i64,
+}
+
 /// What the hook reads and writes in the inventory.
 pub trait HookInventory: Send + Sync {
     fn load_config(&self) -> impl Future<Output = PortResult<OnboardingConfig>> + Send;
     /// The serial's allow-list entry, if any.
     fn allow_entry(&self, serial: &str) -> impl Future<Output = PortResult<Option<AllowEntry>>> + Send;
+    /// Uses the entry up for this certificate with one conditional write:
+    /// it succeeds only when the entry exists and is unused, used by this
+    /// certificate already, or used by `previous` (a certificate the hook
+    /// found dead in IoT).
+    fn use_allow_entry(
+        &self,
+        serial: &str,
+        certificate_id: &str,
+        previous: Option<&str>,
+        now: i64,
+    ) -> impl Future<Output = PortResult<Consumption>> + Send;
+    /// Gives a refused certificate's use back (to `previous`, or unused),
+    /// only if this certificate still holds it.
+    fn restore_allow_entry(
+        &self,
+        serial: &str,
+        certificate_id: &str,
+        previous: Option<&str>,
+    ) -> impl Future<Output = PortResult<()>> + Send;
+    /// The registrar's conditional name claim ([`crate::ports::Inventory::claim_thing_name`]).
+    fn claim_thing_name(
+        &self,
+        thing_name: &str,
+        certificate_id: &str,
+    ) -> impl Future<Output = PortResult<NameClaim>> + Send;
+    /// Moves a claim from `from`; false when the holder changed meanwhile.
+    fn transfer_thing_name(
+        &self,
+        thing_name: &str,
+        from: &str,
+        to: &str,
+    ) -> impl Future<Output = PortResult<bool>> + Send;
+    /// Releases a claim held by this certificate.
+    fn release_thing_name(&self, thing_name: &str, certificate_id: &str)
+    -> impl Future<Output = PortResult<()>> + Send;
     /// Writes the record of an allowed certificate unless it has one; true when written.
     fn record_allowed(&self, record: &CertificateRecord) -> impl Future<Output = PortResult<bool>> + Send;
+    /// Records that a new certificate supersedes an earlier one (idempotent).
+    fn record_supersession(&self, supersession: &Supersession) -> impl Future<Output = PortResult<()>> + Send;
+}
+
+/// What the hook asks IoT about the identity it is about to hand out.
+pub trait HookIdentity: Send + Sync {
+    /// Principal ARNs attached to the thing; `None` when it does not exist.
+    fn thing_principals(&self, thing_name: &str) -> impl Future<Output = PortResult<Option<Vec<String>>>> + Send;
+    /// A certificate's status; `None` when it does not exist.
+    fn certificate_status(
+        &self,
+        certificate_id: &str,
+    ) -> impl Future<Output = PortResult<Option<CertificateStatus>>> + Send;
 }
 
 /// What the hook did with one request.
@@ -455,37 +596,69 @@ impl Default for HookSettings {
 /// The name the default profile goes by when the environment defines none.
 pub const DEFAULT_PROFILE_NAME: &str = "default";
 
-/// The pre-provisioning hook: one allow-list read, the configuration (cached
-/// for a short TTL), the decision, and on success one conditional write.
-pub struct ProvisioningHook<I> {
+/// A certificate that still stands for an identity: ACTIVE, or on its way
+/// there (the registrar's rule for a name claim's holder).
+fn is_live(status: Option<&CertificateStatus>) -> bool {
+    matches!(
+        status,
+        Some(CertificateStatus::Active | CertificateStatus::PendingActivation)
+    )
+}
+
+/// The pre-provisioning hook.
+///
+/// DynamoDB and IoT rounds of an allowed request, each round's calls in
+/// parallel: (1) the allow-list entry ‖ the configuration (cached); (2) the
+/// entry used up ‖ the name claimed ‖ the thing's principals; (3) only when
+/// another certificate holds the name or is attached to the thing: their
+/// status, then the claim moved from a retired or superseded holder; (4) the
+/// inventory record ‖ the supersessions of a reset. A new device takes
+/// rounds 1, 2 and 4.
+pub struct ProvisioningHook<I, D> {
     inventory: I,
+    identity: D,
     settings: HookSettings,
     config: ConfigCache,
 }
 
-impl<I: HookInventory> ProvisioningHook<I> {
-    pub fn new(inventory: I, settings: HookSettings) -> Self {
+/// What a refusal after the conditional writes gives back.
+struct Taken<'a> {
+    serial: &'a str,
+    certificate_id: &'a str,
+    previous: Option<&'a str>,
+    thing_name: &'a str,
+    claimed: bool,
+}
+
+impl<I: HookInventory, D: HookIdentity> ProvisioningHook<I, D> {
+    pub fn new(inventory: I, identity: D, settings: HookSettings) -> Self {
         let default_profile = settings.default_profile.clone().map(|profile| (profile, Vec::new()));
         Self {
             config: ConfigCache::new(settings.cache_ttl, default_profile),
             inventory,
+            identity,
             settings,
         }
     }
 
     /// Decides one request; never fails: anything but a clean allow refuses.
     pub async fn handle(&self, request: &HookRequest, now: i64) -> HookOutcome {
+        match self.try_handle(request, now).await {
+            Ok(outcome) => outcome,
+            Err(e) => HookOutcome::Unavailable(e.to_string()),
+        }
+    }
+
+    async fn try_handle(&self, request: &HookRequest, now: i64) -> PortResult<HookOutcome> {
         let serial = match serial_of(request) {
             Ok(serial) => serial,
-            Err(refusal) => return HookOutcome::Refused(refusal),
+            Err(refusal) => return Ok(HookOutcome::Refused(refusal)),
         };
-        let (entry, config) = match futures::join!(
+        // Round 1.
+        let (entry, (config, _)) = futures::try_join!(
             self.inventory.allow_entry(serial),
             self.config.get(false, || self.inventory.load_config())
-        ) {
-            (Ok(entry), Ok((config, _))) => (entry, config),
-            (Err(e), _) | (_, Err(e)) => return HookOutcome::Unavailable(e.to_string()),
-        };
+        )?;
         let default_profile = self
             .settings
             .default_profile
@@ -500,15 +673,302 @@ impl<I: HookInventory> ProvisioningHook<I> {
         };
         let allowed = match decide(request, &ctx) {
             Ok(allowed) => allowed,
-            Err(refusal) => return HookOutcome::Refused(refusal),
+            Err(refusal) => return Ok(HookOutcome::Refused(refusal)),
         };
-        let record = allowed.record(&request.certificate_id, request.template_name(), now);
-        match self.inventory.record_allowed(&record).await {
-            Ok(_) => HookOutcome::Allowed(allowed),
+        let certificate_id = request.certificate_id.to_ascii_lowercase();
+        let certificate_id = certificate_id.as_str();
+        let entry = entry.unwrap_or_default();
+        // Single use: another certificate's use stands unless IoT says that
+        // certificate is gone or retired (a request that failed after the hook).
+        let previous = match entry.used_by.as_deref() {
+            Some(holder) if holder != certificate_id => {
+                if is_live(self.identity.certificate_status(holder).await?.as_ref()) {
+                    return Ok(HookOutcome::Refused(used_by(serial, holder)));
+                }
+                Some(holder)
+            }
+            _ => None,
+        };
+        let name = allowed.thing_name.as_str();
+        // Round 2: the two conditional writes and IoT's view of the thing.
+        let (consumption, claim, principals) = futures::try_join!(
+            self.inventory.use_allow_entry(serial, certificate_id, previous, now),
+            self.inventory.claim_thing_name(name, certificate_id),
+            self.identity.thing_principals(name),
+        )?;
+        let taken = Taken {
+            serial,
+            certificate_id,
+            previous,
+            thing_name: name,
+            claimed: claim == NameClaim::Claimed,
+        };
+        let refusal = match &consumption {
+            Consumption::Used => None,
+            Consumption::UsedBy(holder) => Some(used_by(serial, holder)),
+            Consumption::Missing => Some(rejected(
+                RejectReason::SerialNotAllowed,
+                format!("serial {serial} was taken off the allow-list"),
+            )),
+        };
+        if let Some(refusal) = refusal {
+            // Nothing of the entry to give back: it was not ours.
+            if taken.claimed {
+                self.inventory.release_thing_name(name, certificate_id).await?;
+            }
+            return Ok(HookOutcome::Refused(refusal));
+        }
+        match self
+            .collision(&allowed, certificate_id, &claim, principals.as_deref())
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(rejection)) => {
+                self.give_back(&taken).await?;
+                return Ok(HookOutcome::Refused(Refusal::Rejected(rejection)));
+            }
+            Err(e) => {
+                self.give_back(&taken).await?;
+                return Err(e);
+            }
+        }
+        if let NameClaim::HeldBy(holder) = &claim
+            && !self.inventory.transfer_thing_name(name, holder, certificate_id).await?
+        {
+            self.give_back(&taken).await?;
+            return Ok(HookOutcome::Unavailable(format!(
+                "the claim on {name} changed hands during the request; the device retries"
+            )));
+        }
+        // Last round: the record (and what a reset supersedes), then the answer.
+        let record = allowed.record(certificate_id, request.template_name(), now);
+        let supersessions: Vec<Supersession> = allowed
+            .supersedes
+            .iter()
+            .filter(|old| old.as_str() != certificate_id)
+            .map(|old| Supersession {
+                old_certificate_id: old.clone(),
+                new_certificate_id: certificate_id.to_string(),
+                thing_name: name.to_string(),
+                serial: serial.to_string(),
+                recorded_at: now,
+            })
+            .collect();
+        let written = futures::try_join!(
+            self.inventory.record_allowed(&record),
+            futures::future::try_join_all(supersessions.iter().map(|s| self.inventory.record_supersession(s))),
+        );
+        if let Err(e) = written {
             // Allowing a device the inventory does not know would lose it.
-            Err(e) => HookOutcome::Unavailable(e.to_string()),
+            // (A claim moved from a retired holder stays with this
+            // certificate, which holds nothing live: a retry takes it.)
+            self.give_back(&taken).await?;
+            return Err(e);
+        }
+        Ok(HookOutcome::Allowed(allowed))
+    }
+
+    /// Another certificate owns this identity (the registrar's rule): it
+    /// holds the name claim and is ACTIVE or being onboarded, or it is
+    /// attached to the thing and ACTIVE. The certificates a reset put in the
+    /// entry's `replaces` are exempt: the new one supersedes them.
+    async fn collision(
+        &self,
+        allowed: &Allowed,
+        certificate_id: &str,
+        claim: &NameClaim,
+        principals: Option<&[String]>,
+    ) -> PortResult<Option<Rejection>> {
+        let name = allowed.thing_name.as_str();
+        let superseded = |id: &str| allowed.supersedes.iter().any(|old| old == id);
+        let holder = match claim {
+            NameClaim::HeldBy(holder) if holder != certificate_id && !superseded(holder) => Some(holder.as_str()),
+            _ => None,
+        };
+        let attached: Vec<&str> = principals
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|arn| certificate_id_of_arn(arn))
+            .filter(|id| *id != certificate_id && !superseded(id) && Some(*id) != holder)
+            .collect();
+        let (holder_status, attached_status) = futures::try_join!(
+            async {
+                match holder {
+                    Some(holder) => self.identity.certificate_status(holder).await,
+                    None => Ok(None),
+                }
+            },
+            futures::future::try_join_all(attached.iter().map(|id| self.identity.certificate_status(id))),
+        )?;
+        if let Some(holder) = holder
+            && is_live(holder_status.as_ref())
+        {
+            return Ok(Some(Rejection::new(
+                RejectReason::IdentityCollision,
+                format!("thing name {name} belongs to certificate {holder}"),
+            )));
+        }
+        for (id, status) in attached.iter().zip(attached_status) {
+            if status == Some(CertificateStatus::Active) {
+                return Ok(Some(Rejection::new(
+                    RejectReason::IdentityCollision,
+                    format!("thing {name} already has ACTIVE certificate {id} attached"),
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Undoes this request's conditional writes after a refusal: the entry's
+    /// use and a claim it made. (A claim it found held stays with its holder.)
+    async fn give_back(&self, taken: &Taken<'_>) -> PortResult<()> {
+        futures::try_join!(
+            self.inventory
+                .restore_allow_entry(taken.serial, taken.certificate_id, taken.previous),
+            async {
+                if taken.claimed {
+                    self.inventory
+                        .release_thing_name(taken.thing_name, taken.certificate_id)
+                        .await?;
+                }
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+}
+
+fn used_by(serial: &str, holder: &str) -> Refusal {
+    rejected(
+        RejectReason::SerialNotAllowed,
+        format!(
+            "serial {serial} was used by certificate {holder} (entries are single-use; `onboard allow reset {serial}` lets the device in again)"
+        ),
+    )
+}
+
+// --- superseded certificates -------------------------------------------------
+
+/// Where supersessions wait for their new certificate to be ACTIVE.
+pub trait SupersessionStore: Send + Sync {
+    /// Supersessions not finished yet, at most `limit`.
+    fn pending_supersessions(&self, limit: usize) -> impl Future<Output = PortResult<Vec<Supersession>>> + Send;
+    /// Claims the revocation with a conditional write (the supersession
+    /// still exists, for this new certificate); false when it is gone.
+    fn claim_revocation(&self, supersession: &Supersession, now: i64) -> impl Future<Output = PortResult<bool>> + Send;
+    /// Done: the old certificate is revoked. Takes it off the entry's
+    /// `replaces` and deletes the supersession.
+    fn finish_supersession(&self, supersession: &Supersession) -> impl Future<Output = PortResult<()>> + Send;
+    /// The new certificate never became ACTIVE: the supersession is dropped
+    /// (the old certificate stays in the entry's `replaces`).
+    fn drop_supersession(&self, supersession: &Supersession) -> impl Future<Output = PortResult<()>> + Send;
+}
+
+/// IoT as the retirement of superseded certificates needs it.
+pub trait SupersessionIot: Send + Sync {
+    /// A certificate's status and ARN; `None` when it does not exist.
+    fn certificate(
+        &self,
+        certificate_id: &str,
+    ) -> impl Future<Output = PortResult<Option<(CertificateStatus, String)>>> + Send;
+    /// Principal ARNs attached to the thing; `None` when it does not exist.
+    fn thing_principals(&self, thing_name: &str) -> impl Future<Output = PortResult<Option<Vec<String>>>> + Send;
+    /// `UpdateCertificate` to `REVOKED`.
+    fn revoke(&self, certificate_id: &str) -> impl Future<Output = PortResult<()>> + Send;
+}
+
+/// What one pass over the supersessions did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SupersessionReport {
+    /// Old certificates revoked now.
+    pub revoked: u32,
+    /// New certificates not ACTIVE and attached yet: kept for the next pass.
+    pub waiting: u32,
+    /// New certificates gone or retired: nothing revoked, supersession dropped.
+    pub dropped: u32,
+    pub errors: u32,
+}
+
+/// How long a supersession whose new certificate is still `PENDING_ACTIVATION`
+/// is kept: AWS IoT applies the template seconds after the hook answers.
+pub const SUPERSESSION_PENDING_SECS: i64 = 24 * 3600;
+
+/// Revokes the certificates a reset superseded, each only once IoT itself
+/// says its successor is ACTIVE and attached to the thing, and only after
+/// the revocation was claimed with a conditional write. Converges from any
+/// crash point: every step is idempotent.
+pub async fn retire_superseded<S: SupersessionStore, T: SupersessionIot>(
+    store: &S,
+    iot: &T,
+    now: i64,
+    limit: usize,
+) -> PortResult<SupersessionReport> {
+    let mut report = SupersessionReport::default();
+    for supersession in store.pending_supersessions(limit).await? {
+        match retire_one(store, iot, &supersession, now).await {
+            Ok(Retirement::Revoked) => report.revoked += 1,
+            Ok(Retirement::Waiting) => report.waiting += 1,
+            Ok(Retirement::Dropped) => report.dropped += 1,
+            Err(e) => {
+                tracing::warn!(old = supersession.old_certificate_id, new = supersession.new_certificate_id, error = %e, "superseded certificate not retired; the next run retries");
+                report.errors += 1;
+            }
         }
     }
+    Ok(report)
+}
+
+enum Retirement {
+    Revoked,
+    Waiting,
+    Dropped,
+}
+
+async fn retire_one<S: SupersessionStore, T: SupersessionIot>(
+    store: &S,
+    iot: &T,
+    s: &Supersession,
+    now: i64,
+) -> PortResult<Retirement> {
+    let (new, principals) = futures::try_join!(
+        iot.certificate(&s.new_certificate_id),
+        iot.thing_principals(&s.thing_name)
+    )?;
+    match new {
+        Some((CertificateStatus::Active, arn)) => {
+            if !principals.unwrap_or_default().contains(&arn) {
+                return Ok(Retirement::Waiting);
+            }
+        }
+        Some((CertificateStatus::PendingActivation, _)) if now - s.recorded_at < SUPERSESSION_PENDING_SECS => {
+            return Ok(Retirement::Waiting);
+        }
+        _ => {
+            tracing::warn!(
+                old = s.old_certificate_id,
+                new = s.new_certificate_id,
+                "the superseding certificate never became ACTIVE: the old one is left alone"
+            );
+            store.drop_supersession(s).await?;
+            return Ok(Retirement::Dropped);
+        }
+    }
+    if !store.claim_revocation(s, now).await? {
+        return Ok(Retirement::Dropped);
+    }
+    match iot.certificate(&s.old_certificate_id).await? {
+        Some((CertificateStatus::Revoked, _)) | None => {}
+        Some(_) => iot.revoke(&s.old_certificate_id).await?,
+    }
+    store.finish_supersession(s).await?;
+    tracing::info!(
+        old = s.old_certificate_id,
+        new = s.new_certificate_id,
+        thing = s.thing_name,
+        serial = s.serial,
+        "superseded certificate revoked"
+    );
+    Ok(Retirement::Revoked)
 }
 
 #[cfg(test)]
@@ -597,6 +1057,7 @@ mod tests {
         Some(AllowEntry {
             serial: serial.into(),
             profile: profile.map(str::to_string),
+            ..AllowEntry::default()
         })
     }
 
@@ -617,7 +1078,9 @@ mod tests {
         let expected: BTreeMap<String, String> = [
             ("Attribute:model", "m2"),
             ("Attribute:serial", "SN-1"),
+            ("OrganizationalUnit", "m2"),
             ("PolicyName", "device-policy"),
+            ("SerialNumber", "SN-1"),
             ("ThingGroups", "fleet,eu"),
             ("ThingName", "acme-SN-1"),
             ("ThingTypeName", "sensor"),
@@ -638,20 +1101,94 @@ mod tests {
     }
 
     #[test]
-    fn a_device_cannot_name_its_own_thing_or_policy() {
+    fn a_device_cannot_send_a_parameter_the_template_does_not_take_from_it() {
         let cert = certificate(3650, false);
-        let request = request(
-            json!("SN-1"),
-            &[
-                ("OrganizationalUnit", json!("m2")),
-                ("ThingName", json!("someone-else")),
-                ("PolicyName", json!("admin")),
-            ],
-            &cert,
+        let ou = ("OrganizationalUnit", json!("m2"));
+        // Set by the hook, or not declared at all (a minimal profile declares
+        // no type and no groups), or reserved for AWS IoT, or unknown.
+        for name in [
+            "ThingName",
+            "PolicyName",
+            "ThingTypeName",
+            "ThingGroups",
+            "Attribute:model",
+            "Attribute:admin",
+            "AWS::IoT::Certificate::Id",
+            "CommonName",
+            "Location",
+        ] {
+            let request = request(json!("SN-1"), &[ou.clone(), (name, json!("x"))], &cert);
+            let refusal = decide_with(&request, entry("SN-1", None)).err();
+            assert!(
+                matches!(&refusal, Some(r) if r.code() == "PARAMETERS_INVALID" && r.detail().contains(name)),
+                "{name}: {refusal:?}"
+            );
+        }
+        let minimal = profile(r#"{"name":"minimal","thingName":"{CN}","policyName":"p"}"#);
+        let mut config = config();
+        config.add_profile("minimal".into(), Ok(minimal.clone()));
+        for name in ["ThingTypeName", "ThingGroups", "Attribute:location"] {
+            let request = request(
+                json!("SN-1"),
+                &[("CommonName", json!("dev-1")), (name, json!("x"))],
+                &cert,
+            );
+            let refusal = decide(
+                &request,
+                &HookContext {
+                    allowed: entry("SN-1", Some("minimal")).as_ref(),
+                    config: &config,
+                    default_profile: "default",
+                    now: NOW,
+                    clock_skew_secs: 300,
+                },
+            )
+            .err();
+            assert_eq!(refusal.map(|r| r.code()), Some("PARAMETERS_INVALID"), "{name}");
+        }
+        let declared = render_template(&minimal).unwrap_or_default();
+        assert_eq!(
+            declared["Parameters"]
+                .as_object()
+                .map(|p| p.keys().cloned().collect::<Vec<_>>()),
+            Some(vec![
+                "AWS::IoT::Certificate::Id".to_string(),
+                "CommonName".into(),
+                "PolicyName".into(),
+                "SerialNumber".into(),
+                "ThingName".into()
+            ])
         );
-        let allowed = decide_with(&request, entry("SN-1", None)).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(allowed.overrides["ThingName"], "acme-SN-1");
-        assert_eq!(allowed.overrides["PolicyName"], "device-policy");
+    }
+
+    #[test]
+    fn a_serial_bound_to_a_thing_gets_that_thing_only() {
+        let profile_json = r#"{"name":"cn","thingName":"{CN}","policyName":"p"}"#;
+        let mut config = config();
+        config.add_profile("cn".into(), Ok(profile(profile_json)));
+        let cert = certificate(3650, false);
+        let bound = |thing: &str| AllowEntry {
+            serial: "SN-1".into(),
+            profile: Some("cn".into()),
+            thing_name: Some(thing.into()),
+            ..AllowEntry::default()
+        };
+        let ctx = |entry: &AllowEntry| -> Result<Allowed, Refusal> {
+            decide(
+                &request(json!("SN-1"), &[("CommonName", json!("dev-1"))], &cert),
+                &HookContext {
+                    allowed: Some(entry),
+                    config: &config,
+                    default_profile: "default",
+                    now: NOW,
+                    clock_skew_secs: 300,
+                },
+            )
+        };
+        assert_eq!(reason(ctx(&bound("dev-2"))), "SERIAL_NOT_ALLOWED");
+        let allowed = ctx(&bound("dev-1")).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(allowed.thing_name, "dev-1");
+        assert_eq!(allowed.overrides["CommonName"], "dev-1");
     }
 
     #[test]
@@ -755,7 +1292,7 @@ mod tests {
         }
         for name in declared {
             assert!(
-                allowed.overrides.contains_key(name) || name == SERIAL_PARAMETER || name == CERTIFICATE_ID_PARAMETER,
+                allowed.overrides.contains_key(name) || name == CERTIFICATE_ID_PARAMETER,
                 "{name} is never set"
             );
         }
@@ -763,13 +1300,44 @@ mod tests {
         let minimal = render_template(&DeviceProfile::minimal("p", "pol")).unwrap_or_else(|e| panic!("{e}"));
         assert!(minimal["Parameters"].get("ThingTypeName").is_none());
         assert!(minimal["Resources"]["thing"].get("OverrideSettings").is_none());
+        // An existing thing of another type fails the request; it is never retyped.
+        assert_eq!(
+            template["Resources"]["thing"]["OverrideSettings"],
+            json!({"AttributePayload": "MERGE", "ThingTypeName": "FAIL", "ThingGroups": "DO_NOTHING"})
+        );
     }
 
+    #[derive(Default)]
+    struct State {
+        entries: BTreeMap<String, AllowEntry>,
+        claims: BTreeMap<String, String>,
+        records: Vec<CertificateRecord>,
+        supersessions: Vec<Supersession>,
+        revoking: Vec<String>,
+    }
+
+    #[derive(Default)]
     struct Inventory {
         config: OnboardingConfig,
-        entries: Vec<AllowEntry>,
         fail_reads: bool,
-        written: Mutex<Vec<CertificateRecord>>,
+        fail_record: bool,
+        state: Mutex<State>,
+    }
+
+    impl Inventory {
+        fn with(entries: &[AllowEntry]) -> Self {
+            let inventory = Self::default();
+            inventory.state().entries = entries.iter().map(|e| (e.serial.clone(), e.clone())).collect();
+            inventory
+        }
+
+        fn state(&self) -> std::sync::MutexGuard<'_, State> {
+            self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+    }
+
+    fn unavailable(operation: &'static str) -> PortError {
+        PortError::new(operation, PortErrorKind::Transient, "throttled")
     }
 
     impl HookInventory for Inventory {
@@ -778,69 +1346,497 @@ mod tests {
         }
         async fn allow_entry(&self, serial: &str) -> PortResult<Option<AllowEntry>> {
             if self.fail_reads {
-                return Err(PortError::new("GetItem", PortErrorKind::Transient, "throttled"));
+                return Err(unavailable("GetItem"));
             }
-            Ok(self.entries.iter().find(|e| e.serial == serial).cloned())
+            Ok(self.state().entries.get(serial).cloned())
         }
-        async fn record_allowed(&self, record: &CertificateRecord) -> PortResult<bool> {
-            let mut written = self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if written.iter().any(|r| r.certificate_id == record.certificate_id) {
+        // One lock: as atomic as DynamoDB's conditional write.
+        async fn use_allow_entry(
+            &self,
+            serial: &str,
+            certificate_id: &str,
+            previous: Option<&str>,
+            _now: i64,
+        ) -> PortResult<Consumption> {
+            let mut state = self.state();
+            let Some(entry) = state.entries.get_mut(serial) else {
+                return Ok(Consumption::Missing);
+            };
+            match entry.used_by.as_deref() {
+                None => {}
+                Some(holder) if holder == certificate_id || Some(holder) == previous => {}
+                Some(holder) => return Ok(Consumption::UsedBy(holder.to_string())),
+            }
+            entry.used_by = Some(certificate_id.to_string());
+            Ok(Consumption::Used)
+        }
+        async fn restore_allow_entry(
+            &self,
+            serial: &str,
+            certificate_id: &str,
+            previous: Option<&str>,
+        ) -> PortResult<()> {
+            if let Some(entry) = self.state().entries.get_mut(serial)
+                && entry.used_by.as_deref() == Some(certificate_id)
+            {
+                entry.used_by = previous.map(str::to_string);
+            }
+            Ok(())
+        }
+        async fn claim_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<NameClaim> {
+            let mut state = self.state();
+            match state.claims.get(thing_name) {
+                Some(holder) if holder != certificate_id => Ok(NameClaim::HeldBy(holder.clone())),
+                _ => {
+                    state.claims.insert(thing_name.into(), certificate_id.into());
+                    Ok(NameClaim::Claimed)
+                }
+            }
+        }
+        async fn transfer_thing_name(&self, thing_name: &str, from: &str, to: &str) -> PortResult<bool> {
+            let mut state = self.state();
+            if state.claims.get(thing_name).map(String::as_str) != Some(from) {
                 return Ok(false);
             }
-            written.push(record.clone());
+            state.claims.insert(thing_name.into(), to.into());
             Ok(true)
+        }
+        async fn release_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<()> {
+            let mut state = self.state();
+            if state.claims.get(thing_name).map(String::as_str) == Some(certificate_id) {
+                state.claims.remove(thing_name);
+            }
+            Ok(())
+        }
+        async fn record_allowed(&self, record: &CertificateRecord) -> PortResult<bool> {
+            if self.fail_record {
+                return Err(unavailable("PutItem"));
+            }
+            let mut state = self.state();
+            if state.records.iter().any(|r| r.certificate_id == record.certificate_id) {
+                return Ok(false);
+            }
+            state.records.push(record.clone());
+            Ok(true)
+        }
+        async fn record_supersession(&self, supersession: &Supersession) -> PortResult<()> {
+            let mut state = self.state();
+            if !state.supersessions.contains(supersession) {
+                state.supersessions.push(supersession.clone());
+            }
+            Ok(())
+        }
+    }
+
+    /// IoT: certificate statuses and things' principals.
+    #[derive(Default)]
+    struct Iot {
+        statuses: Mutex<BTreeMap<String, CertificateStatus>>,
+        things: BTreeMap<String, Vec<String>>,
+        revoked: Mutex<Vec<String>>,
+    }
+
+    fn arn(id: &str) -> String {
+        format!("arn:aws:iot:eu-west-1:123456789012:cert/{id}")
+    }
+
+    impl Iot {
+        fn with(statuses: &[(&str, CertificateStatus)], things: &[(&str, &[&str])]) -> Self {
+            Self {
+                statuses: Mutex::new(statuses.iter().map(|(id, s)| ((*id).to_string(), s.clone())).collect()),
+                things: things
+                    .iter()
+                    .map(|(name, ids)| ((*name).to_string(), ids.iter().map(|id| arn(id)).collect()))
+                    .collect(),
+                revoked: Mutex::new(Vec::new()),
+            }
+        }
+        fn status(&self, id: &str) -> Option<CertificateStatus> {
+            self.statuses.lock().ok().and_then(|s| s.get(id).cloned())
+        }
+    }
+
+    impl HookIdentity for Iot {
+        async fn thing_principals(&self, thing_name: &str) -> PortResult<Option<Vec<String>>> {
+            Ok(self.things.get(thing_name).cloned())
+        }
+        async fn certificate_status(&self, certificate_id: &str) -> PortResult<Option<CertificateStatus>> {
+            Ok(self.status(certificate_id))
+        }
+    }
+
+    impl SupersessionIot for Iot {
+        async fn certificate(&self, certificate_id: &str) -> PortResult<Option<(CertificateStatus, String)>> {
+            Ok(self.status(certificate_id).map(|s| (s, arn(certificate_id))))
+        }
+        async fn thing_principals(&self, thing_name: &str) -> PortResult<Option<Vec<String>>> {
+            Ok(self.things.get(thing_name).cloned())
+        }
+        async fn revoke(&self, certificate_id: &str) -> PortResult<()> {
+            if let Ok(mut statuses) = self.statuses.lock() {
+                statuses.insert(certificate_id.to_string(), CertificateStatus::Revoked);
+            }
+            if let Ok(mut revoked) = self.revoked.lock() {
+                revoked.push(certificate_id.to_string());
+            }
+            Ok(())
+        }
+    }
+
+    impl SupersessionStore for Inventory {
+        async fn pending_supersessions(&self, limit: usize) -> PortResult<Vec<Supersession>> {
+            Ok(self.state().supersessions.iter().take(limit).cloned().collect())
+        }
+        async fn claim_revocation(&self, supersession: &Supersession, _now: i64) -> PortResult<bool> {
+            let mut state = self.state();
+            if !state.supersessions.contains(supersession) {
+                return Ok(false);
+            }
+            state.revoking.push(supersession.old_certificate_id.clone());
+            Ok(true)
+        }
+        async fn finish_supersession(&self, supersession: &Supersession) -> PortResult<()> {
+            let mut state = self.state();
+            state.supersessions.retain(|s| s != supersession);
+            if let Some(entry) = state.entries.get_mut(&supersession.serial) {
+                entry.replaces.retain(|old| *old != supersession.old_certificate_id);
+            }
+            Ok(())
+        }
+        async fn drop_supersession(&self, supersession: &Supersession) -> PortResult<()> {
+            self.state().supersessions.retain(|s| s != supersession);
+            Ok(())
+        }
+    }
+
+    fn hook(inventory: Inventory, iot: Iot) -> ProvisioningHook<Inventory, Iot> {
+        ProvisioningHook::new(
+            inventory,
+            iot,
+            HookSettings {
+                default_profile: Some(default_profile()),
+                ..HookSettings::default()
+            },
+        )
+    }
+
+    fn allow(serial: &str) -> AllowEntry {
+        AllowEntry {
+            serial: serial.into(),
+            ..AllowEntry::default()
+        }
+    }
+
+    fn device_request(serial: &str, cert: &(String, String)) -> HookRequest {
+        request(json!(serial), &[("OrganizationalUnit", json!("m2"))], cert)
+    }
+
+    fn code(outcome: &HookOutcome) -> String {
+        match outcome {
+            HookOutcome::Allowed(_) => "allowed".into(),
+            HookOutcome::Refused(refusal) => refusal.code().into(),
+            HookOutcome::Unavailable(why) => format!("unavailable: {why}"),
         }
     }
 
     #[tokio::test]
     async fn the_hook_records_what_it_allows_and_refuses_when_the_inventory_fails() {
-        let inventory = Inventory {
-            config: OnboardingConfig::default(),
-            entries: vec![AllowEntry {
-                serial: "SN-1".into(),
-                profile: None,
-            }],
-            fail_reads: false,
-            written: Mutex::new(Vec::new()),
-        };
-        let hook = ProvisioningHook::new(
-            inventory,
-            HookSettings {
-                default_profile: Some(default_profile()),
-                ..HookSettings::default()
-            },
-        );
+        let hook = hook(Inventory::with(&[allow("SN-1")]), Iot::default());
         let cert = certificate(3650, false);
-        let ou = [("OrganizationalUnit", json!("m2"))];
-        let outcome = hook.handle(&request(json!("SN-1"), &ou, &cert), NOW).await;
+        let outcome = hook.handle(&device_request("SN-1", &cert), NOW).await;
         assert_eq!(outcome.label(), "allowed");
         assert!(outcome.response().allow_provisioning);
         let other = certificate(3650, false);
-        let refused = hook.handle(&request(json!("SN-9"), &ou, &other), NOW).await;
+        let refused = hook.handle(&device_request("SN-9", &other), NOW).await;
         assert!(matches!(&refused, HookOutcome::Refused(r) if r.code() == "SERIAL_NOT_ALLOWED"));
         assert!(!refused.response().allow_provisioning);
         assert_eq!(
             serde_json::to_value(refused.response()).unwrap_or_default(),
             json!({"allowProvisioning": false})
         );
-        let written = hook.inventory.written.lock().map(|w| w.clone()).unwrap_or_default();
-        assert_eq!(written.len(), 1);
-        assert_eq!(written[0].certificate_id, cert.0);
+        {
+            let state = hook.inventory.state();
+            assert_eq!(state.records.len(), 1);
+            assert_eq!(state.records[0].certificate_id, cert.0);
+            assert_eq!(state.entries["SN-1"].used_by.as_deref(), Some(cert.0.as_str()));
+            assert_eq!(state.claims.get("acme-SN-1"), Some(&cert.0));
+        }
+        // AWS IoT may ask again for the same certificate: the same answer.
+        let again = hook.handle(&device_request("SN-1", &cert), NOW).await;
+        assert_eq!(code(&again), "allowed");
 
         let failing = ProvisioningHook::new(
             Inventory {
-                config: OnboardingConfig::default(),
-                entries: Vec::new(),
                 fail_reads: true,
-                written: Mutex::new(Vec::new()),
+                ..Inventory::with(&[allow("SN-1")])
             },
+            Iot::default(),
             HookSettings {
                 default_profile: Some(default_profile()),
                 ..HookSettings::default()
             },
         );
-        let outcome = failing.handle(&request(json!("SN-1"), &ou, &cert), NOW).await;
+        let outcome = failing.handle(&device_request("SN-1", &cert), NOW).await;
         assert_eq!(outcome.label(), "unavailable");
         assert!(!outcome.response().allow_provisioning);
+    }
+
+    #[tokio::test]
+    async fn an_entry_is_single_use_and_a_second_certificate_is_refused() {
+        let first = certificate(3650, false);
+        let second = certificate(3650, false);
+        let iot = Iot::with(&[(first.0.as_str(), CertificateStatus::Active)], &[]);
+        let hook = hook(Inventory::with(&[allow("SN-1")]), iot);
+        assert_eq!(
+            code(&hook.handle(&device_request("SN-1", &first), NOW).await),
+            "allowed"
+        );
+        let outcome = hook.handle(&device_request("SN-1", &second), NOW).await;
+        assert_eq!(code(&outcome), "SERIAL_NOT_ALLOWED");
+        let HookOutcome::Refused(refusal) = &outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(
+            refusal.detail().contains("onboard allow reset SN-1"),
+            "{}",
+            refusal.detail()
+        );
+        let state = hook.inventory.state();
+        assert_eq!(state.entries["SN-1"].used_by.as_deref(), Some(first.0.as_str()));
+        assert_eq!(state.claims.get("acme-SN-1"), Some(&first.0));
+        assert_eq!(state.records.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_for_one_serial_let_exactly_one_certificate_in() {
+        let certs: Vec<_> = (0..4).map(|_| certificate(3650, false)).collect();
+        let statuses: Vec<(&str, CertificateStatus)> = certs
+            .iter()
+            .map(|c| (c.0.as_str(), CertificateStatus::PendingActivation))
+            .collect();
+        let hook = hook(Inventory::with(&[allow("SN-1")]), Iot::with(&statuses, &[]));
+        let requests: Vec<HookRequest> = certs.iter().map(|c| device_request("SN-1", c)).collect();
+        let outcomes = futures::future::join_all(requests.iter().map(|r| hook.handle(r, NOW))).await;
+        let allowed: Vec<_> = outcomes.iter().filter(|o| o.label() == "allowed").collect();
+        assert_eq!(allowed.len(), 1, "{outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .filter(|o| o.label() != "allowed")
+                .all(|o| code(o) == "SERIAL_NOT_ALLOWED" || code(o) == "IDENTITY_COLLISION"),
+            "{outcomes:?}"
+        );
+        assert_eq!(hook.inventory.state().records.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_name_held_by_a_live_certificate_is_refused_and_everything_given_back() {
+        let victim = "9".repeat(64);
+        let cert = certificate(3650, false);
+        for (status, attached_only) in [
+            (CertificateStatus::Active, false),
+            (CertificateStatus::PendingActivation, false),
+            (CertificateStatus::Active, true),
+        ] {
+            let inventory = Inventory::with(&[allow("SN-1")]);
+            if !attached_only {
+                inventory.state().claims.insert("acme-SN-1".into(), victim.clone());
+            }
+            let iot = Iot::with(
+                &[(victim.as_str(), status.clone())],
+                &[("acme-SN-1", &[victim.as_str()])],
+            );
+            let hook = hook(inventory, iot);
+            let outcome = hook.handle(&device_request("SN-1", &cert), NOW).await;
+            assert_eq!(
+                code(&outcome),
+                "IDENTITY_COLLISION",
+                "{status:?} attached only: {attached_only}"
+            );
+            let state = hook.inventory.state();
+            // The entry is not used up, the name is not taken, nothing recorded.
+            assert_eq!(state.entries["SN-1"].used_by, None);
+            assert_eq!(
+                state.claims.get("acme-SN-1"),
+                (!attached_only).then_some(&victim),
+                "{status:?}"
+            );
+            assert!(state.records.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retired_holder_gives_up_its_name() {
+        let old = "a".repeat(64);
+        let cert = certificate(3650, false);
+        let inventory = Inventory::with(&[allow("SN-1")]);
+        inventory.state().claims.insert("acme-SN-1".into(), old.clone());
+        let iot = Iot::with(
+            &[(old.as_str(), CertificateStatus::Revoked)],
+            &[("acme-SN-1", &[old.as_str()])],
+        );
+        let hook = hook(inventory, iot);
+        assert_eq!(code(&hook.handle(&device_request("SN-1", &cert), NOW).await), "allowed");
+        assert_eq!(hook.inventory.state().claims.get("acme-SN-1"), Some(&cert.0));
+    }
+
+    #[tokio::test]
+    async fn a_reset_lets_the_next_certificate_supersede_the_earlier_one() {
+        let old = "b".repeat(64);
+        let cert = certificate(3650, false);
+        let inventory = Inventory::with(&[AllowEntry {
+            replaces: vec![old.clone()],
+            ..allow("SN-1")
+        }]);
+        inventory.state().claims.insert("acme-SN-1".into(), old.clone());
+        let iot = Iot::with(
+            &[(old.as_str(), CertificateStatus::Active)],
+            &[("acme-SN-1", &[old.as_str()])],
+        );
+        let hook = hook(inventory, iot);
+        let outcome = hook.handle(&device_request("SN-1", &cert), NOW).await;
+        assert_eq!(code(&outcome), "allowed");
+        let state = hook.inventory.state();
+        assert_eq!(state.claims.get("acme-SN-1"), Some(&cert.0));
+        assert_eq!(
+            state.supersessions,
+            vec![Supersession {
+                old_certificate_id: old.clone(),
+                new_certificate_id: cert.0.clone(),
+                thing_name: "acme-SN-1".into(),
+                serial: "SN-1".into(),
+                recorded_at: NOW,
+            }]
+        );
+        // Nothing is revoked by the hook: the new certificate is not ACTIVE yet.
+        assert_eq!(hook.identity.status(&old), Some(CertificateStatus::Active));
+    }
+
+    #[tokio::test]
+    async fn an_entry_used_by_a_certificate_that_never_became_active_can_be_used_again() {
+        let lost = "c".repeat(64);
+        let cert = certificate(3650, false);
+        let used = AllowEntry {
+            used_by: Some(lost.clone()),
+            ..allow("SN-1")
+        };
+        // Not in IoT any more: taken over.
+        let hook_gone = hook(Inventory::with(std::slice::from_ref(&used)), Iot::default());
+        assert_eq!(
+            code(&hook_gone.handle(&device_request("SN-1", &cert), NOW).await),
+            "allowed"
+        );
+        assert_eq!(
+            hook_gone.inventory.state().entries["SN-1"].used_by.as_deref(),
+            Some(cert.0.as_str())
+        );
+        // Still pending (AWS IoT may be applying the template): refused.
+        let pending = hook(
+            Inventory::with(&[used]),
+            Iot::with(&[(lost.as_str(), CertificateStatus::PendingActivation)], &[]),
+        );
+        assert_eq!(
+            code(&pending.handle(&device_request("SN-1", &cert), NOW).await),
+            "SERIAL_NOT_ALLOWED"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_record_gives_the_entry_and_the_name_back() {
+        let cert = certificate(3650, false);
+        let hook = hook(
+            Inventory {
+                fail_record: true,
+                ..Inventory::with(&[allow("SN-1")])
+            },
+            Iot::default(),
+        );
+        assert_eq!(
+            hook.handle(&device_request("SN-1", &cert), NOW).await.label(),
+            "unavailable"
+        );
+        let state = hook.inventory.state();
+        assert_eq!(state.entries["SN-1"].used_by, None);
+        assert!(state.claims.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_superseded_certificate_is_revoked_only_once_its_successor_is_active_and_attached() {
+        let (old, new) = ("d".repeat(64), "e".repeat(64));
+        let supersession = Supersession {
+            old_certificate_id: old.clone(),
+            new_certificate_id: new.clone(),
+            thing_name: "dev-1".into(),
+            serial: "SN-1".into(),
+            recorded_at: NOW,
+        };
+        let store = |s: &Supersession| {
+            let inventory = Inventory::with(&[AllowEntry {
+                replaces: vec![s.old_certificate_id.clone()],
+                ..allow("SN-1")
+            }]);
+            inventory.state().supersessions.push(s.clone());
+            inventory
+        };
+        // Successor pending, or ACTIVE but not attached: wait, revoke nothing.
+        for (status, attached) in [
+            (CertificateStatus::PendingActivation, true),
+            (CertificateStatus::Active, false),
+        ] {
+            let inventory = store(&supersession);
+            let things: &[&str] = if attached { &[new.as_str()] } else { &[] };
+            let iot = Iot::with(
+                &[(old.as_str(), CertificateStatus::Active), (new.as_str(), status)],
+                &[("dev-1", things)],
+            );
+            let report = retire_superseded(&inventory, &iot, NOW + 60, 10)
+                .await
+                .unwrap_or_default();
+            assert_eq!(report.waiting, 1);
+            assert_eq!(iot.status(&old), Some(CertificateStatus::Active));
+            assert_eq!(inventory.state().supersessions.len(), 1);
+        }
+        // Successor gone, or retired: dropped, the old one kept.
+        for status in [None, Some(CertificateStatus::Revoked)] {
+            let inventory = store(&supersession);
+            let mut statuses = vec![(old.as_str(), CertificateStatus::Active)];
+            if let Some(status) = status {
+                statuses.push((new.as_str(), status));
+            }
+            let iot = Iot::with(&statuses, &[("dev-1", &[old.as_str()])]);
+            let report = retire_superseded(&inventory, &iot, NOW + 60, 10)
+                .await
+                .unwrap_or_default();
+            assert_eq!(report.dropped, 1);
+            assert_eq!(iot.status(&old), Some(CertificateStatus::Active));
+            let state = inventory.state();
+            assert!(state.supersessions.is_empty());
+            assert_eq!(state.entries["SN-1"].replaces, vec![old.clone()]);
+        }
+        // Successor ACTIVE and attached: revoked, and taken off the entry.
+        let inventory = store(&supersession);
+        let iot = Iot::with(
+            &[
+                (old.as_str(), CertificateStatus::Active),
+                (new.as_str(), CertificateStatus::Active),
+            ],
+            &[("dev-1", &[new.as_str()])],
+        );
+        let report = retire_superseded(&inventory, &iot, NOW + 60, 10)
+            .await
+            .unwrap_or_default();
+        assert_eq!(report.revoked, 1);
+        assert_eq!(iot.status(&old), Some(CertificateStatus::Revoked));
+        {
+            let state = inventory.state();
+            assert!(state.supersessions.is_empty());
+            assert!(state.entries["SN-1"].replaces.is_empty());
+            assert_eq!(state.revoking, vec![old.clone()]);
+        }
+        // Run again (a crash after the revocation): nothing more to do.
+        let again = retire_superseded(&inventory, &iot, NOW + 120, 10)
+            .await
+            .unwrap_or_default();
+        assert_eq!(again, SupersessionReport::default());
     }
 }
