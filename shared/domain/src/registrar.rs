@@ -404,20 +404,6 @@ where
         Ok(self.inventory.denial(ca, &device.serial, &device.fingerprint).await?)
     }
 
-    /// The deny-list's answer for a certificate that parses and whose CA IoT
-    /// records (one lookup; an error fails the event: never allowed by default).
-    async fn denial(
-        &self,
-        cert: &RegisteredCertificate,
-        device: Option<&Certificate>,
-    ) -> Result<Option<Rejection>, ProvisioningError> {
-        let (Some(device), Some(ca)) = (device, cert.ca_certificate_id.as_deref()) else {
-            // Rejected without it: malformed, or no CA (CA_MISMATCH).
-            return Ok(None);
-        };
-        Ok(self.inventory.denial(ca, &device.serial, &device.fingerprint).await?)
-    }
-
     /// The pure part: every check, and the plan if they pass.
     #[allow(clippy::too_many_arguments)]
     fn verdict(
