@@ -27,9 +27,16 @@ impl Deployment {
     pub async fn new() -> Result<Self, WorldError> {
         let emulator = Emulator::start().await?;
         let sdk = emulator.sdk_config().await;
-        let outputs = stack::deploy(&sdk, STACK, stack::TEMPLATE, &stack::lambda_dir(), &[])
-            .await?
-            .outputs;
+        let stuck_after = super::STUCK_AFTER.as_secs().to_string();
+        let outputs = stack::deploy(
+            &sdk,
+            STACK,
+            stack::TEMPLATE,
+            &stack::lambda_dir(),
+            &[("StuckAfterSeconds", stuck_after.as_str())],
+        )
+        .await?
+        .outputs;
 
         let iot = aws_sdk_iot::Client::new(&sdk);
         let s3 = onboarding_test_support::emulator::s3_client(&sdk);

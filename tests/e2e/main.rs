@@ -27,6 +27,8 @@ type TestResult = Result<(), WorldError>;
 
 /// How long a device keeps retrying before it gives up.
 const ONBOARDING_DEADLINE: Duration = Duration::from_secs(120);
+/// The deployment's `StuckAfterSeconds`: short, so that a test can wait it out.
+pub const STUCK_AFTER: Duration = Duration::from_secs(30);
 
 async fn deployment() -> Deployment {
     match Deployment::new().await {
@@ -388,6 +390,7 @@ async fn a_dropped_registration_event_is_recovered_by_the_reconciler() -> TestRe
 
     let device = d.ca.device("e2e-lost-1").build()?;
     let id = certificate_id(&device);
+    let registered_at = Instant::now();
     assert_ne!(connect(&d, &device, "e2e-lost-1").await?, ConnectResult::Accepted);
     assert_eq!(d.certificate_status(&id).await?.as_deref(), Some("PENDING_ACTIVATION"));
     let rule_now = d.iot.get_topic_rule().rule_name(&rule).send().await?;
@@ -404,12 +407,15 @@ async fn a_dropped_registration_event_is_recovered_by_the_reconciler() -> TestRe
     assert!(d.inventory_record(&id).await.is_err(), "no record of it");
     assert_eq!(d.queue_depth("RegistrationQueueUrl").await?, 0, "nothing queued");
 
-    // Too young to count as stuck: left alone.
+    // Too young to count as stuck (the deployment's StuckAfterSeconds): left alone.
     let now = time::OffsetDateTime::now_utc();
     let early = run_scheduled(&d, "ReconcilerFunctionName", now).await?;
     assert_eq!(early["stuckProcessed"], 0, "{early}");
-    // Past the threshold (10 minutes): processed exactly as the registrar would.
-    let report = run_scheduled(&d, "ReconcilerFunctionName", now + time::Duration::minutes(11)).await?;
+    // Past the threshold by the wall clock (the reconciler ignores the
+    // schedule event's time, so a forged one changes nothing).
+    tokio::time::sleep(STUCK_AFTER.saturating_sub(registered_at.elapsed()) + Duration::from_secs(1)).await;
+    let forged = now - time::Duration::days(1);
+    let report = run_scheduled(&d, "ReconcilerFunctionName", forged).await?;
     assert_eq!(report["stuckProcessed"], 1, "{report}");
     assert_eq!(d.certificate_status(&id).await?.as_deref(), Some("ACTIVE"));
     let record = d.inventory_record(&id).await?;
@@ -438,7 +444,7 @@ async fn a_dropped_registration_event_is_recovered_by_the_reconciler() -> TestRe
         .principal(registered.certificate_arn().ok_or("no ARN")?)
         .send()
         .await?;
-    let report = run_scheduled(&d, "ReconcilerFunctionName", now + time::Duration::minutes(12)).await?;
+    let report = run_scheduled(&d, "ReconcilerFunctionName", time::OffsetDateTime::now_utc()).await?;
     assert_eq!(report["recordedActive"], 1, "{report}");
     let record = d.inventory_record(&manual_id).await?;
     assert_eq!(
@@ -453,7 +459,7 @@ async fn a_dropped_registration_event_is_recovered_by_the_reconciler() -> TestRe
         Some("ACTIVE")
     );
     // Idempotent: a second run finds nothing new.
-    let again = run_scheduled(&d, "ReconcilerFunctionName", now + time::Duration::minutes(13)).await?;
+    let again = run_scheduled(&d, "ReconcilerFunctionName", time::OffsetDateTime::now_utc()).await?;
     assert_eq!(
         (again["stuckProcessed"].clone(), again["recordedActive"].clone()),
         (0.into(), 0.into()),
