@@ -206,20 +206,19 @@ async fn a_device_of_a_lookalike_ca_never_gets_in() -> TestResult {
     let id = certificate_id(&forged);
 
     assert_ne!(connect(&d, &forged, "e2e-sensor-1").await?, ConnectResult::Accepted);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while d.certificate_status(&id).await?.as_deref() != Some("REVOKED") {
-        assert!(Instant::now() < deadline, "the forged certificate was not revoked");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let record = d.inventory_record(&id).await?;
-    assert_eq!(
-        record.get("status").and_then(|v| v.as_s().ok()).map(String::as_str),
-        Some("REJECTED")
+    // A device of the bound CA connecting after it gets in: the pipeline ran
+    // past the forged certificate's event.
+    let control = d.ca.device("e2e-control-2").build()?;
+    time_to_active(&d, &control, "e2e-control-2").await?;
+    // Not this stack's to judge (its CA is bound to no profile here, and
+    // another system may own it): left alone, never ACTIVE, nothing made for
+    // it, no record; revoking it is the RevokeForeignCertificates setting.
+    assert_eq!(d.certificate_status(&id).await?.as_deref(), Some("PENDING_ACTIVATION"));
+    assert!(
+        d.inventory_record(&id).await.is_err(),
+        "no record of a foreign certificate"
     );
-    assert_eq!(
-        record.get("reasonCode").and_then(|v| v.as_s().ok()).map(String::as_str),
-        Some("CA_NOT_BOUND")
-    );
+    assert_eq!(d.queue_depth("RegistrationDeadLetterQueueUrl").await?, 0);
     for _ in 0..3 {
         assert_ne!(connect(&d, &forged, "e2e-sensor-1").await?, ConnectResult::Accepted);
     }
