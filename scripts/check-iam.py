@@ -105,7 +105,7 @@ def main(path):
             service, name = action.split(":", 1)
             if service not in ref:
                 continue
-            if name.lower() not in ref[service] and not any(k == name.lower() for k in ref[service]):
+            if name.lower() not in ref[service]:
                 # Device-policy actions (iot:Connect, Publish...) live in IoT
                 # policies, not IAM; an unknown name is a typo.
                 problems.append(f"{where} ({sid}): {action} is not an action of the reference")
