@@ -111,6 +111,11 @@ fn ca_create_writes_a_private_key_and_refuses_to_overwrite() -> TestResult {
     std::fs::write(partial.join("ca.pem"), "not mine")?;
     let output = onboard(None)?.args(["ca", "create", "--out"]).arg(&partial).output()?;
     assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("already exists; refusing to overwrite it"),
+        "{}",
+        stderr(&output)
+    );
     assert!(!partial.join("ca.key.pem").exists(), "no partial files");
 
     let rsa = dir.path().join("rsa");
@@ -204,6 +209,7 @@ async fn profiles_are_validated_written_listed_and_shown() -> TestResult {
     // Nothing invalid was written.
     let output = onboard(Some(&world))?.args(["profile", "show", "bad"]).output()?;
     assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("no profile named bad"), "{}", stderr(&output));
     Ok(())
 }
 
@@ -273,6 +279,11 @@ async fn a_created_ca_is_registered_bound_listed_and_unbound() -> TestResult {
     assert!(output.status.success(), "{}", stderr(&output));
     let output = onboard(Some(&world))?.args(["ca", "unbind", &ca_id]).output()?;
     assert_eq!(output.status.code(), Some(1), "a second unbind says it was not bound");
+    assert!(
+        stderr(&output).contains(&format!("CA {ca_id} was not bound to any profile")),
+        "{}",
+        stderr(&output)
+    );
 
     // A missing CA directory.
     let output = onboard(Some(&world))?
@@ -510,11 +521,17 @@ async fn minted_devices_carry_their_subject_fields_and_get_onboarded() -> TestRe
     );
     let output = mint(&ca_dir, &out, &["--count", "2", "--name", "fixed-name"])?;
     assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("--name \"fixed-name\""), "{}", stderr(&output));
     let output = onboard(None)?
         .args(["device", "mint", "--ca", "/nonexistent", "--count", "1", "--out"])
         .arg(dir.path().join("x"))
         .output()?;
     assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("cannot read CA certificate /nonexistent/ca.pem"),
+        "{}",
+        stderr(&output)
+    );
     assert!(!dir.path().join("x").join("device-00001").exists());
 
     // A minted device's first connection, and the registrar onboards it with

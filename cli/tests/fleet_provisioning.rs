@@ -126,7 +126,13 @@ async fn an_allowed_device_provisions_itself_and_an_unknown_serial_is_refused() 
         .success();
     cli.onboard()?.args(["allow", "add", "SN-1001"]).assert().success();
     // Bad input is refused before anything is written.
-    cli.onboard()?.args(["allow", "add", "SN 1002"]).assert().code(1);
+    let output = cli.onboard()?.args(["allow", "add", "SN 1002"]).output()?;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("\"SN 1002\""),
+        "the message names the bad serial: {stderr}"
+    );
     let listed = cli.onboard()?.args(["--json", "allow", "list"]).output()?;
     let listed: Value = serde_json::from_slice(&listed.stdout)?;
     assert_eq!(
@@ -220,6 +226,8 @@ async fn an_allowed_device_provisions_itself_and_an_unknown_serial_is_refused() 
     cli.onboard()?.args(["allow", "remove", "SN-1001"]).assert().success();
     let output = cli.provision(&claim, &template, "SN-1001", "fleet-1", &dir.path().join("again"))?;
     assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refused: AccessDenied"), "{stderr}");
     Ok(())
 }
 

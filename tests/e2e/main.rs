@@ -192,6 +192,71 @@ async fn a_device_onboards_through_the_deployed_stack() -> TestResult {
             .get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn),
         Some(&on_failure)
     );
+    queues_refuse_other_senders(&d).await
+}
+
+/// The rules' queues take messages only from their rules: a principal of the
+/// same account whose own IAM policy allows `sqs:SendMessage` everywhere is
+/// refused by the queue policy, while it can send to a queue without one.
+async fn queues_refuse_other_senders(d: &Deployment) -> TestResult {
+    let sdk = d.emulator.sdk_config().await;
+    let iam = aws_sdk_iam::Client::new(&sdk);
+    iam.create_user().user_name("intruder").send().await?;
+    iam.put_user_policy()
+        .user_name("intruder")
+        .policy_name("send-anywhere")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sqs:*","Resource":"*"}]}"#)
+        .send()
+        .await?;
+    let key = iam
+        .create_access_key()
+        .user_name("intruder")
+        .send()
+        .await?
+        .access_key
+        .ok_or("no access key")?;
+    let credentials =
+        aws_credential_types::Credentials::new(key.access_key_id, key.secret_access_key, None, None, "intruder");
+    let intruder = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&sdk)
+            .credentials_provider(credentials)
+            .build(),
+    );
+    // Control: the intruder's credentials work where no queue policy speaks.
+    let open = d.sqs.create_queue().queue_name("intruder-control").send().await?;
+    intruder
+        .send_message()
+        .queue_url(open.queue_url.ok_or("no queue url")?)
+        .message_body("{}")
+        .send()
+        .await?;
+    let forged = r#"{"certificateId":"0000000000000000000000000000000000000000000000000000000000000000","caCertificateId":"x","certificateStatus":"PENDING_ACTIVATION","awsAccountId":"000000000000","timestamp":1}"#;
+    for output in [
+        "RegistrationQueueUrl",
+        "RegistrationDeadLetterQueueUrl",
+        "RotationEventsQueueUrl",
+    ] {
+        let refused = intruder
+            .send_message()
+            .queue_url(d.output(output)?)
+            .message_body(forged)
+            .send()
+            .await;
+        let code = refused
+            .as_ref()
+            .err()
+            .and_then(|e| e.as_service_error())
+            .and_then(aws_sdk_sqs::error::ProvideErrorMetadata::code);
+        assert!(
+            matches!(code, Some("AccessDenied" | "AccessDeniedException")),
+            "{output}: a same-account sender other than the rule was not refused: {refused:?}"
+        );
+    }
+    assert_eq!(
+        d.queue_depth("RegistrationQueueUrl").await?,
+        0,
+        "nothing forged was queued"
+    );
     Ok(())
 }
 

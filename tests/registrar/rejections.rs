@@ -12,7 +12,7 @@ use futures::future::join_all;
 use onboarding_test_support::certs::DeviceCert;
 use onboarding_test_support::mqtt::ConnectResult;
 use onboarding_test_support::rcgen::{DnType, ExtendedKeyUsagePurpose};
-use onboarding_test_support::world::{World, WorldError, certificate_id};
+use onboarding_test_support::world::{PROFILE, World, WorldError, certificate_id};
 use onboarding_test_support::{KeyAlg, TestCa};
 use serde_json::json;
 
@@ -119,6 +119,13 @@ async fn every_rejection_class_is_refused_and_recorded() -> TestResult {
     let denied_by_fingerprint = ca.device("denied-2").build()?;
     world.deny_fingerprint(&certificate_id(&denied_by_fingerprint)).await?;
     world.deny_legacy(&format!("DENY#SERIAL#{ca_id}#0B:AD:C0:DF")).await?;
+    // A P-384 CA bound to the default profile, whose device certificate is
+    // signed under ecdsa-with-SHA3-384: a good signature (IoT registers it),
+    // in an algorithm the registrar does not accept.
+    let p384 = TestCa::with_key("Acme P-384 Device CA", KeyAlg::P384)?;
+    let p384_id = world.register_ca(&p384).await?;
+    world.bind(&p384_id, PROFILE).await?;
+    let sha3_signed = p384.resign_ecdsa_sha3_384(&p384.device("sha3-1").key(KeyAlg::P384).build()?)?;
     // A look-alike CA: the same subject DN as the real one, another key.
     let lookalike = TestCa::new("Acme Device CA")?;
     let forged = lookalike.device("forged-1").build()?;
@@ -250,6 +257,27 @@ async fn every_rejection_class_is_refused_and_recorded() -> TestResult {
             Arrival::Connect,
             "SERIAL_DENIED",
             Some("denied-3"),
+        ),
+        Case {
+            ca_id: p384_id.clone(),
+            ..case(
+                "sha3-signature",
+                sha3_signed,
+                Arrival::Stage(Some(p384.cert_pem.clone())),
+                "UNSUPPORTED_SIGNATURE_ALGORITHM",
+                Some("sha3-1"),
+            )
+        },
+        // basicConstraints twice: RFC 5280 forbids it; IoT holds it, the
+        // registrar's strict parse refuses it.
+        case(
+            "duplicate-extension",
+            ca.device("dup-ext-1")
+                .extension(&[2, 5, 29, 19], &[0x30, 0x00])
+                .build()?,
+            Arrival::Stage(ca_pem.clone()),
+            "CERTIFICATE_MALFORMED",
+            Some("dup-ext-1"),
         ),
         // Registered without a CA, as IoT would never link it to ours; the event claims our CA.
         case(

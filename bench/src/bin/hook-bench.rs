@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use onboarding_aws::DynamoInventory;
 use onboarding_bench::{Args, BenchResult, Table, f, ms, operation_name, summarize, waves};
+use onboarding_domain::config::DenyKey;
 use onboarding_test_support::emulator::sdk_config_for;
 use onboarding_test_support::proxy::Proxy;
 use onboarding_test_support::rcgen::{CertificateParams, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
@@ -22,10 +23,13 @@ use serde_json::{Value, json};
 
 const USAGE: &str = "hook-bench: answer time of the fleet-provisioning hook
 
-usage: hook-bench [--latency-ms L] [--requests N]
+usage: hook-bench [--latency-ms L] [--requests N] [--deny D]
 
   --latency-ms L   latency the proxy adds to every DynamoDB request (default 50)
-  --requests N     allowed requests after the cold one, and as many refused (default 20)";
+  --requests N     allowed requests after the cold one, and as many refused (default 20)
+  --deny D         deny-list entries written first, half serials and half
+                   fingerprints (default 0; they are looked up by key, so the
+                   hook's configuration never loads them)";
 
 struct Kind {
     label: &'static str,
@@ -66,13 +70,36 @@ fn request(serial: &str) -> BenchResult<Value> {
     }))
 }
 
+/// Writes `count` deny-list entries (each its own item, as `onboard deny add`
+/// writes them), 64 at a time.
+async fn write_deny_entries(inventory: &DynamoInventory, ca_id: &str, count: usize, now: i64) -> BenchResult {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    stream::iter(0..count)
+        .map(|i| async move {
+            let key = if i % 2 == 0 {
+                DenyKey::Serial {
+                    ca_certificate_id: ca_id.to_string(),
+                    serial: format!("{i:016x}"),
+                }
+            } else {
+                DenyKey::Fingerprint(format!("{i:064x}"))
+            };
+            inventory.put_deny_entry(&key, Some("hook-bench"), now).await
+        })
+        .buffer_unordered(64)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> std::process::ExitCode {
     onboarding_bench::exit("hook-bench", run().await)
 }
 
 async fn run() -> BenchResult {
-    let args = Args::parse(USAGE, &["latency-ms", "requests"])?;
+    let args = Args::parse(USAGE, &["latency-ms", "requests", "deny"])?;
+    let deny: usize = args.number("deny", 0)?;
     let latency = Duration::from_millis(args.number("latency-ms", 50)?);
     let requests: usize = args.number("requests", 20)?;
     if requests == 0 {
@@ -88,6 +115,20 @@ async fn run() -> BenchResult {
     DynamoInventory::new(world.dynamodb.clone(), TABLE)
         .allow_serials(&entries, Some(PROFILE), now)
         .await?;
+    let loading = Instant::now();
+    write_deny_entries(
+        &DynamoInventory::new(world.dynamodb.clone(), TABLE),
+        &world.ca_id,
+        deny,
+        now,
+    )
+    .await?;
+    if deny > 0 {
+        println!(
+            "hook-bench: {deny} deny-list entries written in {:.1} s",
+            loading.elapsed().as_secs_f64()
+        );
+    }
     let proxy = Proxy::start(world.emulator.gateway_port, latency).await?;
     let settings = provisioning_hook::Settings::from_lookup(|name| match name {
         "INVENTORY_TABLE" => Some(TABLE.to_string()),
@@ -147,7 +188,7 @@ async fn run() -> BenchResult {
     }
 
     println!(
-        "hook-bench: {requests} allowed + {requests} refused requests after one cold one, DynamoDB latency {} ms (AWS IoT's limit 5000 ms, the hook's budget {} ms)\n",
+        "hook-bench: {requests} allowed + {requests} refused requests after one cold one, {deny} deny-list entries, DynamoDB latency {} ms (AWS IoT's limit 5000 ms, the hook's budget {} ms)\n",
         latency.as_millis(),
         settings.budget.as_millis()
     );
