@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Subcommand, ValueEnum};
-use onboarding_domain::event::is_certificate_id;
-use onboarding_domain::profile::NameError;
-use onboarding_domain::{Certificate, DeviceProfile, jitp};
+use onboarding_domain::NameError;
+use onboarding_domain::is_certificate_id;
+use onboarding_domain::{Certificate, DeviceProfile, check_jitp_subject, jitp_parameter_name, render_jitp};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, RsaKeySize,
@@ -298,7 +298,7 @@ pub(crate) async fn register_ca(
     let registration_config = match jitp {
         None => None,
         Some(options) => {
-            let rendered = jitp::render(&device_profile)
+            let rendered = render_jitp(&device_profile)
                 .map_err(|e| CliError::Input(format!("profile {profile} cannot be used for JITP: {e}")))?;
             if let Some(device) = &options.check_device {
                 check_device(&device_profile, &cert_pem, device)?;
@@ -352,11 +352,11 @@ fn check_device(profile: &DeviceProfile, ca_pem: &str, device: &Path) -> Result<
             "{shown} is not signed by this CA; check a certificate of one of its devices"
         )));
     }
-    if let Err(field) = jitp::check_subject(profile, &cert.subject) {
+    if let Err(field) = check_jitp_subject(profile, &cert.subject) {
         return Err(CliError::Input(format!(
             "{shown} lacks subject field {field} ({}), which profile {} needs: JITP would fail to provision \
              this device; nothing was registered",
-            jitp::parameter_name(field),
+            jitp_parameter_name(field),
             profile.name
         )));
     }

@@ -77,7 +77,7 @@ impl std::fmt::Debug for Device {
         f.debug_struct("Device")
             .field("name", &self.name)
             .field("cert_pem", &self.cert_pem)
-            .field("key_pem", &onboarding_domain::rotation::REDACTED)
+            .field("key_pem", &onboarding_domain::REDACTED)
             .finish()
     }
 }
@@ -313,7 +313,7 @@ async fn registration(session: &Session<'_>, certificate_id: &str) -> Registrati
 
 /// The inventory's reason code for a rejected certificate.
 async fn reason(session: &Session<'_>, certificate_id: &str) -> Option<String> {
-    use onboarding_domain::ports::Inventory;
+    use onboarding_domain::Inventory;
     session
         .inventory?
         .certificate_record(certificate_id)

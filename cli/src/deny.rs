@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use onboarding_aws::DynamoInventory;
-use onboarding_domain::config::DenyKey;
+use onboarding_domain::DenyKey;
 
 use crate::Cli;
 use crate::error::CliError;
@@ -41,7 +41,7 @@ impl DenyArgs {
     /// # Errors
     /// [`CliError::Input`] naming the first bad value, or when nothing is named.
     pub fn keys(&self) -> Result<Vec<DenyKey>, CliError> {
-        let bad = |e: onboarding_domain::config::DenyKeyError| CliError::Input(e.to_string());
+        let bad = |e: onboarding_domain::DenyKeyError| CliError::Input(e.to_string());
         let mut keys = Vec::new();
         if !self.serials.is_empty() {
             let ca = self

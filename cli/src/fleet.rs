@@ -8,8 +8,8 @@ use onboarding_aws::DynamoInventory;
 use onboarding_aws::dynamodb::{CERTIFICATE_SK, CLAIM_SK, certificate_pk, thing_pk};
 use onboarding_aws::fleet::ROTATION_STATES;
 use onboarding_aws::rotation::{ROTATION_SK, parse_rotation};
-use onboarding_domain::rotation::{Rotation, RotationInventory, RotationState};
-use onboarding_domain::time_fmt::rfc3339;
+use onboarding_domain::rfc3339;
+use onboarding_domain::{Rotation, RotationInventory, RotationState};
 use serde_json::{Value, json};
 
 use crate::Cli;
@@ -264,7 +264,7 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
             .principals
             .unwrap_or_default();
         for arn in principals {
-            let Some(id) = onboarding_domain::registrar::certificate_id_of_arn(&arn) else {
+            let Some(id) = onboarding_domain::certificate_id_of_arn(&arn) else {
                 continue;
             };
             let status = iot

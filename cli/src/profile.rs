@@ -39,7 +39,7 @@ pub async fn run(command: &ProfileCommand, cli: &Cli) -> Result<(), CliError> {
             let profile =
                 DeviceProfile::parse(&text).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
             admin(cli).await?.put_profile(&profile).await?;
-            let warning = onboarding_domain::rotation::rotation_key_warning(&profile);
+            let warning = onboarding_domain::rotation_key_warning(&profile);
             if let Some(warning) = &warning {
                 eprintln!("warning: {warning}");
             }

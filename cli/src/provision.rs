@@ -12,8 +12,8 @@ use std::time::Duration;
 use onboarding_aws::DynamoInventory;
 use onboarding_aws::fleet_provisioning::{AllowResult, ResetResult};
 use onboarding_domain::DeviceProfile;
-use onboarding_domain::fleet_provisioning::{HOOK_PAYLOAD_VERSION, SERIAL_MAX, SERIAL_PARAMETER, render_template};
-use onboarding_domain::naming::is_valid_thing_name;
+use onboarding_domain::is_valid_thing_name;
+use onboarding_domain::{HOOK_PAYLOAD_VERSION, SERIAL_MAX, SERIAL_PARAMETER, render_template};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 

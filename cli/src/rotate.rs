@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use onboarding_domain::rotation::{
+use onboarding_domain::{
     CONFIRMATION_FIELD, CsrAnswer, CsrMessage, JOB_OPERATION, JobDocument, Strategy, answer_topic, csr_topic,
 };
 use onboarding_domain::{Certificate, KeyKind, SubjectField};

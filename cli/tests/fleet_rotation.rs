@@ -5,10 +5,10 @@
 
 use assert_cmd::Command;
 use onboarding_aws::DynamoInventory;
-use onboarding_domain::ports::Inventory;
-use onboarding_domain::rotation::{FailureReason, Rotation, RotationInventory, RotationPolicy, job_id};
-use onboarding_domain::time_fmt::rfc3339;
+use onboarding_domain::Inventory;
+use onboarding_domain::rfc3339;
 use onboarding_domain::{CertificateRecord, RecordStatus};
+use onboarding_domain::{FailureReason, Rotation, RotationInventory, RotationPolicy, job_id};
 use onboarding_test_support::world::{TABLE, THING_TYPE, World};
 use serde_json::{Value, json};
 

@@ -9,10 +9,10 @@ use std::process::Output;
 use std::time::Duration;
 
 use aws_sdk_iot::types::{CertificateStatus, JobExecutionStatus, TargetSelection};
-use onboarding_domain::rotation::{
+use onboarding_domain::{Certificate, CertificateRequest, SubjectField};
+use onboarding_domain::{
     CsrAnswer, CsrInstructions, CsrMessage, JOB_OPERATION, JobDocument, Strategy, answer_topic, csr_topic,
 };
-use onboarding_domain::{Certificate, CertificateRequest, SubjectField};
 use onboarding_test_support::emulator::{ACCOUNT_ID, REGION};
 use onboarding_test_support::rcgen::DnType;
 use onboarding_test_support::world::World;
@@ -145,7 +145,7 @@ async fn onboard(world: &World, thing: &str) -> Result<Device, TestError> {
 
 /// CreateJob for one thing with a CSR rotation document, as the rotator makes it.
 async fn csr_job(world: &World, device: &Device) -> Result<String, TestError> {
-    let job_id = onboarding_domain::rotation::job_id(&device.certificate_id, 1);
+    let job_id = onboarding_domain::job_id(&device.certificate_id, 1);
     let document = JobDocument {
         operation: JOB_OPERATION.into(),
         version: "1".into(),
@@ -592,13 +592,13 @@ async fn a_server_keygen_rotation_downloads_the_credentials() -> TestResult {
         strategy: Strategy::ServerKeygen,
         old_certificate_id: device.certificate_id.clone(),
         csr: None,
-        server_keygen: Some(onboarding_domain::rotation::ServerKeygenInstructions {
+        server_keygen: Some(onboarding_domain::ServerKeygenInstructions {
             new_certificate_id: new_id.clone(),
             certificate_url: url("cert.pem"),
             private_key_url: url("key.pem"),
         }),
     };
-    let job_id = onboarding_domain::rotation::job_id(&device.certificate_id, 1);
+    let job_id = onboarding_domain::job_id(&device.certificate_id, 1);
     world
         .iot
         .create_job()

@@ -17,7 +17,7 @@ use assert_cmd::Command;
 use common::Error;
 use onboarding_aws::{ConfigAdmin, DynamoInventory};
 use onboarding_domain::DeviceProfile;
-use onboarding_domain::rotation::{Rotation, RotationInventory, RotationState};
+use onboarding_domain::{Rotation, RotationInventory, RotationState};
 use onboarding_test_support::emulator::{Emulator, stack};
 use onboarding_test_support::world::{certificate_id, certificate_status, register_ca};
 use onboarding_test_support::{DeviceCert, TestCa};

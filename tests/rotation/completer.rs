@@ -8,7 +8,7 @@
 //! detached, job canceled, `failed` recorded), converges on `FAILED`.
 
 use onboarding_domain::RecordStatus;
-use onboarding_domain::rotation::RotationState;
+use onboarding_domain::RotationState;
 use onboarding_test_support::proxy::Matcher;
 use rotation_completer::AwsCompleter;
 use serde_json::{Value, json};

@@ -3,7 +3,7 @@
 //! policy attached, record written, `ACTIVE`, answer published, `delivered`
 //! recorded); the same message handled again converges.
 
-use onboarding_domain::rotation::RotationState;
+use onboarding_domain::RotationState;
 use onboarding_test_support::world::POLICY;
 use rotation_issuer::{AwsIssuer, CsrEvent, InvocationError, outcome_json};
 use serde_json::Value;

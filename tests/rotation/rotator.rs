@@ -3,8 +3,8 @@
 //! certificate made, stored, recorded, attached, activated, the job put out,
 //! `issued` recorded); the next scheduled run converges.
 
-use onboarding_domain::rotation::{RotationPolicy, RotationState, Strategy};
-use onboarding_domain::rotator::credential_keys;
+use onboarding_domain::credential_keys;
+use onboarding_domain::{RotationPolicy, RotationState, Strategy};
 use onboarding_test_support::world::{BUCKET, POLICY};
 use serde_json::Value;
 

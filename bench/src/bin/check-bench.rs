@@ -12,8 +12,8 @@ use std::hint::black_box;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use onboarding_bench::{Args, BenchResult, Table, f, summarize};
-use onboarding_domain::checks::{CheckContext, DEFAULT_CLOCK_SKEW_SECS, check_device_certificate};
 use onboarding_domain::{Certificate, DeviceProfile};
+use onboarding_domain::{CheckContext, DEFAULT_CLOCK_SKEW_SECS, check_device_certificate};
 use onboarding_test_support::rcgen::DnType;
 use onboarding_test_support::world::default_profile;
 use onboarding_test_support::{KeyAlg, TestCa};

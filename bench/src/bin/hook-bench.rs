@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use onboarding_aws::DynamoInventory;
 use onboarding_bench::{Args, BenchResult, Table, f, ms, operation_name, summarize, waves};
-use onboarding_domain::config::DenyKey;
+use onboarding_domain::DenyKey;
 use onboarding_test_support::emulator::sdk_config_for;
 use onboarding_test_support::proxy::Proxy;
 use onboarding_test_support::rcgen::{CertificateParams, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};

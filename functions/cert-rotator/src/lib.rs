@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use onboarding_aws::{DynamoInventory, RotationIotAdapter, S3RotationObjects, SdkSettings};
-use onboarding_domain::rotator::{Pacer, RotationError, Rotator, RotatorSettings, RunReport};
+use onboarding_domain::{Pacer, RotationError, Rotator, RotatorSettings, RunReport};
 pub use onboarding_lambda::FromEnv;
 use onboarding_lambda::{Env, SettingsError};
 use serde_json::{Value, json};

@@ -16,9 +16,9 @@
 //! | `MAX_RECORD_PAGES_PER_RUN` | no | `20` | inventory scan pages (100 items each) read per run |
 
 use onboarding_aws::{DynamoInventory, IotAdapter};
-use onboarding_domain::fleet_provisioning::SupersessionReport;
-use onboarding_domain::ports::PortResult;
-use onboarding_domain::reconciler::{ReconcileReport, Reconciler, ReconcilerSettings};
+use onboarding_domain::PortResult;
+use onboarding_domain::SupersessionReport;
+use onboarding_domain::{ReconcileReport, Reconciler, ReconcilerSettings};
 pub use onboarding_lambda::FromEnv;
 use onboarding_lambda::{Env, SettingsError};
 use serde_json::{Value, json};
@@ -86,7 +86,7 @@ pub async fn retire_superseded(sdk: &aws_config::SdkConfig, settings: &Settings)
     let iot = IotAdapter::new(aws_sdk_iot::Client::new(sdk));
     let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(sdk), &settings.registrar.inventory_table);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    onboarding_domain::fleet_provisioning::retire_superseded(&inventory, &iot, now, SUPERSESSIONS_PER_RUN).await
+    onboarding_domain::retire_superseded(&inventory, &iot, now, SUPERSESSIONS_PER_RUN).await
 }
 
 /// EMF metrics of the superseded certificates' pass.

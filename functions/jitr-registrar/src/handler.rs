@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use onboarding_domain::ports::{CertificateRegistry, CredentialsStore, DenyList, Inventory, ThingRegistry};
+use onboarding_domain::{CertificateRegistry, CredentialsStore, DenyList, Inventory, ThingRegistry};
 use onboarding_domain::{JitrEvent, MalformedEvent, Outcome, ProvisioningError, Registrar};
 use serde_json::{Value, json};
 

@@ -21,9 +21,7 @@
 use std::time::Duration;
 
 use onboarding_aws::{DynamoInventory, IotAdapter, SdkSettings};
-use onboarding_domain::fleet_provisioning::{
-    HOOK_LIMIT_MILLIS, HookOutcome, HookRequest, HookResponse, HookSettings, ProvisioningHook,
-};
+use onboarding_domain::{HOOK_LIMIT_MILLIS, HookOutcome, HookRequest, HookResponse, HookSettings, ProvisioningHook};
 pub use onboarding_lambda::FromEnv;
 use onboarding_lambda::{Env, SettingsError};
 use serde_json::{Value, json};
@@ -186,7 +184,7 @@ mod tests {
 
     #[test]
     fn metrics_carry_the_reason() {
-        use onboarding_domain::fleet_provisioning::Refusal;
+        use onboarding_domain::Refusal;
         use onboarding_domain::{RejectReason, Rejection};
         let doc = outcome_metrics(
             "ns",

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use onboarding_aws::DynamoInventory;
-use onboarding_domain::fleet_provisioning::HookOutcome;
+use onboarding_domain::HookOutcome;
 use onboarding_test_support::emulator::sdk_config_for;
 use onboarding_test_support::proxy::Proxy;
 use onboarding_test_support::rcgen::{CertificateParams, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};

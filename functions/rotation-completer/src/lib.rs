@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use onboarding_aws::{DynamoInventory, RotationIotAdapter, S3RotationObjects, SdkSettings};
-use onboarding_domain::rotator::{Completer, CompleterSettings, CompletionOutcome, JobExecutionEvent};
+use onboarding_domain::{Completer, CompleterSettings, CompletionOutcome, JobExecutionEvent};
 pub use onboarding_lambda::FromEnv;
 use onboarding_lambda::{Env, SettingsError};
 use serde_json::{Value, json};
@@ -192,7 +192,7 @@ mod tests {
         let outcome = CompletionOutcome::Failed {
             thing_name: "t".into(),
             old_certificate_id: "o".into(),
-            reason: onboarding_domain::rotation::FailureReason::JobTimedOut,
+            reason: onboarding_domain::FailureReason::JobTimedOut,
             retry_at: Some(5),
         };
         let doc = outcome_metrics("ns", &outcome, 0);

@@ -20,8 +20,8 @@
 use std::time::Duration;
 
 use onboarding_aws::{DynamoInventory, RotationIotAdapter, SdkSettings};
-use onboarding_domain::rotation::CsrMessage;
-use onboarding_domain::rotator::{CsrIssuer, CsrIssuerSettings, CsrOutcome, RotationError};
+use onboarding_domain::CsrMessage;
+use onboarding_domain::{CsrIssuer, CsrIssuerSettings, CsrOutcome, RotationError};
 pub use onboarding_lambda::FromEnv;
 use onboarding_lambda::{Env, SettingsError};
 use serde_json::{Value, json};

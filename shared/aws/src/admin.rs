@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use onboarding_domain::DeviceProfile;
-use onboarding_domain::ports::PortResult;
+use onboarding_domain::PortResult;
 
 use crate::dynamodb::{CONFIG_PK, binding_sk, config_items, profile_sk};
 use crate::error::classify;

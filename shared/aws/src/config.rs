@@ -88,7 +88,7 @@ pub fn s3_client(config: &SdkConfig, force_path_style: bool) -> aws_sdk_s3::Clie
 pub async fn iot_data_client(
     config: &SdkConfig,
     iot: &aws_sdk_iot::Client,
-) -> onboarding_domain::ports::PortResult<aws_sdk_iotdataplane::Client> {
+) -> onboarding_domain::PortResult<aws_sdk_iotdataplane::Client> {
     if config.endpoint_url().is_some() {
         return Ok(aws_sdk_iotdataplane::Client::new(config));
     }

@@ -35,15 +35,15 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure};
+use onboarding_domain::DenyKey;
 use onboarding_domain::Rejection;
-use onboarding_domain::certificate::normalize_serial;
-use onboarding_domain::config::DenyKey;
-use onboarding_domain::ports::{DenyList, Inventory, NameClaim, PortResult};
-use onboarding_domain::time_fmt::{parse_rfc3339, rfc3339};
+use onboarding_domain::normalize_serial;
 use onboarding_domain::{
     CertificateRecord, DeviceProfile, OnboardingConfig, PortError, PortErrorKind, ProfileError, RecordStatus,
     RejectReason,
 };
+use onboarding_domain::{DenyList, Inventory, NameClaim, PortResult};
+use onboarding_domain::{parse_rfc3339, rfc3339};
 
 use crate::error::{classify, is_conditional_failure};
 

@@ -5,7 +5,7 @@
 
 use aws_sdk_iot::Client;
 use aws_sdk_iot::types::{Configuration, EventType};
-use onboarding_domain::ports::PortResult;
+use onboarding_domain::PortResult;
 
 use crate::error::classify;
 

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use onboarding_domain::PortResult;
 use onboarding_domain::RecordStatus;
-use onboarding_domain::ports::PortResult;
-use onboarding_domain::rotation::RotationState;
-use onboarding_domain::time_fmt::rfc3339;
+use onboarding_domain::RotationState;
+use onboarding_domain::rfc3339;
 
 use crate::dynamodb::{CERTIFICATE_SK, EXPIRY_INDEX, EXPIRY_SHARDS};
 use crate::error::classify;

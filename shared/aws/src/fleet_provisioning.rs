@@ -12,14 +12,12 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnValuesOnConditionCheckFailure, WriteRequest};
 use futures::StreamExt;
-use onboarding_domain::fleet_provisioning::{
+use onboarding_domain::{
     AllowEntry, Consumption, HookIdentity, HookInventory, Supersession, SupersessionIot, SupersessionStore,
 };
-use onboarding_domain::ports::{
-    CertificateRegistry, CertificateStatus, Inventory, NameClaim, PortResult, ThingRegistry,
-};
-use onboarding_domain::time_fmt::{parse_rfc3339, rfc3339};
 use onboarding_domain::{CertificateRecord, OnboardingConfig};
+use onboarding_domain::{CertificateRegistry, CertificateStatus, Inventory, NameClaim, PortResult, ThingRegistry};
+use onboarding_domain::{parse_rfc3339, rfc3339};
 
 use crate::IotAdapter;
 use crate::dynamodb::{DynamoInventory, get_s, s};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use aws_sdk_iot::Client;
 use aws_sdk_iot::types::{AttributePayload, ThingPrincipalType};
 use onboarding_domain::ProvisioningPlan;
-use onboarding_domain::ports::{
+use onboarding_domain::{
     CertificateRegistry, CertificateStatus, ExistingThing, PortResult, RegisteredCa, RegisteredCertificate,
     ThingCreation, ThingRegistry,
 };

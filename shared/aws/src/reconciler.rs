@@ -28,10 +28,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use onboarding_domain::CertificateRecord;
-use onboarding_domain::ports::{CertificateStatus, PortResult};
-use onboarding_domain::reconciler::{CaCertificates, ListedCertificate, NOT_FOUND_STATUS, ReconcileInventory};
-use onboarding_domain::rotation::Page;
-use onboarding_domain::time_fmt::rfc3339;
+use onboarding_domain::Page;
+use onboarding_domain::rfc3339;
+use onboarding_domain::{CaCertificates, ListedCertificate, NOT_FOUND_STATUS, ReconcileInventory};
+use onboarding_domain::{CertificateStatus, PortResult};
 use serde::{Deserialize, Serialize};
 
 use crate::dynamodb::{CERTIFICATE_SK, DynamoInventory, certificate_pk, parse_record, s};

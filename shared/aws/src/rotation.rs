@@ -45,15 +45,15 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, KeysAndAttributes, ReturnConsumedCapacity};
 use aws_sdk_iot::types::{JobStatus, PresignedUrlConfig, TargetSelection, TimeoutConfig};
-use onboarding_domain::ports::{
+use onboarding_domain::{CertificateRecord, PortError, PortErrorKind, RecordStatus};
+use onboarding_domain::{
     CertificateRegistry, CertificateStatus, Inventory, PortResult, RegisteredCertificate, ThingRegistry,
 };
-use onboarding_domain::rotation::{
+use onboarding_domain::{
     FailureReason, IssuedCertificate, JobDocument, JobExecution, Page, Rotation, RotationInventory, RotationIot,
     RotationObjects, RotationState, Strategy,
 };
-use onboarding_domain::time_fmt::{parse_rfc3339, rfc3339};
-use onboarding_domain::{CertificateRecord, PortError, PortErrorKind, RecordStatus};
+use onboarding_domain::{parse_rfc3339, rfc3339};
 use serde::{Deserialize, Serialize};
 
 use crate::dynamodb::{

@@ -3,8 +3,8 @@
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
-use onboarding_domain::ports::{CredentialsStore, PortResult};
 use onboarding_domain::{CredentialsRecord, PortError, PortErrorKind};
+use onboarding_domain::{CredentialsStore, PortResult};
 
 use crate::error::classify;
 

@@ -10,12 +10,12 @@ use std::sync::Mutex;
 use aws_sdk_iot::types::CertificateStatus as IotStatus;
 use onboarding_aws::reconciler::RECONCILER_PK;
 use onboarding_aws::{DynamoInventory, IotAdapter};
-use onboarding_domain::ports::{CertificateStatus, Inventory};
-use onboarding_domain::reconciler::{
+use onboarding_domain::{
     CaCertificates, ListedCertificate, NOT_FOUND_STATUS, ReconcileInventory, Reconciler, ReconcilerSettings,
     StuckHandler,
 };
 use onboarding_domain::{CertificateRecord, JitrEvent, Outcome, PortErrorKind, ProvisioningError, RecordStatus};
+use onboarding_domain::{CertificateStatus, Inventory};
 use onboarding_test_support::world::{TABLE, World};
 
 async fn world() -> World {
@@ -217,7 +217,7 @@ async fn a_record_whose_certificate_was_deleted_is_marked_once() {
     assert_eq!(text("certificateStatus").as_deref(), Some(NOT_FOUND_STATUS));
     assert_eq!(
         text("certificateMissingAt").as_deref(),
-        Some(onboarding_domain::time_fmt::rfc3339(t + 10).as_str())
+        Some(onboarding_domain::rfc3339(t + 10).as_str())
     );
     assert_eq!(
         text("thingName"),

@@ -36,12 +36,12 @@ use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::error::ErrorMetadata;
 use onboarding_aws::rotation::{PRESIGNED_URL_SECONDS, S3RotationObjects};
 use onboarding_aws::{DynamoInventory, RotationIotAdapter};
-use onboarding_domain::ports::PortError;
-use onboarding_domain::rotation::{
+use onboarding_domain::PortError;
+use onboarding_domain::rfc3339;
+use onboarding_domain::{CertificateRecord, PortErrorKind, RecordStatus};
+use onboarding_domain::{
     JobDocument, Rotation, RotationInventory, RotationIot, RotationObjects, RotationPolicy, RotationState, Strategy,
 };
-use onboarding_domain::time_fmt::rfc3339;
-use onboarding_domain::{CertificateRecord, PortErrorKind, RecordStatus};
 
 // --- fixtures ---------------------------------------------------------------
 
@@ -502,7 +502,7 @@ async fn the_job_pointer_is_written_only_when_an_attempt_starts() {
 
     // The next attempt: a new job.
     let failed = requested
-        .failed(onboarding_domain::rotation::FailureReason::JobFailed, "x", &policy, 1)
+        .failed(onboarding_domain::FailureReason::JobFailed, "x", &policy, 1)
         .unwrap();
     let retried = failed.retried(&policy, 2).unwrap();
     assert!(

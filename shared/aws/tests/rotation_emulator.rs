@@ -11,13 +11,13 @@ use std::collections::{BTreeSet, HashMap};
 use aws_sdk_dynamodb::types::AttributeValue;
 use onboarding_aws::rotation::{S3RotationObjects, ScanStats};
 use onboarding_aws::{DynamoInventory, RotationIotAdapter};
-use onboarding_domain::ports::{CertificateStatus, Inventory};
-use onboarding_domain::rotation::{
+use onboarding_domain::rfc3339;
+use onboarding_domain::{CertificateRecord, RecordStatus};
+use onboarding_domain::{CertificateStatus, Inventory};
+use onboarding_domain::{
     FailureReason, JobDocument, Rotation, RotationInventory, RotationIot, RotationObjects, RotationPolicy,
     RotationState, Strategy, job_id,
 };
-use onboarding_domain::time_fmt::rfc3339;
-use onboarding_domain::{CertificateRecord, RecordStatus};
 use onboarding_test_support::rcgen::{CertificateParams, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
 use onboarding_test_support::world::{BUCKET, POLICY, TABLE, THING_TYPE, World};
 

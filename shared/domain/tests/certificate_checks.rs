@@ -1,8 +1,8 @@
 //! Certificate checks on certificates minted in the test (rcgen) or made with
 //! openssl (fixtures): one passing case per key type, one test per rejection.
 
-use onboarding_domain::checks::{CaVerdict, CheckContext, check_ca, check_device_certificate};
-use onboarding_domain::config::DenyKey;
+use onboarding_domain::DenyKey;
+use onboarding_domain::{CaVerdict, CheckContext, check_ca, check_device_certificate};
 use onboarding_domain::{Certificate, CertificateStatus, DeviceProfile, OnboardingConfig, RejectReason, Rejection};
 use onboarding_test_support::certs::fixture;
 use onboarding_test_support::rcgen::{DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose};

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use onboarding_domain::DeviceProfile;
-use onboarding_domain::event::is_certificate_id;
+use onboarding_domain::is_certificate_id;
 use serde_json::{Value, json};
 
 /// A configuration problem; init fails with this message.
