@@ -19,10 +19,10 @@ pub struct EventsArgs {
 pub async fn run(args: &EventsArgs, cli: &Cli) -> Result<(), CliError> {
     let iot = aws_sdk_iot::Client::new(&cli.aws.sdk_config().await);
     let (enabled, changed) = if args.enable {
-        let changed = onboarding_aws::events::enable_job_execution_events(&iot).await?;
+        let changed = onboarding_aws::enable_job_execution_events(&iot).await?;
         (true, changed)
     } else {
-        (onboarding_aws::events::job_execution_events_enabled(&iot).await?, false)
+        (onboarding_aws::job_execution_events_enabled(&iot).await?, false)
     };
     if cli.json {
         println!(

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_dynamodb::types::AttributeValue as A;
 use clap::Subcommand;
 use onboarding_aws::DynamoInventory;
-use onboarding_aws::dynamodb::{CERTIFICATE_SK, CLAIM_SK, certificate_pk, thing_pk};
-use onboarding_aws::fleet::ROTATION_STATES;
-use onboarding_aws::rotation::{ROTATION_SK, parse_rotation};
+use onboarding_aws::ROTATION_STATES;
+use onboarding_aws::{CERTIFICATE_SK, CLAIM_SK, certificate_pk, thing_pk};
+use onboarding_aws::{ROTATION_SK, parse_rotation};
 use onboarding_domain::rfc3339;
 use onboarding_domain::{Rotation, RotationInventory, RotationState};
 use serde_json::{Value, json};
@@ -45,7 +45,7 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
     let sdk = cli.aws.sdk_config().await;
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let status = onboarding_aws::fleet::fleet_status(&client, &table, now, &[30, 60, 90]).await?;
+    let status = onboarding_aws::fleet_status(&client, &table, now, &[30, 60, 90]).await?;
     let rotations = &status.rotations;
     if cli.json {
         let expiring: BTreeMap<String, u64> = status

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use onboarding_aws::DynamoInventory;
-use onboarding_aws::fleet_provisioning::{AllowResult, ResetResult};
+use onboarding_aws::{AllowResult, ResetResult};
 use onboarding_domain::DeviceProfile;
 use onboarding_domain::is_valid_thing_name;
 use onboarding_domain::{HOOK_PAYLOAD_VERSION, SERIAL_MAX, SERIAL_PARAMETER, render_template};

@@ -744,7 +744,7 @@ async fn events_are_shown_and_turned_on_only_by_the_operator() -> TestResult {
         before["jobExecutionEvents"] == false,
         "{before} then {enabled}"
     );
-    assert!(onboarding_aws::events::job_execution_events_enabled(&aws_sdk_iot::Client::new(&world.sdk)).await?);
+    assert!(onboarding_aws::job_execution_events_enabled(&aws_sdk_iot::Client::new(&world.sdk)).await?);
     // A second time: already on, nothing to change.
     let again = shown(&onboard(Some(&world))?.args(["--json", "events", "--enable"]).output()?)?;
     assert_eq!(again["changed"], false, "{again}");

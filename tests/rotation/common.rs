@@ -15,7 +15,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use cert_rotator::{AwsRotator, FromEnv};
 use jitr_registrar::AwsHandler;
-use onboarding_aws::dynamodb::{CLAIM_SK, thing_pk};
+use onboarding_aws::{CLAIM_SK, thing_pk};
 use onboarding_aws::{DynamoInventory, SdkSettings};
 use onboarding_domain::Inventory;
 use onboarding_domain::{CertificateRecord, DeviceProfile};

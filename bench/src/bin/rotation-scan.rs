@@ -39,7 +39,7 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use cert_rotator::FromEnv;
 use futures::{StreamExt, TryStreamExt};
-use onboarding_aws::dynamodb::{CERTIFICATE_SK, certificate_pk, expiry_key, expiry_shard};
+use onboarding_aws::{CERTIFICATE_SK, certificate_pk, expiry_key, expiry_shard};
 use onboarding_aws::{DynamoInventory, ScanStats, take_scan_totals};
 use onboarding_bench::{Args, BenchError, BenchResult, Table, f, ms, operation_name};
 use onboarding_domain::Inventory;

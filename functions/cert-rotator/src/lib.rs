@@ -183,7 +183,7 @@ pub fn report_metrics(namespace: &str, report: &RunReport, duration_ms: f64, tim
 /// operator turns it on at deploy time (`onboard events --enable`). Without
 /// it rotations still complete, at their deadline, through the rotator.
 pub async fn check_job_execution_events(iot: &aws_sdk_iot::Client) {
-    match onboarding_aws::events::job_execution_events_enabled(iot).await {
+    match onboarding_aws::job_execution_events_enabled(iot).await {
         Ok(true) => {}
         Ok(false) => tracing::warn!(
             "job-execution events are off in this account: rotations complete only at their deadline; run `onboard events --enable` once"

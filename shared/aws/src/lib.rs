@@ -19,7 +19,17 @@ pub mod s3;
 
 pub use admin::ConfigAdmin;
 pub use config::{SdkSettings, iot_data_client, s3_client};
-pub use dynamodb::DynamoInventory;
+pub use dynamodb::{
+    CERTIFICATE_SK, CLAIM_SK, DENY_SK, DynamoInventory, binding_sk, certificate_pk, deny_pk, expiry_key, expiry_shard,
+    legacy_deny_sk, profile_sk, thing_pk,
+};
+pub use events::{enable_job_execution_events, job_execution_events_enabled};
+pub use fleet::{ROTATION_STATES, fleet_status};
+pub use fleet_provisioning::{AllowResult, ResetResult};
 pub use iot::IotAdapter;
-pub use rotation::{RotationIotAdapter, S3RotationObjects, ScanStats, scan_totals, take_scan_totals};
+pub use reconciler::RECONCILER_PK;
 pub use s3::S3CredentialsStore;
+pub use rotation::{
+    PRESIGNED_URL_SECONDS, ROTATION_SK, RotationIotAdapter, S3RotationObjects, ScanStats, parse_rotation, scan_totals,
+    take_scan_totals,
+};

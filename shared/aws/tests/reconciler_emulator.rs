@@ -8,7 +8,7 @@
 use std::sync::Mutex;
 
 use aws_sdk_iot::types::CertificateStatus as IotStatus;
-use onboarding_aws::reconciler::RECONCILER_PK;
+use onboarding_aws::RECONCILER_PK;
 use onboarding_aws::{DynamoInventory, IotAdapter};
 use onboarding_domain::{
     CaCertificates, ListedCertificate, NOT_FOUND_STATUS, ReconcileInventory, Reconciler, ReconcilerSettings,

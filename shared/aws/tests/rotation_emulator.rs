@@ -9,8 +9,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use onboarding_aws::rotation::{S3RotationObjects, ScanStats};
 use onboarding_aws::{DynamoInventory, RotationIotAdapter};
+use onboarding_aws::{S3RotationObjects, ScanStats};
 use onboarding_domain::rfc3339;
 use onboarding_domain::{CertificateRecord, RecordStatus};
 use onboarding_domain::{CertificateStatus, Inventory};

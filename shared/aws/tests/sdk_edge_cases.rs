@@ -40,7 +40,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::error::ErrorMetadata;
-use onboarding_aws::dynamodb::{DENY_SK, binding_sk, deny_pk, legacy_deny_sk, profile_sk};
+use onboarding_aws::{DENY_SK, binding_sk, deny_pk, legacy_deny_sk, profile_sk};
 use onboarding_aws::{DynamoInventory, IotAdapter, S3CredentialsStore};
 use onboarding_domain::DenyKey;
 use onboarding_domain::{CaTrust, CertificateRecord, CertificateStatus, PortErrorKind, ProvisioningPlan, RecordStatus};

@@ -179,7 +179,7 @@ pub async fn deploy(
 /// resource for the account's event configuration, and no function role may
 /// change it): job-execution events on, as `onboard events --enable` does.
 async fn enable_job_events(sdk: &SdkConfig) -> Result<(), StackError> {
-    onboarding_aws::events::enable_job_execution_events(&aws_sdk_iot::Client::new(sdk))
+    onboarding_aws::enable_job_execution_events(&aws_sdk_iot::Client::new(sdk))
         .await
         .map_err(|e| StackError::Aws {
             operation: e.operation,
