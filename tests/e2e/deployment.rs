@@ -43,7 +43,7 @@ impl Deployment {
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         // After deploying: register the CA with auto-registration and bind it
-        // to the default profile, as the README's deployment steps say.
+        // to the default profile, as docs/deploying.md says.
         let ca = TestCa::new("Acme Device CA")?;
         let ca_id = register_ca(&iot, &ca).await?;
         let deployment = Self {
