@@ -2,13 +2,12 @@
 //! profile, the deny-list's answer for it and the time. Nothing here trusts
 //! the event or IoT's own verification.
 
-use std::collections::BTreeMap;
-
-use crate::certificate::{Certificate, KeyKind, Subject};
-use crate::config::{CaTrust, OnboardingConfig};
-use crate::ports::CertificateStatus;
-use crate::profile::{DeviceProfile, DroppedAttribute, NameError};
-use crate::reason::{RejectReason, Rejection};
+use crate::model::certificate::{Certificate, KeyKind, Subject};
+use crate::model::plan::Approval;
+use crate::model::reason::{RejectReason, Rejection};
+use crate::model::status::CertificateStatus;
+use crate::policy::config::{CaTrust, OnboardingConfig};
+use crate::policy::profile::{DeviceProfile, NameError};
 
 /// Default tolerance for device clocks and certificate factories whose
 /// notBefore is slightly in the future.
@@ -27,14 +26,6 @@ pub struct CheckContext<'a> {
     /// Unix seconds.
     pub now: i64,
     pub clock_skew_secs: i64,
-}
-
-/// A certificate that passed every check, with what the profile derived from it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Approval {
-    pub thing_name: String,
-    pub attributes: BTreeMap<String, String>,
-    pub dropped_attributes: Vec<DroppedAttribute>,
 }
 
 /// The CA-level verdict, before the certificate itself is looked at.

@@ -9,8 +9,8 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::certificate::{Subject, SubjectField};
-use crate::profile::{DeviceProfile, Piece, ProfileError, UnfitAttribute, parse_template};
+use crate::model::certificate::{Subject, SubjectField};
+use crate::policy::profile::{DeviceProfile, Piece, ProfileError, UnfitAttribute, parse_template};
 
 /// The largest template body this renderer produces, in characters
 /// (`RegistrationConfig.templateBody` is limited to 10,240 by AWS IoT).

@@ -44,19 +44,24 @@ use futures::future::{try_join, try_join_all};
 use futures::lock::Mutex;
 use serde::{Deserialize, Deserializer};
 
-use crate::certificate::{Certificate, CertificateRequest};
-use crate::config::{ConfigCache, OnboardingConfig};
+use crate::checks::csr::check_csr;
+use crate::model::certificate::{Certificate, CertificateRequest};
+use crate::model::reason::Rejection;
+use crate::model::record::{CertificateRecord, RecordStatus};
+use crate::model::status::CertificateStatus;
+use crate::policy::config::OnboardingConfig;
+use crate::policy::profile::DeviceProfile;
+use crate::policy::rotation::protocol::{
+    CONFIRMATION_FIELD, CsrAnswer, CsrMessage, JobDocument, JobExecution, answer_topic,
+};
+use crate::policy::rotation::state::{FailureReason, Rotation, RotationState, TransitionError};
+use crate::policy::rotation::{RotationPolicy, Strategy};
 use crate::ports::{
-    CertificateStatus, DenyList, Inventory, NameClaim, PortError, PortErrorKind, PortResult, RegisteredCertificate,
+    DenyList, Inventory, NameClaim, Pacer, PortError, PortErrorKind, PortResult, RegisteredCertificate,
+    RotationInventory, RotationIot, RotationObjects,
 };
-use crate::profile::DeviceProfile;
-use crate::reason::Rejection;
-use crate::record::{CertificateRecord, RecordStatus};
-use crate::rotation::{
-    CONFIRMATION_FIELD, CsrAnswer, CsrMessage, FailureReason, JobDocument, JobExecution, Rotation, RotationInventory,
-    RotationIot, RotationObjects, RotationPolicy, RotationState, Strategy, TransitionError, answer_topic, check_csr,
-    rotation_allowed,
-};
+use crate::workflows::config_cache::ConfigCache;
+use crate::workflows::rotation::ops::rotation_allowed;
 
 /// The rotator's cursor over certificates entering their rotation window.
 pub const EXPIRING_CURSOR: &str = "expiring";
@@ -649,14 +654,6 @@ where
 }
 
 // --- rotator ----------------------------------------------------------------
-
-/// Waits between IoT calls. The function implements it with
-/// `tokio::time::sleep` (the domain has no runtime).
-pub trait Pacer: Send + Sync {
-    /// A monotonic clock.
-    fn now(&self) -> Instant;
-    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
-}
 
 /// Rotator settings, read from the environment by the function.
 #[derive(Debug, Clone)]
@@ -1982,7 +1979,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::rotation::{IssuedCertificate, JobExecution, Page};
+    use crate::ports::{IssuedCertificate, Page};
 
     const T0: i64 = 1_900_000_000;
     const PROFILE: &str = "sensors";

@@ -19,11 +19,14 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::event::JitrEvent;
-use crate::ports::{CertificateRegistry, CertificateStatus, Inventory, PortError, PortErrorKind, PortResult};
-use crate::record::{CertificateRecord, Outcome, RecordStatus};
-use crate::registrar::{ProvisioningError, Registrar};
-use crate::rotation::Page;
+use crate::model::event::JitrEvent;
+use crate::model::record::{CertificateRecord, Outcome, RecordStatus};
+use crate::model::status::CertificateStatus;
+use crate::ports::{
+    CaCertificates, CertificateRegistry, Inventory, ListedCertificate, PortError, PortErrorKind, PortResult,
+    ReconcileInventory,
+};
+use crate::workflows::registrar::{ProvisioningError, Registrar};
 
 /// Default age after which a `PENDING_ACTIVATION` certificate counts as stuck.
 pub const DEFAULT_STUCK_AFTER_SECS: i64 = 600;
@@ -59,50 +62,6 @@ impl JitrEvent {
 }
 
 // --- ports ------------------------------------------------------------------
-
-/// A certificate as `ListCertificatesByCA` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedCertificate {
-    pub certificate_id: String,
-    pub certificate_arn: String,
-    pub status: CertificateStatus,
-    /// Unix seconds; `None` when IoT did not say.
-    pub created_at: Option<i64>,
-}
-
-/// A CA's device certificates in IoT.
-pub trait CaCertificates: Send + Sync {
-    /// `ListCertificatesByCA`, one page of at most `limit` from the opaque
-    /// `cursor` on (`None`: from the start).
-    fn certificates_of_ca(
-        &self,
-        ca_certificate_id: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> impl Future<Output = PortResult<Page<ListedCertificate>>> + Send;
-}
-
-/// The inventory as the reconciler uses it, beyond [`Inventory`].
-pub trait ReconcileInventory: Send + Sync {
-    /// Certificate records of one CA, one page from the opaque `cursor` on.
-    /// `limit` bounds the items *read*, not returned: a page may hold fewer
-    /// records, even none, and only a `None` cursor ends the scan.
-    fn records_of_ca(
-        &self,
-        ca_certificate_id: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> impl Future<Output = PortResult<Page<CertificateRecord>>> + Send;
-    /// Marks the record of a certificate that no longer exists in IoT
-    /// (`certificateStatus` = `NOT_FOUND`, `certificateMissingAt` = `now`).
-    /// True when marked now; false when already marked or there is no record.
-    fn mark_certificate_missing(&self, certificate_id: &str, now: i64)
-    -> impl Future<Output = PortResult<bool>> + Send;
-    /// The reconciler's saved position between runs.
-    fn reconcile_cursor(&self, name: &str) -> impl Future<Output = PortResult<Option<String>>> + Send;
-    /// Saves a position; `None` deletes it.
-    fn save_reconcile_cursor(&self, name: &str, cursor: Option<&str>) -> impl Future<Output = PortResult<()>> + Send;
-}
 
 /// Processes a certificate stuck `PENDING_ACTIVATION`, exactly as the
 /// registrar processes its event. [`Registrar`] implements it.
@@ -484,8 +443,8 @@ mod tests {
     use std::sync::Mutex as StdMutex;
 
     use super::*;
-    use crate::config::OnboardingConfig;
-    use crate::ports::{NameClaim, RegisteredCa, RegisteredCertificate};
+    use crate::policy::config::OnboardingConfig;
+    use crate::ports::{NameClaim, Page, RegisteredCa, RegisteredCertificate};
 
     const NOW: i64 = 1_900_000_000;
     const BOUND: &str = "ca-bound";

@@ -1,8 +1,8 @@
 //! Inventory records and outcomes: what the registrar decided and keeps.
 
-use crate::plan::ProvisioningPlan;
-use crate::ports::CertificateStatus;
-use crate::reason::{RejectReason, Rejection};
+use crate::model::plan::ProvisioningPlan;
+use crate::model::reason::{RejectReason, Rejection};
+use crate::model::status::CertificateStatus;
 
 /// The state of a certificate in the inventory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,4 @@
+//! The rotation workflows.
+
+pub(crate) mod ops;
+pub(crate) mod rotator;
