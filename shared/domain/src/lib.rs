@@ -14,6 +14,9 @@ mod policy;
 mod ports;
 mod workflows;
 
+#[cfg(test)]
+mod testing;
+
 // --- model: value types ------------------------------------------------------
 pub use model::certificate::{Certificate, CertificateRequest, KeyKind, Subject, SubjectField, normalize_serial};
 pub use model::event::{JitrEvent, MalformedEvent, is_certificate_id};
@@ -57,7 +60,7 @@ pub use workflows::provisioning_hook::{
 };
 pub use workflows::reconciler::{NOT_FOUND_STATUS, ReconcileReport, Reconciler, ReconcilerSettings, StuckHandler};
 pub use workflows::registrar::{ProvisioningError, Registrar, RegistrarSettings, certificate_id_of_arn};
-pub use workflows::rotation::rotator::{
-    Completer, CompleterSettings, CompletionOutcome, CsrIssuer, CsrIssuerSettings, CsrOutcome, IgnoreReason,
-    JobExecutionEvent, RotationError, Rotator, RotatorSettings, RunReport, credential_keys,
-};
+pub use workflows::rotation::completer::{Completer, CompleterSettings, CompletionOutcome, JobExecutionEvent};
+pub use workflows::rotation::issuer::{CsrIssuer, CsrIssuerSettings, CsrOutcome};
+pub use workflows::rotation::ops::{IgnoreReason, RotationError, credential_keys};
+pub use workflows::rotation::rotator::{Rotator, RotatorSettings, RunReport};
