@@ -164,7 +164,7 @@ impl Outcome {
         }
     }
 
-    pub fn reason(&self) -> Option<crate::RejectReason> {
+    pub fn reason(&self) -> Option<RejectReason> {
         match self {
             Self::Rejected { rejection, .. } => Some(rejection.reason),
             _ => None,

@@ -56,10 +56,10 @@ pub enum RejectionAction {
 
 impl RejectionAction {
     /// The IoT certificate status this action sets.
-    pub fn status(self) -> crate::CertificateStatus {
+    pub fn status(self) -> CertificateStatus {
         match self {
-            Self::Revoked => crate::CertificateStatus::Revoked,
-            Self::Inactive => crate::CertificateStatus::Inactive,
+            Self::Revoked => CertificateStatus::Revoked,
+            Self::Inactive => CertificateStatus::Inactive,
         }
     }
 }

@@ -4,32 +4,26 @@
 
 #![allow(clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use onboarding_test_support::rcgen;
+
 use crate::model::certificate::Certificate;
-use crate::model::reason::Rejection;
+use crate::model::reason::{RejectReason, Rejection};
 use crate::model::record::{CertificateRecord, RecordStatus};
 use crate::model::status::CertificateStatus;
 use crate::policy::config::OnboardingConfig;
 use crate::policy::profile::DeviceProfile;
-use crate::policy::rotation::Strategy;
 use crate::policy::rotation::protocol::{CONFIRMATION_FIELD, JobDocument, JobExecution, answer_topic};
 use crate::policy::rotation::state::{Rotation, RotationState};
+use crate::policy::rotation::{DAY, Strategy};
 use crate::ports::{
-    DenyList, Inventory, NameClaim, Pacer, PortError, PortErrorKind, PortResult, RegisteredCertificate,
-    RotationInventory, RotationIot, RotationObjects,
+    DenyList, Inventory, IssuedCertificate, NameClaim, Pacer, Page, PortError, PortErrorKind, PortResult,
+    RegisteredCertificate, RotationInventory, RotationIot, RotationObjects,
 };
-use std::collections::BTreeSet;
-use std::sync::{Mutex as StdMutex, MutexGuard, PoisonError};
-
-use onboarding_test_support::rcgen;
-
-use std::sync::Arc;
-
-use crate::ports::{IssuedCertificate, Page};
-use crate::workflows::rotation::ops::*;
 
 pub(crate) const T0: i64 = 1_900_000_000;
 pub(crate) const PROFILE: &str = "sensors";
@@ -471,9 +465,9 @@ impl DenyList for Fake {
     async fn denial(&self, ca: &str, serial: &str, fingerprint: &str) -> PortResult<Option<Rejection>> {
         self.call("denial", |w| {
             Ok(if w.denied.contains(fingerprint) {
-                Some(Rejection::new(crate::RejectReason::FingerprintDenied, fingerprint))
+                Some(Rejection::new(RejectReason::FingerprintDenied, fingerprint))
             } else if w.denied.contains(&format!("{ca}#{serial}")) {
-                Some(Rejection::new(crate::RejectReason::SerialDenied, serial))
+                Some(Rejection::new(RejectReason::SerialDenied, serial))
             } else {
                 None
             })

@@ -10,7 +10,7 @@ use crate::policy::rotation::Strategy;
 use crate::policy::rotation::protocol::CONFIRMATION_FIELD;
 use crate::policy::rotation::state::{FailureReason, Rotation, RotationState};
 use crate::ports::{Inventory, RotationInventory, RotationIot, RotationObjects};
-use crate::workflows::rotation::ops::*;
+use crate::workflows::rotation::ops::{IgnoreReason, Ops, ProfileCache, RotationError, Settled};
 
 // --- completer --------------------------------------------------------------
 

@@ -17,7 +17,7 @@ use crate::ports::{
     RotationObjects,
 };
 use crate::workflows::rotation::ops::rotation_allowed;
-use crate::workflows::rotation::ops::*;
+use crate::workflows::rotation::ops::{IgnoreReason, MAX_TRIES, OldCertificate, Ops, ProfileCache, RotationError};
 
 // --- CSR issuer -------------------------------------------------------------
 

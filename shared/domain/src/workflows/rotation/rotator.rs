@@ -16,7 +16,10 @@ use crate::ports::{
     DenyList, Inventory, Pacer, PortError, PortErrorKind, PortResult, RotationInventory, RotationIot, RotationObjects,
 };
 use crate::workflows::rotation::ops::rotation_allowed;
-use crate::workflows::rotation::ops::*;
+use crate::workflows::rotation::ops::{
+    DAY, DUE_CURSOR, EXPIRING_CURSOR, OldCertificate, Ops, RotationError, Settled, Snapshot, credential_keys,
+    load_snapshot, race,
+};
 
 // --- rotator ----------------------------------------------------------------
 

@@ -18,7 +18,7 @@ use onboarding_test_support::rcgen;
 use crate::testing::rotation::*;
 use crate::workflows::rotation::completer::*;
 use crate::workflows::rotation::issuer::*;
-use crate::workflows::rotation::ops::*;
+use crate::workflows::rotation::ops::{DAY, DUE_CURSOR, EXPIRING_CURSOR, IgnoreReason, RotationError, credential_keys};
 use crate::workflows::rotation::rotator::*;
 
 // --- helpers --------------------------------------------------------------
