@@ -40,6 +40,7 @@ pub use policy::rotation::{RotationPolicy, Strategy};
 // --- checks -------------------------------------------------------------------
 pub use checks::certificate::{CaVerdict, CheckContext, DEFAULT_CLOCK_SKEW_SECS, check_ca, check_device_certificate};
 pub use checks::csr::rotation_key_warning;
+pub use checks::subject::check_subject as check_jitp_subject;
 
 // --- ports: one trait per capability, and the errors they return ---------------
 pub use ports::{
@@ -50,9 +51,7 @@ pub use ports::{
 };
 
 // --- workflows ----------------------------------------------------------------
-pub use workflows::jitp::{
-    check_subject as check_jitp_subject, parameter_name as jitp_parameter_name, render as render_jitp,
-};
+pub use workflows::jitp::{parameter_name as jitp_parameter_name, render as render_jitp};
 pub use workflows::provisioning_hook::{
     FLEET_PROVISIONING_CA, HOOK_LIMIT_MILLIS, HOOK_PAYLOAD_VERSION, HookOutcome, HookRequest, HookResponse,
     HookSettings, ProvisioningHook, Refusal, SERIAL_MAX, SERIAL_PARAMETER, SupersessionReport, render_template,

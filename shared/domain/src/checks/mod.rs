@@ -3,3 +3,4 @@
 
 pub(crate) mod certificate;
 pub(crate) mod csr;
+pub(crate) mod subject;

@@ -29,7 +29,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::checks::certificate::{approve_subject, check_extensions, check_key, check_validity};
+use crate::checks::certificate::{check_extensions, check_key, check_validity};
+use crate::checks::subject::approve_subject;
 use crate::model::certificate::{Certificate, Subject, SubjectField};
 use crate::model::reason::{RejectReason, Rejection};
 use crate::model::record::{CertificateRecord, RecordStatus};
