@@ -14,7 +14,7 @@ mod policy;
 mod ports;
 mod workflows;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fakes"))]
 mod testing;
 
 // --- model: value types ------------------------------------------------------
@@ -63,3 +63,7 @@ pub use workflows::rotation::completer::{Completer, CompleterSettings, Completio
 pub use workflows::rotation::issuer::{CsrIssuer, CsrIssuerSettings, CsrOutcome};
 pub use workflows::rotation::ops::{IgnoreReason, RotationError, credential_keys};
 pub use workflows::rotation::rotator::{Rotator, RotatorSettings, RunReport};
+
+// --- testing: in-memory fakes of the ports (feature `fakes`) -------------------
+#[cfg(feature = "fakes")]
+pub use testing::{provisioning_hook as hook_fakes, reconciler as reconciler_fakes, rotation as rotation_fakes};

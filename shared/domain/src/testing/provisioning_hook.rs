@@ -13,35 +13,35 @@ use crate::ports::{
 };
 
 #[derive(Default)]
-pub(crate) struct State {
-    pub(crate) entries: BTreeMap<String, AllowEntry>,
-    pub(crate) claims: BTreeMap<String, String>,
-    pub(crate) records: Vec<CertificateRecord>,
-    pub(crate) supersessions: Vec<Supersession>,
-    pub(crate) revoking: Vec<String>,
+pub struct State {
+    pub entries: BTreeMap<String, AllowEntry>,
+    pub claims: BTreeMap<String, String>,
+    pub records: Vec<CertificateRecord>,
+    pub supersessions: Vec<Supersession>,
+    pub revoking: Vec<String>,
 }
 
 #[derive(Default)]
-pub(crate) struct Inventory {
-    pub(crate) config: OnboardingConfig,
-    pub(crate) fail_reads: bool,
-    pub(crate) fail_record: bool,
-    pub(crate) state: Mutex<State>,
+pub struct Inventory {
+    pub config: OnboardingConfig,
+    pub fail_reads: bool,
+    pub fail_record: bool,
+    pub state: Mutex<State>,
 }
 
 impl Inventory {
-    pub(crate) fn with(entries: &[AllowEntry]) -> Self {
+    pub fn with(entries: &[AllowEntry]) -> Self {
         let inventory = Self::default();
         inventory.state().entries = entries.iter().map(|e| (e.serial.clone(), e.clone())).collect();
         inventory
     }
 
-    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-pub(crate) fn unavailable(operation: &'static str) -> PortError {
+pub fn unavailable(operation: &'static str) -> PortError {
     PortError::new(operation, PortErrorKind::Transient, "throttled")
 }
 
@@ -130,18 +130,18 @@ impl HookInventory for Inventory {
 
 /// IoT: certificate statuses and things' principals.
 #[derive(Default)]
-pub(crate) struct Iot {
-    pub(crate) statuses: Mutex<BTreeMap<String, CertificateStatus>>,
-    pub(crate) things: BTreeMap<String, Vec<String>>,
-    pub(crate) revoked: Mutex<Vec<String>>,
+pub struct Iot {
+    pub statuses: Mutex<BTreeMap<String, CertificateStatus>>,
+    pub things: BTreeMap<String, Vec<String>>,
+    pub revoked: Mutex<Vec<String>>,
 }
 
-pub(crate) fn arn(id: &str) -> String {
+pub fn arn(id: &str) -> String {
     format!("arn:aws:iot:eu-west-1:123456789012:cert/{id}")
 }
 
 impl Iot {
-    pub(crate) fn with(statuses: &[(&str, CertificateStatus)], things: &[(&str, &[&str])]) -> Self {
+    pub fn with(statuses: &[(&str, CertificateStatus)], things: &[(&str, &[&str])]) -> Self {
         Self {
             statuses: Mutex::new(statuses.iter().map(|(id, s)| ((*id).to_string(), s.clone())).collect()),
             things: things
@@ -151,7 +151,7 @@ impl Iot {
             revoked: Mutex::new(Vec::new()),
         }
     }
-    pub(crate) fn status(&self, id: &str) -> Option<CertificateStatus> {
+    pub fn status(&self, id: &str) -> Option<CertificateStatus> {
         self.statuses.lock().ok().and_then(|s| s.get(id).cloned())
     }
 }

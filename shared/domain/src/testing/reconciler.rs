@@ -15,47 +15,47 @@ use crate::ports::{
 use crate::workflows::reconciler::{NOT_FOUND_STATUS, StuckHandler};
 use crate::workflows::registrar::ProvisioningError;
 
-pub(crate) const NOW: i64 = 1_900_000_000;
-pub(crate) const BOUND: &str = "ca-bound";
-pub(crate) const DEFAULT: &str = "ca-default";
-pub(crate) const UNBOUND: &str = "ca-unbound";
+pub const NOW: i64 = 1_900_000_000;
+pub const BOUND: &str = "ca-bound";
+pub const DEFAULT: &str = "ca-default";
+pub const UNBOUND: &str = "ca-unbound";
 
 #[derive(Default)]
-pub(crate) struct World {
-    pub(crate) config: OnboardingConfig,
+pub struct World {
+    pub config: OnboardingConfig,
     /// IoT certificates by id: (CA, status, created_at).
-    pub(crate) iot: BTreeMap<String, (String, CertificateStatus, Option<i64>)>,
-    pub(crate) records: BTreeMap<String, CertificateRecord>,
-    pub(crate) cursors: BTreeMap<String, String>,
-    pub(crate) listed: Vec<(String, Option<String>, usize)>,
-    pub(crate) stuck: Vec<JitrEvent>,
-    pub(crate) marks: u32,
+    pub iot: BTreeMap<String, (String, CertificateStatus, Option<i64>)>,
+    pub records: BTreeMap<String, CertificateRecord>,
+    pub cursors: BTreeMap<String, String>,
+    pub listed: Vec<(String, Option<String>, usize)>,
+    pub stuck: Vec<JitrEvent>,
+    pub marks: u32,
     /// Certificate ids whose stuck handling fails transiently.
-    pub(crate) failing: BTreeSet<String>,
+    pub failing: BTreeSet<String>,
 }
 
 #[derive(Clone, Default)]
-pub(crate) struct Fake(Arc<StdMutex<World>>);
+pub struct Fake(Arc<StdMutex<World>>);
 
 impl Fake {
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
+    pub fn with<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
         let mut world = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut world)
     }
-    pub(crate) fn cert(&self, id: &str, ca: &str, status: CertificateStatus, created_at: Option<i64>) {
+    pub fn cert(&self, id: &str, ca: &str, status: CertificateStatus, created_at: Option<i64>) {
         self.with(|w| w.iot.insert(id.into(), (ca.into(), status, created_at)));
     }
-    pub(crate) fn record(&self, id: &str, ca: &str, status: RecordStatus) {
+    pub fn record(&self, id: &str, ca: &str, status: RecordStatus) {
         let record = CertificateRecord::bare(id, ca, status, NOW - 1_000);
         self.with(|w| w.records.insert(id.into(), record));
     }
 }
 
-pub(crate) fn arn(id: &str) -> String {
+pub fn arn(id: &str) -> String {
     format!("arn:aws:iot:eu-west-1:123456789012:cert/{id}")
 }
 
-pub(crate) fn page<T>(keyed: Vec<(String, T)>, cursor: Option<&str>, limit: usize) -> Page<T> {
+pub fn page<T>(keyed: Vec<(String, T)>, cursor: Option<&str>, limit: usize) -> Page<T> {
     let mut rest: Vec<(String, T)> = keyed
         .into_iter()
         .filter(|(k, _)| cursor.is_none_or(|c| k.as_str() > c))

@@ -9,8 +9,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use onboarding_test_support::rcgen;
-
 use crate::model::certificate::Certificate;
 use crate::model::reason::{RejectReason, Rejection};
 use crate::model::record::{CertificateRecord, RecordStatus};
@@ -25,11 +23,11 @@ use crate::ports::{
     RegisteredCertificate, RotationInventory, RotationIot, RotationObjects,
 };
 
-pub(crate) const T0: i64 = 1_900_000_000;
-pub(crate) const PROFILE: &str = "sensors";
-pub(crate) const POLICY: &str = "device-policy";
-pub(crate) const CA: &str = "ca-1";
-pub(crate) const BUCKET: &str = "credentials-bucket";
+pub const T0: i64 = 1_900_000_000;
+pub const PROFILE: &str = "sensors";
+pub const POLICY: &str = "device-policy";
+pub const CA: &str = "ca-1";
+pub const BUCKET: &str = "credentials-bucket";
 
 // --- in-memory ports ----------------------------------------------------
 
@@ -37,54 +35,54 @@ pub(crate) const BUCKET: &str = "credentials-bucket";
 /// `Before` its effect (a request that never arrived), or `After` it (a
 /// lost response, or a crash right after the call).
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Inject {
+pub enum Inject {
     Before(usize),
     After(usize),
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct FakeCert {
-    pub(crate) arn: String,
-    pub(crate) status: CertificateStatus,
-    pub(crate) pem: String,
-    pub(crate) thing: Option<String>,
-    pub(crate) policies: BTreeSet<String>,
+pub struct FakeCert {
+    pub arn: String,
+    pub status: CertificateStatus,
+    pub pem: String,
+    pub thing: Option<String>,
+    pub policies: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct FakeJob {
-    pub(crate) thing: String,
-    pub(crate) document: JobDocument,
-    pub(crate) status: String,
-    pub(crate) details: BTreeMap<String, String>,
-    pub(crate) queued_at: Option<i64>,
-    pub(crate) started_at: Option<i64>,
+pub struct FakeJob {
+    pub thing: String,
+    pub document: JobDocument,
+    pub status: String,
+    pub details: BTreeMap<String, String>,
+    pub queued_at: Option<i64>,
+    pub started_at: Option<i64>,
 }
 
 #[derive(Default)]
-pub(crate) struct World {
-    pub(crate) config: OnboardingConfig,
-    pub(crate) records: BTreeMap<String, CertificateRecord>,
-    pub(crate) claims: BTreeMap<String, String>,
-    pub(crate) rotations: BTreeMap<String, Rotation>,
-    pub(crate) cursors: BTreeMap<String, String>,
-    pub(crate) certs: BTreeMap<String, FakeCert>,
-    pub(crate) jobs: BTreeMap<String, FakeJob>,
-    pub(crate) objects: BTreeMap<String, Vec<u8>>,
-    pub(crate) published: Vec<(String, Vec<u8>)>,
-    pub(crate) calls: Vec<&'static str>,
-    pub(crate) inject: Option<Inject>,
+pub struct World {
+    pub config: OnboardingConfig,
+    pub records: BTreeMap<String, CertificateRecord>,
+    pub claims: BTreeMap<String, String>,
+    pub rotations: BTreeMap<String, Rotation>,
+    pub cursors: BTreeMap<String, String>,
+    pub certs: BTreeMap<String, FakeCert>,
+    pub jobs: BTreeMap<String, FakeJob>,
+    pub objects: BTreeMap<String, Vec<u8>>,
+    pub published: Vec<(String, Vec<u8>)>,
+    pub calls: Vec<&'static str>,
+    pub inject: Option<Inject>,
     /// Denied fingerprints, and `<ca>#<serial>` of denied serials.
-    pub(crate) denied: BTreeSet<String>,
+    pub denied: BTreeSet<String>,
     /// Runs another workflow to its end right before the n-th port call
     /// (another Lambda invocation or rotator run, interleaved there).
-    pub(crate) interleave: Option<(usize, Hook)>,
+    pub interleave: Option<(usize, Hook)>,
 }
 
-pub(crate) type Hook = Box<dyn FnOnce() + Send>;
+pub type Hook = Box<dyn FnOnce() + Send>;
 
 /// Drives a future whose every await is ready (the fake's ports are).
-pub(crate) fn run_now<F: Future>(future: F) -> F::Output {
+pub fn run_now<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     for _ in 0..1_000_000 {
@@ -95,43 +93,43 @@ pub(crate) fn run_now<F: Future>(future: F) -> F::Output {
     panic!("an interleaved workflow never finished");
 }
 
-pub(crate) fn arn(id: &str) -> String {
+pub fn arn(id: &str) -> String {
     format!("arn:aws:iot:eu-west-1:123456789012:cert/{id}")
 }
 
-pub(crate) fn id_of(arn: &str) -> String {
+pub fn id_of(arn: &str) -> String {
     arn.rsplit_once(":cert/")
         .map(|(_, id)| id.to_string())
         .unwrap_or_default()
 }
 
-pub(crate) fn thing(i: usize) -> String {
+pub fn thing(i: usize) -> String {
     format!("dev-{i}")
 }
 
-pub(crate) fn old_id(thing: &str) -> String {
+pub fn old_id(thing: &str) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, thing.as_bytes()))
 }
 
-pub(crate) fn conflict(op: &'static str, detail: &str) -> PortError {
+pub fn conflict(op: &'static str, detail: &str) -> PortError {
     PortError::new(op, PortErrorKind::Conflict, detail)
 }
 
-pub(crate) fn profile(strategy: Strategy) -> DeviceProfile {
+pub fn profile(strategy: Strategy) -> DeviceProfile {
     let mut p = DeviceProfile::minimal(PROFILE, POLICY);
     p.rotation.strategy = strategy;
     p
 }
 
 impl World {
-    pub(crate) fn set_profile(&mut self, p: DeviceProfile) {
+    pub fn set_profile(&mut self, p: DeviceProfile) {
         let mut config = OnboardingConfig::default();
         config.add_profile(p.name.clone(), Ok(p.clone()));
         config.bind(CA.into(), p.name);
         self.config = config;
     }
 
-    pub(crate) fn add_device(&mut self, thing: &str, not_after: i64) {
+    pub fn add_device(&mut self, thing: &str, not_after: i64) {
         let id = old_id(thing);
         self.certs.insert(
             id.clone(),
@@ -151,16 +149,16 @@ impl World {
         self.claims.insert(thing.into(), id);
     }
 
-    pub(crate) fn rotation_of(&self, thing: &str) -> Rotation {
+    pub fn rotation_of(&self, thing: &str) -> Rotation {
         self.rotations.get(&old_id(thing)).cloned().expect("a rotation")
     }
 
-    pub(crate) fn cert(&self, id: &str) -> FakeCert {
+    pub fn cert(&self, id: &str) -> FakeCert {
         self.certs.get(id).cloned().expect("a certificate")
     }
 
     /// The job the device works on (queued or in progress).
-    pub(crate) fn current_job(&self, thing: &str) -> (String, FakeJob) {
+    pub fn current_job(&self, thing: &str) -> (String, FakeJob) {
         let open: Vec<_> = self
             .jobs
             .iter()
@@ -171,7 +169,7 @@ impl World {
         (id.clone(), job.clone())
     }
 
-    pub(crate) fn set_job(&mut self, job_id: &str, status: &str, confirmed: Option<&str>) {
+    pub fn set_job(&mut self, job_id: &str, status: &str, confirmed: Option<&str>) {
         let job = self.jobs.get_mut(job_id).expect("the job");
         job.status = status.into();
         if let Some(c) = confirmed {
@@ -180,14 +178,14 @@ impl World {
     }
 
     /// Every device takes up its queued job at `at` (IN_PROGRESS).
-    pub(crate) fn take_up_jobs(&mut self, at: i64) {
+    pub fn take_up_jobs(&mut self, at: i64) {
         for job in self.jobs.values_mut().filter(|j| j.status == "QUEUED") {
             job.status = "IN_PROGRESS".into();
             job.started_at = Some(at);
         }
     }
 
-    pub(crate) fn answers(&self, thing: &str) -> Vec<serde_json::Value> {
+    pub fn answers(&self, thing: &str) -> Vec<serde_json::Value> {
         self.published
             .iter()
             .filter(|(topic, _)| *topic == answer_topic(thing))
@@ -196,16 +194,16 @@ impl World {
     }
 }
 
-pub(crate) struct Signer(rcgen::Issuer<'static, rcgen::KeyPair>);
+pub struct Signer(rcgen::Issuer<'static, rcgen::KeyPair>);
 
 #[derive(Clone)]
-pub(crate) struct Fake {
-    pub(crate) world: Arc<StdMutex<World>>,
-    pub(crate) signer: Arc<Signer>,
+pub struct Fake {
+    pub world: Arc<StdMutex<World>>,
+    pub signer: Arc<Signer>,
 }
 
 impl Fake {
-    pub(crate) fn new(strategy: Strategy, devices: usize) -> Self {
+    pub fn new(strategy: Strategy, devices: usize) -> Self {
         let key = rcgen::KeyPair::generate().expect("CA key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params
@@ -225,16 +223,16 @@ impl Fake {
         fake
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, World> {
+    pub fn lock(&self) -> MutexGuard<'_, World> {
         self.world.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn with<X>(&self, f: impl FnOnce(&mut World) -> X) -> X {
+    pub fn with<X>(&self, f: impl FnOnce(&mut World) -> X) -> X {
         f(&mut self.lock())
     }
 
     /// One port call: logged, and failed if injected.
-    pub(crate) fn call<X>(&self, op: &'static str, f: impl FnOnce(&mut World) -> PortResult<X>) -> PortResult<X> {
+    pub fn call<X>(&self, op: &'static str, f: impl FnOnce(&mut World) -> PortResult<X>) -> PortResult<X> {
         let hook = {
             let mut w = self.lock();
             let n = w.calls.len();
@@ -269,12 +267,7 @@ impl Fake {
         Ok(value)
     }
 
-    pub(crate) fn issue(
-        &self,
-        w: &mut World,
-        pem: String,
-        private_key_pem: Option<String>,
-    ) -> PortResult<IssuedCertificate> {
+    pub fn issue(&self, w: &mut World, pem: String, private_key_pem: Option<String>) -> PortResult<IssuedCertificate> {
         let id = Certificate::from_pem(&pem)
             .map_err(|e| PortError::new("issue", PortErrorKind::Invalid, e.to_string()))?
             .fingerprint;
@@ -297,12 +290,12 @@ impl Fake {
     }
 }
 
-pub(crate) fn validity(params: &mut rcgen::CertificateParams) {
+pub fn validity(params: &mut rcgen::CertificateParams) {
     params.not_before = rcgen::date_time_ymd(2029, 1, 1);
     params.not_after = rcgen::date_time_ymd(2031, 1, 1);
 }
 
-pub(crate) fn page<T: Clone>(mut keyed: Vec<(String, T)>, cursor: Option<&str>, limit: usize) -> Page<T> {
+pub fn page<T: Clone>(mut keyed: Vec<(String, T)>, cursor: Option<&str>, limit: usize) -> Page<T> {
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
     let after: Vec<_> = keyed
         .into_iter()
@@ -685,20 +678,26 @@ impl RotationObjects for Fake {
 
 /// A clock that moves only when slept on.
 #[derive(Clone)]
-pub(crate) struct FakePacer {
-    pub(crate) start: Instant,
-    pub(crate) slept: Arc<StdMutex<Vec<Duration>>>,
+pub struct FakePacer {
+    pub start: Instant,
+    pub slept: Arc<StdMutex<Vec<Duration>>>,
+}
+
+impl Default for FakePacer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl FakePacer {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             start: Instant::now(),
             slept: Arc::default(),
         }
     }
 
-    pub(crate) fn sleeps(&self) -> Vec<Duration> {
+    pub fn sleeps(&self) -> Vec<Duration> {
         self.slept.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
