@@ -6,7 +6,10 @@
 //! Layers, each importing only from the ones before it:
 //! `model` → `policy` → `checks` → `ports` → `workflows` (`testing` holds
 //! in-memory fakes for the tests). The modules are private; this list is the
-//! crate's public surface, one path per item.
+//! crate's public surface, one path per item (`unnameable_types` warns when
+//! a public signature names a type missing from it).
+
+#![warn(unnameable_types)]
 
 mod checks;
 mod model;
@@ -18,10 +21,12 @@ mod workflows;
 mod testing;
 
 // --- model: value types ------------------------------------------------------
-pub use model::certificate::{Certificate, CertificateRequest, KeyKind, Subject, SubjectField, normalize_serial};
+pub use model::certificate::{
+    Certificate, CertificateRequest, KeyKind, MalformedCertificate, Subject, SubjectField, normalize_serial,
+};
 pub use model::event::{JitrEvent, MalformedEvent, is_certificate_id};
 pub use model::naming::is_valid_thing_name;
-pub use model::plan::{CredentialsRecord, ProvisioningPlan};
+pub use model::plan::{Approval, CredentialsRecord, DroppedAttribute, ProvisioningPlan};
 pub use model::reason::{RejectReason, Rejection};
 pub use model::record::{CertificateRecord, Outcome, RecordStatus};
 pub use model::status::{CertificateStatus, RejectionAction};
@@ -29,12 +34,12 @@ pub use model::time::{parse_rfc3339, rfc3339};
 
 // --- policy: profiles, configuration, rotation policy, state and protocol -----
 pub use policy::config::{CaTrust, DenyKey, DenyKeyError, OnboardingConfig};
-pub use policy::profile::{DeviceProfile, NameError, ProfileError, UnfitAttribute};
+pub use policy::profile::{DeviceProfile, MappedAttributes, NameError, ProfileError, UnfitAttribute};
 pub use policy::rotation::protocol::{
     CONFIRMATION_FIELD, CsrAnswer, CsrInstructions, CsrMessage, JOB_OPERATION, JobDocument, JobExecution, REDACTED,
     ServerKeygenInstructions, answer_topic, csr_topic,
 };
-pub use policy::rotation::state::{FailureReason, Rotation, RotationState, job_id};
+pub use policy::rotation::state::{FailureReason, Rotation, RotationState, TransitionError, job_id};
 pub use policy::rotation::{RotationPolicy, Strategy};
 
 // --- checks -------------------------------------------------------------------
@@ -51,9 +56,12 @@ pub use ports::{
 };
 
 // --- workflows ----------------------------------------------------------------
-pub use workflows::jitp::{parameter_name as jitp_parameter_name, render as render_jitp};
+pub use workflows::jitp::{
+    JitpError, Rendered as RenderedJitp, TEMPLATE_BODY_MAX, parameter_name as jitp_parameter_name,
+    render as render_jitp,
+};
 pub use workflows::provisioning_hook::{
-    FLEET_PROVISIONING_CA, HOOK_LIMIT_MILLIS, HOOK_PAYLOAD_VERSION, HookOutcome, HookRequest, HookResponse,
+    Allowed, FLEET_PROVISIONING_CA, HOOK_LIMIT_MILLIS, HOOK_PAYLOAD_VERSION, HookOutcome, HookRequest, HookResponse,
     HookSettings, ProvisioningHook, Refusal, SERIAL_MAX, SERIAL_PARAMETER, SupersessionReport, render_template,
     retire_superseded,
 };

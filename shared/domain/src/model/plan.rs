@@ -79,7 +79,7 @@ pub struct Approval {
     pub dropped_attributes: Vec<DroppedAttribute>,
 }
 
-/// A mapped attribute left out under [`UnfitAttribute::Drop`].
+/// A mapped attribute left out under [`crate::policy::profile::UnfitAttribute::Drop`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DroppedAttribute {
     pub name: String,

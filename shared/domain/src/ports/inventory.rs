@@ -46,7 +46,7 @@ pub enum Consumption {
 }
 
 /// One earlier certificate of a serial that a new one supersedes: revoked
-/// once the new one is ACTIVE and attached to the thing ([`retire_superseded`]).
+/// once the new one is ACTIVE and attached to the thing ([`crate::workflows::provisioning_hook::retire_superseded`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Supersession {
     pub old_certificate_id: String,
@@ -99,7 +99,7 @@ pub trait DenyList: Send + Sync {
     /// form [`crate::Certificate`] gives them.
     ///
     /// # Errors
-    /// [`PortError`] when the lookup fails: the caller must not treat the
+    /// [`crate::ports::PortError`] when the lookup fails: the caller must not treat the
     /// certificate as allowed (fail closed).
     fn denial(
         &self,

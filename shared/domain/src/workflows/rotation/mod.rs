@@ -1,12 +1,12 @@
 //! The rotation workflows, generic over the rotation ports:
 //!
-//! - [`Rotator`]: one scheduled run. Follows up the rotations that are due
+//! - [`rotator::Rotator`]: one scheduled run. Follows up the rotations that are due
 //!   (job deadlines, retries, deletions after the grace period), then starts
 //!   rotations of certificates entering their profile's window. Bounded work,
 //!   resumed from saved cursors, `CreateJob` paced.
-//! - [`CsrIssuer`]: answers the CSR a device publishes on
+//! - [`issuer::CsrIssuer`]: answers the CSR a device publishes on
 //!   `devices/<thing>/rotation/csr` with a new certificate (or a refusal).
-//! - [`Completer`]: acts on a job-execution event: a confirmed new certificate
+//! - [`completer::Completer`]: acts on a job-execution event: a confirmed new certificate
 //!   retires the old one; a failed, rejected, timed-out or canceled job fails
 //!   the attempt.
 //!
@@ -25,7 +25,7 @@
 //!   failure of an attempt is recorded only *after* its new certificate is
 //!   revoked and detached, so `failed` implies clean.
 //! - An attempt whose job is not out yet is "starting" (due at once, see
-//!   [`Rotation::starting`]): the next run finds it among the due rotations and
+//!   [`crate::policy::rotation::state::Rotation::starting`]): the next run finds it among the due rotations and
 //!   resumes the start.
 //! - A writer that loses a conditional write reads the rotation again and
 //!   continues from what it finds; one that finds the attempt failed under it
