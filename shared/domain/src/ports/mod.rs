@@ -1,5 +1,7 @@
-//! The ports: one small trait per capability the registrar needs from the
-//! outside world. The AWS adapters implement them; each Lambda depends only on
+//! The ports: the traits through which the workflows reach the outside world,
+//! one file per capability (iot, jobs, inventory, rotations, objects, clock);
+//! each workflow takes only the traits it uses. The errors they return are
+//! here. The AWS adapters implement them; each Lambda depends only on
 //! the ports it uses, so its IAM policy can name exactly those actions.
 
 mod clock;

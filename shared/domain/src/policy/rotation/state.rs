@@ -1,6 +1,6 @@
-//! Certificate rotation: the policy each profile sets, the state machine every
-//! rotation follows, the protocol devices speak (job document, CSR and answer
-//! messages), the CSR checks, and the ports the rotation functions use.
+//! The state machine every rotation follows. The rotation ports carry its
+//! values, so it sits below them (with the policy that drives its
+//! transitions); the workflows that move it are in `workflows::rotation`.
 //!
 //! A rotation replaces one certificate (the "old" one) of one thing:
 //!
