@@ -450,7 +450,7 @@ impl Allowed {
     }
 }
 
-// --- port and workflow -----------------------------------------------------
+// --- the workflow ------------------------------------------------------------
 
 /// What the hook did with one request.
 #[derive(Debug, Clone, PartialEq, Eq)]

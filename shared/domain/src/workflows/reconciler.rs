@@ -61,7 +61,7 @@ impl JitrEvent {
     }
 }
 
-// --- ports ------------------------------------------------------------------
+// --- the registrar, as the reconciler calls it -------------------------------
 
 /// Processes a certificate stuck `PENDING_ACTIVATION`, exactly as the
 /// registrar processes its event. [`Registrar`] implements it.

@@ -29,7 +29,7 @@ pub const EXPIRING_CURSOR: &str = "expiring";
 /// The rotator's cursor over due rotations.
 pub const DUE_CURSOR: &str = "due";
 
-pub(crate) const DAY: i64 = 86_400;
+pub(crate) use crate::policy::rotation::DAY;
 /// Conditional writes tried before a workflow gives the event back (transient).
 pub(crate) const MAX_TRIES: usize = 4;
 
