@@ -1,59 +1,77 @@
 //! The onboarding domain: certificate checks, naming rules, device profiles
 //! (and the JITP templates they render to), the provisioning plan and
-//! workflow, outcomes and errors. No AWS dependency:
-//! the outside world is reached through the traits in [`ports`].
+//! workflow, outcomes and errors. No AWS dependency: the outside world is
+//! reached through the port traits (see `ports/`).
+//!
+//! Layers, each importing only from the ones before it:
+//! `model` → `policy` → `checks` → `ports` → `workflows` (`testing` holds
+//! in-memory fakes for the tests). The modules are private; this list is the
+//! crate's public surface, one path per item (`unnameable_types` warns when
+//! a public signature names a type missing from it).
 
-pub mod certificate;
-pub mod checks;
-pub mod config;
-pub mod event;
-pub mod fleet_provisioning;
-pub mod jitp;
-pub mod naming;
-pub mod plan;
-pub mod ports;
-pub mod profile;
-pub mod reason;
-pub mod reconciler;
-pub mod record;
-pub mod registrar;
-pub mod rotation;
-pub mod rotator;
-pub mod time_fmt;
+#![warn(unnameable_types)]
 
-pub use certificate::{Certificate, CertificateRequest, KeyKind, Subject, SubjectField, normalize_serial};
-pub use checks::{CaVerdict, CheckContext, DEFAULT_CLOCK_SKEW_SECS, check_ca, check_device_certificate};
-pub use config::{CaTrust, DenyKey, DenyKeyError, OnboardingConfig};
-pub use event::{JitrEvent, MalformedEvent, is_certificate_id};
-pub use fleet_provisioning::{
-    AllowEntry, Consumption, FLEET_PROVISIONING_CA, HOOK_LIMIT_MILLIS, HOOK_PAYLOAD_VERSION, HookIdentity,
-    HookInventory, HookOutcome, HookRequest, HookResponse, HookSettings, ProvisioningHook, Refusal, SERIAL_MAX,
-    SERIAL_PARAMETER, Supersession, SupersessionIot, SupersessionReport, SupersessionStore, render_template,
+mod checks;
+mod model;
+mod policy;
+mod ports;
+mod workflows;
+
+#[cfg(any(test, feature = "fakes"))]
+mod testing;
+
+// --- model: value types ------------------------------------------------------
+pub use model::certificate::{
+    Certificate, CertificateRequest, KeyKind, MalformedCertificate, Subject, SubjectField, normalize_serial,
+};
+pub use model::event::{JitrEvent, MalformedEvent, is_certificate_id};
+pub use model::naming::is_valid_thing_name;
+pub use model::plan::{Approval, CredentialsRecord, DroppedAttribute, ProvisioningPlan};
+pub use model::reason::{RejectReason, Rejection};
+pub use model::record::{CertificateRecord, Outcome, RecordStatus};
+pub use model::status::{CertificateStatus, RejectionAction};
+pub use model::time::{parse_rfc3339, rfc3339};
+
+// --- policy: profiles, configuration, rotation policy, state and protocol -----
+pub use policy::config::{CaTrust, DenyKey, DenyKeyError, OnboardingConfig};
+pub use policy::profile::{DeviceProfile, MappedAttributes, NameError, ProfileError, UnfitAttribute};
+pub use policy::rotation::protocol::{
+    CONFIRMATION_FIELD, CsrAnswer, CsrInstructions, CsrMessage, JOB_OPERATION, JobDocument, JobExecution, REDACTED,
+    ServerKeygenInstructions, answer_topic, csr_topic,
+};
+pub use policy::rotation::state::{FailureReason, Rotation, RotationState, TransitionError, job_id};
+pub use policy::rotation::{RotationPolicy, Strategy};
+
+// --- checks -------------------------------------------------------------------
+pub use checks::certificate::{CaVerdict, CheckContext, DEFAULT_CLOCK_SKEW_SECS, check_ca, check_device_certificate};
+pub use checks::csr::rotation_key_warning;
+pub use checks::subject::check_subject as check_jitp_subject;
+
+// --- ports: one trait per capability, and the errors they return ---------------
+pub use ports::{
+    AllowEntry, CaCertificates, CertificateRegistry, Consumption, CredentialsStore, DenyList, ExistingThing,
+    HookIdentity, HookInventory, Inventory, IssuedCertificate, ListedCertificate, NameClaim, Pacer, Page, PortError,
+    PortErrorKind, PortResult, ReconcileInventory, RegisteredCa, RegisteredCertificate, RotationInventory, RotationIot,
+    RotationObjects, Supersession, SupersessionIot, SupersessionStore, ThingCreation, ThingRegistry,
+};
+
+// --- workflows ----------------------------------------------------------------
+pub use workflows::jitp::{
+    JitpError, Rendered as RenderedJitp, TEMPLATE_BODY_MAX, parameter_name as jitp_parameter_name,
+    render as render_jitp,
+};
+pub use workflows::provisioning_hook::{
+    Allowed, FLEET_PROVISIONING_CA, HOOK_LIMIT_MILLIS, HOOK_PAYLOAD_VERSION, HookOutcome, HookRequest, HookResponse,
+    HookSettings, ProvisioningHook, Refusal, SERIAL_MAX, SERIAL_PARAMETER, SupersessionReport, render_template,
     retire_superseded,
 };
-pub use jitp::{check_subject as check_jitp_subject, parameter_name as jitp_parameter_name, render as render_jitp};
-pub use naming::is_valid_thing_name;
-pub use plan::{CredentialsRecord, ProvisioningPlan};
-pub use ports::{
-    CertificateRegistry, CertificateStatus, CredentialsStore, DenyList, ExistingThing, Inventory, NameClaim, PortError,
-    PortErrorKind, PortResult, RegisteredCa, RegisteredCertificate, ThingCreation, ThingRegistry,
-};
-pub use profile::{DeviceProfile, NameError, ProfileError, RejectionAction, UnfitAttribute};
-pub use reason::{RejectReason, Rejection};
-pub use reconciler::{
-    CaCertificates, ListedCertificate, NOT_FOUND_STATUS, ReconcileInventory, ReconcileReport, Reconciler,
-    ReconcilerSettings, StuckHandler,
-};
-pub use record::{CertificateRecord, Outcome, RecordStatus};
-pub use registrar::{ProvisioningError, Registrar, RegistrarSettings, certificate_id_of_arn};
-pub use rotation::{
-    CONFIRMATION_FIELD, CsrAnswer, CsrInstructions, CsrMessage, FailureReason, IssuedCertificate, JOB_OPERATION,
-    JobDocument, JobExecution, Page, REDACTED, Rotation, RotationInventory, RotationIot, RotationObjects,
-    RotationPolicy, RotationState, ServerKeygenInstructions, Strategy, answer_topic, csr_topic, job_id,
-    rotation_key_warning,
-};
-pub use rotator::{
-    Completer, CompleterSettings, CompletionOutcome, CsrIssuer, CsrIssuerSettings, CsrOutcome, IgnoreReason,
-    JobExecutionEvent, Pacer, RotationError, Rotator, RotatorSettings, RunReport, credential_keys,
-};
-pub use time_fmt::{parse_rfc3339, rfc3339};
+pub use workflows::reconciler::{NOT_FOUND_STATUS, ReconcileReport, Reconciler, ReconcilerSettings, StuckHandler};
+pub use workflows::registrar::{ProvisioningError, Registrar, RegistrarSettings, certificate_id_of_arn};
+pub use workflows::rotation::completer::{Completer, CompleterSettings, CompletionOutcome, JobExecutionEvent};
+pub use workflows::rotation::issuer::{CsrIssuer, CsrIssuerSettings, CsrOutcome};
+pub use workflows::rotation::ops::{IgnoreReason, RotationError, credential_keys};
+pub use workflows::rotation::rotator::{Rotator, RotatorSettings, RunReport};
+
+// --- testing: in-memory fakes of the ports (feature `fakes`) -------------------
+#[cfg(feature = "fakes")]
+pub use testing::{provisioning_hook as hook_fakes, reconciler as reconciler_fakes, rotation as rotation_fakes};

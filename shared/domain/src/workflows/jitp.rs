@@ -5,12 +5,13 @@
 //! The template is attached to the CA as `registrationConfig.templateBody`.
 //! Its parameters come from the device certificate's subject; AWS IoT fails
 //! the provisioning of a certificate that lacks a declared parameter, so
-//! [`check_subject`] lets an operator try a sample certificate first.
+//! [`crate::checks::subject::check_subject`] lets an operator try a sample certificate first.
 
 use serde_json::{Map, Value, json};
 
-use crate::certificate::{Subject, SubjectField};
-use crate::profile::{DeviceProfile, Piece, ProfileError, UnfitAttribute, parse_template};
+use crate::checks::subject::required_fields;
+use crate::model::certificate::SubjectField;
+use crate::policy::profile::{DeviceProfile, Piece, ProfileError, UnfitAttribute, parse_template};
 
 /// The largest template body this renderer produces, in characters
 /// (`RegistrationConfig.templateBody` is limited to 10,240 by AWS IoT).
@@ -64,38 +65,6 @@ pub fn parameter_name(field: SubjectField) -> &'static str {
 
 fn reference(name: &str) -> Value {
     json!({ "Ref": name })
-}
-
-/// The subject fields a certificate must carry for the profile's template:
-/// the naming rule's, then the mapped attributes' (in attribute-name order),
-/// each once.
-pub fn required_fields(profile: &DeviceProfile) -> Vec<SubjectField> {
-    let mut fields = Vec::new();
-    for field in profile
-        .naming_fields()
-        .into_iter()
-        .chain(profile.attributes.values().copied())
-    {
-        if !fields.contains(&field) {
-            fields.push(field);
-        }
-    }
-    fields
-}
-
-/// Checks that a subject carries every field the profile's template declares.
-///
-/// # Errors
-/// The first required field (in [`required_fields`] order) that the subject
-/// lacks or has empty.
-pub fn check_subject(profile: &DeviceProfile, subject: &Subject) -> Result<(), SubjectField> {
-    match required_fields(profile)
-        .into_iter()
-        .find(|f| subject.get(*f).is_none_or(str::is_empty))
-    {
-        Some(missing) => Err(missing),
-        None => Ok(()),
-    }
 }
 
 /// Renders the profile as a JITP template: a thing named by the naming rule,
@@ -264,10 +233,6 @@ mod tests {
         render(p).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn subject(pairs: &[(SubjectField, &str)]) -> Subject {
-        Subject::from_pairs(pairs.iter().map(|(f, v)| (*f, v.to_string())))
-    }
-
     #[test]
     fn a_single_placeholder_name_is_a_bare_ref() {
         let r = rendered(&DeviceProfile::minimal("p", "device-policy"));
@@ -397,41 +362,6 @@ mod tests {
         assert!(r.warnings.iter().any(|w| w.contains("unfitAttribute (drop)")));
         assert!(r.warnings.iter().any(|w| w.contains("a certificate without O fails")));
         assert!(r.template["Resources"]["thing"]["Properties"]["BillingGroup"].is_null());
-    }
-
-    #[test]
-    fn required_fields_are_deduplicated_in_a_stable_order() {
-        let p = profile(
-            r#"{"name":"p","policyName":"pol","thingName":"{O}-{CN}-{O}",
-                "attributes":{"b":"serialNumber","a":"CN","c":"O"}}"#,
-        );
-        assert_eq!(
-            required_fields(&p),
-            vec![
-                SubjectField::Organization,
-                SubjectField::CommonName,
-                SubjectField::SerialNumber
-            ]
-        );
-        assert_eq!(
-            required_fields(&DeviceProfile::minimal("p", "pol")),
-            vec![SubjectField::CommonName]
-        );
-    }
-
-    #[test]
-    fn check_subject_names_the_first_missing_field() {
-        let p = profile(r#"{"name":"p","policyName":"pol","attributes":{"maker":"O","serial":"serialNumber"}}"#);
-        let full = subject(&[
-            (SubjectField::CommonName, "dev-1"),
-            (SubjectField::Organization, "Acme"),
-            (SubjectField::SerialNumber, "SN1"),
-        ]);
-        assert_eq!(check_subject(&p, &full), Ok(()));
-        let no_org = subject(&[(SubjectField::CommonName, "dev-1"), (SubjectField::SerialNumber, "SN1")]);
-        assert_eq!(check_subject(&p, &no_org), Err(SubjectField::Organization));
-        let empty_cn = subject(&[(SubjectField::CommonName, "")]);
-        assert_eq!(check_subject(&p, &empty_cn), Err(SubjectField::CommonName));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Inventory records and outcomes: what the registrar decided and keeps.
 
-use crate::plan::ProvisioningPlan;
-use crate::ports::CertificateStatus;
-use crate::reason::{RejectReason, Rejection};
+use crate::model::plan::ProvisioningPlan;
+use crate::model::reason::{RejectReason, Rejection};
+use crate::model::status::CertificateStatus;
 
 /// The state of a certificate in the inventory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +164,7 @@ impl Outcome {
         }
     }
 
-    pub fn reason(&self) -> Option<crate::RejectReason> {
+    pub fn reason(&self) -> Option<RejectReason> {
         match self {
             Self::Rejected { rejection, .. } => Some(rejection.reason),
             _ => None,

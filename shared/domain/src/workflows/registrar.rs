@@ -28,18 +28,20 @@ use std::time::{Duration, Instant};
 use futures::future::{join_all, try_join, try_join_all};
 use futures::lock::Mutex;
 
-use crate::certificate::{Certificate, MalformedCertificate};
-use crate::checks::{CaVerdict, CheckContext, check_ca, check_device_certificate};
-use crate::config::{ConfigCache, OnboardingConfig};
-use crate::event::JitrEvent;
-use crate::plan::ProvisioningPlan;
+use crate::checks::certificate::{CaVerdict, CheckContext, check_ca, check_device_certificate};
+use crate::model::certificate::{Certificate, MalformedCertificate};
+use crate::model::event::JitrEvent;
+use crate::model::plan::ProvisioningPlan;
+use crate::model::reason::{RejectReason, Rejection};
+use crate::model::record::{CertificateRecord, Outcome, RecordStatus};
+use crate::model::status::{CertificateStatus, RejectionAction};
+use crate::policy::config::OnboardingConfig;
+use crate::policy::profile::DeviceProfile;
 use crate::ports::{
-    CertificateRegistry, CertificateStatus, CredentialsStore, DenyList, Inventory, NameClaim, PortError, RegisteredCa,
+    CertificateRegistry, CredentialsStore, DenyList, Inventory, NameClaim, PortError, RegisteredCa,
     RegisteredCertificate, ThingCreation, ThingRegistry,
 };
-use crate::profile::{DeviceProfile, RejectionAction};
-use crate::reason::{RejectReason, Rejection};
-use crate::record::{CertificateRecord, Outcome, RecordStatus};
+use crate::workflows::config_cache::ConfigCache;
 
 /// How many bound CAs [`Registrar::warm_up`] describes ahead of the first event.
 pub const WARM_UP_CAS: usize = 16;
@@ -67,7 +69,7 @@ pub struct RegistrarSettings {
 impl Default for RegistrarSettings {
     fn default() -> Self {
         Self {
-            clock_skew_secs: crate::checks::DEFAULT_CLOCK_SKEW_SECS,
+            clock_skew_secs: crate::checks::certificate::DEFAULT_CLOCK_SKEW_SECS,
             cache_ttl: Duration::from_secs(60),
             credentials_prefix: "credentials/".to_string(),
             default_profile: None,
@@ -773,7 +775,7 @@ where
 /// `arn:aws:iot:<region>:<account>:cert/<id>` → `<id>`.
 pub fn certificate_id_of_arn(arn: &str) -> Option<&str> {
     let (_, id) = arn.rsplit_once(":cert/")?;
-    crate::event::is_certificate_id(id).then_some(id)
+    crate::model::event::is_certificate_id(id).then_some(id)
 }
 
 #[cfg(test)]

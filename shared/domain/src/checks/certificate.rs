@@ -2,13 +2,13 @@
 //! profile, the deny-list's answer for it and the time. Nothing here trusts
 //! the event or IoT's own verification.
 
-use std::collections::BTreeMap;
-
-use crate::certificate::{Certificate, KeyKind, Subject};
-use crate::config::{CaTrust, OnboardingConfig};
-use crate::ports::CertificateStatus;
-use crate::profile::{DeviceProfile, DroppedAttribute, NameError};
-use crate::reason::{RejectReason, Rejection};
+use crate::checks::subject::approve_naming;
+use crate::model::certificate::{Certificate, KeyKind};
+use crate::model::plan::Approval;
+use crate::model::reason::{RejectReason, Rejection};
+use crate::model::status::CertificateStatus;
+use crate::policy::config::{CaTrust, OnboardingConfig};
+use crate::policy::profile::DeviceProfile;
 
 /// Default tolerance for device clocks and certificate factories whose
 /// notBefore is slightly in the future.
@@ -27,14 +27,6 @@ pub struct CheckContext<'a> {
     /// Unix seconds.
     pub now: i64,
     pub clock_skew_secs: i64,
-}
-
-/// A certificate that passed every check, with what the profile derived from it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Approval {
-    pub thing_name: String,
-    pub attributes: BTreeMap<String, String>,
-    pub dropped_attributes: Vec<DroppedAttribute>,
 }
 
 /// The CA-level verdict, before the certificate itself is looked at.
@@ -249,51 +241,4 @@ pub fn check_validity(cert: &Certificate, now: i64, skew_secs: i64, min_remainin
         ));
     }
     Ok(())
-}
-
-/// Builds the thing name and attributes by the profile's rules.
-///
-/// # Errors
-/// `THING_NAME_MISSING`, `THING_NAME_INVALID` or `ATTRIBUTE_INVALID`.
-pub fn approve_naming(cert: &Certificate, profile: &DeviceProfile) -> Result<Approval, Rejection> {
-    approve_subject(&cert.subject, profile)
-}
-
-/// Builds the thing name and attributes from subject fields, wherever they
-/// come from (a certificate, a fleet-provisioning request).
-///
-/// # Errors
-/// `THING_NAME_MISSING`, `THING_NAME_INVALID` or `ATTRIBUTE_INVALID`.
-pub fn approve_subject(subject: &Subject, profile: &DeviceProfile) -> Result<Approval, Rejection> {
-    let thing_name = profile.thing_name_for(subject).map_err(|e| match e {
-        NameError::Missing(field) => Rejection::new(
-            RejectReason::ThingNameMissing,
-            format!(
-                "subject has no {field}, which the naming rule {:?} uses",
-                profile.thing_name
-            ),
-        ),
-        NameError::Invalid(name) => Rejection::new(
-            RejectReason::ThingNameInvalid,
-            format!("{:?} does not match [a-zA-Z0-9:_-]{{1,128}}", truncate(&name, 140)),
-        ),
-    })?;
-    let mapped = profile.attributes_for(subject).map_err(|unfit| {
-        Rejection::new(
-            RejectReason::AttributeInvalid,
-            format!(
-                "attribute {} from {} does not fit [a-zA-Z0-9_.,@/:#=\\[\\]-]{{0,800}}",
-                unfit.name, unfit.field
-            ),
-        )
-    })?;
-    Ok(Approval {
-        thing_name,
-        attributes: mapped.values,
-        dropped_attributes: mapped.dropped,
-    })
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
 }

@@ -7,16 +7,10 @@
 //! here give both sides (the operator's writes and the lookups) one notation.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use futures::lock::Mutex;
-
-use crate::certificate::normalize_serial;
-use crate::ports::PortResult;
-use crate::profile::{DeviceProfile, ProfileError};
-use crate::reason::{RejectReason, Rejection};
+use crate::model::certificate::normalize_serial;
+use crate::model::reason::{RejectReason, Rejection};
+use crate::policy::profile::{DeviceProfile, ProfileError};
 
 /// A snapshot of the configuration, cached by the registrar for a short TTL.
 #[derive(Debug, Clone, Default)]
@@ -135,7 +129,7 @@ impl DenyKey {
     /// # Errors
     /// [`DenyKeyError`] when the serial is not hexadecimal or the CA id is not one.
     pub fn serial(ca_certificate_id: &str, serial: &str) -> Result<Self, DenyKeyError> {
-        if !crate::event::is_certificate_id(ca_certificate_id) {
+        if !crate::model::event::is_certificate_id(ca_certificate_id) {
             return Err(DenyKeyError::Ca(ca_certificate_id.to_string()));
         }
         let serial = normalize_serial(serial).ok_or_else(|| DenyKeyError::Serial(serial.to_string()))?;
@@ -183,51 +177,7 @@ pub fn normalize_fingerprint(text: &str) -> Option<String> {
         .filter(|c| *c != ':' && !c.is_whitespace())
         .collect::<String>()
         .to_lowercase();
-    crate::event::is_certificate_id(&digits).then_some(digits)
-}
-
-/// The configuration as a container keeps it between invocations: loaded at
-/// most once per TTL, with the environment's default profile (and the CAs
-/// bound to it) merged in.
-pub struct ConfigCache {
-    ttl: Duration,
-    default_profile: Option<(DeviceProfile, Vec<String>)>,
-    cached: Mutex<Option<(Instant, Arc<OnboardingConfig>)>>,
-}
-
-impl ConfigCache {
-    pub fn new(ttl: Duration, default_profile: Option<(DeviceProfile, Vec<String>)>) -> Self {
-        Self {
-            ttl,
-            default_profile,
-            cached: Mutex::new(None),
-        }
-    }
-
-    /// The configuration, and whether it came from the cache; `fresh`
-    /// bypasses the cache (and refills it). `load` reads the stored one.
-    ///
-    /// # Errors
-    /// What `load` fails with.
-    pub async fn get<F>(&self, fresh: bool, load: impl FnOnce() -> F) -> PortResult<(Arc<OnboardingConfig>, bool)>
-    where
-        F: Future<Output = PortResult<OnboardingConfig>>,
-    {
-        let mut cached = self.cached.lock().await;
-        if !fresh
-            && let Some((at, config)) = cached.as_ref()
-            && at.elapsed() < self.ttl
-        {
-            return Ok((config.clone(), true));
-        }
-        let mut config = load().await?;
-        if let Some((profile, cas)) = &self.default_profile {
-            config.merge_default(profile.clone(), cas);
-        }
-        let config = Arc::new(config);
-        *cached = Some((Instant::now(), config.clone()));
-        Ok((config, false))
-    }
+    crate::model::event::is_certificate_id(&digits).then_some(digits)
 }
 
 #[cfg(test)]

@@ -25,20 +25,25 @@
 //! ones); and it refuses any parameter the device has no business sending.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::certificate::{Certificate, Subject, SubjectField};
-use crate::checks::{approve_subject, check_extensions, check_key, check_validity};
-use crate::config::{ConfigCache, OnboardingConfig};
-use crate::jitp::{CERTIFICATE_ID_PARAMETER, template_document};
-use crate::ports::{CertificateStatus, NameClaim, PortResult};
-use crate::profile::{DeviceProfile, ProfileError};
-use crate::reason::{RejectReason, Rejection};
-use crate::record::{CertificateRecord, RecordStatus};
-use crate::registrar::certificate_id_of_arn;
+use crate::checks::certificate::{check_extensions, check_key, check_validity};
+use crate::checks::subject::approve_subject;
+use crate::model::certificate::{Certificate, Subject, SubjectField};
+use crate::model::reason::{RejectReason, Rejection};
+use crate::model::record::{CertificateRecord, RecordStatus};
+use crate::model::status::CertificateStatus;
+use crate::policy::config::OnboardingConfig;
+use crate::policy::profile::{DeviceProfile, ProfileError};
+use crate::ports::{
+    AllowEntry, Consumption, HookIdentity, HookInventory, NameClaim, PortResult, Supersession, SupersessionIot,
+    SupersessionStore,
+};
+use crate::workflows::config_cache::ConfigCache;
+use crate::workflows::jitp::{CERTIFICATE_ID_PARAMETER, template_document};
+use crate::workflows::registrar::certificate_id_of_arn;
 
 /// The only hook payload version AWS IoT supports.
 pub const HOOK_PAYLOAD_VERSION: &str = "2020-04-01";
@@ -187,23 +192,6 @@ impl HookResponse {
             parameter_overrides: BTreeMap::new(),
         }
     }
-}
-
-/// A serial on the allow-list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllowEntry {
-    pub serial: String,
-    /// The profile its device is provisioned with (`None`: the default profile).
-    pub profile: Option<String>,
-    /// The only thing name this serial may be provisioned as (`None`: the
-    /// name the profile's naming rule gives).
-    pub thing_name: Option<String>,
-    /// The certificate that used the entry up (entries are single-use).
-    pub used_by: Option<String>,
-    /// Earlier certificates of this serial, put here by `onboard allow
-    /// reset`: the next certificate may take over their thing and name, and
-    /// they are revoked once it is ACTIVE.
-    pub replaces: Vec<String>,
 }
 
 /// A request the hook allows: what the template will be given.
@@ -462,87 +450,7 @@ impl Allowed {
     }
 }
 
-// --- port and workflow -----------------------------------------------------
-
-/// What the conditional write that uses up an allow-list entry found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Consumption {
-    /// The entry is this certificate's now (or was already).
-    Used,
-    /// Another certificate used it first.
-    UsedBy(String),
-    /// The entry is gone (taken off the allow-list meanwhile).
-    Missing,
-}
-
-/// One earlier certificate of a serial that a new one supersedes: revoked
-/// once the new one is ACTIVE and attached to the thing ([`retire_superseded`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Supersession {
-    pub old_certificate_id: String,
-    pub new_certificate_id: String,
-    pub thing_name: String,
-    pub serial: String,
-    /// Unix seconds.
-    pub recorded_at: i64,
-}
-
-/// What the hook reads and writes in the inventory.
-pub trait HookInventory: Send + Sync {
-    fn load_config(&self) -> impl Future<Output = PortResult<OnboardingConfig>> + Send;
-    /// The serial's allow-list entry, if any.
-    fn allow_entry(&self, serial: &str) -> impl Future<Output = PortResult<Option<AllowEntry>>> + Send;
-    /// Uses the entry up for this certificate with one conditional write:
-    /// it succeeds only when the entry exists and is unused, used by this
-    /// certificate already, or used by `previous` (a certificate the hook
-    /// found dead in IoT).
-    fn use_allow_entry(
-        &self,
-        serial: &str,
-        certificate_id: &str,
-        previous: Option<&str>,
-        now: i64,
-    ) -> impl Future<Output = PortResult<Consumption>> + Send;
-    /// Gives a refused certificate's use back (to `previous`, or unused),
-    /// only if this certificate still holds it.
-    fn restore_allow_entry(
-        &self,
-        serial: &str,
-        certificate_id: &str,
-        previous: Option<&str>,
-    ) -> impl Future<Output = PortResult<()>> + Send;
-    /// The registrar's conditional name claim ([`crate::ports::Inventory::claim_thing_name`]).
-    fn claim_thing_name(
-        &self,
-        thing_name: &str,
-        certificate_id: &str,
-    ) -> impl Future<Output = PortResult<NameClaim>> + Send;
-    /// Moves a claim from `from`; false when the holder changed meanwhile.
-    fn transfer_thing_name(
-        &self,
-        thing_name: &str,
-        from: &str,
-        to: &str,
-    ) -> impl Future<Output = PortResult<bool>> + Send;
-    /// Releases a claim held by this certificate.
-    fn release_thing_name(&self, thing_name: &str, certificate_id: &str)
-    -> impl Future<Output = PortResult<()>> + Send;
-    /// Writes the record of an allowed certificate unless it has one; true when written.
-    fn record_allowed(&self, record: &CertificateRecord) -> impl Future<Output = PortResult<bool>> + Send;
-    /// Records that a new certificate supersedes an earlier one (idempotent).
-    fn record_supersession(&self, supersession: &Supersession) -> impl Future<Output = PortResult<()>> + Send;
-}
-
-/// What the hook asks IoT about the identity it is about to hand out.
-pub trait HookIdentity: Send + Sync {
-    /// Principal ARNs attached to the thing; `None` when it does not exist.
-    fn thing_principals(&self, thing_name: &str) -> impl Future<Output = PortResult<Option<Vec<String>>>> + Send;
-    /// A certificate's status; `None` when it does not exist.
-    fn certificate_status(
-        &self,
-        certificate_id: &str,
-    ) -> impl Future<Output = PortResult<Option<CertificateStatus>>> + Send;
-}
+// --- the workflow ------------------------------------------------------------
 
 /// What the hook did with one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -588,7 +496,7 @@ impl Default for HookSettings {
         Self {
             default_profile: None,
             cache_ttl: std::time::Duration::from_secs(60),
-            clock_skew_secs: crate::checks::DEFAULT_CLOCK_SKEW_SECS,
+            clock_skew_secs: crate::checks::certificate::DEFAULT_CLOCK_SKEW_SECS,
         }
     }
 }
@@ -849,34 +757,6 @@ fn used_by(serial: &str, holder: &str) -> Refusal {
 
 // --- superseded certificates -------------------------------------------------
 
-/// Where supersessions wait for their new certificate to be ACTIVE.
-pub trait SupersessionStore: Send + Sync {
-    /// Supersessions not finished yet, at most `limit`.
-    fn pending_supersessions(&self, limit: usize) -> impl Future<Output = PortResult<Vec<Supersession>>> + Send;
-    /// Claims the revocation with a conditional write (the supersession
-    /// still exists, for this new certificate); false when it is gone.
-    fn claim_revocation(&self, supersession: &Supersession, now: i64) -> impl Future<Output = PortResult<bool>> + Send;
-    /// Done: the old certificate is revoked. Takes it off the entry's
-    /// `replaces` and deletes the supersession.
-    fn finish_supersession(&self, supersession: &Supersession) -> impl Future<Output = PortResult<()>> + Send;
-    /// The new certificate never became ACTIVE: the supersession is dropped
-    /// (the old certificate stays in the entry's `replaces`).
-    fn drop_supersession(&self, supersession: &Supersession) -> impl Future<Output = PortResult<()>> + Send;
-}
-
-/// IoT as the retirement of superseded certificates needs it.
-pub trait SupersessionIot: Send + Sync {
-    /// A certificate's status and ARN; `None` when it does not exist.
-    fn certificate(
-        &self,
-        certificate_id: &str,
-    ) -> impl Future<Output = PortResult<Option<(CertificateStatus, String)>>> + Send;
-    /// Principal ARNs attached to the thing; `None` when it does not exist.
-    fn thing_principals(&self, thing_name: &str) -> impl Future<Output = PortResult<Option<Vec<String>>>> + Send;
-    /// `UpdateCertificate` to `REVOKED`.
-    fn revoke(&self, certificate_id: &str) -> impl Future<Output = PortResult<()>> + Send;
-}
-
 /// What one pass over the supersessions did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SupersessionReport {
@@ -973,12 +853,12 @@ async fn retire_one<S: SupersessionStore, T: SupersessionIot>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
 
     use rcgen::{CertificateParams, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
 
     use super::*;
-    use crate::ports::{PortError, PortErrorKind};
+
+    use crate::testing::provisioning_hook::{Inventory, Iot};
 
     const NOW: i64 = 1_800_000_000;
 
@@ -1311,208 +1191,6 @@ mod tests {
             template["Resources"]["thing"]["OverrideSettings"],
             json!({"AttributePayload": "MERGE", "ThingTypeName": "FAIL", "ThingGroups": "DO_NOTHING"})
         );
-    }
-
-    #[derive(Default)]
-    struct State {
-        entries: BTreeMap<String, AllowEntry>,
-        claims: BTreeMap<String, String>,
-        records: Vec<CertificateRecord>,
-        supersessions: Vec<Supersession>,
-        revoking: Vec<String>,
-    }
-
-    #[derive(Default)]
-    struct Inventory {
-        config: OnboardingConfig,
-        fail_reads: bool,
-        fail_record: bool,
-        state: Mutex<State>,
-    }
-
-    impl Inventory {
-        fn with(entries: &[AllowEntry]) -> Self {
-            let inventory = Self::default();
-            inventory.state().entries = entries.iter().map(|e| (e.serial.clone(), e.clone())).collect();
-            inventory
-        }
-
-        fn state(&self) -> std::sync::MutexGuard<'_, State> {
-            self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-        }
-    }
-
-    fn unavailable(operation: &'static str) -> PortError {
-        PortError::new(operation, PortErrorKind::Transient, "throttled")
-    }
-
-    impl HookInventory for Inventory {
-        async fn load_config(&self) -> PortResult<OnboardingConfig> {
-            Ok(self.config.clone())
-        }
-        async fn allow_entry(&self, serial: &str) -> PortResult<Option<AllowEntry>> {
-            if self.fail_reads {
-                return Err(unavailable("GetItem"));
-            }
-            Ok(self.state().entries.get(serial).cloned())
-        }
-        // One lock: as atomic as DynamoDB's conditional write.
-        async fn use_allow_entry(
-            &self,
-            serial: &str,
-            certificate_id: &str,
-            previous: Option<&str>,
-            _now: i64,
-        ) -> PortResult<Consumption> {
-            let mut state = self.state();
-            let Some(entry) = state.entries.get_mut(serial) else {
-                return Ok(Consumption::Missing);
-            };
-            match entry.used_by.as_deref() {
-                None => {}
-                Some(holder) if holder == certificate_id || Some(holder) == previous => {}
-                Some(holder) => return Ok(Consumption::UsedBy(holder.to_string())),
-            }
-            entry.used_by = Some(certificate_id.to_string());
-            Ok(Consumption::Used)
-        }
-        async fn restore_allow_entry(
-            &self,
-            serial: &str,
-            certificate_id: &str,
-            previous: Option<&str>,
-        ) -> PortResult<()> {
-            if let Some(entry) = self.state().entries.get_mut(serial)
-                && entry.used_by.as_deref() == Some(certificate_id)
-            {
-                entry.used_by = previous.map(str::to_string);
-            }
-            Ok(())
-        }
-        async fn claim_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<NameClaim> {
-            let mut state = self.state();
-            match state.claims.get(thing_name) {
-                Some(holder) if holder != certificate_id => Ok(NameClaim::HeldBy(holder.clone())),
-                _ => {
-                    state.claims.insert(thing_name.into(), certificate_id.into());
-                    Ok(NameClaim::Claimed)
-                }
-            }
-        }
-        async fn transfer_thing_name(&self, thing_name: &str, from: &str, to: &str) -> PortResult<bool> {
-            let mut state = self.state();
-            if state.claims.get(thing_name).map(String::as_str) != Some(from) {
-                return Ok(false);
-            }
-            state.claims.insert(thing_name.into(), to.into());
-            Ok(true)
-        }
-        async fn release_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<()> {
-            let mut state = self.state();
-            if state.claims.get(thing_name).map(String::as_str) == Some(certificate_id) {
-                state.claims.remove(thing_name);
-            }
-            Ok(())
-        }
-        async fn record_allowed(&self, record: &CertificateRecord) -> PortResult<bool> {
-            if self.fail_record {
-                return Err(unavailable("PutItem"));
-            }
-            let mut state = self.state();
-            if state.records.iter().any(|r| r.certificate_id == record.certificate_id) {
-                return Ok(false);
-            }
-            state.records.push(record.clone());
-            Ok(true)
-        }
-        async fn record_supersession(&self, supersession: &Supersession) -> PortResult<()> {
-            let mut state = self.state();
-            if !state.supersessions.contains(supersession) {
-                state.supersessions.push(supersession.clone());
-            }
-            Ok(())
-        }
-    }
-
-    /// IoT: certificate statuses and things' principals.
-    #[derive(Default)]
-    struct Iot {
-        statuses: Mutex<BTreeMap<String, CertificateStatus>>,
-        things: BTreeMap<String, Vec<String>>,
-        revoked: Mutex<Vec<String>>,
-    }
-
-    fn arn(id: &str) -> String {
-        format!("arn:aws:iot:eu-west-1:123456789012:cert/{id}")
-    }
-
-    impl Iot {
-        fn with(statuses: &[(&str, CertificateStatus)], things: &[(&str, &[&str])]) -> Self {
-            Self {
-                statuses: Mutex::new(statuses.iter().map(|(id, s)| ((*id).to_string(), s.clone())).collect()),
-                things: things
-                    .iter()
-                    .map(|(name, ids)| ((*name).to_string(), ids.iter().map(|id| arn(id)).collect()))
-                    .collect(),
-                revoked: Mutex::new(Vec::new()),
-            }
-        }
-        fn status(&self, id: &str) -> Option<CertificateStatus> {
-            self.statuses.lock().ok().and_then(|s| s.get(id).cloned())
-        }
-    }
-
-    impl HookIdentity for Iot {
-        async fn thing_principals(&self, thing_name: &str) -> PortResult<Option<Vec<String>>> {
-            Ok(self.things.get(thing_name).cloned())
-        }
-        async fn certificate_status(&self, certificate_id: &str) -> PortResult<Option<CertificateStatus>> {
-            Ok(self.status(certificate_id))
-        }
-    }
-
-    impl SupersessionIot for Iot {
-        async fn certificate(&self, certificate_id: &str) -> PortResult<Option<(CertificateStatus, String)>> {
-            Ok(self.status(certificate_id).map(|s| (s, arn(certificate_id))))
-        }
-        async fn thing_principals(&self, thing_name: &str) -> PortResult<Option<Vec<String>>> {
-            Ok(self.things.get(thing_name).cloned())
-        }
-        async fn revoke(&self, certificate_id: &str) -> PortResult<()> {
-            if let Ok(mut statuses) = self.statuses.lock() {
-                statuses.insert(certificate_id.to_string(), CertificateStatus::Revoked);
-            }
-            if let Ok(mut revoked) = self.revoked.lock() {
-                revoked.push(certificate_id.to_string());
-            }
-            Ok(())
-        }
-    }
-
-    impl SupersessionStore for Inventory {
-        async fn pending_supersessions(&self, limit: usize) -> PortResult<Vec<Supersession>> {
-            Ok(self.state().supersessions.iter().take(limit).cloned().collect())
-        }
-        async fn claim_revocation(&self, supersession: &Supersession, _now: i64) -> PortResult<bool> {
-            let mut state = self.state();
-            if !state.supersessions.contains(supersession) {
-                return Ok(false);
-            }
-            state.revoking.push(supersession.old_certificate_id.clone());
-            Ok(true)
-        }
-        async fn finish_supersession(&self, supersession: &Supersession) -> PortResult<()> {
-            let mut state = self.state();
-            state.supersessions.retain(|s| s != supersession);
-            if let Some(entry) = state.entries.get_mut(&supersession.serial) {
-                entry.replaces.retain(|old| *old != supersession.old_certificate_id);
-            }
-            Ok(())
-        }
-        async fn drop_supersession(&self, supersession: &Supersession) -> PortResult<()> {
-            self.state().supersessions.retain(|s| s != supersession);
-            Ok(())
-        }
     }
 
     fn hook(inventory: Inventory, iot: Iot) -> ProvisioningHook<Inventory, Iot> {

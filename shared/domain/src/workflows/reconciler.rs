@@ -19,11 +19,14 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::event::JitrEvent;
-use crate::ports::{CertificateRegistry, CertificateStatus, Inventory, PortError, PortErrorKind, PortResult};
-use crate::record::{CertificateRecord, Outcome, RecordStatus};
-use crate::registrar::{ProvisioningError, Registrar};
-use crate::rotation::Page;
+use crate::model::event::JitrEvent;
+use crate::model::record::{CertificateRecord, Outcome, RecordStatus};
+use crate::model::status::CertificateStatus;
+use crate::ports::{
+    CaCertificates, CertificateRegistry, Inventory, ListedCertificate, PortError, PortErrorKind, PortResult,
+    ReconcileInventory,
+};
+use crate::workflows::registrar::{ProvisioningError, Registrar};
 
 /// Default age after which a `PENDING_ACTIVATION` certificate counts as stuck.
 pub const DEFAULT_STUCK_AFTER_SECS: i64 = 600;
@@ -58,51 +61,7 @@ impl JitrEvent {
     }
 }
 
-// --- ports ------------------------------------------------------------------
-
-/// A certificate as `ListCertificatesByCA` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedCertificate {
-    pub certificate_id: String,
-    pub certificate_arn: String,
-    pub status: CertificateStatus,
-    /// Unix seconds; `None` when IoT did not say.
-    pub created_at: Option<i64>,
-}
-
-/// A CA's device certificates in IoT.
-pub trait CaCertificates: Send + Sync {
-    /// `ListCertificatesByCA`, one page of at most `limit` from the opaque
-    /// `cursor` on (`None`: from the start).
-    fn certificates_of_ca(
-        &self,
-        ca_certificate_id: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> impl Future<Output = PortResult<Page<ListedCertificate>>> + Send;
-}
-
-/// The inventory as the reconciler uses it, beyond [`Inventory`].
-pub trait ReconcileInventory: Send + Sync {
-    /// Certificate records of one CA, one page from the opaque `cursor` on.
-    /// `limit` bounds the items *read*, not returned: a page may hold fewer
-    /// records, even none, and only a `None` cursor ends the scan.
-    fn records_of_ca(
-        &self,
-        ca_certificate_id: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> impl Future<Output = PortResult<Page<CertificateRecord>>> + Send;
-    /// Marks the record of a certificate that no longer exists in IoT
-    /// (`certificateStatus` = `NOT_FOUND`, `certificateMissingAt` = `now`).
-    /// True when marked now; false when already marked or there is no record.
-    fn mark_certificate_missing(&self, certificate_id: &str, now: i64)
-    -> impl Future<Output = PortResult<bool>> + Send;
-    /// The reconciler's saved position between runs.
-    fn reconcile_cursor(&self, name: &str) -> impl Future<Output = PortResult<Option<String>>> + Send;
-    /// Saves a position; `None` deletes it.
-    fn save_reconcile_cursor(&self, name: &str, cursor: Option<&str>) -> impl Future<Output = PortResult<()>> + Send;
-}
+// --- the registrar, as the reconciler calls it -------------------------------
 
 /// Processes a certificate stuck `PENDING_ACTIVATION`, exactly as the
 /// registrar processes its event. [`Registrar`] implements it.
@@ -480,234 +439,10 @@ fn item_error(report: &mut ReconcileReport, error: &ProvisioningError, certifica
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::Mutex as StdMutex;
 
     use super::*;
-    use crate::config::OnboardingConfig;
-    use crate::ports::{NameClaim, RegisteredCa, RegisteredCertificate};
 
-    const NOW: i64 = 1_900_000_000;
-    const BOUND: &str = "ca-bound";
-    const DEFAULT: &str = "ca-default";
-    const UNBOUND: &str = "ca-unbound";
-
-    #[derive(Default)]
-    struct World {
-        config: OnboardingConfig,
-        /// IoT certificates by id: (CA, status, created_at).
-        iot: BTreeMap<String, (String, CertificateStatus, Option<i64>)>,
-        records: BTreeMap<String, CertificateRecord>,
-        cursors: BTreeMap<String, String>,
-        listed: Vec<(String, Option<String>, usize)>,
-        stuck: Vec<JitrEvent>,
-        marks: u32,
-        /// Certificate ids whose stuck handling fails transiently.
-        failing: BTreeSet<String>,
-    }
-
-    #[derive(Clone, Default)]
-    struct Fake(Arc<StdMutex<World>>);
-
-    impl Fake {
-        fn with<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
-            let mut world = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&mut world)
-        }
-        fn cert(&self, id: &str, ca: &str, status: CertificateStatus, created_at: Option<i64>) {
-            self.with(|w| w.iot.insert(id.into(), (ca.into(), status, created_at)));
-        }
-        fn record(&self, id: &str, ca: &str, status: RecordStatus) {
-            let record = CertificateRecord::bare(id, ca, status, NOW - 1_000);
-            self.with(|w| w.records.insert(id.into(), record));
-        }
-    }
-
-    fn arn(id: &str) -> String {
-        format!("arn:aws:iot:eu-west-1:123456789012:cert/{id}")
-    }
-
-    fn page<T>(keyed: Vec<(String, T)>, cursor: Option<&str>, limit: usize) -> Page<T> {
-        let mut rest: Vec<(String, T)> = keyed
-            .into_iter()
-            .filter(|(k, _)| cursor.is_none_or(|c| k.as_str() > c))
-            .collect();
-        let more = rest.len() > limit;
-        rest.truncate(limit);
-        let cursor = if more {
-            rest.last().map(|(k, _)| k.clone())
-        } else {
-            None
-        };
-        Page {
-            items: rest.into_iter().map(|(_, v)| v).collect(),
-            cursor,
-        }
-    }
-
-    impl CaCertificates for Fake {
-        async fn certificates_of_ca(
-            &self,
-            ca: &str,
-            cursor: Option<&str>,
-            limit: usize,
-        ) -> PortResult<Page<ListedCertificate>> {
-            self.with(|w| {
-                w.listed.push((ca.into(), cursor.map(str::to_string), limit));
-                let keyed = w
-                    .iot
-                    .iter()
-                    .filter(|(_, (c, _, _))| c == ca)
-                    .map(|(id, (_, status, created_at))| {
-                        let listed = ListedCertificate {
-                            certificate_id: id.clone(),
-                            certificate_arn: arn(id),
-                            status: status.clone(),
-                            created_at: *created_at,
-                        };
-                        (id.clone(), listed)
-                    })
-                    .collect();
-                Ok(page(keyed, cursor, limit))
-            })
-        }
-    }
-
-    impl CertificateRegistry for Fake {
-        async fn describe_certificate(&self, id: &str) -> PortResult<Option<RegisteredCertificate>> {
-            self.with(|w| {
-                Ok(w.iot.get(id).map(|(ca, status, _)| RegisteredCertificate {
-                    certificate_id: id.into(),
-                    certificate_arn: arn(id),
-                    ca_certificate_id: Some(ca.clone()),
-                    status: status.clone(),
-                    pem: String::new(),
-                }))
-            })
-        }
-        async fn describe_ca_certificate(&self, _: &str) -> PortResult<Option<RegisteredCa>> {
-            Ok(None)
-        }
-        async fn set_certificate_status(&self, _: &str, _: &CertificateStatus) -> PortResult<()> {
-            Ok(())
-        }
-    }
-
-    impl Inventory for Fake {
-        async fn load_config(&self) -> PortResult<OnboardingConfig> {
-            self.with(|w| Ok(w.config.clone()))
-        }
-        async fn certificate_record(&self, id: &str) -> PortResult<Option<CertificateRecord>> {
-            self.with(|w| Ok(w.records.get(id).cloned()))
-        }
-        async fn record_provisioned(&self, _: &CertificateRecord) -> PortResult<()> {
-            Ok(())
-        }
-        async fn record_rejected(&self, _: &CertificateRecord) -> PortResult<()> {
-            Ok(())
-        }
-        async fn record_observed(&self, _: &CertificateRecord) -> PortResult<()> {
-            Ok(())
-        }
-        async fn claim_thing_name(&self, _: &str, _: &str) -> PortResult<NameClaim> {
-            Ok(NameClaim::Claimed)
-        }
-        async fn transfer_thing_name(&self, _: &str, _: &str, _: &str) -> PortResult<bool> {
-            Ok(true)
-        }
-        async fn release_thing_name(&self, _: &str, _: &str) -> PortResult<()> {
-            Ok(())
-        }
-    }
-
-    impl ReconcileInventory for Fake {
-        async fn records_of_ca(
-            &self,
-            ca: &str,
-            cursor: Option<&str>,
-            limit: usize,
-        ) -> PortResult<Page<CertificateRecord>> {
-            self.with(|w| {
-                // Like a Scan: `limit` items read, the matching ones returned.
-                let mut read: Vec<(String, CertificateRecord)> = w
-                    .records
-                    .iter()
-                    .filter(|(k, _)| cursor.is_none_or(|c| k.as_str() > c))
-                    .map(|(k, r)| (k.clone(), r.clone()))
-                    .collect();
-                let more = read.len() > limit;
-                read.truncate(limit);
-                let cursor = if more {
-                    read.last().map(|(k, _)| k.clone())
-                } else {
-                    None
-                };
-                let items = read
-                    .into_iter()
-                    .map(|(_, r)| r)
-                    .filter(|r| r.ca_certificate_id == ca)
-                    .collect();
-                Ok(Page { items, cursor })
-            })
-        }
-        async fn mark_certificate_missing(&self, id: &str, _: i64) -> PortResult<bool> {
-            self.with(|w| match w.records.get_mut(id) {
-                Some(r) if r.certificate_status.as_deref() != Some(NOT_FOUND_STATUS) => {
-                    r.certificate_status = Some(NOT_FOUND_STATUS.into());
-                    w.marks += 1;
-                    Ok(true)
-                }
-                _ => Ok(false),
-            })
-        }
-        async fn reconcile_cursor(&self, name: &str) -> PortResult<Option<String>> {
-            self.with(|w| Ok(w.cursors.get(name).cloned()))
-        }
-        async fn save_reconcile_cursor(&self, name: &str, cursor: Option<&str>) -> PortResult<()> {
-            self.with(|w| {
-                match cursor {
-                    Some(c) => w.cursors.insert(name.into(), c.into()),
-                    None => w.cursors.remove(name),
-                };
-                Ok(())
-            })
-        }
-    }
-
-    impl StuckHandler for Fake {
-        async fn process_stuck(&self, event: &JitrEvent, _: i64) -> Result<Outcome, ProvisioningError> {
-            self.with(|w| {
-                if w.failing.contains(&event.certificate_id) {
-                    return Err(PortError::new("UpdateCertificate", PortErrorKind::Transient, "throttled").into());
-                }
-                w.stuck.push(event.clone());
-                let Some(cert) = w.iot.get_mut(&event.certificate_id) else {
-                    return Ok(Outcome::Ignored {
-                        certificate_status: "NOT_FOUND".into(),
-                    });
-                };
-                if cert.1 == CertificateStatus::Active {
-                    // As the registrar would: checked and recorded with its thing.
-                    let mut record =
-                        CertificateRecord::bare(&event.certificate_id, &cert.0, RecordStatus::Provisioned, 0);
-                    record.thing_name = Some("sensor-1".into());
-                    w.records.insert(event.certificate_id.clone(), record);
-                    return Ok(Outcome::Recorded {
-                        thing_name: "sensor-1".into(),
-                    });
-                }
-                // As the registrar would: the certificate becomes ACTIVE, recorded.
-                cert.1 = CertificateStatus::Active;
-                let record = CertificateRecord::bare(&event.certificate_id, &cert.0, RecordStatus::Provisioned, 0);
-                w.records.insert(event.certificate_id.clone(), record);
-                Ok(Outcome::Provisioned {
-                    thing_name: "t".into(),
-                    profile: "p".into(),
-                    dropped_attributes: Vec::new(),
-                })
-            })
-        }
-    }
+    use crate::testing::reconciler::{BOUND, DEFAULT, Fake, NOW, UNBOUND};
 
     type TestReconciler = Reconciler<Fake, Fake, Fake, Fake>;
 

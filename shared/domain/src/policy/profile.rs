@@ -9,30 +9,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::certificate::{Subject, SubjectField};
-use crate::naming;
-use crate::rotation::RotationPolicy;
-
-/// What happens to a rejected certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RejectionAction {
-    /// Revoked: the certificate can never be used again (default).
-    #[default]
-    Revoked,
-    /// Inactive: an operator may reactivate it after review.
-    Inactive,
-}
-
-impl RejectionAction {
-    /// The IoT certificate status this action sets.
-    pub fn status(self) -> crate::CertificateStatus {
-        match self {
-            Self::Revoked => crate::CertificateStatus::Revoked,
-            Self::Inactive => crate::CertificateStatus::Inactive,
-        }
-    }
-}
+use crate::model::certificate::{Subject, SubjectField};
+use crate::model::naming;
+use crate::model::plan::DroppedAttribute;
+use crate::model::status::RejectionAction;
+use crate::policy::rotation::RotationPolicy;
 
 /// What to do with a mapped attribute value that does not fit AWS's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -121,13 +102,6 @@ pub enum NameError {
     Missing(SubjectField),
     /// The built name is not `[a-zA-Z0-9:_-]{1,128}`.
     Invalid(String),
-}
-
-/// A mapped attribute left out under [`UnfitAttribute::Drop`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DroppedAttribute {
-    pub name: String,
-    pub field: SubjectField,
 }
 
 /// Attributes built for a certificate.

@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::certificate::Certificate;
-use crate::checks::Approval;
-use crate::profile::{DeviceProfile, DroppedAttribute, RejectionAction};
-use crate::time_fmt::rfc3339;
+use crate::model::certificate::SubjectField;
+use crate::model::status::RejectionAction;
+use crate::model::time::rfc3339;
 
 /// What to create for one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,37 +50,6 @@ pub struct CredentialsRecord {
 }
 
 impl ProvisioningPlan {
-    /// Assembles the plan for an approved certificate.
-    pub fn new(
-        certificate_arn: &str,
-        ca_certificate_id: &str,
-        certificate_pem: &str,
-        cert: &Certificate,
-        profile: &DeviceProfile,
-        approval: Approval,
-    ) -> Self {
-        Self {
-            certificate_id: cert.fingerprint.clone(),
-            certificate_arn: certificate_arn.to_string(),
-            ca_certificate_id: ca_certificate_id.to_string(),
-            profile: profile.name.clone(),
-            thing_name: approval.thing_name,
-            thing_type: profile.thing_type.clone(),
-            attributes: approval.attributes,
-            dropped_attributes: approval.dropped_attributes,
-            thing_groups: profile.thing_groups.clone(),
-            billing_group: profile.billing_group.clone(),
-            policy_name: profile.policy_name.clone(),
-            rejection_action: profile.rejection_action,
-            serial: cert.serial.clone(),
-            fingerprint: cert.fingerprint.clone(),
-            subject_dn: cert.subject_dn.clone(),
-            not_before: cert.not_before,
-            not_after: cert.not_after,
-            certificate_pem: certificate_pem.to_string(),
-        }
-    }
-
     /// The S3 key of the credentials record: `<prefix><thingName>/<certificateId>.json`.
     pub fn credentials_key(&self, prefix: &str) -> String {
         format!("{prefix}{}/{}.json", self.thing_name, self.certificate_id)
@@ -101,4 +69,19 @@ impl ProvisioningPlan {
             not_after: rfc3339(self.not_after),
         }
     }
+}
+
+/// A certificate that passed every check, with what the profile derived from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub thing_name: String,
+    pub attributes: BTreeMap<String, String>,
+    pub dropped_attributes: Vec<DroppedAttribute>,
+}
+
+/// A mapped attribute left out under [`crate::policy::profile::UnfitAttribute::Drop`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DroppedAttribute {
+    pub name: String,
+    pub field: SubjectField,
 }
