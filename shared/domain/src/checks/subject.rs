@@ -69,7 +69,7 @@ pub fn required_fields(profile: &DeviceProfile) -> Vec<SubjectField> {
 /// Checks that a subject carries every field the profile's template declares.
 ///
 /// # Errors
-/// The first required field (in [`required_fields`] order) that the subject
+/// The first required field (in `required_fields` order) that the subject
 /// lacks or has empty.
 pub fn check_subject(profile: &DeviceProfile, subject: &Subject) -> Result<(), SubjectField> {
     match required_fields(profile)

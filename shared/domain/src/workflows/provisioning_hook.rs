@@ -96,7 +96,7 @@ pub fn device_parameters(profile: &DeviceProfile) -> BTreeSet<&'static str> {
 /// Renders the fleet-provisioning template of a profile: a thing named and
 /// typed by the hook, with the profile's attribute names; the certificate
 /// `ACTIVE`; the hook's policy attached. It declares exactly the device's
-/// parameters ([`device_parameters`]) and the ones the hook sets; a thing
+/// parameters (`device_parameters`) and the ones the hook sets; a thing
 /// type or groups only when the profile sets them, so a device's value for
 /// them has nowhere to go. For a thing that exists already (a device let in
 /// again by `onboard allow reset`, after the hook checked that nobody else

@@ -179,7 +179,7 @@ where
     }
 
     /// Loads the configuration and describes the bound CAs (at most
-    /// [`WARM_UP_CAS`]), so that the first event finds warm caches and open
+    /// `WARM_UP_CAS`), so that the first event finds warm caches and open
     /// connections.
     ///
     /// # Errors
