@@ -29,11 +29,11 @@ fn onboard(world: Option<&World>) -> Result<Command, Box<dyn std::error::Error +
 
 /// The registrar as the Lambda builds it, pointed at the world (it plays the
 /// deployed event pipeline in these tests).
-fn registrar(world: &World) -> Result<jitr_registrar::AwsHandler, Box<dyn std::error::Error + Send + Sync>> {
+fn registrar(world: &World) -> Result<jitr_registrar::Handler, Box<dyn std::error::Error + Send + Sync>> {
     let env: std::collections::HashMap<String, String> = world.registrar_env().into_iter().collect();
     use jitr_registrar::FromEnv;
     let settings = jitr_registrar::Settings::from_lookup(|k| env.get(k).cloned())?;
-    Ok(jitr_registrar::build_handler(&settings, &world.sdk).without_metrics())
+    Ok(jitr_registrar::build(&settings, &world.sdk).without_metrics())
 }
 
 /// The world's CA written as `onboard ca create` writes one.

@@ -183,7 +183,8 @@ async fn events_for_certificates_not_pending_change_nothing() -> TestResult {
 }
 
 fn lambda_runtime_diagnostic(error: jitr_registrar::InvocationError) -> (String, String) {
-    let diagnostic: lambda_runtime::Diagnostic = error.into();
+    use jitr_registrar::InvocationFailure;
+    let diagnostic: lambda_runtime::Diagnostic = error.diagnostic();
     (diagnostic.error_type, diagnostic.error_message)
 }
 

@@ -13,8 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use cert_rotator::{AwsRotator, FromEnv};
-use jitr_registrar::AwsHandler;
+use cert_rotator::FromEnv;
 use onboarding_aws::{CLAIM_SK, thing_pk};
 use onboarding_aws::{DynamoInventory, SdkSettings};
 use onboarding_domain::Inventory;
@@ -24,8 +23,6 @@ use onboarding_test_support::emulator::{ACCOUNT_ID, REGION, sdk_config_for, work
 use onboarding_test_support::proxy::{FailureMode, Matcher, Proxy};
 use onboarding_test_support::rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use onboarding_test_support::world::{TABLE, World, default_profile};
-use rotation_completer::AwsCompleter;
-use rotation_issuer::AwsIssuer;
 use serde_json::{Value, json};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -104,7 +101,7 @@ pub struct Rig {
     /// run follows up nothing but interrupted starts.
     pub now: i64,
     env: HashMap<String, String>,
-    registrar: AwsHandler,
+    registrar: jitr_registrar::Handler,
 }
 
 impl Rig {
@@ -135,7 +132,7 @@ impl Rig {
         }
         let registrar_settings = jitr_registrar::Settings::from_lookup(|k| env.get(k).cloned())?;
         // The registrar talks to the emulator directly: no failure reaches it.
-        let registrar = jitr_registrar::build_handler(&registrar_settings, &world.sdk);
+        let registrar = jitr_registrar::build(&registrar_settings, &world.sdk);
         Ok(Self {
             now: time::OffsetDateTime::now_utc().unix_timestamp(),
             world,
@@ -157,27 +154,24 @@ impl Rig {
     }
 
     /// A `cert-rotator` container.
-    pub async fn rotator(&self) -> Result<AwsRotator, Error> {
+    pub async fn rotator(&self) -> Result<cert_rotator::Handler, Error> {
         let settings = cert_rotator::Settings::from_lookup(|k| self.env.get(k).cloned())?;
         assert_eq!(settings.sdk.max_attempts, 1);
-        Ok(cert_rotator::build_rotator(&settings, &self.sdk(&settings.sdk).await))
+        Ok(cert_rotator::build(&settings, &self.sdk(&settings.sdk).await))
     }
 
     /// A `rotation-issuer` container.
-    pub async fn issuer(&self) -> Result<AwsIssuer, Error> {
+    pub async fn issuer(&self) -> Result<rotation_issuer::Handler, Error> {
         let settings = rotation_issuer::Settings::from_lookup(|k| self.env.get(k).cloned())?;
         assert_eq!(settings.sdk.max_attempts, 1);
-        Ok(rotation_issuer::build_issuer(&settings, &self.sdk(&settings.sdk).await).await?)
+        Ok(rotation_issuer::build(&settings, &self.sdk(&settings.sdk).await).await?)
     }
 
     /// A `rotation-completer` container.
-    pub async fn completer(&self) -> Result<AwsCompleter, Error> {
+    pub async fn completer(&self) -> Result<rotation_completer::Handler, Error> {
         let settings = rotation_completer::Settings::from_lookup(|k| self.env.get(k).cloned())?;
         assert_eq!(settings.sdk.max_attempts, 1);
-        Ok(rotation_completer::build_completer(
-            &settings,
-            &self.sdk(&settings.sdk).await,
-        ))
+        Ok(rotation_completer::build(&settings, &self.sdk(&settings.sdk).await))
     }
 
     /// Onboards a device as in the field: its first connection (JITR), the
@@ -204,18 +198,20 @@ impl Rig {
 
     /// One scheduled run as of [`Rig::now`] (`events/rotator-scheduled.json`).
     /// An item's failure does not fail a run: it is counted in `errors`.
-    pub async fn run_rotator(&self, rotator: &AwsRotator) -> Result<Value, cert_rotator::InvocationError> {
+    pub async fn run_rotator(&self, rotator: &cert_rotator::Handler) -> Result<Value, cert_rotator::InvocationError> {
         self.run_rotator_at(rotator, self.now).await
     }
 
     /// One scheduled run as of `now`.
-    pub async fn run_rotator_at(&self, rotator: &AwsRotator, now: i64) -> Result<Value, cert_rotator::InvocationError> {
+    pub async fn run_rotator_at(
+        &self,
+        rotator: &cert_rotator::Handler,
+        now: i64,
+    ) -> Result<Value, cert_rotator::InvocationError> {
         let mut event =
             sample("rotator-scheduled.json").map_err(|e| cert_rotator::InvocationError::Time(e.to_string()))?;
         event["time"] = json!(rfc3339(now));
-        let now = cert_rotator::event_time(&event)?;
-        let report = rotator.run(now).await?;
-        Ok(cert_rotator::report_json(&report, now))
+        rotator.handle(event).await
     }
 
     /// The rule's output for a CSR the device publishes

@@ -10,18 +10,17 @@
 use onboarding_domain::RecordStatus;
 use onboarding_domain::RotationState;
 use onboarding_test_support::proxy::Matcher;
-use rotation_completer::AwsCompleter;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Device, Error, NAMESPACE, Rig, Step, TestResult, iot, put_rotation, update_certificate, update_claim, update_record,
+    Device, Error, Rig, Step, TestResult, iot, put_rotation, update_certificate, update_claim, update_record,
 };
 use crate::issuer;
 
-/// What the Lambda's handler does with one SQS batch; the failed message ids.
-async fn invoke(completer: &AwsCompleter, batch: &Value) -> Vec<String> {
+/// The Lambda's handler on one SQS batch; the failed message ids.
+async fn invoke(completer: &rotation_completer::Handler, batch: &Value) -> Vec<String> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let answer = rotation_completer::handle(completer, NAMESPACE, batch.clone(), now).await;
+    let answer = completer.handle_at(batch.clone(), now).await;
     answer["batchItemFailures"]
         .as_array()
         .map(|failures| {
@@ -132,7 +131,7 @@ async fn a_crash_at_any_step_of_the_completer_converges_when_the_event_is_redeli
         // Once more, as SQS may deliver it again: a duplicate, nothing changes.
         let body: Value = serde_json::from_str(batch["Records"][0]["body"].as_str().unwrap_or_default())?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let direct = rotation_completer::handle(&completer, NAMESPACE, body, now).await;
+        let direct = completer.handle_at(body, now).await;
         assert_eq!(direct["outcome"], json!("duplicate"), "{label}: {direct}");
 
         check_retired(&rig, &device, &new, &label).await?;

@@ -5,19 +5,14 @@
 
 use onboarding_domain::RotationState;
 use onboarding_test_support::world::POLICY;
-use rotation_issuer::{AwsIssuer, CsrEvent, InvocationError, outcome_json};
+use rotation_issuer::{Handler, InvocationError};
 use serde_json::Value;
 
 use crate::common::{Device, Rig, Step, TestResult, iot, put_rotation, update_certificate, update_record};
 
-/// What the Lambda's handler does with one event.
-pub async fn invoke(issuer: &AwsIssuer, event: &Value) -> Result<Value, InvocationError> {
-    let csr = CsrEvent::parse(event)?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let outcome = issuer
-        .handle(&csr.thing_name, &csr.principal, &csr.message, now)
-        .await?;
-    Ok(outcome_json(&outcome))
+/// The Lambda's handler on one event.
+pub async fn invoke(issuer: &Handler, event: &Value) -> Result<Value, InvocationError> {
+    issuer.handle(event.clone()).await
 }
 
 /// Onboards a device and lets the rotator request its rotation; the job id.

@@ -135,7 +135,7 @@ async fn run() -> BenchResult {
         _ => None,
     })?;
     let sdk = sdk_config_for(&proxy.endpoint()).await;
-    let hook = provisioning_hook::build_hook(&settings, &sdk);
+    let hook = provisioning_hook::build(&settings, &sdk);
 
     let mut kinds = [
         Kind {
@@ -167,7 +167,7 @@ async fn run() -> BenchResult {
     for (kind, payload) in jobs {
         proxy.clear();
         let started = Instant::now();
-        let (response, outcome) = provisioning_hook::handle(&hook, settings.budget, payload, now).await;
+        let (response, outcome) = hook.decide(payload, now).await;
         let elapsed = started.elapsed();
         let expected = kind != 2;
         if response.allow_provisioning != expected {

@@ -624,7 +624,8 @@ async fn measure(size: usize, options: &Options) -> BenchResult<Measured> {
         ("S3_FORCE_PATH_STYLE", "true".to_string()),
     ]);
     let settings = cert_rotator::Settings::from_lookup(|k| env.get(k).cloned())?;
-    let rotator = cert_rotator::build_rotator(&settings, &sdk_config_for(&proxy.endpoint()).await);
+    let handler = cert_rotator::build(&settings, &sdk_config_for(&proxy.endpoint()).await);
+    let rotator = handler.rotator();
     // The run's scans alone: what came before is dropped.
     take_scan_totals();
     let started = Instant::now();
@@ -677,7 +678,7 @@ fn print_tables(results: &[Measured], options: &Options) {
     println!();
     println!(
         "{} build; the expiry scan alone = expiring_with_stats(now + {WINDOW_DAYS} days), pages of {}; \
-         the run = cert_rotator::build_rotator(…).run(now), profile window {WINDOW_DAYS} days. \
+         the run = cert_rotator::build(…).rotator().run(now), profile window {WINDOW_DAYS} days. \
          Capacity units as the emulator reports them (ReturnConsumedCapacity TOTAL); \
          RCU by DynamoDB's rules recomputed from the item sizes.",
         if cfg!(debug_assertions) { "debug" } else { "release" },

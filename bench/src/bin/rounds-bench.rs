@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use jitr_registrar::{AwsHandler, FromEnv, Settings};
+use jitr_registrar::{FromEnv, Handler, Settings};
 use onboarding_bench::{Args, BenchResult, Table, f, ms, operation_name, range, summarize, waves};
 use onboarding_test_support::emulator::sdk_config_for;
 use onboarding_test_support::proxy::{Proxy, RecordedRequest};
@@ -107,9 +107,9 @@ fn settings(world: &World) -> BenchResult<Settings> {
 
 /// A handler as the Lambda builds it, with its own SDK configuration (so its
 /// own HTTP connection pool), without EMF metric lines on stdout.
-async fn fresh_handler(settings: &Settings, endpoint: &str) -> AwsHandler {
+async fn fresh_handler(settings: &Settings, endpoint: &str) -> Handler {
     let sdk = sdk_config_for(endpoint).await;
-    jitr_registrar::build_handler(settings, &sdk).without_metrics()
+    jitr_registrar::build(settings, &sdk).without_metrics()
 }
 
 /// Mints `count` devices and makes their first connections; returns their certificate ids.
@@ -131,7 +131,7 @@ async fn prepare_devices(world: &World, prefix: &str, count: usize) -> BenchResu
 
 /// Handles one event and returns the time and the requests the proxy saw.
 async fn provision(
-    handler: &AwsHandler,
+    handler: &Handler,
     world: &World,
     proxy: Option<&Proxy>,
     certificate_id: &str,

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
+use onboarding_aws::{DynamoInventory, IotAdapter, S3CredentialsStore};
 use onboarding_domain::{CertificateRegistry, CredentialsStore, DenyList, Inventory, ThingRegistry};
 use onboarding_domain::{JitrEvent, MalformedEvent, Outcome, ProvisioningError, Registrar};
 use serde_json::{Value, json};
@@ -34,23 +35,19 @@ pub enum InvocationError {
     Provisioning(#[from] ProvisioningError),
 }
 
-impl From<InvocationError> for lambda_runtime::Diagnostic {
-    /// `errorType` says whether retrying can help: `MalformedEvent` (permanent)
-    /// or `Retryable.<kind>`.
-    fn from(error: InvocationError) -> Self {
-        let error_type = match &error {
+impl onboarding_lambda::InvocationFailure for InvocationError {
+    /// `MalformedEvent` (permanent) or `Retryable.<kind>`.
+    fn error_type(&self) -> String {
+        match self {
             InvocationError::Malformed(_) => "MalformedEvent".to_string(),
             InvocationError::Provisioning(e) => format!("Retryable.{}", e.kind()),
-        };
-        lambda_runtime::Diagnostic {
-            error_type,
-            error_message: error.to_string(),
         }
     }
 }
 
-/// The function's handler.
-pub struct Handler<C, T, S, I> {
+/// The function's handler. Generic over the registrar's ports; `Handler`
+/// alone is the one [`crate::build`] makes, over the AWS adapters.
+pub struct Handler<C = IotAdapter, T = IotAdapter, S = S3CredentialsStore, I = DynamoInventory> {
     registrar: Registrar<C, T, S, I>,
     batch_concurrency: usize,
     metrics_namespace: String,
@@ -92,6 +89,15 @@ where
 
     pub fn registrar(&self) -> &Registrar<C, T, S, I> {
         &self.registrar
+    }
+
+    /// Fills the configuration cache and opens connections during init, so
+    /// the first event does not pay for them. A failure is logged, not
+    /// fatal: events load what they need lazily.
+    pub async fn warm_up(&self) {
+        if let Err(e) = self.registrar.warm_up().await {
+            tracing::warn!(error = %e, "warm-up failed; continuing");
+        }
     }
 
     /// Handles any payload: an SQS batch or a direct event.

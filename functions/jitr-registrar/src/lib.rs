@@ -1,5 +1,9 @@
 //! The JITR registrar Lambda: wiring of the domain registrar to the AWS
 //! adapters, the payload handling, and metrics. `main.rs` only assembles it.
+//!
+//! The shape of every function: [`Settings`] (`settings.rs`), [`build`],
+//! the [`Handler`] with its [`Handler::handle`] and [`InvocationError`]
+//! (`handler.rs`), and the metrics (`metrics.rs`).
 
 pub mod handler;
 pub mod metrics;
@@ -9,15 +13,14 @@ use onboarding_aws::{DynamoInventory, IotAdapter, S3CredentialsStore};
 use onboarding_domain::Registrar;
 
 pub use handler::{Handler, InvocationError};
-pub use settings::{FromEnv, Settings, SettingsError};
+pub use onboarding_lambda::{FromEnv, InvocationFailure, SettingsError};
+pub use settings::Settings;
 
 /// The registrar with the AWS adapters.
 pub type AwsRegistrar = Registrar<IotAdapter, IotAdapter, S3CredentialsStore, DynamoInventory>;
-/// The handler with the AWS adapters.
-pub type AwsHandler = Handler<IotAdapter, IotAdapter, S3CredentialsStore, DynamoInventory>;
 
 /// Builds the handler from settings and a loaded SDK configuration.
-pub fn build_handler(settings: &Settings, sdk: &aws_config::SdkConfig) -> AwsHandler {
+pub fn build(settings: &Settings, sdk: &aws_config::SdkConfig) -> Handler {
     Handler::new(
         build_registrar(settings, sdk),
         settings.batch_concurrency,

@@ -3,26 +3,13 @@
 // The registrar's concurrent rounds nest deeply generic futures.
 #![recursion_limit = "256"]
 
-use jitr_registrar::FromEnv;
-use lambda_runtime::{LambdaEvent, service_fn};
-use serde_json::Value;
+use jitr_registrar::Settings;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    onboarding_lambda::init_logging();
-    let settings =
-        jitr_registrar::Settings::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let settings: Settings = onboarding_lambda::init()?;
     let sdk = settings.sdk.load().await;
-    let handler = jitr_registrar::build_handler(&settings, &sdk);
-    // Fill the configuration cache and open connections during init, so the
-    // first event does not pay for them. Failure here is not fatal: events
-    // load what they need lazily.
-    if let Err(e) = handler.registrar().warm_up().await {
-        tracing::warn!(error = %e, "warm-up failed; continuing");
-    }
-    let handler = &handler;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handler.handle(event.payload).await
-    }))
-    .await
+    let handler = jitr_registrar::build(&settings, &sdk);
+    handler.warm_up().await;
+    onboarding_lambda::run(|payload| handler.handle(payload)).await
 }

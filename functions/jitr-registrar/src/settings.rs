@@ -22,9 +22,7 @@ use std::time::Duration;
 
 use onboarding_aws::SdkSettings;
 use onboarding_domain::RegistrarSettings;
-use onboarding_lambda::Env;
-pub use onboarding_lambda::FromEnv;
-pub use onboarding_lambda::SettingsError;
+use onboarding_lambda::{Env, FromEnv, SettingsError};
 
 /// Everything the function reads from its environment.
 #[derive(Debug, Clone)]

@@ -61,17 +61,17 @@ async fn dynamodb_held_past_the_budget_makes_the_hook_refuse_in_time() -> TestRe
         _ => None,
     })?;
     let sdk = sdk_config_for(&proxy.endpoint()).await;
-    let hook = provisioning_hook::build_hook(&settings, &sdk);
+    let hook = provisioning_hook::build(&settings, &sdk);
 
     // Answering promptly, the same hook allows: the refusal below is the delay's.
-    let (response, outcome) = provisioning_hook::handle(&hook, settings.budget, request("SN-FAST")?, now).await;
+    let (response, outcome) = hook.decide(request("SN-FAST")?, now).await;
     assert!(response.allow_provisioning, "{outcome:?}");
 
     // Every call now held for 4 s, past the 1.5 s budget (and AWS IoT's 5 s).
     proxy.set_latency(Duration::from_secs(4));
     proxy.clear();
     let started = Instant::now();
-    let (response, outcome) = provisioning_hook::handle(&hook, settings.budget, request("SN-SLOW")?, now).await;
+    let (response, outcome) = hook.decide(request("SN-SLOW")?, now).await;
     let elapsed = started.elapsed();
     assert!(!response.allow_provisioning, "{outcome:?}");
     // Refused as unavailable (the SDK's own timeout or the hook's, whichever

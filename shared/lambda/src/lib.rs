@@ -1,7 +1,23 @@
-//! What every Lambda of the project shares: reading settings from the
-//! environment (failing init with the variable's name), JSON logs, and
-//! CloudWatch embedded-metric-format (EMF) lines.
+//! What every Lambda of the project shares: the start ([`init`]: logs, then
+//! settings from the environment, failing init with the variable's name),
+//! the runtime loop ([`run`]: a function's `handle` given to the Lambda
+//! runtime, its [`InvocationFailure`] reported as Lambda's error), JSON logs,
+//! event decoding, and CloudWatch embedded-metric-format (EMF) lines.
+//!
+//! Every function has the same shape: `main.rs` is
+//!
+//! ```ignore
+//! let settings: Settings = onboarding_lambda::init()?;
+//! let sdk = settings.sdk.load().await;
+//! let handler = build(&settings, &sdk);
+//! onboarding_lambda::run(|payload| handler.handle(payload)).await
+//! ```
+//!
+//! and its `lib.rs` holds `Settings` (`settings.rs`), `build`, the
+//! `Handler` with its testable `handle` and the typed `InvocationError`
+//! (`handler.rs`), and its metrics (`metrics.rs`).
 
+use std::future::Future;
 use std::io::Write;
 
 use onboarding_domain::DeviceProfile;
@@ -295,6 +311,55 @@ pub fn init_logging() {
     }
 }
 
+/// What every function does first: logs as [`init_logging`] sets them up,
+/// then its settings from the process environment. An invalid setting is
+/// logged and fails the init, with the variable's name.
+///
+/// # Errors
+/// [`SettingsError`] naming the variable at fault.
+pub fn init<S: FromEnv>() -> Result<S, SettingsError> {
+    init_logging();
+    S::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))
+}
+
+/// Why an invocation failed, as Lambda reports it: an error's `errorType`
+/// tells the reader (and the retry's owner) whether retrying can help.
+pub trait InvocationFailure: std::error::Error {
+    /// The `errorType` of the invocation's error, e.g. `MalformedEvent`
+    /// (permanent) or `Retryable.transient`.
+    fn error_type(&self) -> String;
+
+    /// The error as the Lambda runtime reports it: [`Self::error_type`] and
+    /// the error's message.
+    fn diagnostic(&self) -> lambda_runtime::Diagnostic {
+        lambda_runtime::Diagnostic {
+            error_type: self.error_type(),
+            error_message: self.to_string(),
+        }
+    }
+}
+
+/// Hands `handle` to the Lambda runtime until the container ends: each
+/// event's payload (JSON) in, the answer (JSON) out; an error fails the
+/// invocation with its [`InvocationFailure::diagnostic`].
+///
+/// # Errors
+/// When the runtime cannot talk to the Lambda Runtime API.
+pub async fn run<F, Fut, E>(handle: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(Value) -> Fut,
+    Fut: Future<Output = Result<Value, E>>,
+    E: InvocationFailure,
+{
+    let handle = &handle;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<Value>| async move {
+            handle(event.payload).await.map_err(|e| e.diagnostic())
+        },
+    ))
+    .await
+}
+
 /// One EMF document: `metrics` (name, value, unit) under dimension
 /// `Function`, plus one extra dimension set per `(name, value)` in `extra`.
 pub fn emf(
@@ -437,6 +502,25 @@ mod tests {
             batch_response(vec!["4".to_string()]),
             json!({"batchItemFailures": [{"itemIdentifier": "4"}]})
         );
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum Failure {
+        #[error("the event has no time")]
+        Malformed,
+    }
+
+    impl InvocationFailure for Failure {
+        fn error_type(&self) -> String {
+            "MalformedEvent".into()
+        }
+    }
+
+    #[test]
+    fn a_failure_is_reported_with_its_type_and_message() {
+        let diagnostic = Failure::Malformed.diagnostic();
+        assert_eq!(diagnostic.error_type, "MalformedEvent");
+        assert_eq!(diagnostic.error_message, "the event has no time");
     }
 
     #[test]

@@ -1,0 +1,95 @@
+//! The function's configuration, read from the environment once at init.
+//!
+//! | variable | required | default | meaning |
+//! |---|---|---|---|
+//! | `INVENTORY_TABLE` | yes | | DynamoDB inventory table |
+//! | `CREDENTIALS_BUCKET` | yes | | bucket for server-keygen credentials objects |
+//! | `CREDENTIALS_KMS_KEY_ID` | yes | | KMS key requested on every put |
+//! | `PRESIGN_ROLE_ARN` | no | | role AWS IoT assumes to presign server-keygen URLs (required for that strategy) |
+//! | `MAX_ROTATIONS_PER_RUN` | no | `500` | new rotations per run, and as many follow-ups |
+//! | `IOT_CALLS_PER_SECOND` | no | `5` | pace of job creations and follow-ups |
+//! | `DEFAULT_PROFILE`, `DEFAULT_PROFILE_CA_IDS` | no | | the default profile (as for the registrar) |
+//! | `METRICS_NAMESPACE` | no | `IotOnboarding` | CloudWatch namespace of EMF metrics |
+//! | `SDK_MAX_ATTEMPTS` | no | `6` | attempts per AWS call (adaptive retry) |
+//! | `S3_FORCE_PATH_STYLE` | no | `false` | path-style S3 addressing (emulators) |
+
+use std::time::Duration;
+
+use onboarding_aws::SdkSettings;
+use onboarding_domain::RotatorSettings;
+use onboarding_lambda::{Env, FromEnv, SettingsError};
+
+/// Everything the function reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub inventory_table: String,
+    pub credentials_bucket: String,
+    pub credentials_kms_key_id: String,
+    pub presign_role_arn: Option<String>,
+    pub rotator: RotatorSettings,
+    pub metrics_namespace: String,
+    pub sdk: SdkSettings,
+    pub s3_force_path_style: bool,
+}
+
+impl FromEnv for Settings {
+    fn read(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<Self, SettingsError> {
+        let per_run: u32 = env.positive("MAX_ROTATIONS_PER_RUN", 500)?;
+        let per_second: u32 = env.positive("IOT_CALLS_PER_SECOND", 5)?;
+        let interval = Duration::from_secs(1) / per_second;
+        Ok(Self {
+            inventory_table: env.required("INVENTORY_TABLE")?,
+            credentials_bucket: env.required("CREDENTIALS_BUCKET")?,
+            credentials_kms_key_id: env.required("CREDENTIALS_KMS_KEY_ID")?,
+            presign_role_arn: env.get("PRESIGN_ROLE_ARN"),
+            rotator: RotatorSettings {
+                max_new_per_run: per_run,
+                max_follow_ups_per_run: per_run,
+                max_examined_per_run: per_run.saturating_mul(20),
+                create_job_interval: interval,
+                follow_up_interval: interval,
+                default_profile: env.default_profile()?,
+                ..RotatorSettings::default()
+            },
+            metrics_namespace: env.metrics_namespace(),
+            sdk: SdkSettings::with_max_attempts(env.sdk_max_attempts()?),
+            s3_force_path_style: env.flag("S3_FORCE_PATH_STYLE"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const BASE: [(&str, &str); 3] = [
+        ("INVENTORY_TABLE", "inv"),
+        ("CREDENTIALS_BUCKET", "bucket"),
+        ("CREDENTIALS_KMS_KEY_ID", "key"),
+    ];
+
+    #[test]
+    fn settings_and_their_defaults() {
+        assert_eq!(settings(&[]).err(), Some(SettingsError::Missing("INVENTORY_TABLE")));
+        let s = settings(&BASE).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.rotator.max_new_per_run, 500);
+        assert_eq!(s.rotator.create_job_interval, Duration::from_millis(200));
+        assert_eq!(s.presign_role_arn, None);
+        let mut pairs = BASE.to_vec();
+        pairs.push(("IOT_CALLS_PER_SECOND", "0"));
+        assert!(matches!(
+            settings(&pairs),
+            Err(SettingsError::Invalid {
+                name: "IOT_CALLS_PER_SECOND",
+                ..
+            })
+        ));
+    }
+}
