@@ -28,8 +28,8 @@ pub use fleet::{ROTATION_STATES, fleet_status};
 pub use fleet_provisioning::{AllowResult, ResetResult};
 pub use iot::IotAdapter;
 pub use reconciler::RECONCILER_PK;
-pub use s3::S3CredentialsStore;
 pub use rotation::{
     PRESIGNED_URL_SECONDS, ROTATION_SK, RotationIotAdapter, S3RotationObjects, ScanStats, parse_rotation, scan_totals,
     take_scan_totals,
 };
+pub use s3::S3CredentialsStore;
