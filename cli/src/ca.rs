@@ -207,7 +207,7 @@ pub async fn run(command: &CaCommand, cli: &Cli) -> Result<(), CliError> {
             load_profile(&admin, profile).await?;
             let sdk = cli.aws.sdk_config().await;
             let iot = aws_sdk_iot::Client::new(&sdk);
-            if onboarding_aws::describe_ca(&iot, ca_id).await?.is_none() {
+            if !onboarding_aws::ca_is_registered(&iot, ca_id).await? {
                 return Err(CliError::Input(format!(
                     "no CA {ca_id} is registered in AWS IoT; register it first"
                 )));

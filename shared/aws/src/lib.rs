@@ -36,10 +36,9 @@ pub use dynamodb::rotations::{ScanStats, scan_totals, take_scan_totals};
 pub use error::OperatorError;
 pub use iot::IotAdapter;
 pub use iot::operator::{
-    CaDescription, CertificateLookup, ClaimCertificate, JitpRegistration, ListedCa, TemplatePut, ThingDetails,
-    attached_policy_names, certificate_status, create_claim_certificate, describe_ca, describe_thing, list_cas,
-    lookup_certificate, put_provisioning_template, register_ca_certificate, registration_code, thing_group_names,
-    thing_principal_arns,
+    CertificateLookup, ClaimCertificate, JitpRegistration, ListedCa, TemplatePut, ThingDetails, attached_policy_names,
+    ca_is_registered, certificate_status, create_claim_certificate, describe_thing, list_cas, lookup_certificate,
+    put_provisioning_template, register_ca_certificate, registration_code, thing_group_names, thing_principal_arns,
 };
 pub use iot_jobs::{
     PRESIGNED_URL_SECONDS, RotationIotAdapter, enable_job_execution_events, job_execution_events_enabled,

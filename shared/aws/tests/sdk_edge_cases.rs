@@ -1250,3 +1250,30 @@ async fn allow_list_reads_every_page() {
     assert_eq!(serials, ["0a", "0b"]);
     assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
 }
+
+// --- 10. operators' calls -------------------------------------------------------
+
+#[tokio::test]
+async fn an_operators_call_fails_with_the_services_code_and_message() {
+    let missing = mock!(aws_sdk_iot::Client::describe_certificate)
+        .then_error(|| DescribeCertificateError::ResourceNotFoundException(not_found_exception()));
+    let client = || {
+        mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&missing], |c| {
+            c.retry_config(RetryConfig::disabled())
+        })
+    };
+
+    // Where a missing certificate is an answer, it is one.
+    assert_eq!(
+        onboarding_aws::lookup_certificate(&client(), CERT_ID).await,
+        Ok(onboarding_aws::CertificateLookup::Unknown)
+    );
+    // Where it is not, the message names the call, the code and the service's words.
+    let error = onboarding_aws::certificate_status(&client(), CERT_ID)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "DescribeCertificate failed: ResourceNotFoundException: not found"
+    );
+}

@@ -16,13 +16,6 @@ use crate::error::OperatorError;
 
 // --- CAs ------------------------------------------------------------------------
 
-/// A registered CA as `DescribeCACertificate` tells it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaDescription {
-    /// `ENABLE` or `DISABLE`; empty when not told.
-    pub auto_registration: String,
-}
-
 /// A CA of the account as `onboard ca list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedCa {
@@ -41,25 +34,23 @@ pub struct JitpRegistration {
     pub role_arn: String,
 }
 
-/// The CA `ca_certificate_id`; `None` when AWS IoT has no such CA.
+/// Whether AWS IoT has the CA `ca_certificate_id` (`DescribeCACertificate`).
 ///
 /// # Errors
-/// Any other failure of `DescribeCACertificate`.
-pub async fn describe_ca(iot: &Client, ca_certificate_id: &str) -> Result<Option<CaDescription>, OperatorError> {
+/// Any failure of `DescribeCACertificate` but a missing CA.
+pub async fn ca_is_registered(iot: &Client, ca_certificate_id: &str) -> Result<bool, OperatorError> {
     match iot
         .describe_ca_certificate()
         .certificate_id(ca_certificate_id)
         .send()
         .await
     {
-        Ok(described) => Ok(Some(CaDescription {
-            auto_registration: auto_registration(described.certificate_description),
-        })),
+        Ok(_) => Ok(true),
         Err(e)
             if e.as_service_error()
                 .is_some_and(|s| s.is_resource_not_found_exception()) =>
         {
-            Ok(None)
+            Ok(false)
         }
         Err(e) => Err(OperatorError::new("DescribeCACertificate", &e)),
     }
