@@ -207,17 +207,10 @@ pub async fn run(command: &CaCommand, cli: &Cli) -> Result<(), CliError> {
             load_profile(&admin, profile).await?;
             let sdk = cli.aws.sdk_config().await;
             let iot = aws_sdk_iot::Client::new(&sdk);
-            match iot.describe_ca_certificate().certificate_id(ca_id).send().await {
-                Ok(_) => {}
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
-                {
-                    return Err(CliError::Input(format!(
-                        "no CA {ca_id} is registered in AWS IoT; register it first"
-                    )));
-                }
-                Err(e) => return Err(CliError::aws("DescribeCACertificate", e)),
+            if !onboarding_aws::ca_is_registered(&iot, ca_id).await? {
+                return Err(CliError::Input(format!(
+                    "no CA {ca_id} is registered in AWS IoT; register it first"
+                )));
             }
             admin.bind(ca_id, profile).await?;
             println!("CA {ca_id} bound to profile {profile}");
@@ -306,35 +299,16 @@ pub(crate) async fn register_ca(
             for warning in &rendered.warnings {
                 eprintln!("warning: JITP: {warning}");
             }
-            Some(
-                aws_sdk_iot::types::RegistrationConfig::builder()
-                    .template_body(rendered.to_template_body())
-                    .role_arn(&options.role_arn)
-                    .build(),
-            )
+            Some(onboarding_aws::JitpRegistration {
+                template_body: rendered.to_template_body(),
+                role_arn: options.role_arn.clone(),
+            })
         }
     };
-    let code = iot
-        .get_registration_code()
-        .send()
-        .await
-        .map_err(|e| CliError::aws("GetRegistrationCode", e))?
-        .registration_code
-        .ok_or_else(|| CliError::Aws("GetRegistrationCode returned no code".into()))?;
+    let code = onboarding_aws::registration_code(iot).await?;
     let verification = verification_certificate(&cert_pem, &key_pem, &code)?;
-    let registered = iot
-        .register_ca_certificate()
-        .ca_certificate(&cert_pem)
-        .verification_certificate(verification)
-        .set_as_active(true)
-        .allow_auto_registration(true)
-        .set_registration_config(registration_config)
-        .send()
-        .await
-        .map_err(|e| CliError::aws("RegisterCACertificate", e))?;
-    let ca_id = registered
-        .certificate_id
-        .ok_or_else(|| CliError::Aws("RegisterCACertificate returned no id".into()))?;
+    let ca_id =
+        onboarding_aws::register_ca_certificate(iot, &cert_pem, &verification, registration_config.as_ref()).await?;
     admin.bind(&ca_id, profile).await?;
     Ok(ca_id)
 }
@@ -377,37 +351,14 @@ async fn list(cli: &Cli) -> Result<(), CliError> {
     let (_, bindings) = admin(cli).await?.load().await?;
     let sdk = cli.aws.sdk_config().await;
     let iot = aws_sdk_iot::Client::new(&sdk);
-    let mut rows = Vec::new();
-    let mut marker = None;
-    loop {
-        let page = iot
-            .list_ca_certificates()
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| CliError::aws("ListCACertificates", e))?;
-        for ca in page.certificates() {
-            let id = ca.certificate_id().unwrap_or_default().to_string();
-            let status = ca.status().map(|s| s.as_str().to_string()).unwrap_or_default();
-            let described = iot
-                .describe_ca_certificate()
-                .certificate_id(&id)
-                .send()
-                .await
-                .map_err(|e| CliError::aws("DescribeCACertificate", e))?;
-            let auto = described
-                .certificate_description
-                .and_then(|d| d.auto_registration_status)
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default();
-            let profile = bindings.get(&id).cloned();
-            rows.push((id, status, auto, profile));
-        }
-        marker = page.next_marker.filter(|m| !m.is_empty());
-        if marker.is_none() {
-            break;
-        }
-    }
+    let rows: Vec<_> = onboarding_aws::list_cas(&iot)
+        .await?
+        .into_iter()
+        .map(|ca| {
+            let profile = bindings.get(&ca.certificate_id).cloned();
+            (ca.certificate_id, ca.status, ca.auto_registration, profile)
+        })
+        .collect();
     if cli.json {
         let list: Vec<_> = rows
             .iter()

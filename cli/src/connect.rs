@@ -288,26 +288,14 @@ enum Registration {
 }
 
 async fn registration(session: &Session<'_>, certificate_id: &str) -> Registration {
-    match session
-        .iot
-        .describe_certificate()
-        .certificate_id(certificate_id)
-        .send()
-        .await
-    {
-        Ok(out) => match out.certificate_description.and_then(|d| d.status) {
-            Some(status) if matches!(status.as_str(), "REVOKED" | "INACTIVE") => Registration::Rejected {
-                status: status.as_str().to_string(),
-            },
-            _ => Registration::Other,
-        },
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+    match onboarding_aws::lookup_certificate(session.iot, certificate_id).await {
+        Ok(onboarding_aws::CertificateLookup::Registered(Some(status)))
+            if matches!(status.as_str(), "REVOKED" | "INACTIVE") =>
         {
-            Registration::Unknown
+            Registration::Rejected { status }
         }
-        Err(_) => Registration::Other,
+        Ok(onboarding_aws::CertificateLookup::Unknown) => Registration::Unknown,
+        Ok(onboarding_aws::CertificateLookup::Registered(_)) | Err(_) => Registration::Other,
     }
 }
 

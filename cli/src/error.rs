@@ -19,29 +19,17 @@ impl CliError {
             Self::Aws(_) => 3,
         }
     }
-
-    /// An SDK error, with its service message when there is one.
-    pub fn aws<E>(
-        operation: &str,
-        error: aws_sdk_iot::error::SdkError<E, aws_sdk_iot::config::http::HttpResponse>,
-    ) -> Self
-    where
-        E: aws_sdk_iot::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        let detail = match error.as_service_error() {
-            Some(service) => format!(
-                "{}: {}",
-                service.code().unwrap_or("error"),
-                service.message().unwrap_or("no message")
-            ),
-            None => aws_sdk_iot::error::DisplayErrorContext(&error).to_string(),
-        };
-        Self::Aws(format!("{operation} failed: {detail}"))
-    }
 }
 
 impl From<PortError> for CliError {
     fn from(e: PortError) -> Self {
+        Self::Aws(e.to_string())
+    }
+}
+
+/// An operator's AWS call that failed, with the service's message.
+impl From<onboarding_aws::OperatorError> for CliError {
+    fn from(e: onboarding_aws::OperatorError) -> Self {
         Self::Aws(e.to_string())
     }
 }

@@ -1,13 +1,11 @@
 //! `onboard fleet status` and `onboard fleet inspect`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::types::AttributeValue as A;
 use clap::Subcommand;
 use onboarding_aws::DynamoInventory;
 use onboarding_aws::ROTATION_STATES;
-use onboarding_aws::{CERTIFICATE_SK, CLAIM_SK, certificate_pk, thing_pk};
-use onboarding_aws::{ROTATION_SK, parse_rotation};
+use onboarding_aws::ThingHistoryItem;
 use onboarding_domain::rfc3339;
 use onboarding_domain::{Rotation, RotationInventory, RotationState};
 use serde_json::{Value, json};
@@ -121,12 +119,10 @@ async fn status(cli: &Cli) -> Result<(), CliError> {
     Ok(())
 }
 
-type Item = HashMap<String, A>;
+type Item = onboarding_aws::Attributes;
 
 fn attr(item: &Item, key: &str) -> Value {
-    item.get(key)
-        .and_then(|v| v.as_s().ok())
-        .map_or(Value::Null, |s| json!(s))
+    item.get(key).map_or(Value::Null, |s| json!(s))
 }
 
 fn record_json(item: &Item) -> Value {
@@ -214,19 +210,6 @@ fn print_rotation(indent: &str, r: &Value, now: &str) {
     println!("{indent}  {:<15} {due}", "due");
 }
 
-/// The inventory record of a certificate, if any.
-async fn record_item(dynamodb: &aws_sdk_dynamodb::Client, table: &str, id: &str) -> Result<Option<Item>, CliError> {
-    Ok(dynamodb
-        .get_item()
-        .table_name(table)
-        .key("pk", A::S(certificate_pk(id)))
-        .key("sk", A::S(CERTIFICATE_SK.into()))
-        .send()
-        .await
-        .map_err(|e| CliError::Aws(format!("GetItem failed: {e}")))?
-        .item)
-}
-
 /// The rotation of a certificate (it being the old one), as JSON; `null` when none.
 async fn rotation_of(inventory: &DynamoInventory, id: &str) -> Result<Value, CliError> {
     Ok(inventory
@@ -240,116 +223,51 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
     let table = cli.aws.table()?.to_string();
     let sdk = cli.aws.sdk_config().await;
     let iot = aws_sdk_iot::Client::new(&sdk);
-    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    let inventory = DynamoInventory::new(dynamodb.clone(), &table);
-    let described = match iot.describe_thing().thing_name(thing).send().await {
-        Ok(d) => Some(d),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception()) =>
-        {
-            None
-        }
-        Err(e) => return Err(CliError::aws("DescribeThing", e)),
-    };
+    let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
+    let described = onboarding_aws::describe_thing(&iot, thing).await?;
     let mut certificates = Vec::new();
     let mut groups = Vec::new();
     if described.is_some() {
-        let principals = iot
-            .list_thing_principals()
-            .thing_name(thing)
-            .send()
-            .await
-            .map_err(|e| CliError::aws("ListThingPrincipals", e))?
-            .principals
-            .unwrap_or_default();
+        let principals = onboarding_aws::thing_principal_arns(&iot, thing).await?;
         for arn in principals {
             let Some(id) = onboarding_domain::certificate_id_of_arn(&arn) else {
                 continue;
             };
-            let status = iot
-                .describe_certificate()
-                .certificate_id(id)
-                .send()
-                .await
-                .map_err(|e| CliError::aws("DescribeCertificate", e))?
-                .certificate_description
-                .and_then(|d| d.status)
-                .map(|s| s.as_str().to_string());
-            let policies: Vec<String> = iot
-                .list_attached_policies()
-                .target(&arn)
-                .send()
-                .await
-                .map_err(|e| CliError::aws("ListAttachedPolicies", e))?
-                .policies
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|p| p.policy_name)
-                .collect();
-            let record = record_item(&dynamodb, &table, id).await?.map(|i| record_json(&i));
+            let status = onboarding_aws::certificate_status(&iot, id).await?;
+            let policies = onboarding_aws::attached_policy_names(&iot, &arn).await?;
+            let record = inventory.record_attributes(id).await?.map(|i| record_json(&i));
             let rotation = rotation_of(&inventory, id).await?;
             certificates.push(
                 json!({"certificateId": id, "status": status, "policies": policies, "inventory": record,
                 "rotation": rotation}),
             );
         }
-        groups = iot
-            .list_thing_groups_for_thing()
-            .thing_name(thing)
-            .send()
-            .await
-            .map_err(|e| CliError::aws("ListThingGroupsForThing", e))?
-            .thing_groups
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|g| g.group_name)
-            .collect();
+        groups = onboarding_aws::thing_group_names(&iot, thing).await?;
     }
-    let claim = dynamodb
-        .get_item()
-        .table_name(&table)
-        .key("pk", A::S(thing_pk(thing)))
-        .key("sk", A::S(CLAIM_SK.into()))
-        .send()
-        .await
-        .map_err(|e| CliError::Aws(format!("GetItem failed: {e}")))?
-        .item
+    let claim = inventory
+        .name_claim_attributes(thing)
+        .await?
         .map(|i| attr(&i, "certificateId"));
     let mut records = Vec::new();
     if history {
-        // Certificate records and rotation items both carry `thingName`.
         let mut found: BTreeMap<String, Option<Item>> = BTreeMap::new();
         // Rotations as the scan read them (no second read per rotation).
         let mut rotations: BTreeMap<String, Value> = BTreeMap::new();
-        let mut pages = dynamodb
-            .scan()
-            .table_name(&table)
-            .filter_expression("begins_with(pk, :cert) AND thingName = :thing")
-            .expression_attribute_values(":cert", A::S(certificate_pk("")))
-            .expression_attribute_values(":thing", A::S(thing.to_string()))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| CliError::Aws(format!("Scan failed: {e}")))?;
-            for item in page.items() {
-                let Some(id) = item
-                    .get("pk")
-                    .and_then(|v| v.as_s().ok())
-                    .and_then(|pk| pk.strip_prefix(&certificate_pk("")))
-                else {
-                    continue;
-                };
-                match item.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) {
-                    Some(CERTIFICATE_SK) => {
-                        found.insert(id.to_string(), Some(item.clone()));
-                    }
-                    Some(ROTATION_SK) => {
-                        let rotation = parse_rotation(item).as_ref().map_or(Value::Null, rotation_json);
-                        rotations.insert(id.to_string(), rotation);
-                        found.entry(id.to_string()).or_insert(None);
-                    }
-                    _ => {}
+        for item in inventory.thing_history(thing).await? {
+            match item {
+                ThingHistoryItem::Record {
+                    certificate_id,
+                    attributes,
+                } => {
+                    found.insert(certificate_id, Some(attributes));
+                }
+                ThingHistoryItem::Rotation {
+                    certificate_id,
+                    rotation,
+                } => {
+                    let rotation = rotation.as_deref().map_or(Value::Null, rotation_json);
+                    rotations.insert(certificate_id.clone(), rotation);
+                    found.entry(certificate_id).or_insert(None);
                 }
             }
         }
@@ -358,7 +276,7 @@ async fn inspect(cli: &Cli, thing: &str, history: bool) -> Result<(), CliError> 
             // record does not (a record the rotation itself created).
             let item = match item {
                 Some(item) => Some(item),
-                None => record_item(&dynamodb, &table, &id).await?,
+                None => inventory.record_attributes(&id).await?,
             };
             let mut record = item.map_or_else(|| json!({"certificateId": id}), |i| record_json(&i));
             record["rotation"] = rotations.remove(&id).unwrap_or(Value::Null);

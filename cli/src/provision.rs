@@ -319,40 +319,13 @@ pub async fn run_claim(command: &ClaimCommand, cli: &Cli) -> Result<(), CliError
             let sdk = cli.aws.sdk_config().await;
             let iot = aws_sdk_iot::Client::new(&sdk);
             // The policy first: a certificate is never made for a policy that is not there.
-            iot.get_policy()
-                .policy_name(policy)
-                .send()
-                .await
-                .map_err(|e| CliError::aws(&format!("GetPolicy {policy}"), e))?;
-            let created = iot
-                .create_keys_and_certificate()
-                .set_as_active(true)
-                .send()
-                .await
-                .map_err(|e| CliError::aws("CreateKeysAndCertificate", e))?;
-            let (Some(arn), Some(id), Some(pem), Some(key)) = (
-                created.certificate_arn(),
-                created.certificate_id(),
-                created.certificate_pem(),
-                created.key_pair().and_then(|k| k.private_key()),
-            ) else {
-                return Err(CliError::Aws(
-                    "CreateKeysAndCertificate answered without the certificate or key".into(),
-                ));
-            };
-            if let Err(e) = iot.attach_policy().policy_name(policy).target(arn).send().await {
-                // A claim without its policy is useless: do not leave it ACTIVE.
-                let _ = iot
-                    .update_certificate()
-                    .certificate_id(id)
-                    .new_status(aws_sdk_iot::types::CertificateStatus::Inactive)
-                    .send()
-                    .await;
-                return Err(CliError::aws(
-                    &format!("AttachPolicy {policy} (certificate {id} set INACTIVE)"),
-                    e,
-                ));
-            }
+            let claim = onboarding_aws::create_claim_certificate(&iot, policy).await?;
+            let (arn, id, pem, key) = (
+                &claim.certificate_arn,
+                &claim.certificate_id,
+                &claim.certificate_pem,
+                &claim.private_key_pem,
+            );
             write_all_new(&[
                 (out.join("cert.pem"), pem.to_string(), 0o644),
                 (out.join("key.pem"), key.to_string(), 0o600),
@@ -408,41 +381,8 @@ pub async fn run_claim(command: &ClaimCommand, cli: &Cli) -> Result<(), CliError
 async fn put_template(cli: &Cli, name: &str, body: &str, role: &str, hook: &str) -> Result<&'static str, CliError> {
     let sdk = cli.aws.sdk_config().await;
     let iot = aws_sdk_iot::Client::new(&sdk);
-    let exists = match iot.describe_provisioning_template().template_name(name).send().await {
-        Ok(_) => true,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception()) =>
-        {
-            false
-        }
-        Err(e) => return Err(CliError::aws(&format!("DescribeProvisioningTemplate {name}"), e)),
-    };
-    if exists {
-        iot.create_provisioning_template_version()
-            .template_name(name)
-            .template_body(body)
-            .set_as_default(true)
-            .send()
-            .await
-            .map_err(|e| CliError::aws(&format!("CreateProvisioningTemplateVersion {name}"), e))?;
-        return Ok("updated");
-    }
-    let hook = aws_sdk_iot::types::ProvisioningHook::builder()
-        .target_arn(hook)
-        .payload_version(HOOK_PAYLOAD_VERSION)
-        .build()
-        .map_err(|e| CliError::Input(e.to_string()))?;
-    iot.create_provisioning_template()
-        .template_name(name)
-        .template_body(body)
-        .provisioning_role_arn(role)
-        .pre_provisioning_hook(hook)
-        .enabled(true)
-        .send()
-        .await
-        .map_err(|e| CliError::aws(&format!("CreateProvisioningTemplate {name}"), e))?;
-    Ok("created")
+    let put = onboarding_aws::put_provisioning_template(&iot, name, body, role, hook, HOOK_PAYLOAD_VERSION).await?;
+    Ok(put.as_str())
 }
 
 /// A fleet-provisioning request answered on `rejected`, in words.

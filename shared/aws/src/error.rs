@@ -1,25 +1,23 @@
-//! Maps SDK errors to the domain's [`PortError`] classes.
+//! Maps SDK errors to the domain's [`PortError`] classes, and to the
+//! messages operators read ([`OperatorError`]).
 //!
 //! Throttling, 429, 5xx, timeouts and connection failures are transient: the
 //! SDK has already retried them with backoff, and the invocation fails so that
-//! Lambda or SQS retries later.
+//! Lambda or SQS retries later. Which error codes are throttling or transient
+//! is the SDK's own list, the one its retry classifier uses
+//! ([`THROTTLING_ERRORS`], [`TRANSIENT_ERRORS`]).
 
+use std::fmt::Display;
+
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use onboarding_domain::{PortError, PortErrorKind};
 
-const THROTTLING: [&str; 9] = [
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "ProvisionedThroughputExceededException",
-    "RequestLimitExceeded",
-    "SlowDown",
-    "LimitExceededException",
-    "RequestThrottled",
-    "ThrottledException",
-];
+/// Service faults named by code (the SDK's classifier goes by status, 5xx,
+/// for these).
 const FAULTS: [&str; 5] = [
     "ServiceUnavailableException",
     "ServiceUnavailable",
@@ -90,7 +88,13 @@ where
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
             match service.err().code() {
-                Some(code) if THROTTLING.contains(&code) || FAULTS.contains(&code) => PortErrorKind::Transient,
+                Some(code)
+                    if THROTTLING_ERRORS.contains(&code)
+                        || TRANSIENT_ERRORS.contains(&code)
+                        || FAULTS.contains(&code) =>
+                {
+                    PortErrorKind::Transient
+                }
                 Some(code) if MISSING.contains(&code) => PortErrorKind::MissingResource,
                 Some(code) if DENIED.contains(&code) || code.starts_with("KMS.") => PortErrorKind::AccessDenied,
                 Some(code) if CONFLICT.contains(&code) => PortErrorKind::Conflict,
@@ -108,7 +112,43 @@ where
             service.err().code().unwrap_or("unknown error"),
             service.err().message().unwrap_or("no message")
         ),
-        other => aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
+        other => DisplayErrorContext(other).to_string(),
     };
     PortError::new(operation, kind, detail)
+}
+
+/// The error of an operator's call (the CLI's): a message for a person,
+/// `<operation> failed: <code>: <message>`, not classified for retries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OperatorError(String);
+
+impl OperatorError {
+    /// `<operation> failed: <code>: <message>`, or the SDK's error context
+    /// when the call did not reach the service.
+    pub(crate) fn new<E>(operation: impl Display, error: &SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let detail = match error.as_service_error() {
+            Some(service) => format!(
+                "{}: {}",
+                service.code().unwrap_or("error"),
+                service.message().unwrap_or("no message")
+            ),
+            None => DisplayErrorContext(error).to_string(),
+        };
+        Self(format!("{operation} failed: {detail}"))
+    }
+
+    /// `<operation> failed: <the SDK error's own text>` (`service error`,
+    /// `dispatch failure`, …): the shorter message of the table reads.
+    pub(crate) fn terse<E>(operation: impl Display, error: &SdkError<E, HttpResponse>) -> Self {
+        Self(format!("{operation} failed: {error}"))
+    }
+
+    /// An answer the operator's command cannot use.
+    pub(crate) fn answer(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
 }

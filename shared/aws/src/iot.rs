@@ -1,16 +1,31 @@
-//! IoT adapter: certificates, things, groups and policies.
+//! IoT control plane: certificates, things, groups and policies, behind the
+//! registrar's ([`CertificateRegistry`], [`ThingRegistry`]), the
+//! reconciler's ([`CaCertificates`]) and the provisioning hook's
+//! ([`HookIdentity`], [`SupersessionIot`]) ports, and the control-plane
+//! calls of a rotation (used by [`crate::RotationIotAdapter`]). What
+//! operators do with IoT (CAs, claim certificates, provisioning templates,
+//! one thing's view) is in [`operator`].
 
 use std::collections::BTreeMap;
 
 use aws_sdk_iot::Client;
+use aws_sdk_iot::operation::list_thing_principals::ListThingPrincipalsError;
 use aws_sdk_iot::types::{AttributePayload, ThingPrincipalType};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
 use onboarding_domain::ProvisioningPlan;
+use onboarding_domain::{CaCertificates, HookIdentity, IssuedCertificate, ListedCertificate, Page, SupersessionIot};
 use onboarding_domain::{
     CertificateRegistry, CertificateStatus, ExistingThing, PortResult, RegisteredCa, RegisteredCertificate,
     ThingCreation, ThingRegistry,
 };
 
 use crate::error::{classify, incomplete, is_not_found, service_code};
+
+pub(crate) mod operator;
+
+/// `ListCertificatesByCA` returns at most 250 certificates a page.
+pub const MAX_PAGE_SIZE: usize = 250;
 
 /// IoT control-plane calls behind the certificate and thing ports.
 #[derive(Debug, Clone)]
@@ -155,26 +170,10 @@ impl ThingRegistry for IotAdapter {
     }
 
     async fn thing_principals(&self, thing_name: &str) -> PortResult<Option<Vec<String>>> {
-        let mut principals = Vec::new();
-        let mut next_token = None;
-        loop {
-            let page = match self
-                .client
-                .list_thing_principals()
-                .thing_name(thing_name)
-                .set_next_token(next_token)
-                .send()
-                .await
-            {
-                Ok(page) => page,
-                Err(e) if is_not_found(&e) => return Ok(None),
-                Err(e) => return Err(classify("ListThingPrincipals", e)),
-            };
-            principals.extend(page.principals.unwrap_or_default());
-            next_token = page.next_token.filter(|t| !t.is_empty());
-            if next_token.is_none() {
-                return Ok(Some(principals));
-            }
+        match self.principals_of(thing_name).await {
+            Ok(principals) => Ok(Some(principals)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(classify("ListThingPrincipals", e)),
         }
     }
 
@@ -210,5 +209,205 @@ impl ThingRegistry for IotAdapter {
             .await
             .map_err(|e| classify("AttachPolicy", e))?;
         Ok(())
+    }
+}
+
+impl CaCertificates for IotAdapter {
+    async fn certificates_of_ca(
+        &self,
+        ca_certificate_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> PortResult<Page<ListedCertificate>> {
+        const OP: &str = "ListCertificatesByCA";
+        let output = self
+            .client()
+            .list_certificates_by_ca()
+            .ca_certificate_id(ca_certificate_id)
+            .page_size(i32::try_from(limit.clamp(1, MAX_PAGE_SIZE)).unwrap_or(1))
+            .set_marker(cursor.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        let items = output
+            .certificates
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| {
+                let certificate_id = c.certificate_id?;
+                Some(ListedCertificate {
+                    certificate_arn: c.certificate_arn.unwrap_or_default(),
+                    status: CertificateStatus::parse(c.status.as_ref().map_or("", |s| s.as_str())),
+                    created_at: c.creation_date.map(|d| d.secs()),
+                    certificate_id,
+                })
+            })
+            .collect();
+        Ok(Page {
+            items,
+            cursor: output.next_marker.filter(|m| !m.is_empty()),
+        })
+    }
+}
+
+impl HookIdentity for IotAdapter {
+    async fn thing_principals(&self, thing_name: &str) -> PortResult<Option<Vec<String>>> {
+        ThingRegistry::thing_principals(self, thing_name).await
+    }
+
+    async fn certificate_status(&self, certificate_id: &str) -> PortResult<Option<CertificateStatus>> {
+        Ok(self
+            .describe_certificate(certificate_id)
+            .await?
+            .map(|certificate| certificate.status))
+    }
+}
+
+impl SupersessionIot for IotAdapter {
+    async fn certificate(&self, certificate_id: &str) -> PortResult<Option<(CertificateStatus, String)>> {
+        Ok(self
+            .describe_certificate(certificate_id)
+            .await?
+            .map(|certificate| (certificate.status, certificate.certificate_arn)))
+    }
+
+    async fn thing_principals(&self, thing_name: &str) -> PortResult<Option<Vec<String>>> {
+        ThingRegistry::thing_principals(self, thing_name).await
+    }
+
+    async fn revoke(&self, certificate_id: &str) -> PortResult<()> {
+        self.set_certificate_status(certificate_id, &CertificateStatus::Revoked)
+            .await
+    }
+}
+
+// --- rotation's control-plane calls ------------------------------------------
+
+impl IotAdapter {
+    /// Every principal of a thing, all pages.
+    async fn principals_of(
+        &self,
+        thing_name: &str,
+    ) -> Result<Vec<String>, SdkError<ListThingPrincipalsError, HttpResponse>> {
+        let mut pages = self
+            .client
+            .list_thing_principals()
+            .thing_name(thing_name)
+            .into_paginator()
+            .items()
+            .send();
+        let mut principals = Vec::new();
+        while let Some(principal) = pages.next().await {
+            principals.push(principal?);
+        }
+        Ok(principals)
+    }
+
+    /// Every principal of a thing; a missing thing is an error.
+    pub(crate) async fn thing_principals_of_existing(&self, thing_name: &str) -> PortResult<Vec<String>> {
+        self.principals_of(thing_name)
+            .await
+            .map_err(|e| classify("ListThingPrincipals", e))
+    }
+
+    pub(crate) async fn certificate_from_csr(&self, csr_pem: &str) -> PortResult<IssuedCertificate> {
+        const OP: &str = "CreateCertificateFromCsr";
+        let output = self
+            .client
+            .create_certificate_from_csr()
+            .certificate_signing_request(csr_pem)
+            .set_as_active(false)
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        Ok(IssuedCertificate {
+            certificate_id: output.certificate_id.ok_or_else(|| incomplete(OP, "certificateId"))?,
+            certificate_arn: output.certificate_arn.ok_or_else(|| incomplete(OP, "certificateArn"))?,
+            certificate_pem: output.certificate_pem.ok_or_else(|| incomplete(OP, "certificatePem"))?,
+            private_key_pem: None,
+        })
+    }
+
+    pub(crate) async fn keys_and_certificate(&self) -> PortResult<IssuedCertificate> {
+        const OP: &str = "CreateKeysAndCertificate";
+        let output = self
+            .client
+            .create_keys_and_certificate()
+            .set_as_active(false)
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        Ok(IssuedCertificate {
+            certificate_id: output.certificate_id.ok_or_else(|| incomplete(OP, "certificateId"))?,
+            certificate_arn: output.certificate_arn.ok_or_else(|| incomplete(OP, "certificateArn"))?,
+            certificate_pem: output.certificate_pem.ok_or_else(|| incomplete(OP, "certificatePem"))?,
+            private_key_pem: Some(
+                output
+                    .key_pair
+                    .and_then(|k| k.private_key)
+                    .ok_or_else(|| incomplete(OP, "keyPair.privateKey"))?,
+            ),
+        })
+    }
+
+    pub(crate) async fn detach_from_thing(&self, thing_name: &str, certificate_arn: &str) -> PortResult<()> {
+        match self
+            .client
+            .detach_thing_principal()
+            .thing_name(thing_name)
+            .principal(certificate_arn)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(classify("DetachThingPrincipal", e)),
+        }
+    }
+
+    /// The names of every policy attached to a certificate, all pages.
+    pub(crate) async fn policies(&self, certificate_arn: &str) -> PortResult<Vec<String>> {
+        let mut pages = self
+            .client
+            .list_attached_policies()
+            .target(certificate_arn)
+            .into_paginator()
+            .items()
+            .send();
+        let mut names = Vec::new();
+        while let Some(policy) = pages.next().await {
+            names.extend(policy.map_err(|e| classify("ListAttachedPolicies", e))?.policy_name);
+        }
+        Ok(names)
+    }
+
+    pub(crate) async fn detach_policy(&self, policy_name: &str, certificate_arn: &str) -> PortResult<()> {
+        match self
+            .client
+            .detach_policy()
+            .policy_name(policy_name)
+            .target(certificate_arn)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(classify("DetachPolicy", e)),
+        }
+    }
+
+    pub(crate) async fn delete_certificate(&self, certificate_id: &str) -> PortResult<()> {
+        match self
+            .client
+            .delete_certificate()
+            .certificate_id(certificate_id)
+            .force_delete(false)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(classify("DeleteCertificate", e)),
+        }
     }
 }

@@ -1,35 +1,47 @@
-//! AWS adapters behind the domain's ports: IoT (certificates, things,
-//! groups, policies), S3 (credentials records under SSE-KMS) and DynamoDB
-//! (inventory, configuration, name claims), and the rotation adapters (IoT
-//! Jobs and data plane, rotation items and expiry scans, credentials
-//! objects). Adapters take clients and names in their constructors and never
-//! read the environment.
+//! AWS adapters behind the domain's ports, one module per service:
+//!
+//! - [`sdk`](crate::SdkSettings): SDK configuration and client construction;
+//! - `iot`: the IoT control plane (certificates, things, groups, policies,
+//!   CAs), and what operators do with it;
+//! - `iot_jobs`: IoT Jobs and the data plane (how a rotation reaches a
+//!   device) and the account's job-execution events;
+//! - `s3`: the credentials bucket (SSE-KMS);
+//! - `dynamodb`: the inventory table (records, configuration, deny list,
+//!   name claims, rotations, the reconciler's and the provisioning hook's
+//!   items), its keys and items each in one place;
+//! - `error`: SDK errors as the domain's [`PortError`](onboarding_domain::PortError)
+//!   classes, or as messages for operators ([`OperatorError`]).
+//!
+//! Adapters take clients and names in their constructors and never read the
+//! environment. Every public name is re-exported here: users import
+//! `onboarding_aws::X`, never a module path, so the modules may move.
 
-pub mod admin;
-pub mod config;
-pub mod dynamodb;
-pub mod error;
-pub mod events;
-pub mod fleet;
-pub mod fleet_provisioning;
-pub mod iot;
-pub mod reconciler;
-pub mod rotation;
-pub mod s3;
+mod dynamodb;
+mod error;
+mod iot;
+mod iot_jobs;
+mod s3;
+mod sdk;
 
-pub use admin::ConfigAdmin;
-pub use config::{SdkSettings, iot_data_client, s3_client};
-pub use dynamodb::{
-    CERTIFICATE_SK, CLAIM_SK, DENY_SK, DynamoInventory, binding_sk, certificate_pk, deny_pk, expiry_key, expiry_shard,
-    legacy_deny_sk, profile_sk, thing_pk,
+pub use dynamodb::DynamoInventory;
+pub use dynamodb::config::{ConfigAdmin, StoredProfile};
+pub use dynamodb::fleet::{FleetStatus, ROTATION_STATES, RotationCounts, ThingHistoryItem, fleet_status};
+pub use dynamodb::hook::{AllowResult, RECORDED_BY, ResetResult};
+pub use dynamodb::items::{Attributes, parse_rotation};
+pub use dynamodb::keys::{
+    CERTIFICATE_SK, CLAIM_SK, DENY_SK, RECONCILER_PK, ROTATION_SK, binding_sk, certificate_pk, deny_pk, expiry_key,
+    expiry_shard, legacy_deny_sk, profile_sk, thing_pk,
 };
-pub use events::{enable_job_execution_events, job_execution_events_enabled};
-pub use fleet::{ROTATION_STATES, fleet_status};
-pub use fleet_provisioning::{AllowResult, ResetResult};
+pub use dynamodb::rotations::{ScanStats, scan_totals, take_scan_totals};
+pub use error::OperatorError;
 pub use iot::IotAdapter;
-pub use reconciler::RECONCILER_PK;
-pub use rotation::{
-    PRESIGNED_URL_SECONDS, ROTATION_SK, RotationIotAdapter, S3RotationObjects, ScanStats, parse_rotation, scan_totals,
-    take_scan_totals,
+pub use iot::operator::{
+    CertificateLookup, ClaimCertificate, JitpRegistration, ListedCa, TemplatePut, ThingDetails, attached_policy_names,
+    ca_is_registered, certificate_status, create_claim_certificate, describe_thing, list_cas, lookup_certificate,
+    put_provisioning_template, register_ca_certificate, registration_code, thing_group_names, thing_principal_arns,
 };
-pub use s3::S3CredentialsStore;
+pub use iot_jobs::{
+    PRESIGNED_URL_SECONDS, RotationIotAdapter, enable_job_execution_events, job_execution_events_enabled,
+};
+pub use s3::{S3CredentialsStore, S3RotationObjects};
+pub use sdk::{SdkSettings, iot_data_client, s3_client};

@@ -1152,3 +1152,128 @@ async fn thing_principals_reads_every_page() {
     assert_eq!(first.num_calls(), 1);
     assert_eq!(second.num_calls(), 1);
 }
+
+// --- 9. what the SDK provides ---------------------------------------------------
+
+#[tokio::test]
+async fn codes_on_the_sdks_throttling_and_transient_lists_are_transient() {
+    // Codes the adapter's own list did not have: the SDK's retry classifier
+    // treats them as throttling (the first two) or transient (the last).
+    for code in [
+        "RequestThrottledException",
+        "PriorRequestNotComplete",
+        "RequestTimeoutException",
+    ] {
+        let rule = mock!(aws_sdk_iot::Client::describe_certificate)
+            .then_error(move || DescribeCertificateError::generic(meta(code, "slow down")));
+        let adapter = iot(&[&rule]);
+
+        let error = expect_err(adapter.describe_certificate(CERT_ID).await);
+
+        assert_eq!(error.kind, PortErrorKind::Transient, "{code}");
+        assert_eq!(error.detail, format!("{code}: slow down"));
+    }
+}
+
+#[tokio::test]
+async fn unprocessed_allow_list_writes_are_sent_again() {
+    let serials = ["0a".to_string(), "0b".to_string()];
+    let first = mock!(aws_sdk_dynamodb::Client::batch_write_item)
+        .match_requests(|req| req.request_items().unwrap()[TABLE].len() == 2)
+        .then_output(|| {
+            let left = aws_sdk_dynamodb::types::WriteRequest::builder()
+                .delete_request(
+                    aws_sdk_dynamodb::types::DeleteRequest::builder()
+                        .key("pk", s("ALLOW#0b"))
+                        .key("sk", s("ALLOW"))
+                        .build()
+                        .unwrap(),
+                )
+                .build();
+            aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput::builder()
+                .unprocessed_items(TABLE, vec![left])
+                .build()
+        });
+    let retried = mock!(aws_sdk_dynamodb::Client::batch_write_item)
+        .match_requests(|req| {
+            let writes = &req.request_items().unwrap()[TABLE];
+            writes.len() == 1 && writes[0].delete_request().and_then(|d| d.key().get("pk")) == Some(&s("ALLOW#0b"))
+        })
+        .then_output(|| aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput::builder().build());
+    let inventory = dynamo(&[&first, &retried]);
+
+    inventory.disallow_serials(&serials).await.unwrap();
+
+    assert_eq!((first.num_calls(), retried.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn allow_list_reads_every_page() {
+    let entry = |serial: &str| {
+        HashMap::from([
+            ("pk".to_string(), s(&format!("ALLOW#{serial}"))),
+            ("sk".to_string(), s("ALLOW")),
+            ("serial".to_string(), s(serial)),
+        ])
+    };
+    let first = mock!(aws_sdk_dynamodb::Client::scan)
+        .match_requests(|req| req.exclusive_start_key().is_none())
+        .then_output(move || {
+            aws_sdk_dynamodb::operation::scan::ScanOutput::builder()
+                .items(entry("0b"))
+                .set_last_evaluated_key(Some(HashMap::from([
+                    ("pk".to_string(), s("ALLOW#0b")),
+                    ("sk".to_string(), s("ALLOW")),
+                ])))
+                .build()
+        });
+    let second = mock!(aws_sdk_dynamodb::Client::scan)
+        .match_requests(|req| {
+            req.exclusive_start_key()
+                .is_some_and(|k| k.get("pk") == Some(&s("ALLOW#0b")))
+        })
+        .then_output(move || {
+            aws_sdk_dynamodb::operation::scan::ScanOutput::builder()
+                .items(entry("0a"))
+                .build()
+        });
+    let inventory = dynamo(&[&first, &second]);
+
+    let serials: Vec<String> = inventory
+        .allow_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.serial)
+        .collect();
+
+    assert_eq!(serials, ["0a", "0b"]);
+    assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+}
+
+// --- 10. operators' calls -------------------------------------------------------
+
+#[tokio::test]
+async fn an_operators_call_fails_with_the_services_code_and_message() {
+    let missing = mock!(aws_sdk_iot::Client::describe_certificate)
+        .then_error(|| DescribeCertificateError::ResourceNotFoundException(not_found_exception()));
+    let client = || {
+        mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&missing], |c| {
+            c.retry_config(RetryConfig::disabled())
+        })
+    };
+
+    // Where a missing certificate is an answer, it is one.
+    assert_eq!(
+        onboarding_aws::lookup_certificate(&client(), CERT_ID).await,
+        Ok(onboarding_aws::CertificateLookup::Unknown)
+    );
+    // Where it is not, the message names the call, the code and the service's words.
+    let error = onboarding_aws::certificate_status(&client(), CERT_ID)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "DescribeCertificate failed: ResourceNotFoundException: not found"
+    );
+}

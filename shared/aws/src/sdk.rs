@@ -1,4 +1,5 @@
-//! SDK configuration tuned for bursts of first connections.
+//! SDK configuration tuned for bursts of first connections, and the clients
+//! built from it.
 
 use std::time::Duration;
 

@@ -1,194 +1,47 @@
-//! DynamoDB adapter: the inventory table.
-//!
-//! One table, generic keys `pk` (S) and `sk` (S):
-//!
-//! | item | pk | sk | main attributes |
-//! |---|---|---|---|
-//! | certificate record | `CERT#<certificateId>` | `CERT` | status, thingName, caCertificateId, serial, fingerprint, notBefore, notAfter, profile, reasonCode, … |
-//! | device profile | `CONFIG` | `PROFILE#<name>` | `profile` (JSON text) |
-//! | CA binding | `CONFIG` | `CA#<caCertificateId>` | `profile` (name) |
-//! | denied serial | `DENY#SERIAL#<caCertificateId>#<serialHex>` | `DENY` | `reason` (optional), `addedAt` |
-//! | denied fingerprint | `DENY#FINGERPRINT#<sha256Hex>` | `DENY` | `reason` (optional), `addedAt` |
-//! | thing-name claim | `THING#<thingName>` | `CLAIM` | certificateId |
-//!
-//! Deny-list entries live outside the `CONFIG` partition, one partition each,
-//! so that the configuration query never reads them and a lookup is one
-//! `BatchGetItem` by key, whatever the deny-list's size. Serials are stored
-//! normalised (lowercase hex, whole bytes, no leading zero byte) and
-//! fingerprints as 64 lowercase hex digits ([`DenyKey`]).
-//!
-//! Entries of the earlier layout (`pk = CONFIG`, `sk = DENY#…`) still deny:
-//! the lookup reads their (normalised) keys too, and the configuration query,
-//! which sees them in the `CONFIG` partition, moves each to the new layout
-//! (new item written first, old one deleted second, so a crash in between
-//! leaves both and never neither).
-//!
-//! The sparse global secondary index `expiry` (`expiryShard`, `expiryKey`)
-//! holds provisioned certificates only: `expiryShard` is `EXP#<first hex digit
-//! of the certificate id>` (16 shards, so no single partition takes the write
-//! burst) and `expiryKey` is `<notAfter RFC 3339>#<certificateId>`. "Expiring
-//! before T" is 16 Queries with `expiryKey < T`: its cost grows with the number
-//! expiring, never with the fleet.
+//! The inventory as the registrar and the other functions use it
+//! ([`Inventory`], [`DenyList`]): certificate records, thing-name claims,
+//! deny-list entries, and the workflows' saved cursors.
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure};
 use onboarding_domain::DenyKey;
 use onboarding_domain::Rejection;
 use onboarding_domain::normalize_serial;
-use onboarding_domain::{
-    CertificateRecord, DeviceProfile, OnboardingConfig, PortError, PortErrorKind, ProfileError, RecordStatus,
-    RejectReason,
-};
+use onboarding_domain::rfc3339;
+use onboarding_domain::{CertificateRecord, OnboardingConfig, PortError, PortErrorKind};
 use onboarding_domain::{DenyList, Inventory, NameClaim, PortResult};
-use onboarding_domain::{parse_rfc3339, rfc3339};
 
+use super::DynamoInventory;
+use super::batch::{Retry, UnprocessedRetry};
+use super::config::{add_config_item, config_items};
+use super::items::{get_s, new_record_item, parse_record, record_update, s};
+use super::keys::{
+    CERTIFICATE_SK, CLAIM_SK, CONFIG_PK, DENY_SK, certificate_pk, cursor_sk, deny_pk, is_legacy_deny_sk,
+    legacy_deny_sk, parse_deny_key, thing_pk,
+};
 use crate::error::{classify, is_conditional_failure};
 
-/// Partition of configuration items.
-pub const CONFIG_PK: &str = "CONFIG";
-/// Name of the expiry index.
-pub const EXPIRY_INDEX: &str = "expiry";
-/// Number of expiry shards.
-pub const EXPIRY_SHARDS: u32 = 16;
-
-pub fn certificate_pk(certificate_id: &str) -> String {
-    format!("CERT#{certificate_id}")
-}
-pub const CERTIFICATE_SK: &str = "CERT";
-pub fn thing_pk(thing_name: &str) -> String {
-    format!("THING#{thing_name}")
-}
-pub const CLAIM_SK: &str = "CLAIM";
-pub fn profile_sk(name: &str) -> String {
-    format!("PROFILE#{name}")
-}
-pub fn binding_sk(ca_certificate_id: &str) -> String {
-    format!("CA#{ca_certificate_id}")
-}
-/// The sort key of every deny-list entry.
-pub const DENY_SK: &str = "DENY";
-
-/// The partition key of a deny-list entry.
-pub fn deny_pk(key: &DenyKey) -> String {
-    match key {
-        DenyKey::Serial {
-            ca_certificate_id,
-            serial,
-        } => format!("DENY#SERIAL#{ca_certificate_id}#{serial}"),
-        DenyKey::Fingerprint(fingerprint) => format!("DENY#FINGERPRINT#{fingerprint}"),
-    }
-}
-
-/// The sort key a deny-list entry had in the earlier layout (`pk = CONFIG`).
-/// Still honoured; moved to [`deny_pk`] when the configuration is read.
-pub fn legacy_deny_sk(key: &DenyKey) -> String {
-    deny_pk(key)
-}
-
-/// Reads a deny-list key back from `DENY#SERIAL#<ca>#<serial>` or
-/// `DENY#FINGERPRINT#<sha256>` (either layout), normalising what an operator
-/// wrote by hand; `None` when unreadable.
-pub fn parse_deny_key(text: &str) -> Option<DenyKey> {
-    if let Some(rest) = text.strip_prefix("DENY#SERIAL#") {
-        let (ca, serial) = rest.split_once('#')?;
-        Some(DenyKey::Serial {
-            ca_certificate_id: ca.to_string(),
-            serial: normalize_serial(serial)?,
-        })
-    } else {
-        let fingerprint = text.strip_prefix("DENY#FINGERPRINT#")?;
-        DenyKey::fingerprint(fingerprint).ok()
-    }
-}
-/// The sort key of a workflow's saved cursor.
-pub fn cursor_sk(name: &str) -> String {
-    format!("CURSOR#{name}")
-}
-
-/// `<time>#<certificate id>`: the sort key of the index (an expiry, a due time).
-pub fn expiry_key(unix_seconds: i64, certificate_id: &str) -> String {
-    format!("{}#{certificate_id}", rfc3339(unix_seconds))
-}
-
-/// `EXP#<0-f>`: the shard of a certificate in the expiry index.
-pub fn expiry_shard(certificate_id: &str) -> String {
-    format!("EXP#{}", certificate_id.chars().next().unwrap_or('0'))
-}
-
-/// The inventory table.
-#[derive(Debug, Clone)]
-pub struct DynamoInventory {
-    client: Client,
-    table: String,
-}
-
-pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-pub(crate) fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
-}
+/// Unprocessed deny-list keys are asked again at once, five calls in all.
+const DENY_LOOKUP: UnprocessedRetry = UnprocessedRetry {
+    operation: "BatchGetItem",
+    calls: 5,
+    pause: UnprocessedRetry::no_pause,
+};
 
 impl DynamoInventory {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     /// Writes a record unless the certificate has one already (`false` then):
     /// the record's fields, its optional ones when present, and `extra`
     /// attributes. A `PROVISIONED` record with a `notAfter` enters the expiry
     /// index, so the rotator covers it.
     pub(crate) async fn put_new_record(&self, record: &CertificateRecord, extra: &[(&str, &str)]) -> PortResult<bool> {
-        let mut request = self
+        let request = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(certificate_pk(&record.certificate_id)))
-            .item("sk", s(CERTIFICATE_SK))
-            .item("certificateId", s(&record.certificate_id))
-            .item("caCertificateId", s(&record.ca_certificate_id))
-            .item("status", s(record.status.as_str()))
-            .item("fingerprint", s(&record.fingerprint))
-            .item("createdAt", s(rfc3339(record.updated_at)))
-            .item("updatedAt", s(rfc3339(record.updated_at)))
+            .set_item(Some(new_record_item(record, extra)))
             .condition_expression("attribute_not_exists(pk)");
-        for (name, value) in [
-            ("certificateStatus", record.certificate_status.clone()),
-            ("thingName", record.thing_name.clone()),
-            ("reasonDetail", record.detail.clone()),
-            ("profile", record.profile.clone()),
-            ("serial", record.serial.clone()),
-            ("notBefore", record.not_before.map(rfc3339)),
-            ("notAfter", record.not_after.map(rfc3339)),
-        ] {
-            if let Some(value) = value {
-                request = request.item(name, s(value));
-            }
-        }
-        // A provisioned record with a known expiry is rotated like the registrar's.
-        if let (RecordStatus::Provisioned, Some(not_after)) = (record.status, record.not_after) {
-            request = request
-                .item("expiryShard", s(expiry_shard(&record.certificate_id)))
-                .item("expiryKey", s(expiry_key(not_after, &record.certificate_id)));
-        }
-        for (name, value) in extra {
-            request = request.item(*name, s(*value));
-        }
         match request.send().await {
             Ok(_) => Ok(true),
             Err(e) if is_conditional_failure(&e) => Ok(false),
@@ -247,37 +100,7 @@ impl DynamoInventory {
     /// Writes a record with SET for present fields and REMOVE for absent ones,
     /// keeping the first write's `createdAt`.
     async fn write_record(&self, record: &CertificateRecord, indexed: bool, condition: Option<&str>) -> PortResult<()> {
-        let mut values: Vec<(&str, Option<AttributeValue>)> = vec![
-            ("certificateId", Some(s(&record.certificate_id))),
-            ("caCertificateId", Some(s(&record.ca_certificate_id))),
-            ("status", Some(s(record.status.as_str()))),
-            ("fingerprint", Some(s(&record.fingerprint))),
-            ("thingName", record.thing_name.as_ref().map(s)),
-            ("profile", record.profile.as_ref().map(s)),
-            ("serial", record.serial.as_ref().map(s)),
-            ("notBefore", record.not_before.map(|t| s(rfc3339(t)))),
-            ("notAfter", record.not_after.map(|t| s(rfc3339(t)))),
-            ("reasonCode", record.reason.map(|r| s(r.code()))),
-            ("reasonDetail", record.detail.as_ref().map(s)),
-            ("certificateStatus", record.certificate_status.as_ref().map(s)),
-            (
-                "droppedAttributes",
-                (!record.dropped_attributes.is_empty())
-                    .then(|| AttributeValue::L(record.dropped_attributes.iter().map(s).collect())),
-            ),
-            ("credentialsKey", record.credentials_key.as_ref().map(s)),
-            ("updatedAt", Some(s(rfc3339(record.updated_at)))),
-        ];
-        let expiry = match (indexed, record.not_after) {
-            (true, Some(not_after)) => (
-                Some(s(expiry_shard(&record.certificate_id))),
-                Some(s(expiry_key(not_after, &record.certificate_id))),
-            ),
-            _ => (None, None),
-        };
-        values.push(("expiryShard", expiry.0));
-        values.push(("expiryKey", expiry.1));
-
+        let values = record_update(record, indexed);
         let mut set = vec!["#createdAt = if_not_exists(#createdAt, :updatedAt)".to_string()];
         let mut remove = Vec::new();
         let mut request = self
@@ -309,78 +132,6 @@ impl DynamoInventory {
         }
         request.send().await.map_err(|e| classify("UpdateItem", e))?;
         Ok(())
-    }
-}
-
-pub(crate) fn parse_record(item: &HashMap<String, AttributeValue>) -> Option<CertificateRecord> {
-    Some(CertificateRecord {
-        certificate_id: get_s(item, "certificateId")?.to_string(),
-        ca_certificate_id: get_s(item, "caCertificateId").unwrap_or_default().to_string(),
-        status: RecordStatus::parse(get_s(item, "status")?)?,
-        thing_name: get_s(item, "thingName").map(str::to_string),
-        profile: get_s(item, "profile").map(str::to_string),
-        serial: get_s(item, "serial").map(str::to_string),
-        fingerprint: get_s(item, "fingerprint").unwrap_or_default().to_string(),
-        not_before: get_s(item, "notBefore").and_then(parse_rfc3339),
-        not_after: get_s(item, "notAfter").and_then(parse_rfc3339),
-        reason: get_s(item, "reasonCode").and_then(RejectReason::from_code),
-        detail: get_s(item, "reasonDetail").map(str::to_string),
-        certificate_status: get_s(item, "certificateStatus").map(str::to_string),
-        dropped_attributes: item
-            .get("droppedAttributes")
-            .and_then(|v| v.as_l().ok())
-            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
-            .unwrap_or_default(),
-        credentials_key: get_s(item, "credentialsKey").map(str::to_string),
-        updated_at: get_s(item, "updatedAt").and_then(parse_rfc3339).unwrap_or_default(),
-    })
-}
-
-/// Every configuration item (`pk = CONFIG`), all pages.
-///
-/// # Errors
-/// SDK failures, classified.
-pub async fn config_items(client: &Client, table: &str) -> PortResult<Vec<HashMap<String, AttributeValue>>> {
-    let mut items = Vec::new();
-    let mut pages = client
-        .query()
-        .table_name(table)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", s(CONFIG_PK))
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        items.extend(page.map_err(|e| classify("Query", e))?.items.unwrap_or_default());
-    }
-    Ok(items)
-}
-
-/// Reads one configuration item into the snapshot.
-fn add_config_item(config: &mut OnboardingConfig, item: &HashMap<String, AttributeValue>) {
-    let Some(sk) = get_s(item, "sk") else { return };
-    if let Some(name) = sk.strip_prefix("PROFILE#") {
-        let profile = match get_s(item, "profile") {
-            Some(json) => DeviceProfile::parse(json).and_then(|p| {
-                if p.name == name {
-                    Ok(p)
-                } else {
-                    Err(ProfileError::Field {
-                        field: "name".into(),
-                        problem: format!("is {:?} but the item key says {name:?}", p.name),
-                    })
-                }
-            }),
-            None => Err(ProfileError::Field {
-                field: "profile".into(),
-                problem: "attribute is missing or not a string".into(),
-            }),
-        };
-        if let Err(e) = &profile {
-            tracing::warn!(profile = name, error = %e, "invalid device profile in the inventory table");
-        }
-        config.add_profile(name.to_string(), profile);
-    } else if let Some(ca) = sk.strip_prefix("CA#") {
-        config.bind(ca.to_string(), get_s(item, "profile").unwrap_or_default().to_string());
     }
 }
 
@@ -475,7 +226,7 @@ impl Inventory for DynamoInventory {
     async fn load_config(&self) -> PortResult<OnboardingConfig> {
         let mut config = OnboardingConfig::default();
         for item in config_items(&self.client, &self.table).await? {
-            if get_s(&item, "sk").is_some_and(|sk| sk.starts_with("DENY#")) {
+            if get_s(&item, "sk").is_some_and(is_legacy_deny_sk) {
                 match self.migrate_legacy_deny_item(&item).await {
                     Ok(()) => {}
                     // A function whose role may not write the table leaves
@@ -640,18 +391,17 @@ impl DenyList for DynamoInventory {
         }
         let key_item =
             |(pk, sk): &(String, String)| HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))]);
-        let mut request = Some(
-            KeysAndAttributes::builder()
-                .set_keys(Some(wanted.keys().map(key_item).collect()))
-                .consistent_read(true)
-                .projection_expression("pk, sk, reason")
-                .build()
-                .map_err(|e| crate::error::invalid(OP, e.to_string()))?,
-        );
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(wanted.keys().map(key_item).collect()))
+            .consistent_read(true)
+            .projection_expression("pk, sk, reason")
+            .build()
+            .map_err(|e| crate::error::invalid(OP, e.to_string()))?;
         let mut found: Vec<(DenyKey, Option<String>)> = Vec::new();
         // Unprocessed keys (throttling) are asked again, a bounded number of times.
-        for _ in 0..5 {
-            let Some(keys) = request.take() else { break };
+        let mut retry = Retry::new(&DENY_LOOKUP);
+        let mut pending = Some(request);
+        while let Some(keys) = pending.take() {
             let output = self
                 .client
                 .batch_get_item()
@@ -672,17 +422,15 @@ impl DenyList for DynamoInventory {
                     found.push((key.clone(), get_s(&item, "reason").map(str::to_string)));
                 }
             }
-            request = output
+            let unprocessed = output
                 .unprocessed_keys
                 .and_then(|mut u| u.remove(&self.table))
                 .filter(|k| !k.keys().is_empty());
-        }
-        if request.is_some() {
-            return Err(PortError::new(
-                OP,
-                PortErrorKind::Transient,
-                "deny-list keys left unprocessed after 5 attempts",
-            ));
+            pending = retry
+                .again(unprocessed, |_, calls| {
+                    format!("deny-list keys left unprocessed after {calls} attempts")
+                })
+                .await?;
         }
         // A denied fingerprint is reported before a denied serial.
         found.sort_by_key(|(key, _)| matches!(key, DenyKey::Serial { .. }));

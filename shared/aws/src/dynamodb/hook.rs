@@ -1,75 +1,42 @@
 //! The fleet-provisioning allow-list in the inventory table, the hook's
-//! inventory and IoT ports, and the supersessions a reset leaves for the
-//! reconciler.
+//! inventory port ([`HookInventory`]), and the supersessions a reset leaves
+//! for the reconciler ([`SupersessionStore`]). The hook's IoT ports are in
+//! [`crate::iot`].
 //!
 //! | pk | sk | attributes |
 //! |---|---|---|
 //! | `ALLOW#<serial>` | `ALLOW` | `serial`, `profile` (optional), `thingName` (optional binding), `usedBy`, `usedAt` (the certificate that used the entry), `replaces` (string set: earlier certificates a reset lets the next one supersede), `addedAt`, `resetAt` |
 //! | `SUPERSEDE` | `<old certificate id>#<new certificate id>` | `oldCertificateId`, `newCertificateId`, `thingName`, `serial`, `recordedAt`, `state` (`PENDING`, `REVOKING`) |
 
-use std::collections::HashMap;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnValuesOnConditionCheckFailure, WriteRequest};
 use futures::StreamExt;
-use onboarding_domain::{
-    AllowEntry, Consumption, HookIdentity, HookInventory, Supersession, SupersessionIot, SupersessionStore,
-};
+use onboarding_domain::rfc3339;
+use onboarding_domain::{AllowEntry, Consumption, HookInventory, Supersession, SupersessionStore};
 use onboarding_domain::{CertificateRecord, OnboardingConfig};
-use onboarding_domain::{CertificateRegistry, CertificateStatus, Inventory, NameClaim, PortResult, ThingRegistry};
-use onboarding_domain::{parse_rfc3339, rfc3339};
+use onboarding_domain::{Inventory, NameClaim, PortResult};
 
-use crate::IotAdapter;
-use crate::dynamodb::{DynamoInventory, get_s, s};
+use super::DynamoInventory;
+use super::batch::{Retry, UnprocessedRetry};
+use super::items::{get_s, parse_allow_entry, parse_supersession, s};
+use super::keys::{ALLOW_SK, SUPERSEDE_PK, allow_pk, supersede_sk};
 use crate::error::{classify, invalid, is_conditional_failure};
-
-/// Sort key of allow-list items.
-pub const ALLOW_SK: &str = "ALLOW";
-
-/// Partition key of a serial's allow-list item.
-pub fn allow_pk(serial: &str) -> String {
-    format!("ALLOW#{serial}")
-}
-
-/// Partition of the supersessions waiting for their new certificate.
-pub const SUPERSEDE_PK: &str = "SUPERSEDE";
-
-/// Sort key of one supersession.
-pub fn supersede_sk(old: &str, new: &str) -> String {
-    format!("{old}#{new}")
-}
 
 /// Who wrote a fleet-provisioning record.
 pub const RECORDED_BY: &str = "provisioning-hook";
 
+/// Unprocessed allow-list writes are sent again with a growing pause, nine
+/// calls in all.
+const ALLOW_LIST_WRITES: UnprocessedRetry = UnprocessedRetry {
+    operation: "BatchWriteItem",
+    calls: 9,
+    pause: |call| Duration::from_millis(50 << call.min(6)),
+};
+
 fn unbuildable(e: aws_sdk_dynamodb::error::BuildError) -> onboarding_domain::PortError {
     invalid("BatchWriteItem", e.to_string())
-}
-
-fn parse_entry(item: &HashMap<String, AttributeValue>) -> Option<AllowEntry> {
-    let mut replaces: Vec<String> = item
-        .get("replaces")
-        .and_then(|v| v.as_ss().ok())
-        .cloned()
-        .unwrap_or_default();
-    replaces.sort();
-    Some(AllowEntry {
-        serial: get_s(item, "serial")?.to_string(),
-        profile: get_s(item, "profile").map(str::to_string),
-        thing_name: get_s(item, "thingName").map(str::to_string),
-        used_by: get_s(item, "usedBy").map(str::to_string),
-        replaces,
-    })
-}
-
-fn parse_supersession(item: &HashMap<String, AttributeValue>) -> Option<Supersession> {
-    Some(Supersession {
-        old_certificate_id: get_s(item, "oldCertificateId")?.to_string(),
-        new_certificate_id: get_s(item, "newCertificateId")?.to_string(),
-        thing_name: get_s(item, "thingName")?.to_string(),
-        serial: get_s(item, "serial")?.to_string(),
-        recorded_at: get_s(item, "recordedAt").and_then(parse_rfc3339).unwrap_or_default(),
-    })
 }
 
 /// What `onboard allow add` did with one serial.
@@ -109,7 +76,7 @@ impl HookInventory for DynamoInventory {
             .send()
             .await
             .map_err(|e| classify("GetItem", e))?;
-        Ok(output.item.as_ref().and_then(parse_entry))
+        Ok(output.item.as_ref().and_then(parse_allow_entry))
     }
 
     async fn use_allow_entry(
@@ -328,37 +295,6 @@ impl SupersessionStore for DynamoInventory {
     }
 }
 
-impl HookIdentity for IotAdapter {
-    async fn thing_principals(&self, thing_name: &str) -> PortResult<Option<Vec<String>>> {
-        ThingRegistry::thing_principals(self, thing_name).await
-    }
-
-    async fn certificate_status(&self, certificate_id: &str) -> PortResult<Option<CertificateStatus>> {
-        Ok(self
-            .describe_certificate(certificate_id)
-            .await?
-            .map(|certificate| certificate.status))
-    }
-}
-
-impl SupersessionIot for IotAdapter {
-    async fn certificate(&self, certificate_id: &str) -> PortResult<Option<(CertificateStatus, String)>> {
-        Ok(self
-            .describe_certificate(certificate_id)
-            .await?
-            .map(|certificate| (certificate.status, certificate.certificate_arn)))
-    }
-
-    async fn thing_principals(&self, thing_name: &str) -> PortResult<Option<Vec<String>>> {
-        ThingRegistry::thing_principals(self, thing_name).await
-    }
-
-    async fn revoke(&self, certificate_id: &str) -> PortResult<()> {
-        self.set_certificate_status(certificate_id, &CertificateStatus::Revoked)
-            .await
-    }
-}
-
 impl DynamoInventory {
     /// Puts serials on the allow-list, each optionally bound to one thing
     /// name. An unused entry is replaced; a used one is left alone (a device
@@ -474,9 +410,10 @@ impl DynamoInventory {
         Ok(())
     }
 
-    async fn batch_write(&self, mut requests: Vec<WriteRequest>) -> PortResult<()> {
-        let mut attempt = 0u32;
-        while !requests.is_empty() {
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> PortResult<()> {
+        let mut retry = Retry::new(&ALLOW_LIST_WRITES);
+        let mut pending = Some(requests);
+        while let Some(requests) = pending.take() {
             let output = self
                 .client()
                 .batch_write_item()
@@ -484,21 +421,15 @@ impl DynamoInventory {
                 .send()
                 .await
                 .map_err(|e| classify("BatchWriteItem", e))?;
-            requests = output
+            let unprocessed = output
                 .unprocessed_items
                 .and_then(|mut items| items.remove(self.table()))
-                .unwrap_or_default();
-            if !requests.is_empty() {
-                attempt += 1;
-                if attempt > 8 {
-                    return Err(onboarding_domain::PortError::new(
-                        "BatchWriteItem",
-                        onboarding_domain::PortErrorKind::Transient,
-                        format!("{} writes still unprocessed after {attempt} attempts", requests.len()),
-                    ));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6))).await;
-            }
+                .filter(|items| !items.is_empty());
+            pending = retry
+                .again(unprocessed, |requests, calls| {
+                    format!("{} writes still unprocessed after {calls} attempts", requests.len())
+                })
+                .await?;
         }
         Ok(())
     }
@@ -509,23 +440,17 @@ impl DynamoInventory {
     /// SDK failures, classified.
     pub async fn allow_list(&self) -> PortResult<Vec<AllowEntry>> {
         let mut entries = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let output = self
-                .client()
-                .scan()
-                .table_name(self.table())
-                .filter_expression("sk = :allow")
-                .expression_attribute_values(":allow", s(ALLOW_SK))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| classify("Scan", e))?;
-            entries.extend(output.items().iter().filter_map(parse_entry));
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
+        let mut pages = self
+            .client()
+            .scan()
+            .table_name(self.table())
+            .filter_expression("sk = :allow")
+            .expression_attribute_values(":allow", s(ALLOW_SK))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify("Scan", e))?;
+            entries.extend(page.items().iter().filter_map(parse_allow_entry));
         }
         entries.sort_by(|a, b| a.serial.cmp(&b.serial));
         Ok(entries)

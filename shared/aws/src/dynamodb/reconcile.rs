@@ -1,6 +1,6 @@
-//! Reconciler adapters: a CA's certificates and a certificate's things in AWS
-//! IoT ([`CaCertificates`] for [`IotAdapter`]), and the inventory as the
-//! reconciler uses it ([`ReconcileInventory`] for [`DynamoInventory`]).
+//! The inventory as the reconciler uses it ([`ReconcileInventory`] for
+//! [`DynamoInventory`]); a CA's certificates in AWS IoT are in
+//! [`crate::iot`].
 //!
 //! Items and attributes this module adds to the inventory table (see
 //! [`crate::dynamodb`]):
@@ -24,69 +24,17 @@
 //! become too dear, a sparse index keyed by `caCertificateId` would make it a
 //! Query.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
-use onboarding_domain::CertificateRecord;
-use onboarding_domain::Page;
+use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use onboarding_domain::rfc3339;
-use onboarding_domain::{CaCertificates, ListedCertificate, NOT_FOUND_STATUS, ReconcileInventory};
-use onboarding_domain::{CertificateStatus, PortResult};
+use onboarding_domain::{CertificateRecord, NOT_FOUND_STATUS, Page, PortResult, ReconcileInventory};
 use serde::{Deserialize, Serialize};
 
-use crate::dynamodb::{CERTIFICATE_SK, DynamoInventory, certificate_pk, parse_record, s};
+use super::DynamoInventory;
+use super::items::{Item, parse_record, s};
+use super::keys::{CERTIFICATE_SK, RECONCILER_PK, certificate_pk};
 use crate::error::{classify, invalid, is_conditional_failure};
-use crate::iot::IotAdapter;
-
-/// Partition of the reconciler's runtime state (never `CONFIG`, which the
-/// registrar loads whole).
-pub const RECONCILER_PK: &str = "RECONCILER";
-/// `ListCertificatesByCA` returns at most 250 certificates a page.
-pub const MAX_PAGE_SIZE: usize = 250;
-
-type Item = HashMap<String, AttributeValue>;
-
-// --- IoT --------------------------------------------------------------------
-
-impl CaCertificates for IotAdapter {
-    async fn certificates_of_ca(
-        &self,
-        ca_certificate_id: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> PortResult<Page<ListedCertificate>> {
-        const OP: &str = "ListCertificatesByCA";
-        let output = self
-            .client()
-            .list_certificates_by_ca()
-            .ca_certificate_id(ca_certificate_id)
-            .page_size(i32::try_from(limit.clamp(1, MAX_PAGE_SIZE)).unwrap_or(1))
-            .set_marker(cursor.map(str::to_string))
-            .send()
-            .await
-            .map_err(|e| classify(OP, e))?;
-        let items = output
-            .certificates
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|c| {
-                let certificate_id = c.certificate_id?;
-                Some(ListedCertificate {
-                    certificate_arn: c.certificate_arn.unwrap_or_default(),
-                    status: CertificateStatus::parse(c.status.as_ref().map_or("", |s| s.as_str())),
-                    created_at: c.creation_date.map(|d| d.secs()),
-                    certificate_id,
-                })
-            })
-            .collect();
-        Ok(Page {
-            items,
-            cursor: output.next_marker.filter(|m| !m.is_empty()),
-        })
-    }
-}
-
-// --- DynamoDB ---------------------------------------------------------------
 
 /// Where a record scan stands: the CA and DynamoDB's `LastEvaluatedKey`.
 #[derive(Debug, Serialize, Deserialize)]

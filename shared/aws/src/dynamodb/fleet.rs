@@ -1,17 +1,21 @@
-//! Fleet-wide views of the inventory for operators.
+//! Operators' views of the inventory: fleet-wide counts ([`fleet_status`])
+//! and what the table holds about one thing (`onboard fleet inspect`).
 
 use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
-use onboarding_domain::PortResult;
 use onboarding_domain::RecordStatus;
-use onboarding_domain::RotationState;
 use onboarding_domain::rfc3339;
+use onboarding_domain::{PortResult, Rotation, RotationState};
 
-use crate::dynamodb::{CERTIFICATE_SK, EXPIRY_INDEX, EXPIRY_SHARDS};
-use crate::error::classify;
-use crate::rotation::{DUE_PREFIX, EXPIRING_PREFIX, ROTATION_SK};
+use super::DynamoInventory;
+use super::items::{Attributes, Item, get_s, parse_rotation, s, string_attributes};
+use super::keys::{
+    CERTIFICATE_PK_PREFIX, CERTIFICATE_SK, CLAIM_SK, DUE_PREFIX, EXPIRING_PREFIX, EXPIRY_INDEX, EXPIRY_SHARDS,
+    ROTATION_SK, certificate_id_of_pk, certificate_pk, shard_key, thing_pk,
+};
+use crate::error::{OperatorError, classify};
 
 /// Every rotation state, in the order a rotation goes through them.
 pub const ROTATION_STATES: [RotationState; 6] = [
@@ -73,8 +77,6 @@ impl RotationCounts {
         self.by_state.values().sum()
     }
 }
-
-type Item = std::collections::HashMap<String, AttributeValue>;
 
 fn get(item: &Item, key: &str) -> Option<String> {
     item.get(key).and_then(|v| v.as_s().ok()).cloned()
@@ -139,7 +141,7 @@ pub async fn fleet_status(client: &Client, table: &str, now: i64, windows_days: 
         .scan()
         .table_name(table)
         .filter_expression("begins_with(pk, :cert) AND (sk = :record OR sk = :rotation)")
-        .expression_attribute_values(":cert", AttributeValue::S("CERT#".into()))
+        .expression_attribute_values(":cert", s(CERTIFICATE_PK_PREFIX))
         .expression_attribute_values(":record", AttributeValue::S(CERTIFICATE_SK.into()))
         .expression_attribute_values(":rotation", AttributeValue::S(ROTATION_SK.into()))
         // `status` and `state` are DynamoDB reserved words.
@@ -191,13 +193,12 @@ pub async fn count_due(client: &Client, table: &str, now: i64) -> PortResult<u64
 async fn count_index(client: &Client, table: &str, prefix: &str, from: Option<&str>, until: &str) -> PortResult<u64> {
     let mut total = 0u64;
     for shard in 0..EXPIRY_SHARDS {
-        let shard_key = format!("{prefix}#{shard:x}");
         let mut request = client
             .query()
             .table_name(table)
             .index_name(EXPIRY_INDEX)
             .select(Select::Count)
-            .expression_attribute_values(":shard", AttributeValue::S(shard_key))
+            .expression_attribute_values(":shard", s(shard_key(prefix, shard)))
             .expression_attribute_values(":until", AttributeValue::S(until.to_string()));
         request = match from {
             Some(from) => request
@@ -212,6 +213,98 @@ async fn count_index(client: &Client, table: &str, prefix: &str, from: Option<&s
         }
     }
     Ok(total)
+}
+
+// --- one thing ------------------------------------------------------------------
+
+/// An item of the table that names a thing (`onboard fleet inspect --history`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ThingHistoryItem {
+    /// A certificate record, its string attributes as stored.
+    Record {
+        certificate_id: String,
+        attributes: Attributes,
+    },
+    /// A rotation of the certificate (`None`: the item is unreadable).
+    Rotation {
+        certificate_id: String,
+        rotation: Option<Box<Rotation>>,
+    },
+}
+
+impl DynamoInventory {
+    /// A certificate's record, its string attributes as stored (an eventually
+    /// consistent read: an operator's view).
+    ///
+    /// # Errors
+    /// The SDK failure, as `GetItem failed: …`.
+    pub async fn record_attributes(&self, certificate_id: &str) -> Result<Option<Attributes>, OperatorError> {
+        self.attributes_of(certificate_pk(certificate_id), CERTIFICATE_SK).await
+    }
+
+    /// The claim on a thing name, its string attributes as stored
+    /// (`certificateId`: the holder).
+    ///
+    /// # Errors
+    /// The SDK failure, as `GetItem failed: …`.
+    pub async fn name_claim_attributes(&self, thing_name: &str) -> Result<Option<Attributes>, OperatorError> {
+        self.attributes_of(thing_pk(thing_name), CLAIM_SK).await
+    }
+
+    async fn attributes_of(&self, pk: String, sk: &str) -> Result<Option<Attributes>, OperatorError> {
+        Ok(self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .send()
+            .await
+            .map_err(|e| OperatorError::terse("GetItem", &e))?
+            .item
+            .as_ref()
+            .map(string_attributes))
+    }
+
+    /// Every certificate record and rotation item that names the thing (a
+    /// filtered Scan of the whole table), in the Scan's order.
+    ///
+    /// # Errors
+    /// The SDK failure, as `Scan failed: …`.
+    pub async fn thing_history(&self, thing_name: &str) -> Result<Vec<ThingHistoryItem>, OperatorError> {
+        let mut history = Vec::new();
+        // Certificate records and rotation items both carry `thingName`.
+        let mut pages = self
+            .client()
+            .scan()
+            .table_name(self.table())
+            .filter_expression("begins_with(pk, :cert) AND thingName = :thing")
+            .expression_attribute_values(":cert", s(CERTIFICATE_PK_PREFIX))
+            .expression_attribute_values(":thing", s(thing_name))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| OperatorError::terse("Scan", &e))?;
+            for item in page.items() {
+                let Some(id) = get_s(item, "pk").and_then(certificate_id_of_pk) else {
+                    continue;
+                };
+                let certificate_id = id.to_string();
+                match get_s(item, "sk") {
+                    Some(CERTIFICATE_SK) => history.push(ThingHistoryItem::Record {
+                        certificate_id,
+                        attributes: string_attributes(item),
+                    }),
+                    Some(ROTATION_SK) => history.push(ThingHistoryItem::Rotation {
+                        certificate_id,
+                        rotation: parse_rotation(item).map(Box::new),
+                    }),
+                    _ => {}
+                }
+            }
+        }
+        Ok(history)
+    }
 }
 
 #[cfg(test)]
