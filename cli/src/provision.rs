@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use onboarding_aws::DynamoInventory;
 use onboarding_aws::{AllowResult, ResetResult};
+use onboarding_device::{Conn, CreatedCredentials, ProvisioningError};
 use onboarding_domain::DeviceProfile;
 use onboarding_domain::is_valid_thing_name;
 use onboarding_domain::{HOOK_PAYLOAD_VERSION, SERIAL_MAX, SERIAL_PARAMETER, render_template};
@@ -22,7 +23,6 @@ use crate::ca::load_profile;
 use crate::connect::BrokerArgs;
 use crate::error::CliError;
 use crate::files::{read, refuse_existing, write_all_new};
-use onboarding_device::{Conn, CreatedCredentials, ProvisioningError};
 
 /// `onboard allow`: the serials fleet provisioning lets in.
 #[derive(Debug, clap::Subcommand)]
