@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -63,33 +62,8 @@ impl BrokerArgs {
     }
 }
 
-/// One simulated device's credentials.
-#[derive(Clone)]
-pub struct Device {
-    pub name: String,
-    pub cert_pem: String,
-    /// Never in debug output.
-    pub key_pem: String,
-}
-
-impl std::fmt::Debug for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Device")
-            .field("name", &self.name)
-            .field("cert_pem", &self.cert_pem)
-            .field("key_pem", &onboarding_domain::REDACTED)
-            .finish()
-    }
-}
-
-/// Where devices connect.
-#[derive(Debug, Clone)]
-pub struct Broker {
-    pub host: String,
-    pub port: u16,
-    /// The CA that signs the broker's certificate.
-    pub server_ca_pem: String,
-}
+/// One simulated device's credentials, and where devices connect.
+pub use onboarding_device::{Broker, Device};
 
 /// What happened to one device.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,60 +143,10 @@ pub struct Session<'a> {
 const ATTEMPTS_BEFORE_REFUSED: u32 = 4;
 const TIME_BEFORE_REFUSED: Duration = Duration::from_secs(3);
 
-/// What went wrong with a connection, in words.
-fn failure(error: &rumqttc::ConnectionError) -> String {
-    let from_io = |e: &std::io::Error| match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-        Some(tls) => format!("TLS: {tls}"),
-        None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            "the broker closed the connection without a TLS close_notify".to_string()
-        }
-        None => e.to_string(),
-    };
-    match error {
-        rumqttc::ConnectionError::Tls(rumqttc::TlsError::TLS(e)) => format!("TLS: {e}"),
-        rumqttc::ConnectionError::Tls(rumqttc::TlsError::Io(e)) | rumqttc::ConnectionError::Io(e) => from_io(e),
-        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Io(e))
-        | rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::Io(e))) => {
-            from_io(e)
-        }
-        rumqttc::ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted) => {
-            "the broker closed the connection without a CONNACK".to_string()
-        }
-        other => other.to_string(),
-    }
-}
-
 /// One attempt: connect, publish one message, wait for its PUBACK.
 async fn attempt(broker: &Broker, config: Arc<rustls::ClientConfig>, name: &str) -> Result<(), String> {
-    let mut options = MqttOptions::new(name, &broker.host, broker.port);
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
-    let (client, mut events) = AsyncClient::new(options, 10);
-    match tokio::time::timeout(Duration::from_secs(10), events.poll()).await {
-        Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) if ack.code == ConnectReturnCode::Success => {}
-        Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => return Err(format!("CONNACK {:?}", ack.code)),
-        Ok(Ok(other)) => return Err(format!("unexpected {other:?}")),
-        Ok(Err(e)) => return Err(failure(&e)),
-        Err(_) => return Err("no answer to CONNECT within 10 s".into()),
-    }
     let topic = format!("devices/{name}/telemetry");
-    client
-        .publish(&topic, QoS::AtLeastOnce, false, br#"{"hello":"onboarded"}"#.to_vec())
-        .await
-        .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(5), events.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
-                let _ = client.disconnect().await;
-                return Ok(());
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(format!("publish on {topic}: {}", failure(&e))),
-            Err(_) => break,
-        }
-    }
-    Err(format!("no PUBACK for {topic}"))
+    onboarding_device::publish_once(broker, config, name, &topic, br#"{"hello":"onboarded"}"#.to_vec()).await
 }
 
 /// The certificate id AWS IoT gives a certificate: SHA-256 of its DER.
@@ -236,8 +160,7 @@ fn certificate_id(cert_pem: &str) -> Option<String> {
 /// Connects one device until it is active, rejected, refused or out of time.
 pub async fn run_device(session: &Session<'_>, device: &Device) -> Fate {
     let config =
-        match onboarding_emulator::tls::client_config(&session.broker.server_ca_pem, &device.cert_pem, &device.key_pem)
-        {
+        match onboarding_device::client_config(&session.broker.server_ca_pem, &device.cert_pem, &device.key_pem) {
             Ok(config) => config,
             Err(e) => return Fate::Failed(e.to_string()),
         };
@@ -470,22 +393,5 @@ fn load_devices(args: &ConnectArgs) -> Result<Vec<Device>, CliError> {
             }])
         }
         _ => Err(CliError::Input("give --dir, or --cert and --key".into())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_devices_debug_output_hides_its_key() {
-        let device = Device {
-            name: "sensor-1".into(),
-            cert_pem: "-----BEGIN CERTIFICATE-----".into(),
-            key_pem: "-----BEGIN PRIVATE KEY-----\nsecret\n".into(),
-        };
-        let shown = format!("{device:?}");
-        assert!(!shown.contains("PRIVATE KEY") && !shown.contains("secret"), "{shown}");
-        assert!(shown.contains("sensor-1") && shown.contains("<redacted>"), "{shown}");
     }
 }

@@ -13,7 +13,6 @@ mod error;
 mod events;
 mod files;
 mod fleet;
-mod mqtt;
 mod profile;
 mod provision;
 mod rotate;

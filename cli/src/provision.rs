@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use onboarding_aws::DynamoInventory;
 use onboarding_aws::{AllowResult, ResetResult};
+use onboarding_device::{Conn, CreatedCredentials, ProvisioningError};
 use onboarding_domain::DeviceProfile;
 use onboarding_domain::is_valid_thing_name;
 use onboarding_domain::{HOOK_PAYLOAD_VERSION, SERIAL_MAX, SERIAL_PARAMETER, render_template};
@@ -22,7 +23,6 @@ use crate::ca::load_profile;
 use crate::connect::BrokerArgs;
 use crate::error::CliError;
 use crate::files::{read, refuse_existing, write_all_new};
-use crate::mqtt::Conn;
 
 /// `onboard allow`: the serials fleet provisioning lets in.
 #[derive(Debug, clap::Subcommand)]
@@ -385,33 +385,6 @@ async fn put_template(cli: &Cli, name: &str, body: &str, role: &str, hook: &str)
     Ok(put.as_str())
 }
 
-/// A fleet-provisioning request answered on `rejected`, in words.
-fn rejection(payload: &[u8]) -> String {
-    match serde_json::from_slice::<Value>(payload) {
-        Ok(doc) => format!(
-            "{} ({}): {}",
-            doc["errorCode"].as_str().unwrap_or("?"),
-            doc["statusCode"],
-            doc["errorMessage"].as_str().unwrap_or("no message")
-        ),
-        Err(_) => String::from_utf8_lossy(payload).into_owned(),
-    }
-}
-
-/// One request over the claim connection: subscribe to the exact answer
-/// topics, publish, wait for one of them.
-async fn request(conn: &mut Conn, topic: &str, payload: &Value, deadline: Instant) -> Result<Value, String> {
-    let accepted = format!("{topic}/accepted");
-    let rejected = format!("{topic}/rejected");
-    conn.subscribe(&[accepted.clone(), rejected.clone()], deadline).await?;
-    conn.publish(topic, payload.to_string().into_bytes(), deadline).await?;
-    match conn.next_on(&[&accepted, &rejected], deadline).await? {
-        Some((t, body)) if t == accepted => serde_json::from_slice(&body).map_err(|e| format!("{accepted}: {e}")),
-        Some((_, body)) => Err(format!("refused: {}", rejection(&body))),
-        None => Err(format!("no answer on {accepted} or {rejected} in time")),
-    }
-}
-
 pub async fn run_provision(args: &ProvisionArgs, cli: &Cli) -> Result<(), CliError> {
     check_serial(&args.serial)?;
     let mut parameters: BTreeMap<String, String> = args.params.iter().cloned().collect();
@@ -425,7 +398,7 @@ pub async fn run_provision(args: &ProvisionArgs, cli: &Cli) -> Result<(), CliErr
     let claim_cert = read(&args.claim.join("cert.pem"), "claim certificate")?;
     let claim_key = read(&args.claim.join("key.pem"), "claim key")?;
     refuse_existing(&[args.out.join("cert.pem"), args.out.join("key.pem")])?;
-    let config = onboarding_emulator::tls::client_config(&broker.server_ca_pem, &claim_cert, &claim_key)
+    let config = onboarding_device::client_config(&broker.server_ca_pem, &claim_cert, &claim_key)
         .map_err(|e| CliError::Input(format!("claim credentials: {e}")))?;
     let deadline = Instant::now() + Duration::from_secs(args.deadline);
     let step = |line: String| {
@@ -438,21 +411,14 @@ pub async fn run_provision(args: &ProvisionArgs, cli: &Cli) -> Result<(), CliErr
     let mut conn = Conn::open(&broker, config, &client_id, deadline)
         .await
         .map_err(|e| CliError::Aws(format!("claim connection as {client_id}: {e}")))?;
-    let created = request(&mut conn, "$aws/certificates/create/json", &json!({}), deadline)
+    let CreatedCredentials {
+        certificate_id,
+        cert_pem,
+        key_pem,
+        ownership_token,
+    } = onboarding_device::create_keys_and_certificate(&mut conn, deadline)
         .await
-        .map_err(|e| CliError::Aws(format!("CreateKeysAndCertificate: {e}")))?;
-    let field = |name: &str| {
-        created[name]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| CliError::Aws(format!("CreateKeysAndCertificate answered without {name}")))
-    };
-    let (certificate_id, cert_pem, key_pem, token) = (
-        field("certificateId")?,
-        field("certificatePem")?,
-        field("privateKey")?,
-        field("certificateOwnershipToken")?,
-    );
+        .map_err(|e| CliError::Aws(e.to_string()))?;
     step(format!("certificate {certificate_id} created"));
     // Kept before RegisterThing: a device that loses them cannot use what it is given.
     std::fs::create_dir_all(&args.out)
@@ -461,18 +427,12 @@ pub async fn run_provision(args: &ProvisionArgs, cli: &Cli) -> Result<(), CliErr
         (args.out.join("cert.pem"), cert_pem.clone(), 0o644),
         (args.out.join("key.pem"), key_pem.clone(), 0o600),
     ])?;
-    let topic = format!("$aws/provisioning-templates/{}/provision/json", args.template);
-    let registered = request(
-        &mut conn,
-        &topic,
-        &json!({"certificateOwnershipToken": token, "parameters": parameters}),
-        deadline,
-    )
-    .await;
+    let registered =
+        onboarding_device::register_thing(&mut conn, &args.template, &ownership_token, &parameters, deadline).await;
     conn.close().await;
     let registered = match registered {
         Ok(registered) => registered,
-        Err(e) => {
+        Err(ProvisioningError::Register(e)) => {
             // The certificate was never activated: its files are of no use.
             let _ = std::fs::remove_file(args.out.join("cert.pem"));
             let _ = std::fs::remove_file(args.out.join("key.pem"));
@@ -481,14 +441,13 @@ pub async fn run_provision(args: &ProvisionArgs, cli: &Cli) -> Result<(), CliErr
                 args.template
             )));
         }
+        Err(e) => return Err(CliError::Aws(e.to_string())),
     };
-    let Some(thing) = registered["thingName"].as_str().map(str::to_string) else {
-        return Err(CliError::Aws("RegisterThing answered without a thingName".into()));
-    };
+    let thing = registered.thing_name;
     step(format!("registered as thing {thing}"));
 
     // The first connection with its own certificate, as its own thing.
-    let own = onboarding_emulator::tls::client_config(&broker.server_ca_pem, &cert_pem, &key_pem)
+    let own = onboarding_device::client_config(&broker.server_ca_pem, &cert_pem, &key_pem)
         .map_err(|e| CliError::Aws(format!("the new credentials: {e}")))?;
     let mut conn = Conn::open(&broker, own, &thing, deadline)
         .await
@@ -502,7 +461,7 @@ pub async fn run_provision(args: &ProvisionArgs, cli: &Cli) -> Result<(), CliErr
         println!(
             "{}",
             json!({"serial": args.serial, "thingName": thing, "certificateId": certificate_id,
-                   "deviceConfiguration": registered["deviceConfiguration"], "dir": args.out})
+                   "deviceConfiguration": registered.device_configuration, "dir": args.out})
         );
     } else {
         println!(

@@ -258,7 +258,7 @@ impl Backend {
             .target(&certificate_arn)
             .send()
             .await?;
-        let config = onboarding_emulator::tls::client_config(
+        let config = onboarding_device::client_config(
             &world.server_ca_pem,
             &cert.cert_pem,
             cert.key_pem.as_deref().ok_or("no key")?,

@@ -12,10 +12,9 @@
 //! emulator.
 //!
 //! [`stack`] deploys `infra/template.yaml` into an emulator as `sam deploy`
-//! would; [`tls`] is the device side of mutual TLS.
+//! would. The device side of mutual TLS is `onboarding_device`'s.
 
 pub mod stack;
-pub mod tls;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -24,7 +23,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The account root credentials the emulator accepts under `AUTH=true`.
 pub const ACCESS_KEY: &str = "test";
@@ -278,31 +276,43 @@ pub fn loopback_port(endpoint: &str) -> Result<u16, EmulatorError> {
         .map_err(|_| EmulatorError::Http(format!("{endpoint}: {port:?} is not a port")))
 }
 
-/// A plain HTTP/1.0 GET on an emulator's loopback gateway port.
+/// A plain HTTP GET on an emulator's loopback gateway port (no proxy, no
+/// redirects, 10 s at most); the body of a 200.
 ///
 /// # Errors
 /// [`EmulatorError::Http`] on connection or status failures.
 pub async fn http_get(gateway_port: u16, path: &str) -> Result<String, EmulatorError> {
-    let http = |e: std::io::Error| EmulatorError::Http(e.to_string());
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port))
-        .await
-        .map_err(http)?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{gateway_port}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(http)?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .map_err(|_| EmulatorError::Http(format!("GET {path} timed out")))?
-        .map_err(http)?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(EmulatorError::Http(format!(
-            "GET {path}: {}",
-            head.lines().next().unwrap_or_default()
-        )));
-    }
-    Ok(body.to_string())
+    let url = format!("http://127.0.0.1:{gateway_port}{path}");
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .proxy(None)
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut response = agent
+            .get(&url)
+            .call()
+            .map_err(|e| EmulatorError::Http(format!("GET {path}: {e}")))?;
+        if response.status() != ureq::http::StatusCode::OK {
+            let status = response.status();
+            return Err(EmulatorError::Http(format!(
+                "GET {path}: {:?} {} {}",
+                response.version(),
+                status.as_str(),
+                status.canonical_reason().unwrap_or_default()
+            )));
+        }
+        let body = response
+            .body_mut()
+            .read_to_vec()
+            .map_err(|e| EmulatorError::Http(format!("GET {path}: {e}")))?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    })
+    .await
+    .map_err(|e| EmulatorError::Http(e.to_string()))?
 }
 
 /// SDK configuration for an emulator endpoint.

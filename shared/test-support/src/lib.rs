@@ -1,5 +1,5 @@
 //! Test support: the local AWS emulator launcher, a CA and device certificate
-//! factory, and a minimal MQTT-over-mTLS device connection.
+//! factory, and a device's first MQTT-over-mTLS connection (`onboarding_device`'s).
 
 pub mod certs;
 pub mod mqtt;
