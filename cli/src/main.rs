@@ -4,21 +4,13 @@
 //! says what to do); 2 wrong usage (from the argument parser); 3 an AWS call
 //! failed.
 
-mod ca;
-mod connect;
-mod demo;
-mod deny;
-mod device;
+mod commands;
 mod error;
-mod events;
 mod files;
-mod fleet;
-mod profile;
-mod provision;
-mod rotate;
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::{allow, ca, claim, demo, deny, device, events, fleet, profile};
 use crate::error::CliError;
 
 /// Operator CLI for zero-touch onboarding on AWS IoT Core.
@@ -66,10 +58,10 @@ pub enum Command {
     Device(device::DeviceCommand),
     /// The serials fleet provisioning lets in.
     #[command(subcommand)]
-    Allow(provision::AllowCommand),
+    Allow(allow::AllowCommand),
     /// Claim certificates and fleet-provisioning templates.
     #[command(subcommand)]
-    Claim(provision::ClaimCommand),
+    Claim(claim::ClaimCommand),
     /// The account's job-execution events (the rotation completer's input):
     /// show them, or turn them on once after deploying the stack.
     Events(events::EventsArgs),
@@ -130,8 +122,8 @@ fn main() -> std::process::ExitCode {
             Command::Profile(command) => profile::run(command, &cli).await,
             Command::Device(command) => device::run(command, &cli).await,
             Command::Fleet(command) => fleet::run(command, &cli).await,
-            Command::Allow(command) => provision::run_allow(command, &cli).await,
-            Command::Claim(command) => provision::run_claim(command, &cli).await,
+            Command::Allow(command) => allow::run(command, &cli).await,
+            Command::Claim(command) => claim::run(command, &cli).await,
             Command::Deny(command) => deny::run(command, &cli).await,
             Command::Demo(args) => demo::run(args, &cli).await,
             Command::Events(args) => events::run(args, &cli).await,

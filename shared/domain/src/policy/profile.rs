@@ -26,7 +26,7 @@ pub enum UnfitAttribute {
     Drop,
 }
 
-/// How a device is provisioned. See the README for the item format.
+/// How a device is provisioned. See docs/profiles-and-inventory.md for the item format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceProfile {

@@ -19,7 +19,7 @@ pub fn answer_topic(thing_name: &str) -> String {
 /// The `operation` of a rotation job document.
 pub const JOB_OPERATION: &str = "rotate-certificate";
 
-/// The job document devices receive (see the README for the device's steps).
+/// The job document devices receive (see docs/rotation.md for the device's steps).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobDocument {

@@ -37,7 +37,7 @@ pub struct RotateAgentArgs {
     #[arg(long)]
     pub thing: Option<String>,
     #[command(flatten)]
-    pub broker: crate::connect::BrokerArgs,
+    pub broker: crate::commands::device::connect::BrokerArgs,
     /// Give up after this many seconds: waiting for a job, or for the answer to the CSR.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub deadline: u64,

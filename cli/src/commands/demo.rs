@@ -10,9 +10,9 @@ use onboarding_domain::DeviceProfile;
 use onboarding_emulator::{Emulator, KeptEmulator, stack};
 
 use crate::Cli;
-use crate::ca::CaKeyType;
-use crate::connect::{Broker, Device, Fate, Session};
-use crate::device::{DeviceKeyType, Subject, Validity, load_issuer, mint_one};
+use crate::commands::ca::CaKeyType;
+use crate::commands::device::connect::{Broker, Device, Fate, Session};
+use crate::commands::device::{DeviceKeyType, Subject, Validity, load_issuer, mint_one};
 use crate::error::CliError;
 
 /// Options of `onboard demo`.
@@ -316,16 +316,16 @@ async fn demo(
     admin.put_profile(&profile).await?;
 
     let ca_dir = workdir.join("ca");
-    crate::ca::create(&ca_dir, CaKeyType::P256, "Acme Demo Device CA", Some("Acme"), 3650)?;
+    crate::commands::ca::create(&ca_dir, CaKeyType::P256, "Acme Demo Device CA", Some("Acme"), 3650)?;
     let iot = aws_sdk_iot::Client::new(&sdk);
-    let ca_id = crate::ca::register_ca(&iot, &admin, &ca_dir, profile_name, None).await?;
+    let ca_id = crate::commands::ca::register_ca(&iot, &admin, &ca_dir, profile_name, None).await?;
     steps.say(format!(
         "CA {}… registered with auto-registration, bound to profile {profile_name}",
         &ca_id[..12.min(ca_id.len())]
     ));
     // Same subject, different key, never registered.
     let forged_dir = workdir.join("forged-ca");
-    crate::ca::create(&forged_dir, CaKeyType::P256, "Acme Demo Device CA", Some("Acme"), 3650)?;
+    crate::commands::ca::create(&forged_dir, CaKeyType::P256, "Acme Demo Device CA", Some("Acme"), 3650)?;
 
     let devices_dir = workdir.join("devices");
     let minted = mint(args, &ca_dir, &forged_dir, &devices_dir)?;
@@ -363,12 +363,12 @@ async fn demo(
         minted.len()
     ));
     let devices: Vec<Device> = minted.iter().map(|(_, device)| device.clone()).collect();
-    let progress = crate::connect::progress_bar(
+    let progress = crate::commands::device::connect::progress_bar(
         devices.len(),
         cli.json,
         "{bar:40} {pos}/{len} devices settled, {elapsed}",
     );
-    let fates = crate::connect::run_all(&session, &devices, &progress).await;
+    let fates = crate::commands::device::connect::run_all(&session, &devices, &progress).await;
     progress.finish_and_clear();
 
     let mut rows: Vec<Row> = std::iter::once(Kind::Good)
@@ -389,7 +389,7 @@ async fn demo(
         .flat_map(|r| r.devices.iter().map(|(_, f)| f.clone()))
         .collect();
     let summary = Summary {
-        active_seconds: crate::connect::active_seconds(&all),
+        active_seconds: crate::commands::device::connect::active_seconds(&all),
         rows,
         elapsed: started.elapsed(),
         table,
@@ -458,8 +458,8 @@ fn report(
     args: &DemoArgs,
 ) -> Result<(), CliError> {
     let active = &summary.active_seconds;
-    let p50 = crate::connect::quantile(active, 0.5);
-    let p95 = crate::connect::quantile(active, 0.95);
+    let p50 = crate::commands::device::connect::quantile(active, 0.5);
+    let p95 = crate::commands::device::connect::quantile(active, 0.95);
     let kept_out: usize = summary
         .rows
         .iter()

@@ -1,4 +1,10 @@
-//! `onboard device mint`: device keys and CA-signed certificates in bulk.
+//! `onboard device`: `mint` (device keys and CA-signed certificates in
+//! bulk) here; the device-side subcommands in the child modules: `connect`,
+//! `rotate-agent` and `provision`.
+
+pub mod connect;
+pub mod provision;
+pub mod rotate_agent;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,7 +77,7 @@ pub enum DeviceCommand {
     /// of a new certificate to be dropped, retry with backoff until active (or
     /// rejected, or the deadline), then publish one message on the device's
     /// own topic. Reports each device.
-    Connect(crate::connect::ConnectArgs),
+    Connect(connect::ConnectArgs),
     /// A simulated device that follows the certificate-rotation protocol over MQTT.
     ///
     /// Takes the next rotation job, obtains new credentials (CSR or
@@ -79,11 +85,11 @@ pub enum DeviceCommand {
     /// `key.pem` (keeping `cert.old.pem` / `key.old.pem`) and confirms the job.
     /// Exit 0 rotated; 1 refused, failed, no job or timed out; 3 AWS refused a
     /// request (Jobs API, download, broker).
-    RotateAgent(crate::rotate::RotateAgentArgs),
+    RotateAgent(rotate_agent::RotateAgentArgs),
     /// A device provisioning itself with a claim certificate (fleet
     /// provisioning): CreateKeysAndCertificate over MQTT, RegisterThing with
     /// the template, then a first connection with its own certificate.
-    Provision(crate::provision::ProvisionArgs),
+    Provision(provision::ProvisionArgs),
 }
 
 /// Expands `{n}` / `{n:0W}` in a pattern.
@@ -117,9 +123,9 @@ pub fn expand(pattern: &str, n: u32) -> Result<String, String> {
 pub async fn run(command: &DeviceCommand, cli: &Cli) -> Result<(), CliError> {
     match command {
         DeviceCommand::Mint(args) => mint(args, cli).await,
-        DeviceCommand::Connect(args) => crate::connect::run(args, cli).await,
-        DeviceCommand::RotateAgent(args) => crate::rotate::run(args, cli).await,
-        DeviceCommand::Provision(args) => crate::provision::run_provision(args, cli).await,
+        DeviceCommand::Connect(args) => connect::run(args, cli).await,
+        DeviceCommand::RotateAgent(args) => rotate_agent::run(args, cli).await,
+        DeviceCommand::Provision(args) => provision::run(args, cli).await,
     }
 }
 

@@ -14,7 +14,7 @@ use crate::files::read;
 pub enum ProfileCommand {
     /// Validate a profile (JSON file) and write it to the inventory table.
     Put {
-        /// The profile file (format in the README, "Device profiles").
+        /// The profile file (format in docs/profiles-and-inventory.md).
         file: PathBuf,
     },
     /// List the profiles, and which CAs are bound to each.

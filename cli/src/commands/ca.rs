@@ -12,9 +12,9 @@ use rcgen::{
 };
 
 use crate::Cli;
+use crate::commands::profile::admin;
 use crate::error::CliError;
 use crate::files::{read, write_all_new};
-use crate::profile::admin;
 
 const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca.key.pem";
