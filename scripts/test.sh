@@ -27,7 +27,7 @@ echo "==> cfn-lint infra/template.yaml"
 echo "==> IAM grants against the Service Authorization Reference"
 .venv-infra/bin/python scripts/check-iam.py --self-test infra/template.yaml
 echo "==> documentation links (README.md, ARCHITECTURE.md, docs/)"
-python3 scripts/check-links.py
+python3 scripts/check-links.py --code-paths
 echo "==> sam validate --lint"
 # Validation is offline; the SAM CLI only wants a region to be named.
 (cd infra && AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}" ../.venv-infra/bin/sam validate --lint)
