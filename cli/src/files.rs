@@ -1,43 +1,22 @@
 //! Writing credential files safely: never over an existing file, keys with
 //! mode 0600, and nothing left behind when a write fails.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::CliError;
 
 /// Writes every `(path, contents, mode)` or none: all paths are checked
 /// first, each file is created exclusively, and on any failure the files
-/// already written are removed.
+/// already written are removed (the device side's own writer).
 ///
 /// # Errors
 /// [`CliError::Input`] naming the existing or unwritable file.
 pub fn write_all_new(files: &[(PathBuf, String, u32)]) -> Result<(), CliError> {
-    refuse_existing(files.iter().map(|(path, _, _)| path))?;
-    let mut written: Vec<&Path> = Vec::new();
-    for (path, contents, mode) in files {
-        let result = match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(*mode)
-            .open(path)
-        {
-            // Not created by us (it appeared meanwhile): never remove it.
-            Err(e) => Err(e),
-            Ok(mut file) => {
-                written.push(path);
-                file.write_all(contents.as_bytes()).and_then(|()| file.sync_all())
-            }
-        };
-        if let Err(e) = result {
-            for done in &written {
-                let _ = std::fs::remove_file(done);
-            }
-            return Err(CliError::Input(format!("cannot write {}: {e}", path.display())));
-        }
-    }
-    Ok(())
+    let files: Vec<(PathBuf, &str, u32)> = files
+        .iter()
+        .map(|(path, contents, mode)| (path.clone(), contents.as_str(), *mode))
+        .collect();
+    onboarding_device::files::write_all_new(&files).map_err(CliError::Input)
 }
 
 /// Refuses paths that exist, before any work that would be wasted on them.

@@ -35,7 +35,8 @@ pub use provisioning::{
 pub use rotation::{Agent, Misbehave, Outcome, Report};
 pub use tls::{TlsError, client_config};
 
-/// File names in a rotating device's directory.
+/// File names in a rotating device's directory, and the all-or-nothing
+/// writer of credential files.
 pub mod files {
-    pub use crate::rotation::{CERT, CERT_NEW, CERT_OLD, KEY, KEY_NEW, KEY_OLD};
+    pub use crate::rotation::{CERT, CERT_NEW, CERT_OLD, KEY, KEY_NEW, KEY_OLD, write_all_new};
 }

@@ -22,7 +22,7 @@ use onboarding_domain::{Certificate, Strategy};
 
 use crate::{Broker, Device};
 
-pub use store::{CERT, CERT_NEW, CERT_OLD, KEY, KEY_NEW, KEY_OLD};
+pub use store::{CERT, CERT_NEW, CERT_OLD, KEY, KEY_NEW, KEY_OLD, write_all_new};
 
 /// Deliberate misbehaviour, for tests of the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]

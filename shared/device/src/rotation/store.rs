@@ -60,7 +60,10 @@ pub(super) fn previous_certificate_id(dir: &Path) -> Option<String> {
 /// Writes every `(path, contents, mode)` or none: all paths are checked
 /// first, each file is created exclusively, and on any failure the files
 /// already written are removed.
-fn write_all_new(files: &[(PathBuf, &str, u32)]) -> Result<(), String> {
+///
+/// # Errors
+/// A message naming the existing or unwritable file.
+pub fn write_all_new(files: &[(PathBuf, &str, u32)]) -> Result<(), String> {
     if let Some((existing, _, _)) = files.iter().find(|(path, _, _)| path.exists()) {
         return Err(format!(
             "{} already exists; refusing to overwrite it (choose another --out directory)",
