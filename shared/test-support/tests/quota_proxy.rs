@@ -102,7 +102,15 @@ async fn describe_certificate_is_held_to_its_quota_and_retries_get_through() {
     let client = iot(&proxy, RetryConfig::disabled(), "quota-test-no-retries").await;
     let results = describe_all(&client, &id, 40).await;
     let passed = results.iter().filter(|r| r.is_none()).count();
-    assert!((10..=14).contains(&passed), "{passed} passed: {results:?}");
+    // At most the burst plus what the bucket refilled while the 40 arrived
+    // (plus one for the clock reads), whatever the machine's load.
+    let arrivals: Vec<Duration> = proxy.requests().iter().map(|r| r.received).collect();
+    let span = arrivals.iter().max().copied().unwrap_or_default() - arrivals.iter().min().copied().unwrap_or_default();
+    let most = 10 + (10.0 * span.as_secs_f64()).floor() as usize + 1;
+    assert!(
+        (10..=most).contains(&passed),
+        "{passed} passed in {span:?}: {results:?}"
+    );
     for failure in results.iter().flatten() {
         assert_eq!(failure, &("ThrottlingException".to_string(), 429), "{results:?}");
         assert!(
@@ -116,7 +124,10 @@ async fn describe_certificate_is_held_to_its_quota_and_retries_get_through() {
     assert_eq!(describe.calls, passed as u64, "{report}");
     assert_eq!(describe.throttled, (40 - passed) as u64, "{report}");
     assert_eq!(describe.quota, Some(10.0));
-    assert!(describe.peak_per_second <= 14, "{report}");
+    assert_eq!(
+        describe.peak_per_second, passed as u64,
+        "all within the second: {report}"
+    );
     let forwarded = proxy
         .requests()
         .iter()
@@ -135,7 +146,9 @@ async fn describe_certificate_is_held_to_its_quota_and_retries_get_through() {
         proxy.set_quotas(Some(quotas.clone()));
         proxy.clear_quota_report();
         let client = iot(&proxy, retry, partition).await;
+        let started = std::time::Instant::now();
         let results = describe_all(&client, &id, 40).await;
+        let took = started.elapsed();
         assert!(results.iter().all(Option::is_none), "{mode}: {results:?}");
         let report = proxy.quota_report();
         let describe = report.get("iot", "DescribeCertificate").cloned();
@@ -143,7 +156,7 @@ async fn describe_certificate_is_held_to_its_quota_and_retries_get_through() {
         assert_eq!(describe.calls, 40, "{mode}: {report}");
         assert!(describe.throttled > 0, "{mode}: {report}");
         assert!(describe.peak_per_second <= 20, "{mode}: {report}");
-        println!("{mode}:\n{report}");
+        println!("{mode}, all 40 done in {took:?}:\n{report}");
     }
 }
 
