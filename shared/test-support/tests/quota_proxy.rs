@@ -124,10 +124,7 @@ async fn describe_certificate_is_held_to_its_quota_and_retries_get_through() {
     assert_eq!(describe.calls, passed as u64, "{report}");
     assert_eq!(describe.throttled, (40 - passed) as u64, "{report}");
     assert_eq!(describe.quota, Some(10.0));
-    assert_eq!(
-        describe.peak_per_second, passed as u64,
-        "all within the second: {report}"
-    );
+    assert!((10..=passed as u64).contains(&describe.peak_per_second), "{report}");
     let forwarded = proxy
         .requests()
         .iter()
