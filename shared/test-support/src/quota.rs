@@ -97,6 +97,8 @@ pub const AWS_DEFAULTS: &[DefaultQuota] = &[
         source: IOT_CORE_QUOTAS,
         confirmed: false,
     },
+    // Also 15 in https://github.com/aws-samples/aws-iot-chat-example/issues/37
+    // (2020), which quotes the IoT Core quotas page.
     DefaultQuota {
         service: "iot",
         operation: "AttachPolicy",
