@@ -49,8 +49,8 @@ pub struct DefaultQuota {
     /// The page that states it.
     pub source: &'static str,
     /// False when the value was not read on `source` itself but taken from
-    /// the project's notes (`shared/notes/aws-iot-facts.md`, a 2019 table,
-    /// with the later values reported there); see docs/testing.md.
+    /// the team's notes on AWS IoT (kept outside this repository: a 2019
+    /// table, with the later values reported there); see docs/testing.md.
     pub confirmed: bool,
 }
 
