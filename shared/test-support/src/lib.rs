@@ -4,6 +4,7 @@
 pub mod certs;
 pub mod mqtt;
 pub mod proxy;
+pub mod quota;
 pub mod world;
 
 pub use certs::{DeviceCert, KeyAlg, TestCa};

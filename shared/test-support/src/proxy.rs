@@ -15,6 +15,13 @@
 //! connection dropped). With the SDK's retries off (one attempt per call) an
 //! injected failure surfaces as the failure of the step that made the call:
 //! a crash between two steps of a workflow.
+//!
+//! Quotas are enforced when asked ([`Proxy::start_with`] and
+//! [`ProxyOptions::quotas`], or [`Proxy::set_quotas`]): a token bucket per API
+//! action ([`RecordedRequest::action`]) at AWS's quota ([`Quotas`]), and a
+//! request over its action's quota is answered by the proxy with the
+//! service's own throttling error, not forwarded. Every action's calls,
+//! throttles and peak rate are counted either way ([`Proxy::quota_report`]).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -24,6 +31,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+use crate::quota::{
+    Action, Limiter, QuotaReport, Quotas, Verdict, rest_operation, rest_route_pattern, throttle_response,
+};
 
 /// One request as the proxy saw it.
 #[derive(Debug, Clone)]
@@ -63,6 +74,25 @@ impl RecordedRequest {
         let scope = authorization.split("Credential=").nth(1)?.split([',', ' ']).next()?;
         // <key id>/<date>/<region>/<service>/aws4_request
         scope.split('/').nth(3)
+    }
+
+    /// The API action the request calls: its [`service`](Self::service)
+    /// (`unsigned` when it is not signed) and its operation name, from
+    /// `X-Amz-Target` (JSON protocols) or, for the REST routes this project
+    /// calls, from the method and path (`GET /certificates/<id>` is
+    /// `DescribeCertificate`); any other REST route is named by its pattern
+    /// (`GET /widgets/*`).
+    pub fn action(&self) -> Action {
+        let service = self.service().unwrap_or("unsigned");
+        let operation = match self.header("x-amz-target") {
+            Some(_) => self.operation(),
+            None => {
+                let path = self.target.split('?').next().unwrap_or_default();
+                rest_operation(service, &self.method, path)
+                    .map_or_else(|| rest_route_pattern(&self.method, path), str::to_string)
+            }
+        };
+        Action::new(service, &operation)
     }
 
     /// The request body as JSON (the JSON protocols), `Null` otherwise.
@@ -172,15 +202,30 @@ struct State {
     latency: Mutex<Duration>,
     faults: Mutex<Vec<Fault>>,
     injected: Mutex<Vec<InjectedFailure>>,
+    limiter: Mutex<Limiter>,
 }
 
 impl State {
-    /// Records the request and returns the failure to inject into it, if
-    /// any (the first armed fault that matches; each use counts down).
-    fn admit(&self, request: &RecordedRequest) -> Option<FailureMode> {
+    fn record(&self, request: &RecordedRequest) {
         if let Ok(mut r) = self.requests.lock() {
             r.push(request.clone());
         }
+    }
+
+    /// Whether the request's action is within its quota, at the time read
+    /// under the limiter's lock (so that the buckets see time in order).
+    fn within_quota(&self, request: &RecordedRequest, started: Instant) -> bool {
+        let action = request.action();
+        match self.limiter.lock() {
+            Ok(mut limiter) => limiter.admit(&action, started.elapsed()) == Verdict::Admit,
+            Err(_) => true,
+        }
+    }
+
+    /// Records the request and returns the failure to inject into it, if
+    /// any (the first armed fault that matches; each use counts down).
+    fn admit(&self, request: &RecordedRequest) -> Option<FailureMode> {
+        self.record(request);
         let mut faults = self.faults.lock().ok()?;
         let fault = faults
             .iter_mut()
@@ -201,6 +246,15 @@ impl State {
     }
 }
 
+/// How a proxy starts.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyOptions {
+    /// Added to every request before it is answered.
+    pub latency: Duration,
+    /// The quotas enforced; `None`: no limit (calls are still counted).
+    pub quotas: Option<Quotas>,
+}
+
 /// A running proxy.
 pub struct Proxy {
     pub port: u16,
@@ -214,10 +268,21 @@ impl Proxy {
     /// # Errors
     /// When no loopback port can be bound.
     pub async fn start(upstream_port: u16, latency: Duration) -> std::io::Result<Self> {
+        Self::start_with(upstream_port, ProxyOptions { latency, quotas: None }).await
+    }
+
+    /// Starts a proxy to `127.0.0.1:upstream_port` with `options`: its
+    /// latency, and the quotas it enforces
+    /// (`ProxyOptions { quotas: Some(Quotas::aws_defaults()), ..Default::default() }`).
+    ///
+    /// # Errors
+    /// When no loopback port can be bound.
+    pub async fn start_with(upstream_port: u16, options: ProxyOptions) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let state = Arc::new(State {
-            latency: Mutex::new(latency),
+            latency: Mutex::new(options.latency),
+            limiter: Mutex::new(Limiter::new(options.quotas)),
             ..State::default()
         });
         let started = Instant::now();
@@ -307,6 +372,28 @@ impl Proxy {
     pub fn injected(&self) -> Vec<InjectedFailure> {
         self.state.injected.lock().map(|i| i.clone()).unwrap_or_default()
     }
+
+    /// Enforces `quotas` from now on (`None`: none). Every bucket starts
+    /// again full; the counters are kept.
+    pub fn set_quotas(&self, quotas: Option<Quotas>) {
+        if let Ok(mut limiter) = self.state.limiter.lock() {
+            limiter.set_quotas(quotas);
+        }
+    }
+
+    /// For every action called so far: its quota, the calls admitted, the
+    /// throttling errors returned and the peak calls in one second
+    /// (`Display` prints it as a Markdown table).
+    pub fn quota_report(&self) -> QuotaReport {
+        self.state.limiter.lock().map(|l| l.report()).unwrap_or_default()
+    }
+
+    /// Forgets the counters of [`Proxy::quota_report`].
+    pub fn clear_quota_report(&self) {
+        if let Ok(mut limiter) = self.state.limiter.lock() {
+            limiter.clear_counters();
+        }
+    }
 }
 
 impl Drop for Proxy {
@@ -349,6 +436,20 @@ async fn relay(
             break;
         };
         let delay = state.latency.lock().map(|l| *l).unwrap_or_default();
+        if !state.within_quota(&request, started) {
+            // Throttled: recorded, never forwarded, no armed failure used.
+            state.record(&request);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let service = request.service().unwrap_or_default();
+            let json = request
+                .header("x-amz-target")
+                .map(|_| request.header("content-type").unwrap_or("application/x-amz-json-1.0"));
+            let answer = throttle_response(service, &request.method, json);
+            client_write.lock().await.write_all(&answer).await?;
+            continue;
+        }
         let failure = state.admit(&request);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
