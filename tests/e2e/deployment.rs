@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use onboarding_test_support::TestCa;
 use onboarding_test_support::emulator::{Emulator, stack};
+use onboarding_test_support::proxy::{Proxy, ProxyOptions};
+use onboarding_test_support::quota::Quotas;
 use onboarding_test_support::world::{Item, WorldError, certificate_status, inventory_record, register_ca};
 
 const STACK: &str = "iot-onboarding";
@@ -21,11 +23,40 @@ pub struct Deployment {
     pub ca: TestCa,
     pub ca_id: String,
     pub server_ca_pem: String,
+    /// The quota proxy the deployed functions call AWS through, if any.
+    pub proxy: Option<Proxy>,
 }
 
 impl Deployment {
     pub async fn new() -> Result<Self, WorldError> {
-        let emulator = Emulator::start().await?;
+        Self::start(None).await
+    }
+
+    /// The stack with its Lambda functions calling AWS through a proxy that
+    /// enforces `quotas` (the tests' own calls go straight to the emulator).
+    pub async fn behind_quotas(quotas: Quotas) -> Result<Self, WorldError> {
+        Self::start(Some(quotas)).await
+    }
+
+    async fn start(quotas: Option<Quotas>) -> Result<Self, WorldError> {
+        let (emulator, proxy) = match quotas {
+            None => (Emulator::start().await?, None),
+            Some(quotas) => {
+                // The proxy first (the emulator hands its address to the
+                // functions it runs), then pointed at the emulator.
+                let proxy = Proxy::start_with(
+                    0,
+                    ProxyOptions {
+                        latency: std::time::Duration::ZERO,
+                        quotas: Some(quotas),
+                    },
+                )
+                .await?;
+                let emulator = Emulator::start_with(&[("AWS_ENDPOINT_URL", proxy.endpoint().as_str())]).await?;
+                proxy.set_upstream(emulator.gateway_port);
+                (emulator, Some(proxy))
+            }
+        };
         let sdk = emulator.sdk_config().await;
         let stuck_after = super::STUCK_AFTER.as_secs().to_string();
         let outputs = stack::deploy(
@@ -56,6 +87,7 @@ impl Deployment {
             outputs,
             ca,
             ca_id,
+            proxy,
         };
         deployment.bind(&deployment.ca_id, "default").await?;
         Ok(deployment)

@@ -321,15 +321,41 @@ async fn a_burst_of_first_connections_loses_and_duplicates_nothing() -> TestResu
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let d = deployment().await;
+    burst(&deployment().await, count, "burst").await
+}
+
+/// The same burst with the deployed functions held to AWS's default quotas
+/// (the quota proxy between them and the emulator): throttling slows the
+/// pipeline down, and still nothing is lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_at_aws_default_quotas_loses_and_duplicates_nothing() -> TestResult {
+    let count: usize = std::env::var("E2E_QUOTA_BURST_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let d = match Deployment::behind_quotas(onboarding_test_support::quota::Quotas::aws_defaults()).await {
+        Ok(d) => d,
+        Err(e) => panic!("could not deploy behind the quota proxy: {e:?}"),
+    };
+    burst(&d, count, "quota").await?;
+    if let Some(proxy) = &d.proxy {
+        eprintln!("{}", proxy.quota_report());
+    }
+    Ok(())
+}
+
+/// `count` devices make their first connection at once; each must end with one
+/// ACTIVE certificate, one thing with one principal and one provisioned
+/// record, and nothing may be dead-lettered.
+async fn burst(d: &Deployment, count: usize, prefix: &str) -> TestResult {
     let devices: Vec<(String, DeviceCert)> = (0..count)
         .map(|n| {
-            let name = format!("burst-{n:05}");
+            let name = format!("{prefix}-{n:05}");
             d.ca.device(&name).build().map(|cert| (name, cert))
         })
         .collect::<Result<_, _>>()?;
     let started = Instant::now();
-    let results = join_all(devices.iter().map(|(name, cert)| time_to_active(&d, cert, name))).await;
+    let results = join_all(devices.iter().map(|(name, cert)| time_to_active(d, cert, name))).await;
     let wall = started.elapsed();
     let mut times: Vec<f64> = Vec::new();
     for ((name, _), result) in devices.iter().zip(results) {
@@ -347,7 +373,6 @@ async fn a_burst_of_first_connections_loses_and_duplicates_nothing() -> TestResu
 
     // None lost, none duplicated: one ACTIVE certificate, one thing with one
     // principal and one provisioned record per device; nothing dead-lettered.
-    let d = &d;
     let checks = join_all(devices.iter().map(|(name, cert)| async move {
         let id = certificate_id(cert);
         let status = d.certificate_status(&id).await?;

@@ -203,6 +203,8 @@ struct State {
     faults: Mutex<Vec<Fault>>,
     injected: Mutex<Vec<InjectedFailure>>,
     limiter: Mutex<Limiter>,
+    /// Where requests go; settable after the start (see [`Proxy::set_upstream`]).
+    upstream: std::sync::atomic::AtomicU16,
 }
 
 impl State {
@@ -283,6 +285,7 @@ impl Proxy {
         let state = Arc::new(State {
             latency: Mutex::new(options.latency),
             limiter: Mutex::new(Limiter::new(options.quotas)),
+            upstream: std::sync::atomic::AtomicU16::new(upstream_port),
             ..State::default()
         });
         let started = Instant::now();
@@ -291,6 +294,7 @@ impl Proxy {
             while let Ok((client, _)) = listener.accept().await {
                 let state = shared.clone();
                 tokio::spawn(async move {
+                    let upstream_port = state.upstream.load(std::sync::atomic::Ordering::Relaxed);
                     if let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)).await {
                         // Without this, Nagle's algorithm adds ~40 ms per request.
                         let _ = client.set_nodelay(true);
@@ -301,6 +305,13 @@ impl Proxy {
             }
         });
         Ok(Self { port, state, accept })
+    }
+
+    /// Sends the connections accepted from now on to `127.0.0.1:port`: for
+    /// an upstream that must know the proxy's address before it starts (an
+    /// emulator whose Lambda functions call AWS through the proxy).
+    pub fn set_upstream(&self, port: u16) {
+        self.state.upstream.store(port, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `http://127.0.0.1:<port>`.
