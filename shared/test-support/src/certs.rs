@@ -57,25 +57,11 @@ mod der {
         (bytes.len() >= len).then(|| (tag, &bytes[..len], &bytes[len..]))
     }
 
-    /// PEM armour, 64 base64 characters a line.
+    /// PEM armour, 64 base64 characters a line (the SDK's base64).
     pub fn pem(label: &str, der: &[u8]) -> String {
-        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut b64 = Vec::with_capacity(der.len().div_ceil(3) * 4);
-        for chunk in der.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-            for i in 0..4 {
-                b64.push(if i <= chunk.len() {
-                    ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]
-                } else {
-                    b'='
-                });
-            }
-        }
+        let b64 = aws_smithy_types::base64::encode(der);
         let mut out = format!("-----BEGIN {label}-----\n");
-        for line in b64.chunks(64) {
+        for line in b64.as_bytes().chunks(64) {
             out.push_str(&String::from_utf8_lossy(line));
             out.push('\n');
         }
