@@ -42,11 +42,11 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::error::ErrorMetadata;
 use onboarding_aws::{DENY_SK, binding_sk, deny_pk, legacy_deny_sk, profile_sk};
 use onboarding_aws::{DynamoInventory, IotAdapter, S3CredentialsStore};
-use onboarding_domain::DenyKey;
 use onboarding_domain::{CaTrust, CertificateRecord, CertificateStatus, PortErrorKind, ProvisioningPlan, RecordStatus};
 use onboarding_domain::{
     CertificateRegistry, CredentialsStore, DenyList, Inventory, NameClaim, PortError, ThingCreation, ThingRegistry,
 };
+use onboarding_domain::{DenyKey, NameClaims};
 
 // --- fixtures ---------------------------------------------------------------
 

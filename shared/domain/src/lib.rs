@@ -50,9 +50,9 @@ pub use checks::subject::check_subject as check_jitp_subject;
 // --- ports: one trait per capability, and the errors they return ---------------
 pub use ports::{
     AllowEntry, CaCertificates, CertificateRegistry, Consumption, CredentialsStore, DenyList, ExistingThing,
-    HookIdentity, HookInventory, Inventory, IssuedCertificate, ListedCertificate, NameClaim, Pacer, Page, PortError,
-    PortErrorKind, PortResult, ReconcileInventory, RegisteredCa, RegisteredCertificate, RotationInventory, RotationIot,
-    RotationObjects, Supersession, SupersessionIot, SupersessionStore, ThingCreation, ThingRegistry,
+    HookIdentity, HookInventory, Inventory, IssuedCertificate, ListedCertificate, NameClaim, NameClaims, Pacer, Page,
+    PortError, PortErrorKind, PortResult, ReconcileInventory, RegisteredCa, RegisteredCertificate, RotationInventory,
+    RotationIot, RotationObjects, Supersession, SupersessionIot, SupersessionStore, ThingCreation, ThingRegistry,
 };
 
 // --- workflows ----------------------------------------------------------------

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use onboarding_domain::rfc3339;
 use onboarding_domain::{AllowEntry, Consumption, HookInventory, Supersession, SupersessionStore};
 use onboarding_domain::{CertificateRecord, OnboardingConfig};
-use onboarding_domain::{Inventory, NameClaim, PortResult};
+use onboarding_domain::{Inventory, PortResult};
 
 use super::DynamoInventory;
 use super::batch::{Retry, UnprocessedRetry};
@@ -154,18 +154,6 @@ impl HookInventory for DynamoInventory {
             Err(e) if is_conditional_failure(&e) => Ok(()),
             Err(e) => Err(classify("UpdateItem", e)),
         }
-    }
-
-    async fn claim_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<NameClaim> {
-        Inventory::claim_thing_name(self, thing_name, certificate_id).await
-    }
-
-    async fn transfer_thing_name(&self, thing_name: &str, from: &str, to: &str) -> PortResult<bool> {
-        Inventory::transfer_thing_name(self, thing_name, from, to).await
-    }
-
-    async fn release_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<()> {
-        Inventory::release_thing_name(self, thing_name, certificate_id).await
     }
 
     async fn record_allowed(&self, record: &CertificateRecord) -> PortResult<bool> {

@@ -274,7 +274,9 @@ impl Inventory for DynamoInventory {
         // Already recorded (a rejection, an earlier observation): keep it.
         self.put_new_record(record, &[]).await.map(|_| ())
     }
+}
 
+impl onboarding_domain::NameClaims for DynamoInventory {
     async fn claim_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<NameClaim> {
         let result = self
             .client

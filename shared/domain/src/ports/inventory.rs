@@ -57,21 +57,10 @@ pub struct Supersession {
     pub recorded_at: i64,
 }
 
-/// The inventory table: configuration, certificate records, name claims.
-pub trait Inventory: Send + Sync {
-    /// Loads profiles and bindings (never the deny-list: see [`DenyList`]).
-    fn load_config(&self) -> impl Future<Output = PortResult<OnboardingConfig>> + Send;
-    /// The record of one certificate.
-    fn certificate_record(
-        &self,
-        certificate_id: &str,
-    ) -> impl Future<Output = PortResult<Option<CertificateRecord>>> + Send;
-    /// Writes a provisioned record. Idempotent; never moves a certificate to another thing.
-    fn record_provisioned(&self, record: &CertificateRecord) -> impl Future<Output = PortResult<()>> + Send;
-    /// Writes a rejection (overwrites any earlier decision, keeps `createdAt`).
-    fn record_rejected(&self, record: &CertificateRecord) -> impl Future<Output = PortResult<()>> + Send;
-    /// Writes an observation (status not PENDING_ACTIVATION) unless a record exists.
-    fn record_observed(&self, record: &CertificateRecord) -> impl Future<Output = PortResult<()>> + Send;
+/// Thing-name claims: one certificate holds a name at a time, by conditional
+/// write. The registrar and the provisioning hook claim through the same
+/// items, so a name taken by one path is held against the other.
+pub trait NameClaims: Send + Sync {
     /// Claims a thing name for a certificate (conditional write).
     fn claim_thing_name(
         &self,
@@ -88,6 +77,23 @@ pub trait Inventory: Send + Sync {
     /// Releases a claim held by this certificate.
     fn release_thing_name(&self, thing_name: &str, certificate_id: &str)
     -> impl Future<Output = PortResult<()>> + Send;
+}
+
+/// The inventory table: configuration, certificate records, name claims.
+pub trait Inventory: NameClaims {
+    /// Loads profiles and bindings (never the deny-list: see [`DenyList`]).
+    fn load_config(&self) -> impl Future<Output = PortResult<OnboardingConfig>> + Send;
+    /// The record of one certificate.
+    fn certificate_record(
+        &self,
+        certificate_id: &str,
+    ) -> impl Future<Output = PortResult<Option<CertificateRecord>>> + Send;
+    /// Writes a provisioned record. Idempotent; never moves a certificate to another thing.
+    fn record_provisioned(&self, record: &CertificateRecord) -> impl Future<Output = PortResult<()>> + Send;
+    /// Writes a rejection (overwrites any earlier decision, keeps `createdAt`).
+    fn record_rejected(&self, record: &CertificateRecord) -> impl Future<Output = PortResult<()>> + Send;
+    /// Writes an observation (status not PENDING_ACTIVATION) unless a record exists.
+    fn record_observed(&self, record: &CertificateRecord) -> impl Future<Output = PortResult<()>> + Send;
 }
 
 /// The deny-list, looked up by key for one certificate at a time (never
@@ -132,7 +138,7 @@ pub trait ReconcileInventory: Send + Sync {
 }
 
 /// What the hook reads and writes in the inventory.
-pub trait HookInventory: Send + Sync {
+pub trait HookInventory: NameClaims {
     fn load_config(&self) -> impl Future<Output = PortResult<OnboardingConfig>> + Send;
     /// The serial's allow-list entry, if any.
     fn allow_entry(&self, serial: &str) -> impl Future<Output = PortResult<Option<AllowEntry>>> + Send;
@@ -155,22 +161,6 @@ pub trait HookInventory: Send + Sync {
         certificate_id: &str,
         previous: Option<&str>,
     ) -> impl Future<Output = PortResult<()>> + Send;
-    /// The registrar's conditional name claim ([`crate::ports::Inventory::claim_thing_name`]).
-    fn claim_thing_name(
-        &self,
-        thing_name: &str,
-        certificate_id: &str,
-    ) -> impl Future<Output = PortResult<NameClaim>> + Send;
-    /// Moves a claim from `from`; false when the holder changed meanwhile.
-    fn transfer_thing_name(
-        &self,
-        thing_name: &str,
-        from: &str,
-        to: &str,
-    ) -> impl Future<Output = PortResult<bool>> + Send;
-    /// Releases a claim held by this certificate.
-    fn release_thing_name(&self, thing_name: &str, certificate_id: &str)
-    -> impl Future<Output = PortResult<()>> + Send;
     /// Writes the record of an allowed certificate unless it has one; true when written.
     fn record_allowed(&self, record: &CertificateRecord) -> impl Future<Output = PortResult<bool>> + Send;
     /// Records that a new certificate supersedes an earlier one (idempotent).

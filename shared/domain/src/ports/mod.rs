@@ -13,8 +13,8 @@ mod rotations;
 
 pub use clock::Pacer;
 pub use inventory::{
-    AllowEntry, Consumption, DenyList, HookInventory, Inventory, NameClaim, ReconcileInventory, Supersession,
-    SupersessionStore,
+    AllowEntry, Consumption, DenyList, HookInventory, Inventory, NameClaim, NameClaims, ReconcileInventory,
+    Supersession, SupersessionStore,
 };
 pub use iot::{
     CaCertificates, CertificateRegistry, ExistingThing, HookIdentity, ListedCertificate, RegisteredCa,

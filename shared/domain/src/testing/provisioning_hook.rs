@@ -83,31 +83,6 @@ impl HookInventory for Inventory {
         }
         Ok(())
     }
-    async fn claim_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<NameClaim> {
-        let mut state = self.state();
-        match state.claims.get(thing_name) {
-            Some(holder) if holder != certificate_id => Ok(NameClaim::HeldBy(holder.clone())),
-            _ => {
-                state.claims.insert(thing_name.into(), certificate_id.into());
-                Ok(NameClaim::Claimed)
-            }
-        }
-    }
-    async fn transfer_thing_name(&self, thing_name: &str, from: &str, to: &str) -> PortResult<bool> {
-        let mut state = self.state();
-        if state.claims.get(thing_name).map(String::as_str) != Some(from) {
-            return Ok(false);
-        }
-        state.claims.insert(thing_name.into(), to.into());
-        Ok(true)
-    }
-    async fn release_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<()> {
-        let mut state = self.state();
-        if state.claims.get(thing_name).map(String::as_str) == Some(certificate_id) {
-            state.claims.remove(thing_name);
-        }
-        Ok(())
-    }
     async fn record_allowed(&self, record: &CertificateRecord) -> PortResult<bool> {
         if self.fail_record {
             return Err(unavailable("PutItem"));
@@ -123,6 +98,36 @@ impl HookInventory for Inventory {
         let mut state = self.state();
         if !state.supersessions.contains(supersession) {
             state.supersessions.push(supersession.clone());
+        }
+        Ok(())
+    }
+}
+
+impl crate::ports::NameClaims for Inventory {
+    async fn claim_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<NameClaim> {
+        let mut state = self.state();
+        match state.claims.get(thing_name) {
+            Some(holder) if holder != certificate_id => Ok(NameClaim::HeldBy(holder.clone())),
+            _ => {
+                state.claims.insert(thing_name.into(), certificate_id.into());
+                Ok(NameClaim::Claimed)
+            }
+        }
+    }
+
+    async fn transfer_thing_name(&self, thing_name: &str, from: &str, to: &str) -> PortResult<bool> {
+        let mut state = self.state();
+        if state.claims.get(thing_name).map(String::as_str) != Some(from) {
+            return Ok(false);
+        }
+        state.claims.insert(thing_name.into(), to.into());
+        Ok(true)
+    }
+
+    async fn release_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<()> {
+        let mut state = self.state();
+        if state.claims.get(thing_name).map(String::as_str) == Some(certificate_id) {
+            state.claims.remove(thing_name);
         }
         Ok(())
     }

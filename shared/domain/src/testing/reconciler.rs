@@ -137,12 +137,17 @@ impl Inventory for Fake {
     async fn record_observed(&self, _: &CertificateRecord) -> PortResult<()> {
         Ok(())
     }
+}
+
+impl crate::ports::NameClaims for Fake {
     async fn claim_thing_name(&self, _: &str, _: &str) -> PortResult<NameClaim> {
         Ok(NameClaim::Claimed)
     }
+
     async fn transfer_thing_name(&self, _: &str, _: &str, _: &str) -> PortResult<bool> {
         Ok(true)
     }
+
     async fn release_thing_name(&self, _: &str, _: &str) -> PortResult<()> {
         Ok(())
     }

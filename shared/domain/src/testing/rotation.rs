@@ -419,7 +419,9 @@ impl Inventory for Fake {
     async fn record_observed(&self, record: &CertificateRecord) -> PortResult<()> {
         self.record_provisioned(record).await
     }
+}
 
+impl crate::ports::NameClaims for Fake {
     async fn claim_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<NameClaim> {
         self.call("claim_thing_name", |w| {
             let holder = w
