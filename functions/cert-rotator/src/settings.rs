@@ -60,13 +60,11 @@ impl FromEnv for Settings {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Settings::from_lookup(|k| map.get(k).cloned())
+        Settings::from_pairs(pairs)
     }
 
     const BASE: [(&str, &str); 3] = [

@@ -56,6 +56,14 @@ pub trait FromEnv: Sized {
     fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         Self::read(&Env::new(lookup))
     }
+
+    /// Reads settings from `(name, value)` pairs (tests).
+    ///
+    /// # Errors
+    /// [`SettingsError`] naming the variable at fault.
+    fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_string()))
+    }
 }
 
 /// Environment lookup with typed, named errors. Empty values count as unset.
