@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_iot::Client;
+use aws_sdk_iot::operation::list_attached_policies::ListAttachedPoliciesError;
 use aws_sdk_iot::operation::list_thing_principals::ListThingPrincipalsError;
 use aws_sdk_iot::types::{AttributePayload, ThingPrincipalType};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -283,24 +284,51 @@ impl SupersessionIot for IotAdapter {
 
 // --- rotation's control-plane calls ------------------------------------------
 
+/// Every principal (certificate ARN) of a thing, all pages: the one
+/// `ListThingPrincipals` reader of the ports and the operator's calls.
+pub(crate) async fn list_thing_principals(
+    client: &Client,
+    thing_name: &str,
+) -> Result<Vec<String>, SdkError<ListThingPrincipalsError, HttpResponse>> {
+    let mut pages = client
+        .list_thing_principals()
+        .thing_name(thing_name)
+        .into_paginator()
+        .items()
+        .send();
+    let mut principals = Vec::new();
+    while let Some(principal) = pages.next().await {
+        principals.push(principal?);
+    }
+    Ok(principals)
+}
+
+/// The names of every policy attached to a target (a certificate ARN), all
+/// pages: the one `ListAttachedPolicies` reader.
+pub(crate) async fn list_attached_policy_names(
+    client: &Client,
+    target: &str,
+) -> Result<Vec<String>, SdkError<ListAttachedPoliciesError, HttpResponse>> {
+    let mut pages = client
+        .list_attached_policies()
+        .target(target)
+        .into_paginator()
+        .items()
+        .send();
+    let mut names = Vec::new();
+    while let Some(policy) = pages.next().await {
+        names.extend(policy?.policy_name);
+    }
+    Ok(names)
+}
+
 impl IotAdapter {
     /// Every principal of a thing, all pages.
     async fn principals_of(
         &self,
         thing_name: &str,
     ) -> Result<Vec<String>, SdkError<ListThingPrincipalsError, HttpResponse>> {
-        let mut pages = self
-            .client
-            .list_thing_principals()
-            .thing_name(thing_name)
-            .into_paginator()
-            .items()
-            .send();
-        let mut principals = Vec::new();
-        while let Some(principal) = pages.next().await {
-            principals.push(principal?);
-        }
-        Ok(principals)
+        list_thing_principals(&self.client, thing_name).await
     }
 
     /// Every principal of a thing; a missing thing is an error.
@@ -367,18 +395,9 @@ impl IotAdapter {
 
     /// The names of every policy attached to a certificate, all pages.
     pub(crate) async fn policies(&self, certificate_arn: &str) -> PortResult<Vec<String>> {
-        let mut pages = self
-            .client
-            .list_attached_policies()
-            .target(certificate_arn)
-            .into_paginator()
-            .items()
-            .send();
-        let mut names = Vec::new();
-        while let Some(policy) = pages.next().await {
-            names.extend(policy.map_err(|e| classify("ListAttachedPolicies", e))?.policy_name);
-        }
-        Ok(names)
+        list_attached_policy_names(&self.client, certificate_arn)
+            .await
+            .map_err(|e| classify("ListAttachedPolicies", e))
     }
 
     pub(crate) async fn detach_policy(&self, policy_name: &str, certificate_arn: &str) -> PortResult<()> {

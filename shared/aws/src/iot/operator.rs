@@ -305,17 +305,9 @@ pub async fn describe_thing(iot: &Client, thing_name: &str) -> Result<Option<Thi
 /// # Errors
 /// The failure of `ListThingPrincipals`.
 pub async fn thing_principal_arns(iot: &Client, thing_name: &str) -> Result<Vec<String>, OperatorError> {
-    let mut pages = iot
-        .list_thing_principals()
-        .thing_name(thing_name)
-        .into_paginator()
-        .items()
-        .send();
-    let mut principals = Vec::new();
-    while let Some(principal) = pages.next().await {
-        principals.push(principal.map_err(|e| OperatorError::new("ListThingPrincipals", &e))?);
-    }
-    Ok(principals)
+    super::list_thing_principals(iot, thing_name)
+        .await
+        .map_err(|e| OperatorError::new("ListThingPrincipals", &e))
 }
 
 /// The names of the thing groups a thing is in, all pages.
@@ -345,21 +337,9 @@ pub async fn thing_group_names(iot: &Client, thing_name: &str) -> Result<Vec<Str
 /// # Errors
 /// The failure of `ListAttachedPolicies`.
 pub async fn attached_policy_names(iot: &Client, certificate_arn: &str) -> Result<Vec<String>, OperatorError> {
-    let mut pages = iot
-        .list_attached_policies()
-        .target(certificate_arn)
-        .into_paginator()
-        .items()
-        .send();
-    let mut names = Vec::new();
-    while let Some(policy) = pages.next().await {
-        names.extend(
-            policy
-                .map_err(|e| OperatorError::new("ListAttachedPolicies", &e))?
-                .policy_name,
-        );
-    }
-    Ok(names)
+    super::list_attached_policy_names(iot, certificate_arn)
+        .await
+        .map_err(|e| OperatorError::new("ListAttachedPolicies", &e))
 }
 
 async fn describe_certificate(
