@@ -9,13 +9,11 @@
 
 #![recursion_limit = "256"]
 
-mod deployment;
-
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::types::ServerSideEncryption;
-use deployment::Deployment;
 use futures::future::join_all;
+use onboarding_test_support::deployment::{DeployOptions, Deployment};
 use onboarding_test_support::mqtt::{ConnectResult, client_config, connect_once};
 use onboarding_test_support::world::{WorldError, certificate_id};
 use onboarding_test_support::{DeviceCert, TestCa};
@@ -30,8 +28,13 @@ const ONBOARDING_DEADLINE: Duration = Duration::from_secs(120);
 /// The deployment's `StuckAfterSeconds`: short, so that a test can wait it out.
 pub const STUCK_AFTER: Duration = Duration::from_secs(30);
 
+/// The template's parameters for these tests.
+fn options() -> DeployOptions {
+    DeployOptions::default().parameter("StuckAfterSeconds", &STUCK_AFTER.as_secs().to_string())
+}
+
 async fn deployment() -> Deployment {
-    match Deployment::new().await {
+    match Deployment::new(options()).await {
         Ok(d) => d,
         Err(e) => panic!("could not deploy infra/template.yaml into the emulator: {e:?}"),
     }
@@ -333,7 +336,8 @@ async fn a_burst_at_aws_default_quotas_loses_and_duplicates_nothing() -> TestRes
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let d = match Deployment::behind_quotas(onboarding_test_support::quota::Quotas::aws_defaults()).await {
+    let d = match Deployment::new(options().behind_quotas(onboarding_test_support::quota::Quotas::aws_defaults())).await
+    {
         Ok(d) => d,
         Err(e) => panic!("could not deploy behind the quota proxy: {e:?}"),
     };

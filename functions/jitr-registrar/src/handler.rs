@@ -59,6 +59,8 @@ pub struct Handler<C = IotAdapter, T = IotAdapter, S = S3CredentialsStore, I = D
 pub struct QueuedEvent {
     pub message_id: String,
     pub event: Result<JitrEvent, MalformedEvent>,
+    /// SQS's `ApproximateReceiveCount`: above 1 for a message handed out again.
+    pub receive_count: u32,
 }
 
 impl<C, T, S, I> Handler<C, T, S, I>
@@ -128,6 +130,15 @@ where
     pub async fn handle_sqs(&self, messages: Vec<QueuedEvent>) -> Vec<String> {
         let mut failures = Vec::new();
         let mut by_certificate: HashMap<String, (JitrEvent, Vec<String>)> = HashMap::new();
+        let redelivered = messages.iter().filter(|m| m.receive_count > 1).count();
+        if redelivered > 0 && self.emit_metrics {
+            onboarding_lambda::emit(&metrics::redelivered(
+                &self.metrics_namespace,
+                FUNCTION,
+                redelivered,
+                unix_now_ms(),
+            ));
+        }
         for message in messages {
             match message.event {
                 Ok(event) => {
@@ -256,6 +267,7 @@ pub fn sqs_records(payload: &Value) -> Option<Vec<QueuedEvent>> {
             .into_iter()
             .map(|message| QueuedEvent {
                 message_id: message.message_id,
+                receive_count: message.receive_count,
                 event: message
                     .body
                     .map_err(MalformedEvent::NotJson)

@@ -4,7 +4,9 @@
 //! `Provisioned`, `Duplicate`, `Recorded`, `Ignored`, `Rejected` (also by
 //! `Reason`), `LeftAlone` (also by `Reason`: `CA_MISMATCH` or `CA_NOT_BOUND`,
 //! a certificate not this deployment's to judge), `Failed` (also by
-//! `ErrorKind`), `MalformedEvent`, and `DurationMs`.
+//! `ErrorKind`), `MalformedEvent`, and `DurationMs`; per batch,
+//! `Redelivered`: messages SQS handed out more than once (a failed
+//! attempt's retry, or a visibility timeout that ran out).
 
 use serde_json::Value;
 
@@ -50,6 +52,17 @@ pub fn emf(namespace: &str, function: &str, measured: Measured<'_>, duration_ms:
     )
 }
 
+/// The EMF document counting a batch's messages received more than once.
+pub fn redelivered(namespace: &str, function: &str, count: usize, timestamp_ms: i64) -> Value {
+    onboarding_lambda::emf(
+        namespace,
+        function,
+        &[("Redelivered", count as f64, "Count")],
+        &[],
+        timestamp_ms,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +88,12 @@ mod tests {
         let left = emf("ns", "f", Measured::LeftAlone { reason: "CA_NOT_BOUND" }, 1.0, 0);
         assert_eq!(left["LeftAlone"], 1.0);
         assert_eq!(left["Reason"], "CA_NOT_BOUND");
+        let again = redelivered("ns", "f", 2, 0);
+        assert_eq!(again["Redelivered"], 2.0);
+        assert_eq!(
+            again["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            "Redelivered"
+        );
         let provisioned = emf("ns", "f", Measured::Provisioned, 1.0, 0);
         assert_eq!(
             provisioned["_aws"]["CloudWatchMetrics"][0]["Dimensions"]

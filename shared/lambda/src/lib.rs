@@ -201,6 +201,9 @@ pub struct SqsMessage {
     pub message_id: String,
     /// The body as JSON, or why it is not.
     pub body: Result<Value, String>,
+    /// How many times SQS has handed this message out, this time included
+    /// (`attributes.ApproximateReceiveCount`; 1 when absent).
+    pub receive_count: u32,
 }
 
 /// The messages of an SQS batch (Lambda event-source mapping); `None` when
@@ -226,6 +229,11 @@ pub fn sqs_messages(payload: &Value) -> Option<Vec<SqsMessage>> {
                     .unwrap_or_default()
                     .to_string(),
                 body: decode_body(record.get("body").and_then(Value::as_str).unwrap_or_default()),
+                receive_count: record
+                    .pointer("/attributes/ApproximateReceiveCount")
+                    .and_then(Value::as_str)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1),
             })
             .collect(),
     )
@@ -494,7 +502,8 @@ mod tests {
             {"messageId": "1", "eventSource": "aws:sqs", "body": inner},
             {"messageId": "2", "eventSource": "aws:sqs", "body": b64},
             {"messageId": "3", "eventSource": "aws:sqs", "body": report},
-            {"messageId": "4", "eventSource": "aws:sqs", "body": "{nope"},
+            {"messageId": "4", "eventSource": "aws:sqs", "body": "{nope",
+             "attributes": {"ApproximateReceiveCount": "3"}},
         ]});
         let messages = sqs_messages(&batch).unwrap_or_default();
         assert_eq!(messages.len(), 4);
@@ -505,6 +514,11 @@ mod tests {
             );
         }
         assert!(messages[3].body.is_err());
+        assert_eq!(
+            messages.iter().map(|m| m.receive_count).collect::<Vec<_>>(),
+            [1, 1, 1, 3],
+            "a redelivered message counts its receives"
+        );
         assert!(sqs_messages(&json!({"jobId": "x"})).is_none());
         assert_eq!(
             batch_response(vec!["4".to_string()]),

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use onboarding_test_support::TestCa;
-use onboarding_test_support::emulator::{Emulator, stack};
-use onboarding_test_support::proxy::{Proxy, ProxyOptions};
-use onboarding_test_support::quota::Quotas;
-use onboarding_test_support::world::{Item, WorldError, certificate_status, inventory_record, register_ca};
+
+use crate::TestCa;
+use crate::emulator::{Emulator, stack};
+use crate::proxy::{Proxy, ProxyOptions};
+use crate::quota::Quotas;
+use crate::world::{Item, WorldError, certificate_status, inventory_record, register_ca};
 
 const STACK: &str = "iot-onboarding";
 
@@ -27,50 +28,58 @@ pub struct Deployment {
     pub proxy: Option<Proxy>,
 }
 
+/// How a [`Deployment`] starts.
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    /// Template parameters (name, value).
+    pub parameters: Vec<(String, String)>,
+    /// Put a proxy with these options between the deployed functions and
+    /// the emulator (the caller's own clients go straight to the emulator).
+    pub proxy: Option<ProxyOptions>,
+}
+
+impl DeployOptions {
+    /// With one more template parameter.
+    pub fn parameter(mut self, name: &str, value: &str) -> Self {
+        self.parameters.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Behind a proxy that enforces `quotas`.
+    pub fn behind_quotas(mut self, quotas: Quotas) -> Self {
+        self.proxy = Some(ProxyOptions {
+            quotas: Some(quotas),
+            ..ProxyOptions::default()
+        });
+        self
+    }
+}
+
 impl Deployment {
-    pub async fn new() -> Result<Self, WorldError> {
-        Self::start(None).await
-    }
-
-    /// The stack with its Lambda functions calling AWS through a proxy that
-    /// enforces `quotas` (the tests' own calls go straight to the emulator).
-    pub async fn behind_quotas(quotas: Quotas) -> Result<Self, WorldError> {
-        Self::start(Some(quotas)).await
-    }
-
-    async fn start(quotas: Option<Quotas>) -> Result<Self, WorldError> {
-        let (emulator, proxy) = match quotas {
+    pub async fn new(options: DeployOptions) -> Result<Self, WorldError> {
+        let (emulator, proxy) = match options.proxy {
             None => (Emulator::start().await?, None),
-            Some(quotas) => {
+            Some(proxy_options) => {
                 // The proxy first (the emulator hands its address to the
                 // functions it runs), then pointed at the emulator.
-                let proxy = Proxy::start_with(
-                    0,
-                    ProxyOptions {
-                        latency: std::time::Duration::ZERO,
-                        quotas: Some(quotas),
-                    },
-                )
-                .await?;
+                let proxy = Proxy::start_with(0, proxy_options).await?;
                 let emulator = Emulator::start_with(&[("AWS_ENDPOINT_URL", proxy.endpoint().as_str())]).await?;
                 proxy.set_upstream(emulator.gateway_port);
                 (emulator, Some(proxy))
             }
         };
         let sdk = emulator.sdk_config().await;
-        let stuck_after = super::STUCK_AFTER.as_secs().to_string();
-        let outputs = stack::deploy(
-            &sdk,
-            STACK,
-            stack::TEMPLATE,
-            &stack::lambda_dir(),
-            &[("StuckAfterSeconds", stuck_after.as_str())],
-        )
-        .await?
-        .outputs;
+        let parameters: Vec<(&str, &str)> = options
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let outputs = stack::deploy(&sdk, STACK, stack::TEMPLATE, &stack::lambda_dir(), &parameters)
+            .await?
+            .outputs;
 
         let iot = aws_sdk_iot::Client::new(&sdk);
-        let s3 = onboarding_test_support::emulator::s3_client(&sdk);
+        let s3 = crate::emulator::s3_client(&sdk);
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         // After deploying: register the CA with auto-registration and bind it
