@@ -207,6 +207,7 @@ fn records(size: usize, expiring: usize, seed: u64, ca_id: &str, now: i64) -> Ve
                 thing_name: Some(thing_name),
                 certificate_id,
                 updated_at: now,
+                activated_at: None,
             }
         })
         .collect()

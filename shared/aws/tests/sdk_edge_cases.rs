@@ -100,6 +100,7 @@ fn observed_record() -> CertificateRecord {
         dropped_attributes: Vec::new(),
         credentials_key: None,
         updated_at: 1_750_000_000,
+        activated_at: None,
     }
 }
 

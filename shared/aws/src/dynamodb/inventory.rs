@@ -266,6 +266,29 @@ impl Inventory for DynamoInventory {
         self.write_record(record, true, Some(condition)).await
     }
 
+    async fn record_activated(&self, certificate_id: &str, at: i64) -> PortResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(certificate_pk(certificate_id)))
+            .key("sk", s(CERTIFICATE_SK))
+            .update_expression("SET #activatedAt = :at")
+            .condition_expression("#status = :provisioned")
+            .expression_attribute_names("#activatedAt", "activatedAt")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":at", s(rfc3339(at)))
+            .expression_attribute_values(":provisioned", s("PROVISIONED"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // No record, or not (or no longer) provisioned: nothing to mark.
+            Err(e) if is_conditional_failure(&e) => Ok(()),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
     async fn record_rejected(&self, record: &CertificateRecord) -> PortResult<()> {
         self.write_record(record, false, None).await
     }

@@ -156,6 +156,7 @@ pub(crate) fn parse_record(item: &Item) -> Option<CertificateRecord> {
             .unwrap_or_default(),
         credentials_key: get_s(item, "credentialsKey").map(str::to_string),
         updated_at: get_s(item, "updatedAt").and_then(parse_rfc3339).unwrap_or_default(),
+        activated_at: get_s(item, "activatedAt").and_then(parse_rfc3339),
     })
 }
 

@@ -60,6 +60,13 @@ pub struct CertificateRecord {
     pub credentials_key: Option<String>,
     /// Unix seconds of this write; the adapter keeps the first as `createdAt`.
     pub updated_at: i64,
+    /// Unix seconds at which the registrar saw AWS IoT accept this
+    /// certificate's activation (written only after that call succeeded, by
+    /// [`crate::ports::Inventory::record_activated`]; no other write touches
+    /// it). A registered event for a provisioned record carrying it needs no
+    /// `DescribeCertificate`: the certificate is ACTIVE and fully provisioned,
+    /// and no certificate goes back to PENDING_ACTIVATION.
+    pub activated_at: Option<i64>,
 }
 
 impl CertificateRecord {
@@ -81,6 +88,7 @@ impl CertificateRecord {
             dropped_attributes: plan.dropped_attributes.iter().map(|d| d.name.clone()).collect(),
             credentials_key: Some(credentials_key),
             updated_at: now,
+            activated_at: None,
         }
     }
 
@@ -102,6 +110,7 @@ impl CertificateRecord {
             dropped_attributes: Vec::new(),
             credentials_key: None,
             updated_at: now,
+            activated_at: None,
         }
     }
 

@@ -90,6 +90,10 @@ pub trait Inventory: NameClaims {
     ) -> impl Future<Output = PortResult<Option<CertificateRecord>>> + Send;
     /// Writes a provisioned record. Idempotent; never moves a certificate to another thing.
     fn record_provisioned(&self, record: &CertificateRecord) -> impl Future<Output = PortResult<()>> + Send;
+    /// Marks a provisioned record as activated at `at` (Unix seconds), after
+    /// AWS IoT accepted the certificate's activation; a record in another
+    /// status, or none, is left as it is.
+    fn record_activated(&self, certificate_id: &str, at: i64) -> impl Future<Output = PortResult<()>> + Send;
     /// Writes a rejection (overwrites any earlier decision, keeps `createdAt`).
     fn record_rejected(&self, record: &CertificateRecord) -> impl Future<Output = PortResult<()>> + Send;
     /// Writes an observation (status not PENDING_ACTIVATION) unless a record exists.

@@ -131,6 +131,9 @@ impl Inventory for Fake {
     async fn record_provisioned(&self, _: &CertificateRecord) -> PortResult<()> {
         Ok(())
     }
+    async fn record_activated(&self, _: &str, _: i64) -> PortResult<()> {
+        Ok(())
+    }
     async fn record_rejected(&self, _: &CertificateRecord) -> PortResult<()> {
         Ok(())
     }

@@ -412,6 +412,17 @@ impl Inventory for Fake {
         })
     }
 
+    async fn record_activated(&self, certificate_id: &str, at: i64) -> PortResult<()> {
+        self.call("record_activated", |w| {
+            if let Some(record) = w.records.get_mut(certificate_id)
+                && record.status == crate::model::record::RecordStatus::Provisioned
+            {
+                record.activated_at = Some(at);
+            }
+            Ok(())
+        })
+    }
+
     async fn record_rejected(&self, record: &CertificateRecord) -> PortResult<()> {
         self.record_provisioned(record).await
     }

@@ -5,17 +5,23 @@
 //! certificate is set ACTIVE only after every other step succeeded, and an
 //! error anywhere leaves it PENDING_ACTIVATION for the retry to converge.
 //!
-//! Critical path, with configuration and CA cached (five sequential rounds):
-//! 1. `DescribeCertificate` (on a cold container, concurrently with the
-//!    configuration query and `DescribeCACertificate`);
-//! 2. the deny-list lookup for the certificate's serial and fingerprint (one
+//! Critical path, with configuration and CA cached (six sequential rounds
+//! until the device can connect, one more after):
+//! 1. this deployment's record of the certificate (one `GetItem`; on a cold
+//!    container concurrently with the configuration query and
+//!    `DescribeCACertificate`): a record provisioned and marked activated
+//!    ends a duplicate event here, without a `DescribeCertificate`, the
+//!    scarcest call of the account (10 per second by default);
+//! 2. `DescribeCertificate`;
+//! 3. the deny-list lookup for the certificate's serial and fingerprint (one
 //!    `BatchGetItem`): it needs the serial, which only the certificate holds,
-//!    and it comes before round 3 so that nothing (no claim, no thing) is
+//!    and it comes before round 4 so that nothing (no claim, no thing) is
 //!    ever created for a denied certificate;
-//! 3. claim the thing name ‖ list the thing's principals ‖ `CreateThing`;
-//! 4. attach the certificate exclusively ‖ add to each group ‖ attach the
+//! 4. claim the thing name ‖ list the thing's principals ‖ `CreateThing`;
+//! 5. attach the certificate exclusively ‖ add to each group ‖ attach the
 //!    policy ‖ store the credentials record ‖ write the inventory record;
-//! 5. set the certificate ACTIVE.
+//! 6. set the certificate ACTIVE;
+//! 7. mark the record activated (only after IoT accepted round 6).
 //!
 //! `CreateThing` may run before the collision verdict because it can only
 //! create a thing that did not exist, and then no other certificate can hold
@@ -197,21 +203,38 @@ where
     /// [`ProvisioningError`] when the event must be retried; the certificate is
     /// then not ACTIVE.
     pub async fn handle(&self, event: &JitrEvent, now: i64) -> Result<Outcome, ProvisioningError> {
-        // Round 1. Configuration and the CA come from the cache when warm.
-        let (cert, ((config, config_cached), (ca, ca_cached))) = try_join(
-            async { Ok::<_, ProvisioningError>(self.certificates.describe_certificate(&event.certificate_id).await?) },
+        // Round 1: this deployment's record of the certificate.
+        // Configuration and the CA come from the cache when warm.
+        let (record, ((config, config_cached), (ca, ca_cached))) = try_join(
+            async { Ok::<_, ProvisioningError>(self.inventory.certificate_record(&event.certificate_id).await?) },
             try_join(self.config(false), self.ca(&event.ca_certificate_id, false)),
         )
         .await?;
-        let Some(cert) = cert else {
+        // Provisioned, and activated after IoT said so: nothing to do, and no
+        // DescribeCertificate spent (the account's scarcest call) on the
+        // duplicates a burst brings (every connection attempt of a pending
+        // certificate publishes its event again; SQS delivers at least once).
+        if let Some(record) = &record
+            && record.status == RecordStatus::Provisioned
+            && record.activated_at.is_some()
+        {
+            return Ok(Outcome::AlreadyProvisioned {
+                thing_name: record.thing_name.clone(),
+            });
+        }
+        // Round 2: IoT's own description of the certificate.
+        let Some(cert) = self.certificates.describe_certificate(&event.certificate_id).await? else {
             return Ok(Outcome::Ignored {
                 certificate_status: "NOT_FOUND".to_string(),
             });
         };
         let active = match &cert.status {
             CertificateStatus::PendingActivation => false,
-            CertificateStatus::Active => match self.inventory.certificate_record(&event.certificate_id).await? {
+            CertificateStatus::Active => match record {
                 Some(record) if record.status == RecordStatus::Provisioned => {
+                    // ACTIVE in IoT: mark it so that the next duplicate is
+                    // answered from the record (best effort).
+                    self.mark_activated(&event.certificate_id, now).await;
                     return Ok(Outcome::AlreadyProvisioned {
                         thing_name: record.thing_name,
                     });
@@ -228,7 +251,7 @@ where
             },
             other => return self.observe_certificate(event, &cert, other, None, now).await,
         };
-        // Round 2: the deny-list, by key (never cached), for a certificate
+        // Round 3: the deny-list, by key (never cached), for a certificate
         // that is the event's CA's in IoT (the others are not judged here).
         let device = Certificate::from_pem(&cert.pem);
         let own = cert.ca_certificate_id.as_deref() == Some(event.ca_certificate_id.as_str());
@@ -512,7 +535,7 @@ where
         now: i64,
     ) -> Result<Step, ProvisioningError> {
         let name = plan.thing_name.as_str();
-        // Round 3.
+        // Round 4.
         let (claim, principals, creation) = futures::try_join!(
             self.inventory.claim_thing_name(name, &plan.certificate_id),
             self.things.thing_principals(name),
@@ -541,7 +564,7 @@ where
                     .await?,
             ));
         }
-        // Round 4.
+        // Round 5.
         let key = plan.credentials_key(&self.settings.credentials_prefix);
         let record = CertificateRecord::provisioned(plan, key.clone(), now);
         let credentials = plan.credentials_record();
@@ -556,15 +579,27 @@ where
             self.credentials.put_credentials(&key, &credentials),
             self.inventory.record_provisioned(&record),
         )?;
-        // Round 5: last, and only after everything above succeeded.
+        // Round 6: last, and only after everything above succeeded.
         self.certificates
             .set_certificate_status(&plan.certificate_id, &CertificateStatus::Active)
             .await?;
+        // Round 7, after the device can connect: the record says IoT took
+        // the activation, so duplicates of this event cost no describe.
+        self.mark_activated(&plan.certificate_id, now).await;
         Ok(Step::Done(Outcome::Provisioned {
             thing_name: plan.thing_name.clone(),
             profile: plan.profile.clone(),
             dropped_attributes: record.dropped_attributes,
         }))
+    }
+
+    /// Records that IoT accepted the certificate's activation. A failure is
+    /// logged and otherwise ignored: the device is in either way, and the
+    /// record without the mark only costs a later duplicate one describe.
+    async fn mark_activated(&self, certificate_id: &str, now: i64) {
+        if let Err(e) = self.inventory.record_activated(certificate_id, now).await {
+            tracing::warn!(certificateId = certificate_id, error = %e, "activation not recorded; duplicates of this event will describe the certificate");
+        }
     }
 
     /// Undoes a claim made during a check that then rejected: a claim moved
