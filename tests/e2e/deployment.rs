@@ -49,6 +49,7 @@ impl Deployment {
                     ProxyOptions {
                         latency: std::time::Duration::ZERO,
                         quotas: Some(quotas),
+                        faults: None,
                     },
                 )
                 .await?;

@@ -2,6 +2,7 @@
 //! factory, and a device's first MQTT-over-mTLS connection (`onboarding_device`'s).
 
 pub mod certs;
+pub mod faults;
 pub mod mqtt;
 pub mod proxy;
 pub mod quota;
