@@ -792,6 +792,33 @@ mod tests {
     }
 
     #[test]
+    fn faults_are_counted_by_kind_beside_the_calls() {
+        let mut limiter = Limiter::new(None);
+        let put = Action::new("dynamodb", "PutItem");
+        for _ in 0..10 {
+            limiter.admit(&put, ms(0));
+        }
+        limiter.faulted(&put, FaultKind::InternalError);
+        limiter.faulted(&put, FaultKind::ResetAfterForward);
+        limiter.faulted(&put, FaultKind::ResetAfterForward);
+        let report = limiter.report();
+        let faults = report.get("dynamodb", "PutItem").map(|a| (a.calls, a.faults));
+        let expected = FaultCounts {
+            internal_error: 1,
+            reset_after_forward: 2,
+            ..FaultCounts::default()
+        };
+        assert_eq!(faults, Some((10, expected)));
+        assert_eq!(report.total_faults().total(), 3);
+        assert_eq!(report.total_faults().forwarded(), 2);
+        let table = report.to_string();
+        assert!(
+            table.contains("| dynamodb:PutItem | - | 10 | 0 | 10 | 1/0/0/0/0/2 |"),
+            "{table}"
+        );
+    }
+
+    #[test]
     fn rest_routes_name_their_operations() {
         let cases = [
             ("iot", "GET", "/certificates/abc", Some("DescribeCertificate")),
