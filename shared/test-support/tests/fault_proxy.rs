@@ -20,9 +20,11 @@ use onboarding_test_support::world::{BUCKET, TABLE, World};
 use tokio::task::JoinSet;
 
 /// The clients' attempt timeout, and how long the proxy's timeouts hold a
-/// call: longer, as the functions' 5 s against the default 6 s.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
-const HOLD: Duration = Duration::from_millis(1500);
+/// call: longer, as the functions' 5 s against the default 6 s. Short to
+/// keep the tests short, but long enough that a loaded machine's slow
+/// answer is not taken for an injected timeout.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+const HOLD: Duration = Duration::from_secs(4);
 
 async fn world() -> World {
     World::new()
@@ -118,38 +120,38 @@ async fn each_kind_fails_the_call_as_aws_would_and_after_kinds_apply_it() {
     for (i, kind) in FaultKind::ALL.into_iter().enumerate() {
         proxy.set_faults(Some(Faults::of_kind(kind, 1.0, 13).hold(HOLD)));
 
-        // IoT (REST-JSON): CreateThing.
+        // The four calls at once (a timeout takes the attempt timeout).
         let thing = format!("fault-thing-{i}");
-        let result = seen(iot.create_thing().thing_name(&thing).send().await);
-        let want = expected(kind, "InternalFailureException", "ServiceUnavailableException");
-        assert_eq!(result, want, "{kind}: CreateThing");
-
-        // DynamoDB (awsJson1_0): PutItem.
         let pk = format!("fault-item-{i}");
-        let put = dynamodb
+        let object = format!("fault/object-{i}");
+        let create = iot.create_thing().thing_name(&thing).send();
+        let put_item = dynamodb
             .put_item()
             .table_name(TABLE)
-            .set_item(Some(key(&pk).into_iter().collect()));
-        let want = expected(kind, "InternalServerError", "ServiceUnavailable");
-        assert_eq!(seen(put.send().await), want, "{kind}: PutItem");
-
-        // S3 (REST-XML): PutObject.
-        let object = format!("fault/object-{i}");
-        let put = s3
+            .set_item(Some(key(&pk).into_iter().collect()))
+            .send();
+        let put_object = s3
             .put_object()
             .bucket(BUCKET)
             .key(&object)
-            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"{}"));
-        let want = expected(kind, "InternalError", "ServiceUnavailable");
-        assert_eq!(seen(put.send().await), want, "{kind}: PutObject");
-
-        // KMS (awsJson1_1): Encrypt, which has no lasting effect to check.
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"{}"))
+            .send();
+        // KMS Encrypt has no lasting effect to check.
         let encrypt = kms
             .encrypt()
             .key_id(&world.kms_key_id)
-            .plaintext(aws_sdk_kms::primitives::Blob::new(b"secret".to_vec()));
+            .plaintext(aws_sdk_kms::primitives::Blob::new(b"secret".to_vec()))
+            .send();
+        let (create, put_item, put_object, encrypt) = tokio::join!(create, put_item, put_object, encrypt);
+        // IoT (REST-JSON), DynamoDB (awsJson1_0), S3 (REST-XML), KMS (awsJson1_1).
+        let want = expected(kind, "InternalFailureException", "ServiceUnavailableException");
+        assert_eq!(seen(create), want, "{kind}: CreateThing");
+        let want = expected(kind, "InternalServerError", "ServiceUnavailable");
+        assert_eq!(seen(put_item), want, "{kind}: PutItem");
+        let want = expected(kind, "InternalError", "ServiceUnavailable");
+        assert_eq!(seen(put_object), want, "{kind}: PutObject");
         let want = expected(kind, "KMSInternalException", "ServiceUnavailable");
-        assert_eq!(seen(encrypt.send().await), want, "{kind}: Encrypt");
+        assert_eq!(seen(encrypt), want, "{kind}: Encrypt");
 
         // Straight to the emulator: the calls were applied exactly when the
         // kind forwards them.
