@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod deployment;
+pub mod faults;
 pub mod mqtt;
 pub mod proxy;
 pub mod quota;

@@ -22,16 +22,23 @@
 //! request over its action's quota is answered by the proxy with the
 //! service's own throttling error, not forwarded. Every action's calls,
 //! throttles and peak rate are counted either way ([`Proxy::quota_report`]).
+//!
+//! Random faults are injected when asked ([`ProxyOptions::faults`], or
+//! [`Proxy::set_faults`]): a fraction of the calls admitted get a 5xx
+//! answer in the service's own shape, a timeout or a connection reset,
+//! before or after the emulator applied them ([`crate::faults`]). They are
+//! counted per action and kind in the same report.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use crate::faults::{FaultDice, FaultKind, Faults, InjectedFault, server_error_response};
 use crate::quota::{
     Action, Limiter, QuotaReport, Quotas, Verdict, rest_operation, rest_route_pattern, throttle_response,
 };
@@ -203,6 +210,10 @@ struct State {
     faults: Mutex<Vec<Fault>>,
     injected: Mutex<Vec<InjectedFailure>>,
     limiter: Mutex<Limiter>,
+    /// The random faults in force and their sequence of decisions.
+    dice: Mutex<Option<FaultDice>>,
+    /// The random faults injected.
+    faulted: Mutex<Vec<InjectedFault>>,
     /// Where requests go; settable after the start (see [`Proxy::set_upstream`]).
     upstream: std::sync::atomic::AtomicU16,
 }
@@ -246,6 +257,38 @@ impl State {
         }
         Some(mode)
     }
+
+    /// The random fault to inject into an admitted request that no armed
+    /// failure took, if any; counted and kept when there is one.
+    fn roll_fault(&self, request: &RecordedRequest) -> Option<FaultKind> {
+        let kind = {
+            let mut dice = self.dice.lock().ok()?;
+            let dice = dice.as_mut()?;
+            if !dice.faults().applies_to(request) {
+                return None;
+            }
+            dice.roll()?
+        };
+        if let Ok(mut limiter) = self.limiter.lock() {
+            limiter.faulted(&request.action(), kind);
+        }
+        if let Ok(mut f) = self.faulted.lock() {
+            f.push(InjectedFault {
+                request: request.clone(),
+                kind,
+            });
+        }
+        Some(kind)
+    }
+
+    /// How long timeouts hold a call.
+    fn hold(&self) -> Duration {
+        self.dice
+            .lock()
+            .ok()
+            .and_then(|d| d.as_ref().map(|d| d.faults().hold))
+            .unwrap_or(Faults::DEFAULT_HOLD)
+    }
 }
 
 /// How a proxy starts.
@@ -255,6 +298,8 @@ pub struct ProxyOptions {
     pub latency: Duration,
     /// The quotas enforced; `None`: no limit (calls are still counted).
     pub quotas: Option<Quotas>,
+    /// The random faults injected into the calls admitted; `None`: none.
+    pub faults: Option<Faults>,
 }
 
 /// A running proxy.
@@ -270,12 +315,20 @@ impl Proxy {
     /// # Errors
     /// When no loopback port can be bound.
     pub async fn start(upstream_port: u16, latency: Duration) -> std::io::Result<Self> {
-        Self::start_with(upstream_port, ProxyOptions { latency, quotas: None }).await
+        Self::start_with(
+            upstream_port,
+            ProxyOptions {
+                latency,
+                ..ProxyOptions::default()
+            },
+        )
+        .await
     }
 
     /// Starts a proxy to `127.0.0.1:upstream_port` with `options`: its
-    /// latency, and the quotas it enforces
-    /// (`ProxyOptions { quotas: Some(Quotas::aws_defaults()), ..Default::default() }`).
+    /// latency, the quotas it enforces
+    /// (`ProxyOptions { quotas: Some(Quotas::aws_defaults()), ..Default::default() }`)
+    /// and the faults it injects (`faults: Some(Faults::new(0.05, seed))`).
     ///
     /// # Errors
     /// When no loopback port can be bound.
@@ -285,6 +338,7 @@ impl Proxy {
         let state = Arc::new(State {
             latency: Mutex::new(options.latency),
             limiter: Mutex::new(Limiter::new(options.quotas)),
+            dice: Mutex::new(options.faults.map(FaultDice::new)),
             upstream: std::sync::atomic::AtomicU16::new(upstream_port),
             ..State::default()
         });
@@ -331,13 +385,16 @@ impl Proxy {
         self.state.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
-    /// Forgets what was recorded (requests and injected failures).
+    /// Forgets what was recorded (requests, injected failures and faults).
     pub fn clear(&self) {
         if let Ok(mut r) = self.state.requests.lock() {
             r.clear();
         }
         if let Ok(mut i) = self.state.injected.lock() {
             i.clear();
+        }
+        if let Ok(mut f) = self.state.faulted.lock() {
+            f.clear();
         }
     }
 
@@ -392,9 +449,25 @@ impl Proxy {
         }
     }
 
+    /// Injects `faults` into the calls admitted from now on (`None`: none).
+    /// The sequence of decisions starts again from `faults.seed`; the
+    /// counters are kept. Failures armed with [`Proxy::fail`] come first: a
+    /// call one of them takes draws no decision.
+    pub fn set_faults(&self, faults: Option<Faults>) {
+        if let Ok(mut dice) = self.state.dice.lock() {
+            *dice = faults.map(FaultDice::new);
+        }
+    }
+
+    /// The random faults injected so far, oldest first (by the time each
+    /// was decided).
+    pub fn faults_injected(&self) -> Vec<InjectedFault> {
+        self.state.faulted.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
     /// For every action called so far: its quota, the calls admitted, the
-    /// throttling errors returned and the peak calls in one second
-    /// (`Display` prints it as a Markdown table).
+    /// throttling errors returned, the peak calls in one second and the
+    /// faults injected by kind (`Display` prints it as a Markdown table).
     pub fn quota_report(&self) -> QuotaReport {
         self.state.limiter.lock().map(|l| l.report()).unwrap_or_default()
     }
@@ -461,9 +534,40 @@ async fn relay(
             client_write.lock().await.write_all(&answer).await?;
             continue;
         }
+        let arrived = Instant::now();
         let failure = state.admit(&request);
+        let fault = if failure.is_none() {
+            state.roll_fault(&request)
+        } else {
+            None
+        };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
+        }
+        if let Some(kind) = fault {
+            match kind {
+                FaultKind::InternalError | FaultKind::Unavailable => {
+                    let status = if kind == FaultKind::Unavailable { 503 } else { 500 };
+                    let answer = server_error_response(&request, status);
+                    client_write.lock().await.write_all(&answer).await?;
+                    continue;
+                }
+                FaultKind::TimeoutBeforeForward | FaultKind::TimeoutAfterForward => {
+                    if kind.forwards() {
+                        let _ = forward_and_drop(upstream_port, &raw, &request.method).await;
+                    }
+                    tokio::time::sleep(state.hold().saturating_sub(arrived.elapsed())).await;
+                    close(client_read, client_write, responses, false).await;
+                    return Ok(());
+                }
+                FaultKind::ResetBeforeForward | FaultKind::ResetAfterForward => {
+                    if kind.forwards() {
+                        let _ = forward_and_drop(upstream_port, &raw, &request.method).await;
+                    }
+                    close(client_read, client_write, responses, true).await;
+                    return Ok(());
+                }
+            }
         }
         match failure {
             None => upstream_write.write_all(&raw).await?,
@@ -484,6 +588,32 @@ async fn relay(
     let _ = upstream_write.shutdown().await;
     let _ = responses.await;
     Ok(())
+}
+
+/// Ends a client connection without an answer: closed (FIN), or reset
+/// (`SO_LINGER` 0, so that closing sends an RST) when `reset`.
+async fn close(
+    client_read: OwnedReadHalf,
+    client_write: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    responses: JoinHandle<()>,
+    reset: bool,
+) {
+    responses.abort();
+    // Once the copying task is gone, the write half is ours alone.
+    let _ = responses.await;
+    match Arc::try_unwrap(client_write) {
+        Ok(write) if reset => {
+            if let Ok(stream) = client_read.reunite(write.into_inner()) {
+                let _ = stream.set_zero_linger();
+            }
+        }
+        Ok(write) => {
+            let _ = write.into_inner().shutdown().await;
+        }
+        Err(write) => {
+            let _ = write.lock().await.shutdown().await;
+        }
+    }
 }
 
 async fn answer_failure(client: &tokio::sync::Mutex<OwnedWriteHalf>, request: &RecordedRequest) -> std::io::Result<()> {
@@ -789,6 +919,123 @@ mod tests {
         assert_eq!(proxy.failures_pending(), 3);
         proxy.clear_failures();
         assert_eq!(proxy.failures_pending(), 0);
+    }
+
+    async fn faulty(upstream_port: u16, faults: Faults) -> Proxy {
+        Proxy::start_with(
+            upstream_port,
+            ProxyOptions {
+                faults: Some(faults),
+                ..ProxyOptions::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn each_fault_kind_fails_the_call_and_forwards_only_after_kinds() {
+        let hold = Duration::from_millis(300);
+        for kind in FaultKind::ALL {
+            let (upstream_port, count) = upstream().await;
+            let proxy = faulty(upstream_port, Faults::of_kind(kind, 1.0, 1).hold(hold)).await;
+            let started = Instant::now();
+            let statuses = send(proxy.port, &[("POST", "/", "DynamoDB_20120810.PutItem")]).await;
+            let took = started.elapsed();
+            let expected = match kind {
+                FaultKind::InternalError => Some(500),
+                FaultKind::Unavailable => Some(503),
+                _ => None,
+            };
+            assert_eq!(statuses, vec![expected], "{kind}");
+            let forwarded = usize::from(kind.forwards());
+            assert_eq!(count.load(Ordering::SeqCst), forwarded, "{kind}");
+            let timeout = matches!(kind, FaultKind::TimeoutBeforeForward | FaultKind::TimeoutAfterForward);
+            assert_eq!(took >= hold, timeout, "{kind}: {took:?}");
+            let report = proxy.quota_report();
+            let put = report.get("unsigned", "PutItem").map(|a| (a.calls, a.faults.get(kind)));
+            assert_eq!(put, Some((1, 1)), "{kind}: {report}");
+            assert_eq!(report.total_faults().total(), 1, "{kind}: {report}");
+            let injected = proxy.faults_injected();
+            assert_eq!(injected.len(), 1);
+            assert_eq!(injected[0].kind, kind);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reset_is_an_rst_and_a_timeout_a_close() {
+        let (upstream_port, _) = upstream().await;
+        let request = b"POST / HTTP/1.1\r\nhost: x\r\nx-amz-target: x.PutItem\r\ncontent-length: 0\r\n\r\n";
+        for (kind, reset) in [
+            (FaultKind::ResetBeforeForward, true),
+            (FaultKind::ResetAfterForward, true),
+            (FaultKind::TimeoutBeforeForward, false),
+        ] {
+            let faults = Faults::of_kind(kind, 1.0, 1).hold(Duration::from_millis(50));
+            let proxy = faulty(upstream_port, faults).await;
+            let mut stream = TcpStream::connect(("127.0.0.1", proxy.port))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            stream.write_all(request).await.unwrap_or_else(|e| panic!("{e}"));
+            let mut chunk = [0u8; 64];
+            let read = stream.read(&mut chunk).await;
+            if reset {
+                let kind_of = read.as_ref().map_err(std::io::Error::kind);
+                assert_eq!(
+                    kind_of.err(),
+                    Some(std::io::ErrorKind::ConnectionReset),
+                    "{kind}: {read:?}"
+                );
+            } else {
+                assert_eq!(read.ok(), Some(0), "{kind}: closed, not reset");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn random_faults_follow_the_seed_and_spare_armed_failures() {
+        let (upstream_port, count) = upstream().await;
+        let faults = Faults::new(0.3, 11)
+            .kinds(&[(FaultKind::InternalError, 1), (FaultKind::Unavailable, 1)])
+            .only("PutItem");
+        let proxy = faulty(upstream_port, faults.clone()).await;
+        proxy.fail("PutItem", 1);
+        let mut requests = vec![("POST", "/", "x.PutItem"); 101];
+        requests.extend([("POST", "/", "x.GetItem"); 20]);
+        let statuses = send(proxy.port, &requests).await;
+        // The armed failure takes the first call without a draw; the next
+        // 100 follow the seed's decisions; GetItem is out of scope.
+        let decisions = faults.decisions(100);
+        let mut expected = vec![Some(500)];
+        expected.extend(decisions.iter().map(|d| match d {
+            None => Some(200),
+            Some(FaultKind::Unavailable) => Some(503),
+            Some(_) => Some(500),
+        }));
+        expected.extend([Some(200); 20]);
+        assert_eq!(statuses, expected);
+        let faulted = decisions.iter().flatten().count();
+        assert!((15..=45).contains(&faulted), "{faulted} of 100 at 0.3");
+        assert_eq!(count.load(Ordering::SeqCst), 100 - faulted + 20);
+        let report = proxy.quota_report();
+        assert_eq!(report.total_faults(), crate::faults::FaultCounts::of(&decisions));
+        assert_eq!(report.get("unsigned", "GetItem").map(|a| a.faults.total()), Some(0));
+        assert!(
+            report
+                .to_string()
+                .contains("| unsigned:GetItem | - | 20 | 0 | 20 | 0 |"),
+            "{report}"
+        );
+        // Turned off: nothing more is injected; turned on again: the same sequence.
+        proxy.set_faults(None);
+        let statuses = send(proxy.port, &[("POST", "/", "x.PutItem"); 50]).await;
+        assert!(statuses.iter().all(|s| *s == Some(200)));
+        assert_eq!(proxy.faults_injected().len(), faulted);
+        proxy.set_faults(Some(faults));
+        let statuses = send(proxy.port, &[("POST", "/", "x.PutItem"); 100]).await;
+        assert_eq!(statuses[..], expected[1..101]);
+        proxy.clear();
+        assert!(proxy.faults_injected().is_empty());
     }
 
     #[test]

@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
+use crate::faults::{FaultCounts, FaultKind};
+
 /// One API action: the SigV4 signing name of its service (`iot`,
 /// `dynamodb`, `s3`…) and its operation name (`DescribeCertificate`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -314,12 +316,15 @@ pub struct ActionReport {
     /// The quota in force when the report was taken, `None` if not limited.
     pub quota: Option<f64>,
     /// Requests admitted: forwarded to the emulator (unless an injected
-    /// failure then stopped them).
+    /// failure or fault then stopped them).
     pub calls: u64,
     /// Requests answered with a throttling error.
     pub throttled: u64,
     /// The most calls admitted in any sliding one-second window.
     pub peak_per_second: u64,
+    /// Of the calls admitted, those the proxy's random faults
+    /// ([`crate::faults::Faults`]) failed, by kind.
+    pub faults: FaultCounts,
 }
 
 /// A snapshot of every action's counters, sorted by action.
@@ -345,19 +350,33 @@ impl QuotaReport {
     pub fn total_throttled(&self) -> u64 {
         self.actions.iter().map(|a| a.throttled).sum()
     }
+
+    /// Faults injected over all actions, by kind.
+    pub fn total_faults(&self) -> FaultCounts {
+        let mut total = FaultCounts::default();
+        for a in &self.actions {
+            total += a.faults;
+        }
+        total
+    }
 }
 
-/// A Markdown table: action, quota, calls, throttles, peak calls/s.
+/// A Markdown table: action, quota, calls, throttles, peak calls/s, and
+/// the faults injected (`0`, or the count of each kind,
+/// `500/503/timeout-before/timeout-after/reset-before/reset-after`).
 impl fmt::Display for QuotaReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "| action | quota/s | calls | throttled | peak calls/s |")?;
-        writeln!(f, "|---|---:|---:|---:|---:|")?;
+        writeln!(
+            f,
+            "| action | quota/s | calls | throttled | peak calls/s | faults (500/503/timeout-before/timeout-after/reset-before/reset-after) |"
+        )?;
+        writeln!(f, "|---|---:|---:|---:|---:|---:|")?;
         for a in &self.actions {
             let quota = a.quota.map_or_else(|| "-".to_string(), |q| format!("{q}"));
             writeln!(
                 f,
-                "| {} | {quota} | {} | {} | {} |",
-                a.action, a.calls, a.throttled, a.peak_per_second
+                "| {} | {quota} | {} | {} | {} | {} |",
+                a.action, a.calls, a.throttled, a.peak_per_second, a.faults
             )?;
         }
         Ok(())
@@ -369,6 +388,7 @@ struct Counters {
     calls: u64,
     throttled: u64,
     peak: u64,
+    faults: FaultCounts,
     /// Admission times within the last second.
     window: VecDeque<Duration>,
 }
@@ -445,6 +465,11 @@ impl Limiter {
         verdict
     }
 
+    /// Counts a fault of `kind` injected into an admitted call of `action`.
+    pub fn faulted(&mut self, action: &Action, kind: FaultKind) {
+        self.counters.entry(action.clone()).or_default().faults.add(kind);
+    }
+
     /// A snapshot of the counters.
     pub fn report(&self) -> QuotaReport {
         QuotaReport {
@@ -460,6 +485,7 @@ impl Limiter {
                     calls: c.calls,
                     throttled: c.throttled,
                     peak_per_second: c.peak,
+                    faults: c.faults,
                 })
                 .collect(),
         }
@@ -763,6 +789,33 @@ mod tests {
             .get("iot", "AttachPolicy")
             .map(|a| (a.calls, a.throttled, a.quota));
         assert_eq!(a, Some((166, 55, None)));
+    }
+
+    #[test]
+    fn faults_are_counted_by_kind_beside_the_calls() {
+        let mut limiter = Limiter::new(None);
+        let put = Action::new("dynamodb", "PutItem");
+        for _ in 0..10 {
+            limiter.admit(&put, ms(0));
+        }
+        limiter.faulted(&put, FaultKind::InternalError);
+        limiter.faulted(&put, FaultKind::ResetAfterForward);
+        limiter.faulted(&put, FaultKind::ResetAfterForward);
+        let report = limiter.report();
+        let faults = report.get("dynamodb", "PutItem").map(|a| (a.calls, a.faults));
+        let expected = FaultCounts {
+            internal_error: 1,
+            reset_after_forward: 2,
+            ..FaultCounts::default()
+        };
+        assert_eq!(faults, Some((10, expected)));
+        assert_eq!(report.total_faults().total(), 3);
+        assert_eq!(report.total_faults().forwarded(), 2);
+        let table = report.to_string();
+        assert!(
+            table.contains("| dynamodb:PutItem | - | 10 | 0 | 10 | 1/0/0/0/0/2 |"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ async fn proxy(world: &World, quotas: Quotas) -> Proxy {
         ProxyOptions {
             latency: Duration::ZERO,
             quotas: Some(quotas),
+            faults: None,
         },
     )
     .await
