@@ -4,7 +4,7 @@ use onboarding_test_support::mqtt::ConnectResult;
 use onboarding_test_support::world::{BUCKET, default_profile};
 use serde_json::json;
 
-use crate::common::{TestResult, handler, world};
+use crate::common::{TestResult, attr, handler, handler_via_proxy, world};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_after_some_steps_leaves_nothing_active_and_a_retry_completes() -> TestResult {
@@ -313,5 +313,72 @@ async fn a_message_that_keeps_failing_is_redriven_to_the_dlq_after_max_receive_c
         .messages
         .unwrap_or_default();
     assert!(left.is_empty(), "nothing left on the queue: {left:?}");
+    Ok(())
+}
+
+/// A duplicate of an event whose certificate the registrar activated is
+/// answered from the inventory record, without a `DescribeCertificate` (the
+/// account's scarcest call); and the record says "activated" only once IoT
+/// accepted the activation: when `UpdateCertificate` fails, the retry
+/// describes the certificate again and finishes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_of_an_activated_certificate_spend_no_describe_and_only_a_confirmed_activation_counts() -> TestResult
+{
+    let world = world().await;
+    let device = world.ca.device("sensor-dup-1").build()?;
+    let certificate_id = world.first_connection(&device, "sensor-dup-1").await?;
+    let event = world.direct_event(&certificate_id, &world.ca_id)?;
+    let (handler, proxy) = handler_via_proxy(&world).await;
+    let describes = |proxy: &onboarding_test_support::proxy::Proxy| {
+        proxy
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.target.starts_with(&format!("/certificates/{certificate_id}")))
+            .count()
+    };
+
+    // The activation fails (after every other step succeeded): the record is
+    // written, but not marked activated, and the certificate stays pending.
+    proxy.fail("newStatus=ACTIVE", 1);
+    assert!(
+        handler.handle(event.clone()).await.is_err(),
+        "the failed activation fails the event"
+    );
+    assert_eq!(
+        world.certificate_status(&certificate_id).await?.as_deref(),
+        Some("PENDING_ACTIVATION")
+    );
+    let item = world.inventory_record(&certificate_id).await?.ok_or("no record")?;
+    assert_eq!(attr(&item, "status"), Some("PROVISIONED"));
+    assert_eq!(attr(&item, "activatedAt"), None, "not activated, not marked");
+    assert_eq!(describes(&proxy), 1);
+
+    // The retry cannot trust the provisioned record: it describes, and activates.
+    let answer = handler.handle(event.clone()).await?;
+    assert_eq!(answer["outcome"], json!("provisioned"), "{answer}");
+    assert_eq!(describes(&proxy), 2);
+    assert_eq!(
+        world.certificate_status(&certificate_id).await?.as_deref(),
+        Some("ACTIVE")
+    );
+    let item = world.inventory_record(&certificate_id).await?.ok_or("no record")?;
+    assert!(
+        attr(&item, "activatedAt").is_some(),
+        "marked once IoT took it: {item:?}"
+    );
+
+    // Duplicates now end at the record: no describe, nothing else written.
+    proxy.clear();
+    for _ in 0..3 {
+        let answer = handler.handle(event.clone()).await?;
+        assert_eq!(answer["outcome"], json!("duplicate"), "{answer}");
+    }
+    let calls: Vec<String> = proxy.requests().iter().map(|r| r.operation()).collect();
+    assert_eq!(describes(&proxy), 0, "{calls:?}");
+    assert!(
+        calls.iter().all(|op| op == "GetItem"),
+        "only the record is read: {calls:?}"
+    );
+    assert_eq!(world.connect(&device, "sensor-dup-1").await?, ConnectResult::Accepted);
     Ok(())
 }

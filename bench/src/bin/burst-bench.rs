@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use onboarding_bench::{Args, BenchResult, Table, f, percentile};
 use onboarding_test_support::deployment::{DeployOptions, Deployment};
+use onboarding_test_support::faults::Faults;
 use onboarding_test_support::mqtt::{ConnectResult, connect_once};
 use onboarding_test_support::proxy::RecordedRequest;
 use onboarding_test_support::quota::{QuotaReport, Quotas};
@@ -48,7 +49,15 @@ usage: burst-bench [--devices N] [--mqtt M] [--rate R] [--quota-scale S]
   --quota-scale S  AWS's default quotas times S (default 1)
   --in-flight C    first connections open at once, at most (default 128)
   --max-backoff-s B  the reconnecting devices' longest wait between tries (default 30)
-  --deadline-s D   give up waiting for the pipeline to drain after D seconds (default 3600)";
+  --deadline-s D   give up waiting for the pipeline to drain after D seconds (default 3600)
+  --fault-rate F   inject faults (5xx, timeouts, connection resets, a sixth each) into
+                   this fraction of the functions' AWS calls (default 0)
+  --kill-at K      kill -9 one jitr-registrar process (a container in the middle of a
+                   batch) once K certificates were activated (default: never)
+  --copies C       each device makes C first connections at once: C registered events
+                   per certificate, delivered concurrently (default 1)
+  --pacing on|off  off: the registrar's client-side pacing turned off (IOT_API_SHARE=0)
+                   after deploying (default on, as the template deploys it)";
 
 /// The actions on the provisioning path whose quotas bound the rate.
 const PATH: &[(&str, &str)] = &[
@@ -75,6 +84,9 @@ struct Config {
     in_flight: usize,
     max_backoff: Duration,
     deadline: Duration,
+    fault_rate: f64,
+    kill_at: u64,
+    copies: usize,
 }
 
 async fn run() -> BenchResult {
@@ -88,6 +100,10 @@ async fn run() -> BenchResult {
             "in-flight",
             "max-backoff-s",
             "deadline-s",
+            "fault-rate",
+            "kill-at",
+            "copies",
+            "pacing",
         ],
     )?;
     let config = Config {
@@ -98,6 +114,9 @@ async fn run() -> BenchResult {
         in_flight: args.number("in-flight", 128usize)?.max(1),
         max_backoff: Duration::from_secs(args.number("max-backoff-s", 30)?),
         deadline: Duration::from_secs(args.number("deadline-s", 3600)?),
+        fault_rate: args.number("fault-rate", 0.0)?,
+        kill_at: args.number("kill-at", u64::MAX)?,
+        copies: args.number("copies", 1usize)?.max(1),
     };
     if config.mqtt > config.devices {
         return Err("--mqtt cannot exceed --devices".into());
@@ -124,16 +143,23 @@ async fn run() -> BenchResult {
         .collect::<BenchResult<_>>()?;
     eprintln!("minted in {:.1} s", minted.elapsed().as_secs_f64());
     // Reconnecting devices spread evenly over the burst.
-    let stride = if config.mqtt == 0 {
-        usize::MAX
-    } else {
-        config.devices / config.mqtt
-    };
+    let stride = config.devices.checked_div(config.mqtt).unwrap_or(usize::MAX).max(1);
     let mqtt = config.mqtt;
-    let reconnecting = move |n: usize| mqtt > 0 && n % stride == 0 && n / stride < mqtt;
+    let reconnecting = move |n: usize| mqtt > 0 && n.is_multiple_of(stride) && n / stride < mqtt;
 
+    let pacing = args.text("pacing").unwrap_or("on");
+    if !matches!(pacing, "on" | "off") {
+        return Err(format!("--pacing {pacing}: on or off").into());
+    }
+    if pacing == "off" {
+        unpace_the_registrar(&d).await?;
+    }
     proxy.clear();
     proxy.clear_quota_report();
+    if config.fault_rate > 0.0 {
+        proxy.set_faults(Some(Faults::new(config.fault_rate, 2026)));
+    }
+    let mut killed: Option<String> = None;
     let started = Instant::now();
     let connected = Arc::new(AtomicUsize::new(0));
     let first_results = Arc::new(std::sync::Mutex::new(BTreeMap::<String, usize>::new()));
@@ -142,8 +168,13 @@ async fn run() -> BenchResult {
         let devices = devices.clone();
         let connected = connected.clone();
         let first_results = first_results.clone();
-        let (rate, in_flight, max_backoff, deadline) =
-            (config.rate, config.in_flight, config.max_backoff, config.deadline);
+        let (rate, in_flight, max_backoff, deadline, copies) = (
+            config.rate,
+            config.in_flight,
+            config.max_backoff,
+            config.deadline,
+            config.copies,
+        );
         tokio::spawn(async move {
             let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
             let mut tasks = Vec::new();
@@ -158,7 +189,9 @@ async fn run() -> BenchResult {
                 let (d, connected, first_results) = (d.clone(), connected.clone(), first_results.clone());
                 let keeps_trying = reconnecting(n);
                 tasks.push(tokio::spawn(async move {
-                    let first = device.connect(&d).await;
+                    // `copies` first connections at once: as many registered events.
+                    let mut firsts = futures::future::join_all((0..copies).map(|_| device.connect(&d))).await;
+                    let first = firsts.swap_remove(0);
                     drop(permit);
                     let label = match &first {
                         Ok(r) => format!("{r:?}"),
@@ -215,6 +248,10 @@ async fn run() -> BenchResult {
             config.mqtt,
         );
         last_activation_count = activations;
+        if killed.is_none() && activations >= config.kill_at {
+            killed = Some(kill_a_registrar()?);
+            eprintln!("killed {}", killed.as_deref().unwrap_or_default());
+        }
         let connections_done = driver.is_finished();
         empty_polls = if depth == 0 { empty_polls + 1 } else { 0 };
         if connections_done && empty_polls >= 3 {
@@ -243,6 +280,49 @@ async fn run() -> BenchResult {
     let first = first_results.lock().unwrap_or_else(|p| p.into_inner()).clone();
     println!("first connections: {first:?}");
     Ok(())
+}
+
+/// Sets the deployed registrar's `IOT_API_SHARE` to 0 (its calls unpaced).
+async fn unpace_the_registrar(d: &Deployment) -> BenchResult {
+    let lambda = aws_sdk_lambda::Client::new(&d.emulator.sdk_config().await);
+    let name = d.output("RegistrarFunctionName")?;
+    let current = lambda.get_function_configuration().function_name(name).send().await?;
+    let mut variables = current.environment.and_then(|e| e.variables).unwrap_or_default();
+    variables.insert("IOT_API_SHARE".into(), "0".into());
+    lambda
+        .update_function_configuration()
+        .function_name(name)
+        .environment(
+            aws_sdk_lambda::types::Environment::builder()
+                .set_variables(Some(variables))
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// Kills (SIGKILL) one running jitr-registrar process of the emulator: the
+/// one whose code is the registrar's zip. Returns what was killed.
+fn kill_a_registrar() -> BenchResult<String> {
+    let zip = onboarding_test_support::emulator::stack::lambda_dir().join("jitr-registrar/bootstrap.zip");
+    let digest = hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        &std::fs::read(&zip)?,
+    ));
+    let out = std::process::Command::new("pgrep").args(["-f", &digest]).output()?;
+    let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let pid = pids
+        .first()
+        .ok_or_else(|| format!("no running registrar process (code {digest})"))?;
+    let status = std::process::Command::new("kill").args(["-9", pid]).status()?;
+    if !status.success() {
+        return Err(format!("kill -9 {pid} failed").into());
+    }
+    Ok(format!("registrar process {pid} (one of {} running)", pids.len()))
 }
 
 #[derive(Clone)]
@@ -421,8 +501,13 @@ fn provisioning_step(r: &RecordedRequest) -> Option<(&'static str, String)> {
     if r.method == "PUT" && path.starts_with("/target-policies/") {
         return Some(("attach policy", cert_of_arn(r.json()["target"].as_str()?)?));
     }
-    if r.operation() == "PutItem" {
-        let pk = r.json()["Item"]["pk"]["S"].as_str()?.to_string();
+    if r.operation() == "UpdateItem" {
+        // The record write sets the status (the activation mark does not).
+        let body = r.json();
+        if body["ExpressionAttributeValues"][":status"]["S"].as_str() != Some("PROVISIONED") {
+            return None;
+        }
+        let pk = body["Key"]["pk"]["S"].as_str()?.to_string();
         return Some(("inventory record", pk.strip_prefix("CERT#")?.to_string()));
     }
     if r.service() == Some("s3") && r.method == "PUT" && path.contains("/credentials/") {
@@ -479,20 +564,26 @@ fn print_report(
     let n = devices.len() as f64;
     // Activation times: UpdateCertificate(ACTIVE) requests admitted (a
     // throttled one is followed by its retry; the last per certificate counts).
+    // Times from the first call the functions made in the burst.
+    let t0 = requests.iter().map(|r| r.received).min().unwrap_or_default();
     let mut activation_at: HashMap<String, f64> = HashMap::new();
     for r in requests {
         if let Some(("activate", id)) = provisioning_step(r) {
-            activation_at.insert(id, r.received.as_secs_f64());
+            activation_at.insert(id, (r.received - t0).as_secs_f64());
         }
     }
+    let last_call = requests
+        .iter()
+        .map(|r| (r.received - t0).as_secs_f64())
+        .fold(0.0, f64::max);
     let mut times: Vec<f64> = activation_at.values().copied().collect();
     times.sort_by(f64::total_cmp);
     let (p5, p95, last) = match times.len() {
         0 => (0.0, 0.0, 0.0),
         _ => (
-            percentile(&times, 0.05),
-            percentile(&times, 0.95),
-            percentile(&times, 1.0),
+            percentile(&times, 5.0),
+            percentile(&times, 95.0),
+            percentile(&times, 100.0),
         ),
     };
     let sustained = if p95 > p5 {
@@ -553,20 +644,27 @@ fn print_report(
         config.quota_scale
     );
     println!(
-        "activated {} in {:.1} s (last activation); sustained {:.2}/s between p5 {:.1} s and p95 {:.1} s",
+        "activated {} in {:.1} s (last activation; queue drained, duplicates included, after {:.1} s); sustained {:.2}/s between p5 {:.1} s and p95 {:.1} s",
         times.len(),
         last,
+        last_call,
         sustained,
         p5,
         p95
     );
+    let drained = if last_call > 0.0 { n / last_call } else { 0.0 };
     println!(
-        "ceiling: {} at {:.2} devices/s → ratio {:.2}; against one call per device ({:.0}/s) {:.2}",
+        "ceiling (smallest quota ÷ its calls per device): {} at {:.2} devices/s; sustained ÷ ceiling {:.2}; drain rate {:.2}/s ÷ ceiling {:.2}",
         binding.0,
         binding.1,
         sustained / binding.1,
-        ideal,
-        sustained / ideal
+        drained,
+        drained / binding.1,
+    );
+    println!(
+        "against one call per device of each action (ceiling {ideal:.0}/s): sustained {:.2}, drain rate {:.2}",
+        sustained / ideal,
+        drained / ideal
     );
     println!(
         "throttles per device {:.2}; calls per device {:.2}; received more than once: {} messages",
@@ -584,9 +682,9 @@ fn print_report(
             "reconnecting devices let in: {} of {}; time to active p50 {:.1} s, p95 {:.1} s, max {:.1} s",
             devs.len(),
             config.mqtt,
-            percentile(&devs, 0.5),
-            percentile(&devs, 0.95),
-            percentile(&devs, 1.0)
+            percentile(&devs, 50.0),
+            percentile(&devs, 95.0),
+            percentile(&devs, 100.0)
         );
     }
     println!(

@@ -9,7 +9,7 @@ pub mod handler;
 pub mod metrics;
 pub mod settings;
 
-use onboarding_aws::{DynamoInventory, IotAdapter, S3CredentialsStore};
+use onboarding_aws::{ApiPacer, DynamoInventory, IotAdapter, S3CredentialsStore};
 use onboarding_domain::Registrar;
 
 pub use handler::{Handler, InvocationError};
@@ -31,7 +31,12 @@ pub fn build(settings: &Settings, sdk: &aws_config::SdkConfig) -> Handler {
 /// Builds the registrar alone (the reconciler processes stuck certificates
 /// with it, exactly as the function would).
 pub fn build_registrar(settings: &Settings, sdk: &aws_config::SdkConfig) -> AwsRegistrar {
-    let iot = IotAdapter::new(aws_sdk_iot::Client::new(sdk));
+    let client = aws_sdk_iot::Client::new(sdk);
+    // Each container keeps to its share of the account's IoT quotas.
+    let iot = match settings.iot_api_share {
+        0 => IotAdapter::new(client),
+        share => IotAdapter::paced(client, ApiPacer::new(&settings.iot_api_quotas, share)),
+    };
     let s3 = onboarding_aws::s3_client(sdk, settings.s3_force_path_style);
     let store = S3CredentialsStore::new(s3, &settings.credentials_bucket, &settings.credentials_kms_key_id);
     let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(sdk), &settings.inventory_table);

@@ -12,6 +12,8 @@
 //! | `DEFAULT_PROFILE_CA_IDS` | no | | comma-separated CA ids bound to `DEFAULT_PROFILE` |
 //! | `REVOKE_FOREIGN_CERTIFICATES` | no | `false` | `true`: revoke certificates whose CA is bound to no profile here, or whose event names another CA than IoT records; by default they are left alone (logged, `LeftAlone` metric) |
 //! | `BATCH_CONCURRENCY` | no | `10` | SQS records processed at once |
+//! | `IOT_API_SHARE` | no | `0` | containers sharing the account's IoT API quotas (the event-source mapping's `MaximumConcurrency`): each paces its IoT calls to quota ÷ share per action; `0`: unpaced |
+//! | `IOT_API_QUOTAS` | no | AWS's defaults | raised quotas, `Action=PerSecond,...` (e.g. `DescribeCertificate=100,UpdateCertificate=100`) |
 //! | `METRICS_NAMESPACE` | no | `IotOnboarding` | CloudWatch namespace of EMF metrics |
 //! | `SDK_MAX_ATTEMPTS` | no | `6` | attempts per AWS call (adaptive retry) |
 //! | `S3_FORCE_PATH_STYLE` | no | `false` | path-style S3 addressing (emulators) |
@@ -20,7 +22,7 @@
 
 use std::time::Duration;
 
-use onboarding_aws::SdkSettings;
+use onboarding_aws::{ApiQuotas, SdkSettings};
 use onboarding_domain::RegistrarSettings;
 use onboarding_lambda::{Env, FromEnv, SettingsError};
 
@@ -32,6 +34,9 @@ pub struct Settings {
     pub credentials_kms_key_id: String,
     pub registrar: RegistrarSettings,
     pub batch_concurrency: usize,
+    /// Containers sharing the IoT quotas (0: IoT calls are not paced).
+    pub iot_api_share: u32,
+    pub iot_api_quotas: ApiQuotas,
     pub metrics_namespace: String,
     pub sdk: SdkSettings,
     pub s3_force_path_style: bool,
@@ -52,6 +57,13 @@ impl FromEnv for Settings {
                 revoke_foreign: env.flag("REVOKE_FOREIGN_CERTIFICATES"),
             },
             batch_concurrency: env.positive("BATCH_CONCURRENCY", 10)?,
+            iot_api_share: env.number("IOT_API_SHARE", 0)?,
+            iot_api_quotas: ApiQuotas::parse(&env.get("IOT_API_QUOTAS").unwrap_or_default()).map_err(|e| {
+                SettingsError::Invalid {
+                    name: "IOT_API_QUOTAS",
+                    problem: e.to_string(),
+                }
+            })?,
             metrics_namespace: env.metrics_namespace(),
             sdk: SdkSettings::with_max_attempts(env.sdk_max_attempts()?),
             s3_force_path_style: env.flag("S3_FORCE_PATH_STYLE"),
@@ -116,6 +128,26 @@ mod tests {
                 ..
             })
         ));
+        let mut quotas = BASE.to_vec();
+        quotas.push(("IOT_API_QUOTAS", "DescribeCertificate=fast"));
+        assert!(matches!(
+            settings(&quotas),
+            Err(SettingsError::Invalid {
+                name: "IOT_API_QUOTAS",
+                ..
+            })
+        ));
+        let mut raised = BASE.to_vec();
+        raised.extend([("IOT_API_QUOTAS", "DescribeCertificate=100"), ("IOT_API_SHARE", "4")]);
+        let s = settings(&raised).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.iot_api_quotas.get("DescribeCertificate"), Some(100.0));
+        assert_eq!(s.iot_api_quotas.get("UpdateCertificate"), Some(10.0));
+        assert_eq!(s.iot_api_share, 4);
+        assert_eq!(
+            settings(&BASE).map(|s| s.iot_api_share).ok(),
+            Some(0),
+            "unpaced by default"
+        );
         let mut zero = BASE.to_vec();
         zero.push(("BATCH_CONCURRENCY", "0"));
         assert!(matches!(

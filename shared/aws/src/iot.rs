@@ -22,6 +22,7 @@ use onboarding_domain::{
 };
 
 use crate::error::{classify, incomplete, is_not_found, service_code};
+use crate::pacing::ApiPacer;
 
 pub(crate) mod operator;
 
@@ -32,11 +33,27 @@ pub const MAX_PAGE_SIZE: usize = 250;
 #[derive(Debug, Clone)]
 pub struct IotAdapter {
     client: Client,
+    pacer: Option<ApiPacer>,
 }
 
 impl IotAdapter {
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self { client, pacer: None }
+    }
+
+    /// The same calls, each waiting for its action's turn under `pacer`.
+    pub fn paced(client: Client, pacer: ApiPacer) -> Self {
+        Self {
+            client,
+            pacer: Some(pacer),
+        }
+    }
+
+    /// Waits for `action`'s turn, when paced.
+    async fn ready(&self, action: &str) {
+        if let Some(pacer) = &self.pacer {
+            pacer.ready(action).await;
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -54,6 +71,7 @@ fn attribute_payload(attributes: &BTreeMap<String, String>, merge: bool) -> Attr
 impl CertificateRegistry for IotAdapter {
     async fn describe_certificate(&self, certificate_id: &str) -> PortResult<Option<RegisteredCertificate>> {
         const OP: &str = "DescribeCertificate";
+        self.ready(OP).await;
         let output = match self
             .client
             .describe_certificate()
@@ -79,6 +97,7 @@ impl CertificateRegistry for IotAdapter {
 
     async fn describe_ca_certificate(&self, ca_certificate_id: &str) -> PortResult<Option<RegisteredCa>> {
         const OP: &str = "DescribeCACertificate";
+        self.ready(OP).await;
         let output = match self
             .client
             .describe_ca_certificate()
@@ -105,6 +124,7 @@ impl CertificateRegistry for IotAdapter {
     }
 
     async fn set_certificate_status(&self, certificate_id: &str, status: &CertificateStatus) -> PortResult<()> {
+        self.ready("UpdateCertificate").await;
         self.client
             .update_certificate()
             .certificate_id(certificate_id)
@@ -118,6 +138,7 @@ impl CertificateRegistry for IotAdapter {
 
 impl ThingRegistry for IotAdapter {
     async fn create_thing(&self, plan: &ProvisioningPlan) -> PortResult<ThingCreation> {
+        self.ready("CreateThing").await;
         let result = self
             .client
             .create_thing()
@@ -137,6 +158,7 @@ impl ThingRegistry for IotAdapter {
     }
 
     async fn describe_thing(&self, thing_name: &str) -> PortResult<Option<ExistingThing>> {
+        self.ready("DescribeThing").await;
         match self.client.describe_thing().thing_name(thing_name).send().await {
             Ok(output) => Ok(Some(ExistingThing {
                 thing_type: output.thing_type_name,
@@ -149,6 +171,7 @@ impl ThingRegistry for IotAdapter {
     }
 
     async fn merge_thing_attributes(&self, plan: &ProvisioningPlan) -> PortResult<()> {
+        self.ready("UpdateThing").await;
         self.client
             .update_thing()
             .thing_name(&plan.thing_name)
@@ -160,6 +183,7 @@ impl ThingRegistry for IotAdapter {
     }
 
     async fn add_to_billing_group(&self, thing_name: &str, billing_group: &str) -> PortResult<()> {
+        self.ready("AddThingToBillingGroup").await;
         self.client
             .add_thing_to_billing_group()
             .thing_name(thing_name)
@@ -171,6 +195,7 @@ impl ThingRegistry for IotAdapter {
     }
 
     async fn thing_principals(&self, thing_name: &str) -> PortResult<Option<Vec<String>>> {
+        self.ready("ListThingPrincipals").await;
         match self.principals_of(thing_name).await {
             Ok(principals) => Ok(Some(principals)),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -179,6 +204,7 @@ impl ThingRegistry for IotAdapter {
     }
 
     async fn attach_certificate_exclusively(&self, thing_name: &str, certificate_arn: &str) -> PortResult<()> {
+        self.ready("AttachThingPrincipal").await;
         self.client
             .attach_thing_principal()
             .thing_name(thing_name)
@@ -191,6 +217,7 @@ impl ThingRegistry for IotAdapter {
     }
 
     async fn add_to_thing_group(&self, thing_name: &str, group: &str) -> PortResult<()> {
+        self.ready("AddThingToThingGroup").await;
         self.client
             .add_thing_to_thing_group()
             .thing_name(thing_name)
@@ -202,6 +229,7 @@ impl ThingRegistry for IotAdapter {
     }
 
     async fn attach_policy(&self, policy_name: &str, certificate_arn: &str) -> PortResult<()> {
+        self.ready("AttachPolicy").await;
         self.client
             .attach_policy()
             .policy_name(policy_name)

@@ -20,6 +20,7 @@ mod dynamodb;
 mod error;
 mod iot;
 mod iot_jobs;
+mod pacing;
 mod s3;
 mod sdk;
 
@@ -43,5 +44,6 @@ pub use iot::operator::{
 pub use iot_jobs::{
     PRESIGNED_URL_SECONDS, RotationIotAdapter, enable_job_execution_events, job_execution_events_enabled,
 };
+pub use pacing::{ApiPacer, ApiQuotas, IOT_DEFAULT_QUOTAS, QuotaSyntax};
 pub use s3::{S3CredentialsStore, S3RotationObjects};
 pub use sdk::{SdkSettings, iot_data_client, s3_client};
