@@ -339,11 +339,13 @@ async fn duplicates_of_an_activated_certificate_spend_no_describe_and_only_a_con
 
     // The activation fails (after every other step succeeded): the record is
     // written, but not marked activated, and the certificate stays pending.
-    proxy.fail("newStatus=ACTIVE", 1);
+    // Every attempt the SDK makes fails.
+    proxy.fail("newStatus=ACTIVE", 6);
     assert!(
         handler.handle(event.clone()).await.is_err(),
         "the failed activation fails the event"
     );
+    proxy.clear_failures();
     assert_eq!(
         world.certificate_status(&certificate_id).await?.as_deref(),
         Some("PENDING_ACTIVATION")
