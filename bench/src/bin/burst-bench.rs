@@ -56,6 +56,7 @@ usage: burst-bench [--devices N] [--mqtt M] [--rate R] [--quota-scale S]
                    batch) once K certificates were activated (default: never)
   --copies C       each device makes C first connections at once: C registered events
                    per certificate, delivered concurrently (default 1)
+  --batch-concurrency B  the template's RegistrarBatchConcurrency (default: the template's, 3)
   --pacing on|off  off: the registrar's client-side pacing turned off (IOT_API_SHARE=0)
                    after deploying (default on, as the template deploys it)";
 
@@ -104,6 +105,7 @@ async fn run() -> BenchResult {
             "kill-at",
             "copies",
             "pacing",
+            "batch-concurrency",
         ],
     )?;
     let config = Config {
@@ -122,7 +124,20 @@ async fn run() -> BenchResult {
         return Err("--mqtt cannot exceed --devices".into());
     }
     let quotas = Quotas::aws_defaults().scaled(config.quota_scale);
-    let d = Arc::new(Deployment::new(DeployOptions::default().behind_quotas(quotas.clone())).await?);
+    let mut options = DeployOptions::default().behind_quotas(quotas.clone());
+    if config.quota_scale != 1.0 {
+        // The account's raised quotas, told to the stack as an operator would.
+        let raised: Vec<String> = quotas
+            .iter()
+            .filter(|(action, _)| action.service == "iot")
+            .map(|(action, q)| format!("{}={q}", action.operation))
+            .collect();
+        options = options.parameter("IotApiQuotas", &raised.join(","));
+    }
+    if let Some(b) = args.text("batch-concurrency") {
+        options = options.parameter("RegistrarBatchConcurrency", b);
+    }
+    let d = Arc::new(Deployment::new(options).await?);
     let proxy = d.proxy.as_ref().ok_or("the deployment has no proxy")?;
 
     eprintln!("minting {} device certificates", config.devices);
