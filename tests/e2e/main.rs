@@ -342,9 +342,13 @@ async fn a_burst_at_aws_default_quotas_loses_and_duplicates_nothing() -> TestRes
         Err(e) => panic!("could not deploy behind the quota proxy: {e:?}"),
     };
     burst(&d, count, "quota").await?;
-    if let Some(proxy) = &d.proxy {
-        eprintln!("{}", proxy.quota_report());
-    }
+    let proxy = d.proxy.as_ref().ok_or("deployed without the proxy")?;
+    eprintln!("{}", proxy.quota_report());
+    // No certificate was set ACTIVE before its thing attachment, policy,
+    // inventory record and credentials record were written.
+    let order = onboarding_test_support::activation::activation_order(&proxy.requests());
+    assert_eq!(order.activated, count, "one activation per device");
+    assert!(order.early.is_empty(), "activated early: {:?}", order.early);
     Ok(())
 }
 

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use onboarding_bench::{Args, BenchResult, Table, f, percentile};
+use onboarding_test_support::activation::{self, Step};
 use onboarding_test_support::deployment::{DeployOptions, Deployment};
 use onboarding_test_support::faults::Faults;
 use onboarding_test_support::mqtt::{ConnectResult, connect_once};
@@ -502,69 +503,6 @@ async fn registrar_metrics(d: &Deployment) -> BenchResult<BTreeMap<String, f64>>
     Ok(sums)
 }
 
-/// Which certificate a provisioning request is about, and which step it is.
-fn provisioning_step(r: &RecordedRequest) -> Option<(&'static str, String)> {
-    let line = r.line();
-    let path = r.target.split('?').next().unwrap_or_default();
-    let cert_of_arn = |arn: &str| arn.rsplit('/').next().map(str::to_string);
-    if r.method == "PUT" && path.starts_with("/certificates/") && line.contains("newStatus=ACTIVE") {
-        return Some(("activate", path.trim_start_matches("/certificates/").to_string()));
-    }
-    if r.method == "PUT" && path.starts_with("/things/") && path.ends_with("/principals") {
-        return Some(("attach thing", cert_of_arn(r.header("x-amzn-principal")?)?));
-    }
-    if r.method == "PUT" && path.starts_with("/target-policies/") {
-        return Some(("attach policy", cert_of_arn(r.json()["target"].as_str()?)?));
-    }
-    if r.operation() == "UpdateItem" {
-        // The record write sets the status (the activation mark does not).
-        let body = r.json();
-        if body["ExpressionAttributeValues"][":status"]["S"].as_str() != Some("PROVISIONED") {
-            return None;
-        }
-        let pk = body["Key"]["pk"]["S"].as_str()?.to_string();
-        return Some(("inventory record", pk.strip_prefix("CERT#")?.to_string()));
-    }
-    if r.service() == Some("s3") && r.method == "PUT" && path.contains("/credentials/") {
-        let file = path.rsplit('/').next()?;
-        return Some(("credentials record", file.strip_suffix(".json")?.to_string()));
-    }
-    None
-}
-
-/// Certificates whose first activation request arrived before the last
-/// request of one of their provisioning steps, or without it.
-fn early_activations(requests: &[RecordedRequest]) -> (usize, Vec<String>) {
-    let mut last: HashMap<(String, &'static str), Duration> = HashMap::new();
-    let mut activations: HashMap<String, Duration> = HashMap::new();
-    for r in requests {
-        let Some((step, id)) = provisioning_step(r) else {
-            continue;
-        };
-        if step == "activate" {
-            activations.entry(id).or_insert(r.received);
-        } else {
-            let at = last.entry((id, step)).or_insert(r.received);
-            *at = (*at).max(r.received);
-        }
-    }
-    let mut early = Vec::new();
-    for (id, at) in &activations {
-        for step in [
-            "attach thing",
-            "attach policy",
-            "inventory record",
-            "credentials record",
-        ] {
-            match last.get(&(id.clone(), step)) {
-                Some(done) if done < at => {}
-                _ => early.push(format!("{id}: activated before its {step}")),
-            }
-        }
-    }
-    (activations.len(), early)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn print_report(
     config: &Config,
@@ -583,7 +521,7 @@ fn print_report(
     let t0 = requests.iter().map(|r| r.received).min().unwrap_or_default();
     let mut activation_at: HashMap<String, f64> = HashMap::new();
     for r in requests {
-        if let Some(("activate", id)) = provisioning_step(r) {
+        if let Some((Step::Activate, id)) = activation::provisioning_step(r) {
             activation_at.insert(id, (r.received - t0).as_secs_f64());
         }
     }
@@ -643,7 +581,8 @@ fn print_report(
         .filter_map(|(s, o)| quotas.limit(s, o))
         .fold(f64::INFINITY, f64::min);
     println!("{}", table.render());
-    let (checked, early) = early_activations(requests);
+    let order = activation::activation_order(requests);
+    let (checked, early) = (order.activated, order.early);
     let mut devs = device_times.to_vec();
     devs.sort_by(f64::total_cmp);
     println!(

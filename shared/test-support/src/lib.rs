@@ -1,6 +1,7 @@
 //! Test support: the local AWS emulator launcher, a CA and device certificate
 //! factory, and a device's first MQTT-over-mTLS connection (`onboarding_device`'s).
 
+pub mod activation;
 pub mod certs;
 pub mod deployment;
 pub mod faults;
