@@ -1,5 +1,8 @@
 //! Failures part-way, retries converging, and the SQS batch contract.
 
+use std::time::Duration;
+
+use jitr_registrar::FromEnv;
 use onboarding_test_support::mqtt::ConnectResult;
 use onboarding_test_support::world::{BUCKET, default_profile};
 use serde_json::json;
@@ -382,5 +385,64 @@ async fn duplicates_of_an_activated_certificate_spend_no_describe_and_only_a_con
         "only the record is read: {calls:?}"
     );
     assert_eq!(world.connect(&device, "sensor-dup-1").await?, ConnectResult::Accepted);
+    Ok(())
+}
+
+/// Two deliveries of one event race: B reads the (not yet written) record,
+/// then A provisions and activates, then B describes the certificate ACTIVE.
+/// B must not take it for a certificate made by other means (recorded as
+/// "ACTIVE before onboarding", its credentials pointer dropped): it reads the
+/// record again and finds a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_saw_no_record_and_then_an_active_certificate_is_a_duplicate() -> TestResult {
+    let world = world().await;
+    let device = world.ca.device("sensor-race-1").build()?;
+    let certificate_id = world.first_connection(&device, "sensor-race-1").await?;
+    let event = world.direct_event(&certificate_id, &world.ca_id)?;
+    // B's every call is held 2 s before it reaches the emulator: its record
+    // read sees the table at 2 s, its describe sees IoT at about 4 s.
+    let slow =
+        onboarding_test_support::proxy::Proxy::start(world.emulator.gateway_port, Duration::from_secs(2)).await?;
+    let env: std::collections::HashMap<String, String> = world.registrar_env().into_iter().collect();
+    let settings = jitr_registrar::Settings::from_lookup(|k| env.get(k).cloned())?;
+    let b = jitr_registrar::build(
+        &settings,
+        &onboarding_test_support::emulator::sdk_config_for(&slow.endpoint()).await,
+    );
+    b.registrar().warm_up().await?;
+    slow.clear();
+    let b_event = event.clone();
+    let b_run = tokio::spawn(async move { b.handle(b_event).await });
+    // A provisions in between, straight against the emulator.
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    let a = handler(&world, &[]).handle(event).await?;
+    assert_eq!(a["outcome"], json!("provisioned"), "{a}");
+    let b_answer = b_run.await.map_err(|e| e.to_string())??;
+    let first_read = slow
+        .requests()
+        .iter()
+        .find(|r| r.operation() == "GetItem")
+        .map(|r| r.received);
+    let describe = slow
+        .requests()
+        .iter()
+        .find(|r| r.method == "GET" && r.target.starts_with("/certificates/"))
+        .map(|r| r.received);
+    assert!(
+        matches!((first_read, describe), (Some(read), Some(described)) if read < described),
+        "B read the record, then described: {first_read:?} {describe:?}"
+    );
+    assert_eq!(b_answer["outcome"], json!("duplicate"), "{b_answer}");
+    let item = world.inventory_record(&certificate_id).await?.ok_or("no record")?;
+    assert_eq!(attr(&item, "status"), Some("PROVISIONED"));
+    assert!(
+        attr(&item, "credentialsKey").is_some(),
+        "the credentials pointer stays: {item:?}"
+    );
+    assert_eq!(
+        attr(&item, "reasonDetail"),
+        None,
+        "not taken for a certificate made by hand: {item:?}"
+    );
     Ok(())
 }

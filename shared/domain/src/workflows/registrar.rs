@@ -228,6 +228,14 @@ where
                 certificate_status: "NOT_FOUND".to_string(),
             });
         };
+        // ACTIVE and no record in round 1: another delivery of this event may
+        // have provisioned and activated it meanwhile (its record is written
+        // before the activation), so the record is read again before the
+        // certificate is taken for one made by other means.
+        let record = match (&cert.status, record) {
+            (CertificateStatus::Active, None) => self.inventory.certificate_record(&event.certificate_id).await?,
+            (_, record) => record,
+        };
         let active = match &cert.status {
             CertificateStatus::PendingActivation => false,
             CertificateStatus::Active => match record {
