@@ -292,7 +292,7 @@ where
     /// The run's budget of new rotations and of follow-ups: the settings',
     /// or with a run interval at least what the certificates in their
     /// window need ([`needed_per_run`]), capped by what fits in the run's
-    /// time at the `CreateJob` pace.
+    /// time at the paces (follow-ups: what fits, whatever the settings).
     async fn budget(&self, snapshot: &Snapshot, now: i64, report: &mut RunReport) -> Result<Budget, RotationError> {
         let fixed = Budget {
             new: self.settings.max_new_per_run,
@@ -317,11 +317,16 @@ where
             follow_ups: fixed.follow_ups.max(needed),
         };
         if let Some(max) = self.settings.max_run_time {
-            // Starts and follow-ups share the run: each is paced.
+            // Starts and follow-ups share the run, each paced: as many pairs
+            // as fit. Follow-ups (deadlines, retries, deletions) are then
+            // bounded by the time alone, so that a cohort's deletions keep
+            // up with its starts.
             let per_pair = self.settings.create_job_interval + self.settings.follow_up_interval;
-            let fits = u32::try_from(max.as_nanos() / per_pair.as_nanos().max(1)).unwrap_or(u32::MAX);
-            budget.new = budget.new.min(fits.max(1));
-            budget.follow_ups = budget.follow_ups.min(fits.max(1));
+            let fits = u32::try_from(max.as_nanos() / per_pair.as_nanos().max(1))
+                .unwrap_or(u32::MAX)
+                .max(1);
+            budget.new = budget.new.min(fits);
+            budget.follow_ups = fits;
         }
         if needed > budget.new {
             report.behind = true;

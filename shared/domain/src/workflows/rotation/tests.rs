@@ -864,6 +864,26 @@ async fn the_budget_is_capped_by_the_run_time_and_a_run_behind_says_so() {
 }
 
 #[tokio::test]
+async fn with_a_run_interval_follow_ups_are_bounded_by_the_run_time_alone() {
+    let fake = Fake::new(Strategy::Csr, 5);
+    let settings = RotatorSettings {
+        max_follow_ups_per_run: 1,
+        max_run_time: Some(Duration::from_secs(60)),
+        ..spreading(5)
+    };
+    let (rotator, _) = rotator_with(&fake, settings);
+    assert_eq!(run(&rotator, T0).await.started, 5);
+    fake.with(|w| w.take_up_jobs(T0));
+    let deadline = RotationPolicy::default().job_deadline(T0);
+    let report = run(&rotator, deadline).await;
+    assert_eq!(
+        (report.followed_up, report.failed, report.budget_exhausted),
+        (5, 5, false),
+        "every due rotation in one run, not one: {report:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_run_out_of_time_stops_and_the_cursor_resumes() {
     let fake = Fake::new(Strategy::Csr, 6);
     let settings = RotatorSettings {
