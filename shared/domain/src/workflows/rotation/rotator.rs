@@ -169,6 +169,8 @@ const EXAMINED_PER_START: u32 = 20;
 struct Budget {
     new: u32,
     follow_ups: u32,
+    /// Expiring certificates examined at most (skipped ones included).
+    examined: u32,
 }
 
 /// One run: when it began, its budget.
@@ -297,6 +299,7 @@ where
         let fixed = Budget {
             new: self.settings.max_new_per_run,
             follow_ups: self.settings.max_follow_ups_per_run,
+            examined: self.settings.max_examined_per_run,
         };
         let Some(interval) = self.settings.run_interval else {
             return Ok(fixed);
@@ -315,6 +318,7 @@ where
         let mut budget = Budget {
             new: fixed.new.max(needed),
             follow_ups: fixed.follow_ups.max(needed),
+            examined: fixed.examined,
         };
         if let Some(max) = self.settings.max_run_time {
             // Starts and follow-ups share the run, each paced: as many pairs
@@ -337,6 +341,7 @@ where
                 "the certificates in their window need more rotations per run than fit: run more often or raise the pace"
             );
         }
+        budget.examined = budget.examined.max(budget.new.saturating_mul(EXAMINED_PER_START));
         report.budget = budget.new;
         Ok(budget)
     }
@@ -451,15 +456,11 @@ where
             // Pages no larger than what may still start, so a page never
             // holds a certificate the budget cannot take: the cursor after it
             // is exactly where the next run goes on.
-            let max_examined = self
-                .settings
-                .max_examined_per_run
-                .max(run.budget.new.saturating_mul(EXAMINED_PER_START));
             let remaining = run
                 .budget
                 .new
                 .saturating_sub(report.started)
-                .min(max_examined.saturating_sub(report.examined)) as usize;
+                .min(run.budget.examined.saturating_sub(report.examined)) as usize;
             if remaining == 0 || self.out_of_time(run) {
                 report.budget_exhausted = true;
                 return Ok(());
