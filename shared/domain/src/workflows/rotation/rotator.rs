@@ -308,7 +308,6 @@ where
             Ok(latest) => latest,
             Err(e) if e.is_transient() => {
                 interrupt(report, &e);
-                report.budget = fixed.new;
                 return Ok(fixed);
             }
             Err(e) => return Err(e),
