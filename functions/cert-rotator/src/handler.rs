@@ -107,6 +107,9 @@ pub fn report_json(report: &RunReport, now: i64) -> Value {
         "errors": report.errors,
         "budgetExhausted": report.budget_exhausted,
         "interrupted": report.interrupted,
+        "inWindow": report.in_window,
+        "budget": report.budget,
+        "behind": report.behind,
     })
 }
 

@@ -17,6 +17,8 @@ pub fn report_metrics(namespace: &str, report: &RunReport, duration_ms: f64, tim
             ("RotationGaveUp", f64::from(report.gave_up), "Count"),
             ("OldCertificateDeleted", f64::from(report.deleted), "Count"),
             ("RotatorErrors", f64::from(report.errors), "Count"),
+            ("RotationsInWindow", f64::from(report.in_window), "Count"),
+            ("RotatorBehind", f64::from(u8::from(report.behind)), "Count"),
             ("RotatorDurationMs", duration_ms, "Milliseconds"),
         ],
         &[],

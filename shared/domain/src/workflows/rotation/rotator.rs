@@ -41,6 +41,18 @@ pub struct RotatorSettings {
     pub follow_up_interval: Duration,
     /// A default profile and the CA ids bound to it, from the environment.
     pub default_profile: Option<(DeviceProfile, Vec<String>)>,
+    /// How often the rotator runs (its schedule). When set, a run's budget
+    /// of new rotations (and of follow-ups) is not only `max_new_per_run`
+    /// but at least what the certificates inside their window need so that
+    /// each is started by its latest start ([`latest_start`]) if every run
+    /// until then starts as many: a cohort expiring on one day is spread
+    /// over the runs before it must be started, however large it is.
+    pub run_interval: Option<Duration>,
+    /// Wall time a run may spend (the function's timeout, less a margin):
+    /// new rotations and follow-ups stop when it is used up, the saved
+    /// cursors resume them, and no budget exceeds what fits in it at the
+    /// paces above.
+    pub max_run_time: Option<Duration>,
 }
 
 impl Default for RotatorSettings {
@@ -53,6 +65,8 @@ impl Default for RotatorSettings {
             create_job_interval: Duration::from_millis(200),
             follow_up_interval: Duration::from_millis(50),
             default_profile: None,
+            run_interval: None,
+            max_run_time: None,
         }
     }
 }
@@ -101,6 +115,17 @@ pub struct RunReport {
     pub budget_exhausted: bool,
     /// The run stopped early on a transient error (throttling); the next run resumes.
     pub interrupted: bool,
+    /// Certificates inside their window and not yet rotated, counted to
+    /// size the budget (only with a run interval; open rotations included).
+    pub in_window: u32,
+    /// With a run interval: new rotations this run could start,
+    /// `max_new_per_run` or more when the certificates in their window need
+    /// more ([`RotatorSettings::run_interval`]). Zero with the fixed budget.
+    pub budget: u32,
+    /// The certificates in their window need more rotations per run than
+    /// fit in a run at its pace: some will start after their latest start.
+    /// Run more often, or raise the pace (within the account's quotas).
+    pub behind: bool,
 }
 
 /// What a follow-up did.
@@ -130,6 +155,64 @@ impl From<Settled> for FollowUp {
             Settled::Ended(_) => Self::Nothing,
         }
     }
+}
+
+/// Items asked for per page when counting the certificates in their window.
+const COUNT_PAGE: usize = 500;
+
+/// With a derived budget, certificates examined per run at most, per new
+/// rotation the run may start (the fixed settings examine 20 per start).
+const EXAMINED_PER_START: u32 = 20;
+
+/// What one run may do.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    new: u32,
+    follow_ups: u32,
+    /// Expiring certificates examined at most (skipped ones included).
+    examined: u32,
+}
+
+/// One run: when it began, its budget.
+struct Run {
+    started: Instant,
+    budget: Budget,
+}
+
+/// The latest time a rotation of a certificate expiring at `not_after` can
+/// start and still have room for everything `policy` allows it: a device
+/// offline for the whole queued timeout, every retry after its backoff, and
+/// every attempt's job to its timeout. Never before the certificate enters
+/// its window (a window shorter than that reserve means: start at once).
+pub fn latest_start(policy: &RotationPolicy, not_after: i64) -> i64 {
+    let backoffs: i64 = (1..policy.max_attempts)
+        .map(|attempt| i64::from(policy.retry_backoff_hours) * 3_600 * (1i64 << (attempt - 1).min(16)))
+        .sum();
+    let jobs = i64::from(policy.max_attempts) * (policy.job_deadline(0));
+    let reserve = i64::from(policy.queued_timeout_days) * DAY + backoffs + jobs;
+    let opens = not_after - i64::from(policy.window_days) * DAY;
+    (not_after - reserve).max(opens)
+}
+
+/// The fewest rotations each run must start, runs `interval` apart from
+/// `now` on, so that every certificate is started by its latest start,
+/// earliest first: for the k certificates whose latest start comes first,
+/// k divided by the runs until the k-th one's latest start (at least this
+/// run). Zero when there are none.
+pub fn needed_per_run(mut latest_starts: Vec<i64>, now: i64, interval: Duration) -> u32 {
+    latest_starts.sort_unstable();
+    let interval = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX).max(1);
+    let mut needed = 0u64;
+    for (i, latest) in latest_starts.iter().enumerate() {
+        let runs = if *latest <= now {
+            1
+        } else {
+            (latest - now) / interval + 1
+        };
+        let k = i as u64 + 1;
+        needed = needed.max(k.div_ceil(runs as u64));
+    }
+    u32::try_from(needed).unwrap_or(u32::MAX)
 }
 
 /// What the rotator did with one expiring certificate.
@@ -193,21 +276,124 @@ where
     /// [`RotationError`] when the configuration or a cursor cannot be read or
     /// saved, or a scan fails other than transiently.
     pub async fn run(&self, now: i64) -> Result<RunReport, RotationError> {
+        let started = self.pacer.now();
         let snapshot = load_snapshot(&self.inventory, self.settings.default_profile.as_ref()).await?;
         let mut report = RunReport::default();
-        self.follow_ups(&snapshot, now, &mut report).await?;
+        let budget = self.budget(&snapshot, now, &mut report).await?;
+        let run = Run { started, budget };
         if !report.interrupted {
-            self.new_rotations(&snapshot, now, &mut report).await?;
+            self.follow_ups(&snapshot, now, &run, &mut report).await?;
+        }
+        if !report.interrupted {
+            self.new_rotations(&snapshot, now, &run, &mut report).await?;
         }
         tracing::info!(?report, "rotator run");
         Ok(report)
     }
 
-    async fn follow_ups(&self, snapshot: &Snapshot, now: i64, report: &mut RunReport) -> Result<(), RotationError> {
+    /// The run's budget of new rotations and of follow-ups: the settings',
+    /// or with a run interval at least what the certificates in their
+    /// window need ([`needed_per_run`]), capped by what fits in the run's
+    /// time at the paces (follow-ups: what fits, whatever the settings).
+    async fn budget(&self, snapshot: &Snapshot, now: i64, report: &mut RunReport) -> Result<Budget, RotationError> {
+        let fixed = Budget {
+            new: self.settings.max_new_per_run,
+            follow_ups: self.settings.max_follow_ups_per_run,
+            examined: self.settings.max_examined_per_run,
+        };
+        let Some(interval) = self.settings.run_interval else {
+            return Ok(fixed);
+        };
+        let latest = match self.latest_starts(snapshot, now).await {
+            Ok(latest) => latest,
+            Err(e) if e.is_transient() => {
+                interrupt(report, &e);
+                return Ok(fixed);
+            }
+            Err(e) => return Err(e),
+        };
+        report.in_window = u32::try_from(latest.len()).unwrap_or(u32::MAX);
+        let needed = needed_per_run(latest, now, interval);
+        let mut budget = Budget {
+            new: fixed.new.max(needed),
+            follow_ups: fixed.follow_ups.max(needed),
+            examined: fixed.examined,
+        };
+        if let Some(max) = self.settings.max_run_time {
+            // Starts and follow-ups share the run, each paced: as many pairs
+            // as fit. Follow-ups (deadlines, retries, deletions) are then
+            // bounded by the time alone, so that a cohort's deletions keep
+            // up with its starts.
+            let per_pair = self.settings.create_job_interval + self.settings.follow_up_interval;
+            let fits = u32::try_from(max.as_nanos() / per_pair.as_nanos().max(1))
+                .unwrap_or(u32::MAX)
+                .max(1);
+            budget.new = budget.new.min(fits);
+            budget.follow_ups = fits;
+        }
+        if needed > budget.new {
+            report.behind = true;
+            tracing::warn!(
+                needed,
+                budget = budget.new,
+                in_window = report.in_window,
+                "the certificates in their window need more rotations per run than fit: run more often or raise the pace"
+            );
+        }
+        budget.examined = budget.examined.max(budget.new.saturating_mul(EXAMINED_PER_START));
+        report.budget = budget.new;
+        Ok(budget)
+    }
+
+    /// The latest start of every certificate inside its profile's window,
+    /// read from the expiry index (from its beginning, whatever the saved
+    /// cursor).
+    async fn latest_starts(&self, snapshot: &Snapshot, now: i64) -> Result<Vec<i64>, RotationError> {
+        let Some(window_days) = snapshot.profiles.values().map(|p| p.rotation.window_days).max() else {
+            return Ok(Vec::new());
+        };
+        let until = now + i64::from(window_days) * DAY;
+        let mut latest = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.rotations.expiring(until, cursor.as_deref(), COUNT_PAGE).await?;
+            for record in &page.items {
+                let policy = record
+                    .profile
+                    .as_ref()
+                    .and_then(|name| snapshot.profiles.get(name))
+                    .map(|p| p.rotation);
+                if let (Some(policy), Some(not_after)) = (policy, record.not_after)
+                    && record.thing_name.is_some()
+                    && policy.is_due(not_after, now)
+                {
+                    latest.push(latest_start(&policy, not_after));
+                }
+            }
+            cursor = page.cursor;
+            if cursor.is_none() {
+                return Ok(latest);
+            }
+        }
+    }
+
+    fn out_of_time(&self, run: &Run) -> bool {
+        self.settings
+            .max_run_time
+            .is_some_and(|max| self.pacer.now().saturating_duration_since(run.started) >= max)
+    }
+
+    async fn follow_ups(
+        &self,
+        snapshot: &Snapshot,
+        now: i64,
+        run: &Run,
+        report: &mut RunReport,
+    ) -> Result<(), RotationError> {
         let mut cursor = self.rotations.cursor(DUE_CURSOR).await?;
         loop {
-            let remaining = self.settings.max_follow_ups_per_run.saturating_sub(report.followed_up) as usize;
-            if remaining == 0 {
+            let remaining = run.budget.follow_ups.saturating_sub(report.followed_up) as usize;
+            if remaining == 0 || self.out_of_time(run) {
                 report.budget_exhausted = true;
                 return Ok(());
             }
@@ -253,7 +439,13 @@ where
         }
     }
 
-    async fn new_rotations(&self, snapshot: &Snapshot, now: i64, report: &mut RunReport) -> Result<(), RotationError> {
+    async fn new_rotations(
+        &self,
+        snapshot: &Snapshot,
+        now: i64,
+        run: &Run,
+        report: &mut RunReport,
+    ) -> Result<(), RotationError> {
         let Some(window_days) = snapshot.profiles.values().map(|p| p.rotation.window_days).max() else {
             return Ok(());
         };
@@ -263,12 +455,12 @@ where
             // Pages no larger than what may still start, so a page never
             // holds a certificate the budget cannot take: the cursor after it
             // is exactly where the next run goes on.
-            let remaining =
-                self.settings
-                    .max_new_per_run
-                    .saturating_sub(report.started)
-                    .min(self.settings.max_examined_per_run.saturating_sub(report.examined)) as usize;
-            if remaining == 0 {
+            let remaining = run
+                .budget
+                .new
+                .saturating_sub(report.started)
+                .min(run.budget.examined.saturating_sub(report.examined)) as usize;
+            if remaining == 0 || self.out_of_time(run) {
                 report.budget_exhausted = true;
                 return Ok(());
             }

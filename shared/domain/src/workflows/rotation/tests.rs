@@ -746,6 +746,165 @@ async fn follow_ups_are_bounded_too() {
     assert_eq!(failed, 5);
 }
 
+// --- a cohort spread over its window ------------------------------------------
+
+#[test]
+fn the_latest_start_leaves_room_for_every_attempt() {
+    let policy = RotationPolicy::default();
+    let not_after = T0 + 40 * DAY;
+    // 14 days queued, retries after 24 h and 48 h, three jobs of 61 minutes.
+    let reserve = 14 * DAY + 72 * 3_600 + 3 * 61 * 60;
+    assert_eq!(latest_start(&policy, not_after), not_after - reserve);
+    // A window shorter than the reserve: start as soon as it opens.
+    let short = RotationPolicy {
+        window_days: 10,
+        ..policy
+    };
+    assert_eq!(latest_start(&short, not_after), not_after - 10 * DAY);
+}
+
+#[test]
+fn the_runs_before_the_latest_start_share_the_cohort() {
+    let daily = Duration::from_secs(DAY as u64);
+    assert_eq!(needed_per_run(Vec::new(), T0, daily), 0);
+    // 300 due by the same time ten days ahead: eleven daily runs, this one included.
+    assert_eq!(needed_per_run(vec![T0 + 10 * DAY; 300], T0, daily), 28);
+    // Hourly runs share it over 241.
+    assert_eq!(
+        needed_per_run(vec![T0 + 10 * DAY; 300], T0, Duration::from_secs(3_600)),
+        2
+    );
+    // Past their latest start: all of them now.
+    assert_eq!(needed_per_run(vec![T0 - DAY; 7], T0, daily), 7);
+    // Earliest first: 10 due within a day (two runs) and 100 more within
+    // nine days (ten runs): 11 a run, not the 5 the first ten need alone.
+    let mut mixed = vec![T0 + 9 * DAY; 100];
+    mixed.extend([T0 + DAY; 10]);
+    assert_eq!(needed_per_run(mixed, T0, daily), 11);
+}
+
+fn spreading(max_new_per_run: u32) -> RotatorSettings {
+    RotatorSettings {
+        max_new_per_run,
+        run_interval: Some(Duration::from_secs(DAY as u64)),
+        ..RotatorSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn a_cohort_larger_than_the_budget_is_spread_over_the_runs_before_its_latest_start() {
+    // 30 certificates expiring within a minute of T0 + 20 days: their latest
+    // start is T0 + 2.87 days, three daily runs from T0.
+    let fake = Fake::new(Strategy::Csr, 30);
+    let latest = latest_start(&RotationPolicy::default(), T0 + 20 * DAY);
+    assert!((T0 + 2 * DAY..T0 + 3 * DAY).contains(&latest));
+    let (rotator, _) = rotator_with(&fake, spreading(1));
+    let first = run(&rotator, T0).await;
+    assert_eq!(
+        (first.in_window, first.budget, first.started, first.behind),
+        (30, 10, 10, false),
+        "a third of the cohort in the first of three runs, not the budget of 1: {first:?}"
+    );
+    let mut started = first.started;
+    for day in 1..3 {
+        let report = run(&rotator, T0 + day * DAY).await;
+        assert!(report.budget >= 10, "day {day}: {report:?}");
+        started += report.started;
+    }
+    assert_eq!(started, 30, "every certificate started by its latest start");
+    assert_eq!(fake.with(|w| w.rotations.len()), 30);
+
+    // Without a run interval, the fixed budget: one a run.
+    let fixed = Fake::new(Strategy::Csr, 30);
+    let report = run(
+        &rotator_with(
+            &fixed,
+            RotatorSettings {
+                max_new_per_run: 1,
+                ..RotatorSettings::default()
+            },
+        )
+        .0,
+        T0,
+    )
+    .await;
+    assert_eq!((report.started, report.budget, report.in_window), (1, 0, 0));
+}
+
+#[tokio::test]
+async fn a_small_cohort_still_starts_within_the_fixed_budget() {
+    let fake = Fake::new(Strategy::Csr, 5);
+    let (rotator, _) = rotator_with(&fake, spreading(100));
+    let report = run(&rotator, T0).await;
+    assert_eq!(
+        (report.in_window, report.budget, report.started),
+        (5, 100, 5),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_budget_is_capped_by_the_run_time_and_a_run_behind_says_so() {
+    let fake = Fake::new(Strategy::Csr, 30);
+    let settings = RotatorSettings {
+        create_job_interval: Duration::from_millis(200),
+        follow_up_interval: Duration::from_millis(50),
+        // Four paced starts and four follow-ups fit.
+        max_run_time: Some(Duration::from_secs(1)),
+        ..spreading(1)
+    };
+    let (rotator, pacer) = rotator_with(&fake, settings);
+    let report = run(&rotator, T0).await;
+    assert_eq!(
+        (report.budget, report.started, report.behind, report.budget_exhausted),
+        (4, 4, true, true),
+        "{report:?}"
+    );
+    assert!(pacer.sleeps().iter().sum::<Duration>() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn with_a_run_interval_follow_ups_are_bounded_by_the_run_time_alone() {
+    let fake = Fake::new(Strategy::Csr, 5);
+    let settings = RotatorSettings {
+        max_follow_ups_per_run: 1,
+        max_run_time: Some(Duration::from_secs(60)),
+        ..spreading(5)
+    };
+    let (rotator, _) = rotator_with(&fake, settings);
+    assert_eq!(run(&rotator, T0).await.started, 5);
+    fake.with(|w| w.take_up_jobs(T0));
+    let deadline = RotationPolicy::default().job_deadline(T0);
+    let report = run(&rotator, deadline).await;
+    assert_eq!(
+        (report.followed_up, report.failed, report.budget_exhausted),
+        (5, 5, false),
+        "every due rotation in one run, not one: {report:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_run_out_of_time_stops_and_the_cursor_resumes() {
+    let fake = Fake::new(Strategy::Csr, 6);
+    let settings = RotatorSettings {
+        create_job_interval: Duration::from_millis(400),
+        follow_up_interval: Duration::ZERO,
+        max_run_time: Some(Duration::from_millis(700)),
+        page_size: 1,
+        ..RotatorSettings::default()
+    };
+    let (rotator, _) = rotator_with(&fake, settings);
+    // 0, 400 and 800 ms: the third start is the last one begun in time.
+    let report = run(&rotator, T0).await;
+    assert_eq!((report.started, report.budget_exhausted), (3, true), "{report:?}");
+    // The next run's first start waits for the pace after the previous
+    // run's last (the fake clock does not move between runs).
+    let next = run(&rotator, T0 + 60).await;
+    assert_eq!(next.started, 2, "the next run goes on from the cursor: {next:?}");
+    assert_eq!(run(&rotator, T0 + 120).await.started, 1);
+    assert_eq!(fake.with(|w| w.rotations.len()), 6);
+}
+
 #[tokio::test]
 async fn certificates_outside_their_window_of_a_gone_profile_or_not_active_are_skipped() {
     let fake = Fake::new(Strategy::Csr, 4);
