@@ -459,27 +459,44 @@ async fn audit(d: &Deployment, devices: &[Device]) -> BenchResult<Audit> {
     Ok(audit)
 }
 
-/// The registrar's EMF metrics summed over its log group.
+/// The registrar's EMF metrics summed over its log group. The emulator's
+/// `FilterLogEvents` answers at most 10,000 events and no token, so the
+/// group is read in time order from the last timestamp seen (events of that
+/// millisecond are read again and skipped).
 async fn registrar_metrics(d: &Deployment) -> BenchResult<BTreeMap<String, f64>> {
     let logs = aws_sdk_cloudwatchlogs::Client::new(&d.emulator.sdk_config().await);
     let group = format!("/aws/lambda/{}", d.output("RegistrarFunctionName")?);
     let mut sums = BTreeMap::new();
-    let mut token = None;
+    let mut seen = std::collections::HashSet::new();
+    let mut from = 0_i64;
     loop {
         let page = logs
             .filter_log_events()
             .log_group_name(&group)
-            .set_next_token(token)
+            .start_time(from)
+            .limit(10_000)
             .send()
             .await?;
-        for message in page.events().iter().filter_map(|e| e.message()) {
+        let events = page.events();
+        let mut new = 0;
+        for event in events {
+            let key = (
+                event.timestamp().unwrap_or_default(),
+                event.log_stream_name().unwrap_or_default().to_string(),
+                event.message().unwrap_or_default().to_string(),
+            );
+            from = from.max(key.0);
+            if !seen.insert(key) {
+                continue;
+            }
+            new += 1;
+            let Some(message) = event.message() else {
+                continue;
+            };
             let Ok(doc) = serde_json::from_str::<Value>(message.trim()) else {
                 continue;
             };
-            let Some(metrics) = doc
-                .pointer("/_aws/CloudWatchMetrics/0/Metrics")
-                .and_then(Value::as_array)
-            else {
+            let Some(metrics) = doc.pointer("/_aws/CloudWatchMetrics/0/Metrics").and_then(Value::as_array) else {
                 continue;
             };
             for name in metrics.iter().filter_map(|m| m["Name"].as_str()) {
@@ -495,8 +512,7 @@ async fn registrar_metrics(d: &Deployment) -> BenchResult<BTreeMap<String, f64>>
                 *sums.entry(key).or_insert(0.0) += doc[name].as_f64().unwrap_or(0.0);
             }
         }
-        token = page.next_token;
-        if token.is_none() {
+        if events.len() < 10_000 || new == 0 {
             break;
         }
     }
