@@ -293,6 +293,16 @@ async fn run() -> BenchResult {
         &redeliveries,
         &device_times,
     );
+    if config.fault_rate > 0.0 {
+        println!(
+            "faults injected (500/503/timeout-before/timeout-after/reset-before/reset-after): {} in {} calls",
+            report.total_faults(),
+            report.total_calls()
+        );
+    }
+    if let Some(killed) = &killed {
+        println!("killed: {killed}");
+    }
     let first = first_results.lock().unwrap_or_else(|p| p.into_inner()).clone();
     println!("first connections: {first:?}");
     Ok(())
