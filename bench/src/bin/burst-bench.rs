@@ -506,7 +506,10 @@ async fn registrar_metrics(d: &Deployment) -> BenchResult<BTreeMap<String, f64>>
             let Ok(doc) = serde_json::from_str::<Value>(message.trim()) else {
                 continue;
             };
-            let Some(metrics) = doc.pointer("/_aws/CloudWatchMetrics/0/Metrics").and_then(Value::as_array) else {
+            let Some(metrics) = doc
+                .pointer("/_aws/CloudWatchMetrics/0/Metrics")
+                .and_then(Value::as_array)
+            else {
                 continue;
             };
             for name in metrics.iter().filter_map(|m| m["Name"].as_str()) {
