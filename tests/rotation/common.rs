@@ -256,13 +256,14 @@ impl Rig {
     /// straight to the emulator): IoT's own record of the execution, which
     /// the completer and the rotator read back.
     pub async fn report_job(&self, device: &Device, job_id: &str, status: &str, details: Value) -> TestResult {
-        let url = format!(
-            "http://127.0.0.1:{}/things/{}/jobs/{job_id}",
-            self.world.emulator.gateway_port, device.name
-        );
-        let body = json!({"status": status, "statusDetails": details}).to_string();
-        tokio::task::spawn_blocking(move || signed_post(&url, &body)).await??;
-        Ok(())
+        onboarding_test_support::jobs_data::update_job_execution(
+            self.world.emulator.gateway_port,
+            &device.name,
+            job_id,
+            status,
+            details,
+        )
+        .await
     }
 
     /// The device takes its job up (`IN_PROGRESS`), then reports `status`
@@ -481,47 +482,6 @@ impl Rig {
         );
         self.proxy.clear_failures();
     }
-}
-
-/// A POST to the IoT Jobs data plane, signed as the account's keys sign it.
-fn signed_post(url: &str, body: &str) -> TestResult {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-    use aws_sigv4::sign::v4;
-    use onboarding_test_support::emulator::{ACCESS_KEY, SECRET_KEY};
-
-    let identity = aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests").into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(REGION)
-        .name("iot-jobs-data")
-        .time(std::time::SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()?
-        .into();
-    let headers = [("content-type", "application/json")];
-    let signable = SignableRequest::new(
-        "POST",
-        url,
-        headers.iter().copied(),
-        SignableBody::Bytes(body.as_bytes()),
-    )?;
-    let (instructions, _) = sign(signable, &params)?.into_parts();
-    let mut request = ureq::http::Request::builder()
-        .method("POST")
-        .uri(url)
-        .header("content-type", "application/json");
-    for (name, value) in instructions.headers() {
-        request = request.header(name, value);
-    }
-    let request = request.body(body.to_string())?;
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut response = agent.run(request)?;
-    let status = response.status();
-    if !status.is_success() {
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        return Err(format!("UpdateJobExecution: {status}: {text}").into());
-    }
-    Ok(())
 }
 
 /// A sample event from `events/`.

@@ -46,7 +46,7 @@ use onboarding_domain::{
     CertificateStatus, CsrMessage, CsrOutcome, IssuedCertificate, JobDocument, JobExecution, JobExecutionEvent,
     PortResult, RegisteredCertificate, RotationIot, Rotator, RunReport,
 };
-use onboarding_test_support::emulator::{ACCESS_KEY, ACCOUNT_ID, REGION, SECRET_KEY, sdk_config_for, workspace_root};
+use onboarding_test_support::emulator::{ACCOUNT_ID, REGION, sdk_config_for, workspace_root};
 use onboarding_test_support::proxy::{Proxy, ProxyOptions, RecordedRequest};
 use onboarding_test_support::quota::{QuotaReport, Quotas};
 use onboarding_test_support::rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
@@ -376,10 +376,8 @@ impl Devices {
 
     /// `UpdateJobExecution`, as the device makes it (straight to the emulator).
     async fn report_job(&self, thing: &str, job_id: &str, status: &str, details: Value) -> BenchResult {
-        let url = format!("http://127.0.0.1:{}/things/{thing}/jobs/{job_id}", self.gateway_port);
-        let body = json!({"status": status, "statusDetails": details}).to_string();
-        tokio::task::spawn_blocking(move || signed_post(&url, &body)).await??;
-        Ok(())
+        onboarding_test_support::jobs_data::update_job_execution(self.gateway_port, thing, job_id, status, details)
+            .await
     }
 }
 
@@ -391,46 +389,6 @@ fn csr_for(thing: &str) -> BenchResult<String> {
     subject.push(DnType::CommonName, thing);
     params.distinguished_name = subject;
     Ok(params.serialize_request(&key)?.pem()?)
-}
-
-/// A POST to the IoT Jobs data plane, signed as the account's keys sign it.
-fn signed_post(url: &str, body: &str) -> BenchResult {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-    use aws_sigv4::sign::v4;
-
-    let identity = aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "bench").into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(REGION)
-        .name("iot-jobs-data")
-        .time(std::time::SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()?
-        .into();
-    let headers = [("content-type", "application/json")];
-    let signable = SignableRequest::new(
-        "POST",
-        url,
-        headers.iter().copied(),
-        SignableBody::Bytes(body.as_bytes()),
-    )?;
-    let (instructions, _) = sign(signable, &params)?.into_parts();
-    let mut request = ureq::http::Request::builder()
-        .method("POST")
-        .uri(url)
-        .header("content-type", "application/json");
-    for (name, value) in instructions.headers() {
-        request = request.header(name, value);
-    }
-    let request = request.body(body.to_string())?;
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut response = agent.run(request)?;
-    let status = response.status();
-    if !status.is_success() {
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        return Err(format!("{status}: {text}").into());
-    }
-    Ok(())
 }
 
 // --- rates from the recorded requests ----------------------------------------------

@@ -5,6 +5,7 @@ pub mod activation;
 pub mod certs;
 pub mod deployment;
 pub mod faults;
+pub mod jobs_data;
 pub mod mqtt;
 pub mod proxy;
 pub mod quota;
