@@ -18,6 +18,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::proxy::{Matcher, RecordedRequest};
+use crate::quota::{ErrorProtocol, error_answer};
 
 /// One kind of injected fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -329,58 +330,23 @@ pub fn server_error_response(request: &RecordedRequest, status: u16) -> Vec<u8> 
     const MESSAGE: &str = "fault injected by the test proxy";
     let unavailable = status == 503;
     let service = request.service().unwrap_or_default();
-    let (content_type, error_type, body) = if request.header("x-amz-target").is_some() {
-        let code = match (service, unavailable) {
-            ("dynamodb", false) => "com.amazonaws.dynamodb.v20120810#InternalServerError",
-            ("dynamodb", true) => "com.amazonaws.dynamodb.v20120810#ServiceUnavailable",
-            ("kms", false) => "KMSInternalException",
-            (_, false) => "InternalFailure",
-            (_, true) => "ServiceUnavailable",
-        };
-        (
-            request.header("content-type").unwrap_or("application/x-amz-json-1.0"),
-            None,
-            serde_json::json!({"__type": code, "message": MESSAGE}).to_string(),
-        )
-    } else if service == "s3" {
-        let code = if unavailable {
-            "ServiceUnavailable"
-        } else {
-            "InternalError"
-        };
-        (
-            "application/xml",
-            None,
-            format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
-                 <Message>{MESSAGE}</Message><RequestId>proxy-fault</RequestId></Error>"
-            ),
-        )
-    } else {
-        let code = if unavailable {
-            "ServiceUnavailableException"
-        } else {
-            "InternalFailureException"
-        };
-        (
-            "application/json",
-            Some(code),
-            serde_json::json!({"message": MESSAGE}).to_string(),
-        )
+    let protocol = ErrorProtocol::of(service, request.json_protocol());
+    let code = match (protocol, service, unavailable) {
+        (ErrorProtocol::Json { .. }, "dynamodb", false) => "com.amazonaws.dynamodb.v20120810#InternalServerError",
+        (ErrorProtocol::Json { .. }, "dynamodb", true) => "com.amazonaws.dynamodb.v20120810#ServiceUnavailable",
+        (ErrorProtocol::Json { .. }, "kms", false) => "KMSInternalException",
+        (ErrorProtocol::Json { .. }, _, false) => "InternalFailure",
+        (ErrorProtocol::Json { .. } | ErrorProtocol::S3, _, true) => "ServiceUnavailable",
+        (ErrorProtocol::S3, _, false) => "InternalError",
+        (ErrorProtocol::RestJson, _, false) => "InternalFailureException",
+        (ErrorProtocol::RestJson, _, true) => "ServiceUnavailableException",
     };
     let reason = if unavailable {
         "503 Service Unavailable"
     } else {
         "500 Internal Server Error"
     };
-    let body = if request.method == "HEAD" { String::new() } else { body };
-    let error_type = error_type.map_or_else(String::new, |t| format!("x-amzn-errortype: {t}\r\n"));
-    format!(
-        "HTTP/1.1 {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{error_type}\
-         x-amzn-requestid: proxy-fault\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    error_answer(protocol, &request.method, reason, code, MESSAGE, "proxy-fault")
 }
 
 #[cfg(test)]

@@ -102,6 +102,13 @@ impl RecordedRequest {
         Action::new(service, &operation)
     }
 
+    /// The content type of a JSON-protocol request (one naming an
+    /// `X-Amz-Target`), `None` for the REST protocols.
+    pub fn json_protocol(&self) -> Option<&str> {
+        self.header("x-amz-target")
+            .map(|_| self.header("content-type").unwrap_or("application/x-amz-json-1.0"))
+    }
+
     /// The request body as JSON (the JSON protocols), `Null` otherwise.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_default()
@@ -527,10 +534,7 @@ async fn relay(
                 tokio::time::sleep(delay).await;
             }
             let service = request.service().unwrap_or_default();
-            let json = request
-                .header("x-amz-target")
-                .map(|_| request.header("content-type").unwrap_or("application/x-amz-json-1.0"));
-            let answer = throttle_response(service, &request.method, json);
+            let answer = throttle_response(service, &request.method, request.json_protocol());
             client_write.lock().await.write_all(&answer).await?;
             continue;
         }

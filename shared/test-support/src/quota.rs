@@ -576,40 +576,80 @@ pub fn rest_route_pattern(method: &str, path: &str) -> String {
 /// (`aws_runtime::retries::classifiers::THROTTLING_ERRORS`), which its retry
 /// classifier and `onboarding_aws`'s error mapping both use.
 pub fn throttle_response(service: &str, method: &str, json_protocol: Option<&str>) -> Vec<u8> {
-    let (status, content_type, error_type, body) = if let Some(content_type) = json_protocol {
-        let code = if service == "dynamodb" {
-            "com.amazonaws.dynamodb.v20120810#ThrottlingException"
-        } else {
-            "ThrottlingException"
-        };
-        (
+    let protocol = ErrorProtocol::of(service, json_protocol);
+    let (status, code, message) = match protocol {
+        ErrorProtocol::Json { .. } if service == "dynamodb" => (
             "400 Bad Request",
-            content_type.to_string(),
+            "com.amazonaws.dynamodb.v20120810#ThrottlingException",
+            "Rate exceeded",
+        ),
+        ErrorProtocol::Json { .. } => ("400 Bad Request", "ThrottlingException", "Rate exceeded"),
+        ErrorProtocol::S3 => ("503 Slow Down", "SlowDown", "Please reduce your request rate."),
+        ErrorProtocol::RestJson => ("429 Too Many Requests", "ThrottlingException", "Rate exceeded"),
+    };
+    error_answer(protocol, method, status, code, message, "proxy-throttled")
+}
+
+/// Where a service's error answer carries its code, by protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorProtocol<'a> {
+    /// JSON protocols (`X-Amz-Target`; DynamoDB, KMS…): `__type` in the body,
+    /// the body in the request's own content type.
+    Json { content_type: &'a str },
+    /// S3 (REST-XML): `<Error><Code>…</Code>` in an XML body.
+    S3,
+    /// REST-JSON (IoT, IoT data, IoT jobs data): the `x-amzn-ErrorType` header.
+    RestJson,
+}
+
+impl<'a> ErrorProtocol<'a> {
+    /// The protocol of a request to `service`; `json_protocol` is its JSON
+    /// content type when it names an `X-Amz-Target`.
+    pub fn of(service: &str, json_protocol: Option<&'a str>) -> Self {
+        match json_protocol {
+            Some(content_type) => Self::Json { content_type },
+            None if service == "s3" => Self::S3,
+            None => Self::RestJson,
+        }
+    }
+}
+
+/// An error answer as AWS sends it in `protocol`: the `status` line, the
+/// error `code` where the protocol carries it, `message`, and a request id
+/// (no body for `HEAD`).
+pub fn error_answer(
+    protocol: ErrorProtocol<'_>,
+    method: &str,
+    status: &str,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Vec<u8> {
+    let (content_type, error_type, body) = match protocol {
+        ErrorProtocol::Json { content_type } => (
+            content_type,
             None,
-            serde_json::json!({"__type": code, "message": "Rate exceeded"}).to_string(),
-        )
-    } else if service == "s3" {
-        (
-            "503 Slow Down",
-            "application/xml".to_string(),
+            serde_json::json!({"__type": code, "message": message}).to_string(),
+        ),
+        ErrorProtocol::S3 => (
+            "application/xml",
             None,
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
-             <Message>Please reduce your request rate.</Message><RequestId>proxy-throttled</RequestId></Error>"
-                .to_string(),
-        )
-    } else {
-        (
-            "429 Too Many Requests",
-            "application/json".to_string(),
-            Some("ThrottlingException"),
-            serde_json::json!({"message": "Rate exceeded"}).to_string(),
-        )
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+                 <Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
+            ),
+        ),
+        ErrorProtocol::RestJson => (
+            "application/json",
+            Some(code),
+            serde_json::json!({"message": message}).to_string(),
+        ),
     };
     let body = if method == "HEAD" { String::new() } else { body };
     let error_type = error_type.map_or_else(String::new, |t| format!("x-amzn-errortype: {t}\r\n"));
     format!(
         "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{error_type}\
-         x-amzn-requestid: proxy-throttled\r\n\r\n{body}",
+         x-amzn-requestid: {request_id}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
