@@ -43,6 +43,7 @@ pub use policy::rotation::state::{FailureReason, Rotation, RotationState, Transi
 pub use policy::rotation::{RotationPolicy, Strategy};
 
 // --- checks -------------------------------------------------------------------
+pub use checks::ca_rotation::{CaRotationRefusal, check_ca_rotation, days_to_expiry, expires_within};
 pub use checks::certificate::{CaVerdict, CheckContext, DEFAULT_CLOCK_SKEW_SECS, check_ca, check_device_certificate};
 pub use checks::csr::rotation_key_warning;
 pub use checks::subject::check_subject as check_jitp_subject;
@@ -54,8 +55,13 @@ pub use ports::{
     PortError, PortErrorKind, PortResult, ReconcileInventory, RegisteredCa, RegisteredCertificate, RotationInventory,
     RotationIot, RotationObjects, Supersession, SupersessionIot, SupersessionStore, ThingCreation, ThingRegistry,
 };
+pub use ports::{CaRegistry, CaState};
 
 // --- workflows ----------------------------------------------------------------
+pub use workflows::ca_rotation::{
+    CA_LISTING_PAGE, CaExpiry, CaExpiryReport, CaReport, CaUsage, DEFAULT_CA_EXPIRY_WARNING_DAYS, RetireError,
+    RetireOutcome, ca_expiry, ca_report, ca_usage, retire_ca,
+};
 pub use workflows::jitp::{
     JitpError, Rendered as RenderedJitp, TEMPLATE_BODY_MAX, parameter_name as jitp_parameter_name,
     render as render_jitp,
@@ -75,3 +81,5 @@ pub use workflows::rotation::rotator::{Rotator, RotatorSettings, RunReport};
 // --- testing: in-memory fakes of the ports (feature `fakes`) -------------------
 #[cfg(feature = "fakes")]
 pub use testing::{provisioning_hook as hook_fakes, reconciler as reconciler_fakes, rotation as rotation_fakes};
+#[cfg(feature = "fakes")]
+pub use testing::ca as ca_fakes;

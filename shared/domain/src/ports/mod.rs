@@ -4,6 +4,7 @@
 //! here. The AWS adapters implement them; each Lambda depends only on
 //! the ports it uses, so its IAM policy can name exactly those actions.
 
+mod ca;
 mod clock;
 mod inventory;
 mod iot;
@@ -11,6 +12,7 @@ mod jobs;
 mod objects;
 mod rotations;
 
+pub use ca::{CaRegistry, CaState};
 pub use clock::Pacer;
 pub use inventory::{
     AllowEntry, Consumption, DenyList, HookInventory, Inventory, NameClaim, NameClaims, ReconcileInventory,

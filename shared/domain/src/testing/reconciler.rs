@@ -32,6 +32,8 @@ pub struct World {
     pub marks: u32,
     /// Certificate ids whose stuck handling fails transiently.
     pub failing: BTreeSet<String>,
+    /// CA certificates by id (`DescribeCACertificate`).
+    pub cas: BTreeMap<String, RegisteredCa>,
 }
 
 #[derive(Clone, Default)]
@@ -113,8 +115,8 @@ impl CertificateRegistry for Fake {
             }))
         })
     }
-    async fn describe_ca_certificate(&self, _: &str) -> PortResult<Option<RegisteredCa>> {
-        Ok(None)
+    async fn describe_ca_certificate(&self, id: &str) -> PortResult<Option<RegisteredCa>> {
+        self.with(|w| Ok(w.cas.get(id).cloned()))
     }
     async fn set_certificate_status(&self, _: &str, _: &CertificateStatus) -> PortResult<()> {
         Ok(())

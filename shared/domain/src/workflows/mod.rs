@@ -1,5 +1,6 @@
 //! The workflows, generic over the ports.
 
+pub(crate) mod ca_rotation;
 pub(crate) mod config_cache;
 pub(crate) mod jitp;
 pub(crate) mod provisioning_hook;

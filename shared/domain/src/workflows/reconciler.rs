@@ -22,10 +22,12 @@ use std::sync::Arc;
 use crate::model::event::JitrEvent;
 use crate::model::record::{CertificateRecord, Outcome, RecordStatus};
 use crate::model::status::CertificateStatus;
+use crate::policy::config::OnboardingConfig;
 use crate::ports::{
     CaCertificates, CertificateRegistry, Inventory, ListedCertificate, PortError, PortErrorKind, PortResult,
     ReconcileInventory,
 };
+use crate::workflows::ca_rotation::{CaExpiryReport, DEFAULT_CA_EXPIRY_WARNING_DAYS, ca_expiry};
 use crate::workflows::registrar::{ProvisioningError, Registrar};
 
 /// Default age after which a `PENDING_ACTIVATION` certificate counts as stuck.
@@ -127,6 +129,8 @@ pub struct ReconcilerSettings {
     pub page_size: usize,
     /// The CA ids bound to the default profile from the environment.
     pub default_ca_ids: Vec<String>,
+    /// Days before a bound CA's expiry from which it counts as expiring soon.
+    pub ca_expiry_warning_days: i64,
 }
 
 impl Default for ReconcilerSettings {
@@ -138,6 +142,7 @@ impl Default for ReconcilerSettings {
             max_record_pages_per_run: 20,
             page_size: 100,
             default_ca_ids: Vec::new(),
+            ca_expiry_warning_days: DEFAULT_CA_EXPIRY_WARNING_DAYS,
         }
     }
 }
@@ -213,13 +218,7 @@ where
     /// [`PortError`] when the configuration or a cursor cannot be read or saved.
     pub async fn run(&self, now: i64) -> PortResult<ReconcileReport> {
         let config = self.inventory.load_config().await?;
-        let cas: Vec<String> = config
-            .bound_ca_ids()
-            .map(str::to_string)
-            .chain(self.settings.default_ca_ids.iter().cloned())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let cas = self.bound_cas(&config);
         let saved = self.inventory.reconcile_cursor(CA_CURSOR).await?;
         // Where the last run stopped: that CA first, in that phase.
         let (start, records_first) = saved
@@ -256,6 +255,60 @@ where
             None => {}
         }
         tracing::info!(?report, "reconciler run");
+        Ok(report)
+    }
+
+    /// Every CA the run visits: those bound in the table and the default
+    /// profile's, once each, in order.
+    fn bound_cas(&self, config: &OnboardingConfig) -> Vec<String> {
+        config
+            .bound_ca_ids()
+            .map(str::to_string)
+            .chain(self.settings.default_ca_ids.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    /// Every bound CA's expiry as of `now`: IoT's description of the CA
+    /// (`DescribeCACertificate`), its PEM's notAfter, and whether it is an
+    /// `ACTIVE` CA within `ca_expiry_warning_days` of it. A CA that cannot be
+    /// read is logged and counted, and the others are still reported.
+    ///
+    /// # Errors
+    /// [`PortError`] when the configuration cannot be read.
+    pub async fn ca_expiry(&self, now: i64) -> PortResult<CaExpiryReport> {
+        let config = self.inventory.load_config().await?;
+        let mut report = CaExpiryReport::default();
+        for ca in self.bound_cas(&config) {
+            match self.certificates.describe_ca_certificate(&ca).await {
+                Ok(Some(registered)) => match ca_expiry(&registered, now, self.settings.ca_expiry_warning_days) {
+                    Some(expiry) => {
+                        if expiry.expiring_soon {
+                            tracing::warn!(
+                                ca,
+                                days_to_expiry = expiry.days_to_expiry,
+                                not_after = expiry.not_after,
+                                "bound CA expiring soon: rotate it (docs/ca-rotation.md)"
+                            );
+                        }
+                        report.cas.push(expiry);
+                    }
+                    None => {
+                        report.errors += 1;
+                        tracing::error!(ca, "bound CA's certificate does not parse; its expiry is unknown");
+                    }
+                },
+                Ok(None) => {
+                    report.errors += 1;
+                    tracing::warn!(ca, "bound CA is not registered in AWS IoT; its expiry is unknown");
+                }
+                Err(e) => {
+                    report.errors += 1;
+                    tracing::warn!(ca, error = %e, "bound CA not described; its expiry is unknown this run");
+                }
+            }
+        }
         Ok(report)
     }
 
@@ -442,6 +495,7 @@ mod tests {
 
     use super::*;
 
+    use crate::ports::RegisteredCa;
     use crate::testing::reconciler::{BOUND, DEFAULT, Fake, NOW, UNBOUND};
 
     type TestReconciler = Reconciler<Fake, Fake, Fake, Fake>;
@@ -678,6 +732,55 @@ mod tests {
             fake.with(|w| w.cursors.is_empty()),
             "a finished pass clears every cursor"
         );
+    }
+
+    #[tokio::test]
+    async fn every_bound_ca_has_its_expiry_recorded_and_active_ones_near_it_warn() {
+        use crate::testing::ca::ca_pem;
+        let fake = fake();
+        let registered = |id: &str, status: CertificateStatus, days: i64| RegisteredCa {
+            certificate_id: id.into(),
+            status,
+            pem: ca_pem(NOW, days),
+            jitp: false,
+        };
+        fake.with(|w| {
+            w.config.bind("ca-retired".into(), "sensors".into());
+            w.config.bind("ca-missing".into(), "sensors".into());
+            w.cas
+                .insert(BOUND.into(), registered(BOUND, CertificateStatus::Active, 30));
+            w.cas
+                .insert(DEFAULT.into(), registered(DEFAULT, CertificateStatus::Active, 400));
+            w.cas.insert(
+                "ca-retired".into(),
+                registered("ca-retired", CertificateStatus::Inactive, 5),
+            );
+        });
+        let r = reconciler(&fake, default_settings());
+        let report = r.ca_expiry(NOW).await.unwrap_or_else(|e| panic!("{e}"));
+        let days: Vec<(&str, i64, bool)> = report
+            .cas
+            .iter()
+            .map(|c| (c.ca_certificate_id.as_str(), c.days_to_expiry, c.expiring_soon))
+            .collect();
+        assert_eq!(
+            days,
+            [(BOUND, 30, true), (DEFAULT, 400, false), ("ca-retired", 5, false)]
+        );
+        assert_eq!(
+            (report.expiring_soon(), report.errors),
+            (1, 1),
+            "ca-missing is counted as an error"
+        );
+        let narrow = ReconcilerSettings {
+            ca_expiry_warning_days: 30,
+            ..default_settings()
+        };
+        let report = reconciler(&fake, narrow)
+            .ca_expiry(NOW)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.expiring_soon(), 0, "30 days left is not within 30 days");
     }
 
     #[tokio::test]
