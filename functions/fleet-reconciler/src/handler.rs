@@ -7,7 +7,7 @@ use onboarding_domain::{PortError, ReconcileReport};
 use serde_json::{Value, json};
 
 use crate::AwsReconciler;
-use crate::metrics::{report_metrics, supersession_metrics};
+use crate::metrics::{ca_expiry_metrics, report_metrics, supersession_metrics};
 
 /// Why an invocation failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,12 +72,37 @@ impl Handler {
             }
             Err(e) => tracing::error!(error = %e, "superseded certificates not listed; the next run retries"),
         }
+        // Each bound CA's expiry: a failure here never fails the run.
+        let mut expiring_soon = None;
+        match self.reconciler.ca_expiry(now).await {
+            Ok(expiry) => {
+                expiring_soon = Some(expiry.expiring_soon());
+                tracing::info!(
+                    cas = expiry.cas.len(),
+                    expiring_soon = expiry.expiring_soon(),
+                    unknown = expiry.errors,
+                    "bound CAs' expiry"
+                );
+                for line in ca_expiry_metrics(
+                    &self.metrics_namespace,
+                    &expiry,
+                    time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
+                ) {
+                    onboarding_lambda::emit(&line);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "bound CAs' expiry not read; the next run retries"),
+        }
         onboarding_lambda::emit(&report_metrics(
             &self.metrics_namespace,
             &report,
             time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
         ));
-        Ok(report_json(&report, now))
+        let mut answer = report_json(&report, now);
+        if let Some(count) = expiring_soon {
+            answer["caExpiringSoon"] = count.into();
+        }
+        Ok(answer)
     }
 
     /// Revokes the fleet-provisioned certificates an `onboard allow reset`

@@ -9,6 +9,7 @@
 //! | `MAX_CERTIFICATES_PER_RUN` | no | `1000` | IoT certificates examined per run (all CAs) |
 //! | `MAX_RECORDS_PER_RUN` | no | `500` | inventory records checked against IoT per run |
 //! | `MAX_RECORD_PAGES_PER_RUN` | no | `20` | inventory scan pages (100 items each) read per run |
+//! | `CA_EXPIRY_WARNING_DAYS` | no | `90` | an `ACTIVE` bound CA expiring within this many days counts in `CaExpiringSoon` |
 
 use onboarding_domain::ReconcilerSettings;
 use onboarding_lambda::{Env, FromEnv, SettingsError};
@@ -35,6 +36,7 @@ impl FromEnv for Settings {
                 max_examined_per_run: env.positive("MAX_CERTIFICATES_PER_RUN", 1_000)?,
                 max_records_per_run: env.positive("MAX_RECORDS_PER_RUN", 500)?,
                 max_record_pages_per_run: env.positive("MAX_RECORD_PAGES_PER_RUN", 20)?,
+                ca_expiry_warning_days: env.positive("CA_EXPIRY_WARNING_DAYS", 90)?,
                 default_ca_ids,
                 ..ReconcilerSettings::default()
             },
@@ -68,5 +70,23 @@ mod tests {
         assert_eq!(s.reconciler.stuck_after_secs, 120);
         assert_eq!(s.reconciler.default_ca_ids, vec![ca]);
         assert_eq!(s.reconciler.max_examined_per_run, 1_000);
+        assert_eq!(s.reconciler.ca_expiry_warning_days, 90);
+        let short = settings(&[
+            ("INVENTORY_TABLE", "t"),
+            ("CREDENTIALS_BUCKET", "b"),
+            ("CREDENTIALS_KMS_KEY_ID", "k"),
+            ("CA_EXPIRY_WARNING_DAYS", "30"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(short.reconciler.ca_expiry_warning_days, 30);
+        assert!(
+            settings(&[
+                ("INVENTORY_TABLE", "t"),
+                ("CREDENTIALS_BUCKET", "b"),
+                ("CREDENTIALS_KMS_KEY_ID", "k"),
+                ("CA_EXPIRY_WARNING_DAYS", "0"),
+            ])
+            .is_err()
+        );
     }
 }

@@ -80,6 +80,6 @@ pub use workflows::rotation::rotator::{Rotator, RotatorSettings, RunReport};
 
 // --- testing: in-memory fakes of the ports (feature `fakes`) -------------------
 #[cfg(feature = "fakes")]
-pub use testing::{provisioning_hook as hook_fakes, reconciler as reconciler_fakes, rotation as rotation_fakes};
-#[cfg(feature = "fakes")]
 pub use testing::ca as ca_fakes;
+#[cfg(feature = "fakes")]
+pub use testing::{provisioning_hook as hook_fakes, reconciler as reconciler_fakes, rotation as rotation_fakes};
