@@ -36,6 +36,7 @@ pub use dynamodb::keys::{
 pub use dynamodb::rotations::{ScanStats, scan_totals, take_scan_totals};
 pub use error::OperatorError;
 pub use iot::IotAdapter;
+pub use iot::operator::{CaProvisioning, ca_provisioning};
 pub use iot::operator::{
     CertificateLookup, ClaimCertificate, JitpRegistration, ListedCa, TemplatePut, ThingDetails, attached_policy_names,
     ca_is_registered, certificate_status, create_claim_certificate, describe_thing, list_cas, lookup_certificate,

@@ -135,6 +135,44 @@ pub async fn list_cas(iot: &Client) -> Result<Vec<ListedCa>, OperatorError> {
     Ok(cas)
 }
 
+/// How AWS IoT provisions a CA's devices itself (its `registrationConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaProvisioning {
+    /// No template: the registrar provisions them (JITR).
+    Registrar,
+    /// A JITP template body and its role, as `onboard ca register --mode jitp` sets them.
+    Jitp(JitpRegistration),
+    /// A template referred to by name (set outside this tool).
+    NamedTemplate(String),
+}
+
+/// A CA's `registrationConfig`, so that a CA replacing it can carry the same.
+///
+/// # Errors
+/// The failure of `DescribeCACertificate`, a missing CA included.
+pub async fn ca_provisioning(iot: &Client, ca_certificate_id: &str) -> Result<CaProvisioning, OperatorError> {
+    let described = iot
+        .describe_ca_certificate()
+        .certificate_id(ca_certificate_id)
+        .send()
+        .await
+        .map_err(|e| OperatorError::new("DescribeCACertificate", &e))?;
+    let Some(config) = described.registration_config else {
+        return Ok(CaProvisioning::Registrar);
+    };
+    let role_arn = config.role_arn().unwrap_or_default().to_string();
+    if let Some(body) = config.template_body().filter(|b| !b.is_empty()) {
+        return Ok(CaProvisioning::Jitp(JitpRegistration {
+            template_body: body.to_string(),
+            role_arn,
+        }));
+    }
+    Ok(match config.template_name().filter(|n| !n.is_empty()) {
+        Some(name) => CaProvisioning::NamedTemplate(name.to_string()),
+        None => CaProvisioning::Registrar,
+    })
+}
+
 // --- fleet provisioning ------------------------------------------------------------
 
 /// A claim certificate and its private key.
