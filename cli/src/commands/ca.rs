@@ -1,4 +1,5 @@
-//! `onboard ca create | register | bind | list | unbind`.
+//! `onboard ca create | register | bind | list | unbind`; `rotate`, `status`
+//! and `retire` are in `ca_rotation.rs`.
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +17,8 @@ use crate::commands::profile::admin;
 use crate::error::CliError;
 use crate::files::{read, write_all_new};
 
-const CA_CERT: &str = "ca.pem";
-const CA_KEY: &str = "ca.key.pem";
+pub(crate) const CA_CERT: &str = "ca.pem";
+pub(crate) const CA_KEY: &str = "ca.key.pem";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CaKeyType {
@@ -112,6 +113,28 @@ pub enum CaCommand {
     List,
     /// Remove a CA's binding: its new devices are then rejected (CA_NOT_BOUND).
     Unbind { ca_id: String },
+    /// Rotate a manufacturer CA: register the new CA in DIR (from `onboard ca
+    /// create`) with auto-registration and bind it to the old CA's profile.
+    /// The old CA stays ACTIVE; run again after a failure to finish.
+    Rotate {
+        /// The CA being replaced (64 hex characters); it must be bound.
+        old_ca: String,
+        /// Directory holding the new CA's `ca.pem` and `ca.key.pem`.
+        #[arg(long, value_name = "DIR")]
+        new: PathBuf,
+    },
+    /// A CA and every CA bound to the same profile: device certificates
+    /// chaining to each (AWS IoT's count), expiry, status, auto-registration,
+    /// newest registration.
+    Status { ca_id: String },
+    /// Set a CA INACTIVE once no ACTIVE (or PENDING_ACTIVATION) device
+    /// certificate chains to it; auto-registration is turned off first.
+    Retire {
+        ca_id: String,
+        /// Retire it anyway, listing the devices cut off.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub async fn run(command: &CaCommand, cli: &Cli) -> Result<(), CliError> {
@@ -217,6 +240,9 @@ pub async fn run(command: &CaCommand, cli: &Cli) -> Result<(), CliError> {
             Ok(())
         }
         CaCommand::List => list(cli).await,
+        CaCommand::Rotate { old_ca, new } => super::ca_rotation::rotate(old_ca, new, cli).await,
+        CaCommand::Status { ca_id } => super::ca_rotation::status(ca_id, cli).await,
+        CaCommand::Retire { ca_id, force } => super::ca_rotation::retire(ca_id, *force, cli).await,
         CaCommand::Unbind { ca_id } => {
             check_ca_id(ca_id)?;
             if admin(cli).await?.unbind(ca_id).await? {
@@ -229,7 +255,7 @@ pub async fn run(command: &CaCommand, cli: &Cli) -> Result<(), CliError> {
     }
 }
 
-fn check_ca_id(ca_id: &str) -> Result<(), CliError> {
+pub(crate) fn check_ca_id(ca_id: &str) -> Result<(), CliError> {
     if is_certificate_id(ca_id) {
         Ok(())
     } else {
@@ -423,7 +449,7 @@ pub(crate) fn create(
 
 /// The verification certificate AWS IoT asks for: CN = the registration
 /// code, signed by the CA's key.
-fn verification_certificate(ca_pem: &str, ca_key_pem: &str, code: &str) -> Result<String, CliError> {
+pub(crate) fn verification_certificate(ca_pem: &str, ca_key_pem: &str, code: &str) -> Result<String, CliError> {
     let bad = |what: &str, e: rcgen::Error| CliError::Input(format!("{what}: {e}"));
     let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|e| bad("the CA key does not parse", e))?;
     let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key).map_err(|e| bad("the CA certificate does not parse", e))?;

@@ -4,6 +4,7 @@
 
 pub mod allow;
 pub mod ca;
+pub mod ca_rotation;
 pub mod claim;
 pub mod demo;
 pub mod deny;
