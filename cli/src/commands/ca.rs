@@ -131,7 +131,7 @@ pub enum CaCommand {
     /// certificate chains to it; auto-registration is turned off first.
     Retire {
         ca_id: String,
-        /// Retire it anyway, listing the devices cut off.
+        /// Retire it anyway, listing the devices still depending on it.
         #[arg(long)]
         force: bool,
     },

@@ -352,7 +352,9 @@ pub async fn retire(ca: &str, force: bool, cli: &Cli) -> Result<(), CliError> {
             } else {
                 if forced && usage.in_use() > 0 {
                     println!(
-                        "--force: {} device certificate(s) of CA {ca} are cut off (they can no longer connect):\n{}",
+                        "--force: {} device certificate(s) of CA {ca} are left under an INACTIVE CA (no new \
+                         registration; the registrar rejects their pending ones; to cut their connections for \
+                         certain, retire or revoke the devices):\n{}",
                         usage.in_use(),
                         list_in_use(&usage)
                     );
