@@ -226,6 +226,10 @@ async fn a_manufacturer_ca_is_rotated_watched_and_retired() -> TestResult {
         &w.run(&["ca", "rotate", "not-an-id", "--new", &dir(&new_dir)])?,
         "not a CA certificate id",
     );
+    refused(&w.run(&["ca", "status", &unknown])?, "no CA");
+    refused(&w.run(&["ca", "status", "nope"])?, "not a CA certificate id");
+    refused(&w.run(&["ca", "retire", &unknown])?, "no CA");
+    refused(&w.run(&["ca", "retire", "nope", "--force"])?, "not a CA certificate id");
     let iot = aws_sdk_iot::Client::new(&w.sdk);
     assert!(
         !onboarding_aws::ca_is_registered(&iot, &new).await?,
