@@ -3,8 +3,9 @@
 //! rotate` to a new one, a device of each making its first mTLS connection
 //! during the overlap, `onboard ca status` on both, the reconciler's expiry
 //! metric for the old CA, and `onboard ca retire` refusing while a device
-//! still holds an ACTIVE certificate of the old CA, succeeding once it does
-//! not, and `--force` listing what it cuts off.
+//! still holds an ACTIVE certificate of the old CA, succeeding once that
+//! device has rotated (its new certificate from CreateCertificateFromCsr no
+//! longer chains to the old CA), and `--force` listing what remains.
 //!
 //! Needs the functions' Lambda zips (`scripts/test.sh` builds them; the
 //! reconciler's must include its CA expiry pass).
@@ -80,11 +81,21 @@ impl World {
         Ok(out)
     }
 
-    /// One device of `ca`, named `name`, its directory.
-    fn mint(&self, ca: &Path, name: &str) -> Result<PathBuf, Error> {
+    /// One device of `ca`, named `name`, valid for `days`; its directory.
+    fn mint(&self, ca: &Path, name: &str, days: u32) -> Result<PathBuf, Error> {
         let out = self.path(&format!("devices-{name}"));
         self.onboard()?
-            .args(["device", "mint", "--count", "1", "--name", name, "--ca"])
+            .args([
+                "device",
+                "mint",
+                "--count",
+                "1",
+                "--days",
+                &days.to_string(),
+                "--name",
+                name,
+                "--ca",
+            ])
             .arg(ca)
             .arg("--out")
             .arg(&out)
@@ -176,6 +187,8 @@ async fn a_manufacturer_ca_is_rotated_watched_and_retired() -> TestResult {
             "thingType": w.deployed.output("ThingTypeName")?,
             "thingName": "{CN}",
             "policyName": w.deployed.output("DevicePolicyName")?,
+            "minRemainingDays": 7,
+            "rotation": {"strategy": "csr", "windowDays": 30, "jobTimeoutMinutes": 1, "graceDays": 0},
         })
         .to_string(),
     )?;
@@ -245,8 +258,9 @@ async fn a_manufacturer_ca_is_rotated_watched_and_retired() -> TestResult {
     assert_eq!(again["registered"], false, "{again}");
 
     // The overlap: a device of each CA makes its first connection and is provisioned.
-    let old_device = w.mint(&old_dir, "old-01")?;
-    let new_device = w.mint(&new_dir, "new-01")?;
+    // The old CA's device expires in 20 days: inside its profile's rotation window.
+    let old_device = w.mint(&old_dir, "old-01", 20)?;
+    let new_device = w.mint(&new_dir, "new-01", 365)?;
     assert_eq!(w.connect(&old_device)?, [("old-01".to_string(), "active".to_string())]);
     assert_eq!(w.connect(&new_device)?, [("new-01".to_string(), "active".to_string())]);
     let old_cert = certificate_id_of(&old_device.join("old-01"))?;
@@ -329,13 +343,43 @@ async fn a_manufacturer_ca_is_rotated_watched_and_retired() -> TestResult {
         Some("ENABLE")
     );
 
-    // The device goes away (its certificate INACTIVE, as a device retire sets
-    // it): the retire succeeds, the CA is INACTIVE with auto-registration off.
-    iot.update_certificate()
-        .certificate_id(&old_cert)
-        .new_status(aws_sdk_iot::types::CertificateStatus::Inactive)
-        .send()
-        .await?;
+    // The device rotates (the deployed rotator, the device's agent over MQTT):
+    // its new certificate comes from CreateCertificateFromCsr, not from the
+    // old CA, and the old one ends INACTIVE. Now the retire succeeds.
+    let rotator = w.deployed.output("RotatorFunctionName")?;
+    let started = common::run_scheduled(&w.sdk, rotator, time::OffsetDateTime::now_utc()).await?;
+    assert_eq!(
+        started["started"], 1,
+        "only the old CA's device is in its window: {started}"
+    );
+    let agent = w
+        .onboard()?
+        .args(["--json", "device", "rotate-agent", "--dir"])
+        .arg(old_device.join("old-01"))
+        .args(["--host", "127.0.0.1", "--port", &w.emulator.mqtt_port.to_string()])
+        .arg("--server-ca")
+        .arg(&w.server_ca)
+        .args(["--deadline", "60"])
+        .output()?;
+    assert!(agent.status.success(), "{}", text(&agent));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while certificate_status(&iot, &old_cert).await?.as_deref() != Some("INACTIVE") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old certificate was not retired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let rotated_cert = certificate_id_of(&old_device.join("old-01"))?;
+    assert_ne!(rotated_cert, old_cert);
+    let described = iot.describe_certificate().certificate_id(&rotated_cert).send().await?;
+    let rotated_ca = described
+        .certificate_description()
+        .and_then(|d| d.ca_certificate_id())
+        .map(str::to_string);
+    assert!(rotated_ca.as_deref() != Some(old_s), "{rotated_ca:?}");
+    // The device still gets in, with its new certificate.
+    assert_eq!(w.connect(&old_device)?, [("old-01".to_string(), "active".to_string())]);
     let retired = json(&w.run(&["--json", "ca", "retire", old_s])?)?;
     assert_eq!(retired["result"], "retired", "{retired}");
     assert_eq!(retired["inUse"], 0);
