@@ -256,6 +256,35 @@ async fn a_manufacturer_ca_is_rotated_watched_and_retired() -> TestResult {
     assert_eq!(rotated["profile"], "sensors");
     let again = json(&w.run(&["--json", "ca", "rotate", old_s, "--new", &dir(&new_dir)])?)?;
     assert_eq!(again["registered"], false, "{again}");
+    // As after a crash between the registration and the binding, with the
+    // new CA's auto-registration off: the next run binds it and turns it on.
+    w.onboard()?.args(["ca", "unbind", &new]).assert().success();
+    iot.update_ca_certificate()
+        .certificate_id(&new)
+        .new_auto_registration_status(aws_sdk_iot::types::AutoRegistrationStatus::Disable)
+        .send()
+        .await?;
+    let resumed = w.run(&["ca", "rotate", old_s, "--new", &dir(&new_dir)])?;
+    assert!(
+        String::from_utf8_lossy(&resumed.stdout).contains("reused, auto-registration turned on"),
+        "{}",
+        text(&resumed)
+    );
+    let described = iot.describe_ca_certificate().certificate_id(&new).send().await?;
+    assert_eq!(
+        described
+            .certificate_description()
+            .and_then(|d| d.auto_registration_status())
+            .map(|s| s.as_str()),
+        Some("ENABLE")
+    );
+    let listed = json(&w.run(&["--json", "ca", "list"])?)?;
+    assert!(
+        listed.as_array().is_some_and(|cas| cas
+            .iter()
+            .any(|c| c["caCertificateId"] == new.as_str() && c["profile"] == "sensors")),
+        "{listed}"
+    );
 
     // The overlap: a device of each CA makes its first connection and is provisioned.
     // The old CA's device expires in 20 days: inside its profile's rotation window.
