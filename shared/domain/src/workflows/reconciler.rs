@@ -284,6 +284,13 @@ where
             match self.certificates.describe_ca_certificate(&ca).await {
                 Ok(Some(registered)) => match ca_expiry(&registered, now, self.settings.ca_expiry_warning_days) {
                     Some(expiry) => {
+                        tracing::info!(
+                            ca,
+                            status = registered.status.as_str(),
+                            not_after = %crate::model::time::rfc3339(expiry.not_after),
+                            days_to_expiry = expiry.days_to_expiry,
+                            "bound CA's expiry"
+                        );
                         if expiry.expiring_soon {
                             tracing::warn!(
                                 ca,
