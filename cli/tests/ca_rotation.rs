@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
+use aws_sdk_dynamodb::types::AttributeValue;
 use common::Error;
 use onboarding_test_support::emulator::{Emulator, stack};
 use onboarding_test_support::world::certificate_status;
@@ -353,6 +354,30 @@ async fn a_manufacturer_ca_is_rotated_watched_and_retired() -> TestResult {
     assert_eq!(days_of(old_s), Some(old_days as f64), "{}", lines.join("\n"));
     assert!(days_of(&new).is_some_and(|d| d > 3600.0), "{}", lines.join("\n"));
     assert!(emf.iter().any(|v| v["CaExpiringSoon"] == 1.0), "{}", lines.join("\n"));
+    // ... and keeps each one's notAfter in the inventory table.
+    let dynamodb = aws_sdk_dynamodb::Client::new(&w.sdk);
+    for ca in [old_s, new.as_str()] {
+        let item = dynamodb
+            .get_item()
+            .table_name(&w.table)
+            .key("pk", AttributeValue::S("RECONCILER".into()))
+            .key("sk", AttributeValue::S(format!("CAEXPIRY#{ca}")))
+            .send()
+            .await?
+            .item
+            .ok_or(format!("no recorded expiry for CA {ca}"))?;
+        let not_after: i64 = item
+            .get("notAfterEpoch")
+            .and_then(|v| v.as_n().ok())
+            .ok_or("no notAfterEpoch")?
+            .parse()?;
+        let days_left = (not_after - time::OffsetDateTime::now_utc().unix_timestamp()) / 86_400;
+        let emitted = days_of(ca).ok_or("no metric")? as i64;
+        assert!(
+            (days_left - emitted).abs() <= 1,
+            "recorded {item:?}, emitted {emitted} days"
+        );
+    }
 
     // Retire refuses while the old CA's device holds an ACTIVE certificate,
     // lists it, and changes nothing.

@@ -103,6 +103,11 @@ pub fn cursor_sk(name: &str) -> String {
 /// registrar loads whole).
 pub const RECONCILER_PK: &str = "RECONCILER";
 
+/// The sort key, under [`RECONCILER_PK`], of a bound CA's recorded expiry.
+pub fn ca_expiry_sk(ca_certificate_id: &str) -> String {
+    format!("CAEXPIRY#{ca_certificate_id}")
+}
+
 /// Partition of the rotator's runtime state (never `CONFIG`, which the
 /// registrar loads whole).
 pub const ROTATOR_PK: &str = "ROTATOR";

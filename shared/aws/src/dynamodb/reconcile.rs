@@ -10,6 +10,7 @@
 //! | certificate record, found by the reconciler | `CERT#<certificateId>` | `CERT` | status `OBSERVED`, certificateStatus `ACTIVE`, thingName, reasonDetail, foundBy |
 //! | certificate record, certificate gone | `CERT#<certificateId>` | `CERT` | certificateStatus `NOT_FOUND`, certificateMissingAt |
 //! | reconciler cursor | `RECONCILER` | `CURSOR#<name>` | cursor |
+//! | a bound CA's expiry, as last read | `RECONCILER` | `CAEXPIRY#<caCertificateId>` | caCertificateId, notAfter (RFC 3339), notAfterEpoch (N), checkedAt |
 //!
 //! # What the record scan costs
 //!
@@ -26,14 +27,14 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use onboarding_domain::rfc3339;
 use onboarding_domain::{CertificateRecord, NOT_FOUND_STATUS, Page, PortResult, ReconcileInventory};
 use serde::{Deserialize, Serialize};
 
 use super::DynamoInventory;
 use super::items::{Item, parse_record, s};
-use super::keys::{CERTIFICATE_SK, RECONCILER_PK, certificate_pk};
+use super::keys::{CERTIFICATE_SK, RECONCILER_PK, ca_expiry_sk, certificate_pk};
 use crate::error::{classify, invalid, is_conditional_failure};
 
 /// Where a record scan stands: the CA and DynamoDB's `LastEvaluatedKey`.
@@ -144,5 +145,21 @@ impl ReconcileInventory for DynamoInventory {
     async fn save_reconcile_cursor(&self, name: &str, cursor: Option<&str>) -> PortResult<()> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         self.store_cursor(RECONCILER_PK, name, cursor, now).await
+    }
+
+    async fn record_ca_expiry(&self, ca_certificate_id: &str, not_after: i64, checked_at: i64) -> PortResult<()> {
+        self.client()
+            .put_item()
+            .table_name(self.table())
+            .item("pk", s(RECONCILER_PK))
+            .item("sk", s(ca_expiry_sk(ca_certificate_id)))
+            .item("caCertificateId", s(ca_certificate_id))
+            .item("notAfter", s(rfc3339(not_after)))
+            .item("notAfterEpoch", AttributeValue::N(not_after.to_string()))
+            .item("checkedAt", s(rfc3339(checked_at)))
+            .send()
+            .await
+            .map_err(|e| classify("PutItem", e))?;
+        Ok(())
     }
 }

@@ -139,6 +139,15 @@ pub trait ReconcileInventory: Send + Sync {
     fn reconcile_cursor(&self, name: &str) -> impl Future<Output = PortResult<Option<String>>> + Send;
     /// Saves a position; `None` deletes it.
     fn save_reconcile_cursor(&self, name: &str, cursor: Option<&str>) -> impl Future<Output = PortResult<()>> + Send;
+    /// Records a bound CA's `notAfter` (Unix seconds), read from its
+    /// certificate in IoT at `checked_at`; the latest reading replaces the
+    /// previous one.
+    fn record_ca_expiry(
+        &self,
+        ca_certificate_id: &str,
+        not_after: i64,
+        checked_at: i64,
+    ) -> impl Future<Output = PortResult<()>> + Send;
 }
 
 /// What the hook reads and writes in the inventory.

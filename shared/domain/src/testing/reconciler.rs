@@ -34,6 +34,8 @@ pub struct World {
     pub failing: BTreeSet<String>,
     /// CA certificates by id (`DescribeCACertificate`).
     pub cas: BTreeMap<String, RegisteredCa>,
+    /// Recorded CA expiries: CA id → (notAfter, checked at).
+    pub ca_expiries: BTreeMap<String, (i64, i64)>,
 }
 
 #[derive(Clone, Default)]
@@ -191,6 +193,12 @@ impl ReconcileInventory for Fake {
                 Ok(true)
             }
             _ => Ok(false),
+        })
+    }
+    async fn record_ca_expiry(&self, ca: &str, not_after: i64, checked_at: i64) -> PortResult<()> {
+        self.with(|w| {
+            w.ca_expiries.insert(ca.to_string(), (not_after, checked_at));
+            Ok(())
         })
     }
     async fn reconcile_cursor(&self, name: &str) -> PortResult<Option<String>> {

@@ -299,6 +299,12 @@ where
                                 "bound CA expiring soon: rotate it (docs/ca-rotation.md)"
                             );
                         }
+                        // Recorded where the operator's and the audit's reads
+                        // find it without IoT; a failed write is retried by the
+                        // next run and never fails this one.
+                        if let Err(e) = self.inventory.record_ca_expiry(&ca, expiry.not_after, now).await {
+                            tracing::warn!(ca, error = %e, "bound CA's expiry not recorded this run");
+                        }
                         report.cas.push(expiry);
                     }
                     None => {
@@ -504,6 +510,7 @@ mod tests {
 
     use crate::ports::RegisteredCa;
     use crate::testing::reconciler::{BOUND, DEFAULT, Fake, NOW, UNBOUND};
+    use std::collections::BTreeMap;
 
     type TestReconciler = Reconciler<Fake, Fake, Fake, Fake>;
 
@@ -779,6 +786,13 @@ mod tests {
             (1, 1),
             "ca-missing is counted as an error"
         );
+        let recorded = fake.with(|w| w.ca_expiries.clone());
+        let expected: BTreeMap<String, (i64, i64)> = report
+            .cas
+            .iter()
+            .map(|c| (c.ca_certificate_id.clone(), (c.not_after, NOW)))
+            .collect();
+        assert_eq!(recorded, expected, "every readable bound CA's notAfter is recorded");
         let narrow = ReconcilerSettings {
             ca_expiry_warning_days: 30,
             ..default_settings()
