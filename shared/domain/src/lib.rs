@@ -54,6 +54,7 @@ pub use ports::{
     PortError, PortErrorKind, PortResult, ReconcileInventory, RegisteredCa, RegisteredCertificate, RotationInventory,
     RotationIot, RotationObjects, Supersession, SupersessionIot, SupersessionStore, ThingCreation, ThingRegistry,
 };
+pub use ports::{RetirementInventory, RetirementIot, RetirementTicket, ThingMembership};
 
 // --- workflows ----------------------------------------------------------------
 pub use workflows::jitp::{
@@ -67,6 +68,10 @@ pub use workflows::provisioning_hook::{
 };
 pub use workflows::reconciler::{NOT_FOUND_STATUS, ReconcileReport, Reconciler, ReconcilerSettings, StuckHandler};
 pub use workflows::registrar::{ProvisioningError, Registrar, RegistrarSettings, certificate_id_of_arn};
+pub use workflows::retirement::{
+    PlannedCertificate, PlannedRotation, RetireOutcome, RetireRequest, Retirement, RetirementError, RetirementPlan,
+    RetirementSettings,
+};
 pub use workflows::rotation::completer::{Completer, CompleterSettings, CompletionOutcome, JobExecutionEvent};
 pub use workflows::rotation::issuer::{CsrIssuer, CsrIssuerSettings, CsrOutcome};
 pub use workflows::rotation::ops::{IgnoreReason, RotationError, credential_keys};

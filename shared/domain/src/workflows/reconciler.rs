@@ -371,8 +371,9 @@ where
                 Err(e) => return self.scan_failed(&name, cursor.is_some(), e, report).await,
             };
             for record in &page.items {
-                // Rotated certificates are deleted by design; marked ones are done.
-                if record.status == RecordStatus::Rotated
+                // Rotated and retired certificates are deleted by design;
+                // marked ones are done.
+                if matches!(record.status, RecordStatus::Rotated | RecordStatus::Retired)
                     || record.certificate_status.as_deref() == Some(NOT_FOUND_STATUS)
                 {
                     continue;
