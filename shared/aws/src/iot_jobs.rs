@@ -104,6 +104,10 @@ impl onboarding_domain::RetirementIot for RotationIotAdapter {
         self.certificates.attached_principals(thing_name).await
     }
 
+    async fn principal_things(&self, principal_arn: &str) -> PortResult<Vec<String>> {
+        self.certificates.principal_things(principal_arn).await
+    }
+
     async fn leave_thing_group(&self, thing_name: &str, group: &str) -> PortResult<()> {
         self.certificates.leave_thing_group(thing_name, group).await
     }

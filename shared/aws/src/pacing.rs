@@ -46,6 +46,7 @@ pub const IOT_DEFAULT_QUOTAS: &[(&str, f64)] = &[
     ("DescribeThing", 350.0),
     ("ListThingGroupsForThing", 10.0),
     ("ListAttachedPolicies", 10.0),
+    ("ListPrincipalThings", 10.0),
     ("DetachPolicy", 15.0),
     ("DetachThingPrincipal", 100.0),
     ("DeleteCertificate", 10.0),

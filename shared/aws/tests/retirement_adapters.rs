@@ -105,12 +105,22 @@ async fn deleting_or_leaving_what_is_gone_is_already_done() {
         .then_error(|| ListThingPrincipalsError::ResourceNotFoundException(not_found()));
     let described = mock!(aws_sdk_iot::Client::describe_thing)
         .then_error(|| DescribeThingError::ResourceNotFoundException(not_found()));
-    let adapter = iot(&[&delete, &group, &billing, &principals, &described]);
+    let things = mock!(aws_sdk_iot::Client::list_principal_things).then_error(|| {
+        aws_sdk_iot::operation::list_principal_things::ListPrincipalThingsError::ResourceNotFoundException(not_found())
+    });
+    let adapter = iot(&[&delete, &group, &billing, &principals, &described, &things]);
     adapter.delete_thing(THING).await.expect("gone is deleted");
     adapter.leave_thing_group(THING, "fleet").await.expect("left");
     adapter.leave_billing_group(THING, "billing-a").await.expect("left");
     assert_eq!(adapter.attached_principals(THING).await.expect("answered"), None);
     assert_eq!(adapter.thing_membership(THING).await.expect("answered"), None);
+    assert!(
+        adapter
+            .principal_things("arn:aws:iot:us-east-1:1:cert/gone")
+            .await
+            .expect("answered")
+            .is_empty()
+    );
     assert_eq!((delete.num_calls(), group.num_calls(), billing.num_calls()), (1, 1, 1));
 }
 

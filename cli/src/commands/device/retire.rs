@@ -208,6 +208,10 @@ fn plan_json(plan: &RetirementPlan) -> serde_json::Value {
             "stopped": r.to_stop,
         })).collect::<Vec<_>>(),
         "objects": plan.objects,
+        "sharedCertificates": plan.shared.iter().map(|(id, others)| json!({
+            "certificateId": id,
+            "alsoAttachedTo": others,
+        })).collect::<Vec<_>>(),
         "inProgress": plan.in_progress.as_ref().map(|t| json!({
             "reason": t.reason,
             "revoke": t.revoke,
@@ -242,6 +246,12 @@ fn print_plan(plan: &RetirementPlan) {
             c.status.as_ref().map_or("(gone from IoT)", |s| s.as_str()),
             c.policies.join(", "),
             c.record_status.unwrap_or("(none)"),
+        );
+    }
+    for (id, others) in &plan.shared {
+        println!(
+            "  certificate {id} is also attached to [{}]: only detached from this thing",
+            others.join(", ")
         );
     }
     match &plan.membership {

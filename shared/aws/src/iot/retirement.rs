@@ -48,6 +48,26 @@ impl RetirementIot for IotAdapter {
         }
     }
 
+    async fn principal_things(&self, principal_arn: &str) -> PortResult<Vec<String>> {
+        self.ready("ListPrincipalThings").await;
+        let mut pages = self
+            .client()
+            .list_principal_things()
+            .principal(principal_arn)
+            .into_paginator()
+            .items()
+            .send();
+        let mut things = Vec::new();
+        while let Some(thing) = pages.next().await {
+            match thing {
+                Ok(thing) => things.push(thing),
+                Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+                Err(e) => return Err(classify("ListPrincipalThings", e)),
+            }
+        }
+        Ok(things)
+    }
+
     async fn leave_thing_group(&self, thing_name: &str, group: &str) -> PortResult<()> {
         self.ready("RemoveThingFromThingGroup").await;
         match self

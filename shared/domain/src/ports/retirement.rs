@@ -22,6 +22,9 @@ pub trait RetirementIot: Send + Sync {
     fn thing_membership(&self, thing_name: &str) -> impl Future<Output = PortResult<Option<ThingMembership>>> + Send;
     /// `ListThingPrincipals` (every page); `None` when the thing does not exist.
     fn attached_principals(&self, thing_name: &str) -> impl Future<Output = PortResult<Option<Vec<String>>>> + Send;
+    /// `ListPrincipalThings` (every page): the things a certificate is
+    /// attached to; empty when the certificate does not exist.
+    fn principal_things(&self, principal_arn: &str) -> impl Future<Output = PortResult<Vec<String>>> + Send;
     /// `RemoveThingFromThingGroup`; succeeds when the thing or the group is gone.
     fn leave_thing_group(&self, thing_name: &str, group: &str) -> impl Future<Output = PortResult<()>> + Send;
     /// `RemoveThingFromBillingGroup`; succeeds when the thing or the group is gone.

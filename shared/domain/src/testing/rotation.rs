@@ -73,6 +73,9 @@ pub struct World {
     pub things: BTreeMap<String, FakeThing>,
     /// Retirements under way, by thing.
     pub retirements: BTreeMap<String, RetirementTicket>,
+    /// Other things a certificate is attached to as well (non-exclusive
+    /// attachments; `FakeCert::thing` holds one).
+    pub also_attached: BTreeMap<String, Vec<String>>,
     /// `DeleteThing` answers "still attached" this many more times after
     /// the last principal is detached (IoT's eventual consistency).
     pub delete_lag: usize,
@@ -761,6 +764,15 @@ impl RetirementIot for Fake {
                     .map(|c| c.arn.clone())
                     .collect()
             }))
+        })
+    }
+
+    async fn principal_things(&self, principal_arn: &str) -> PortResult<Vec<String>> {
+        self.call("principal_things", |w| {
+            let id = id_of(principal_arn);
+            let mut things: Vec<String> = w.certs.get(&id).and_then(|c| c.thing.clone()).into_iter().collect();
+            things.extend(w.also_attached.get(&id).cloned().unwrap_or_default());
+            Ok(things)
         })
     }
 

@@ -128,6 +128,9 @@ pub struct RetirementPlan {
     pub rotations: Vec<PlannedRotation>,
     /// Credentials records and rotation objects in the bucket.
     pub objects: Vec<String>,
+    /// Certificates also attached to other things (listed with them): only
+    /// detached from this thing, never deactivated or deleted.
+    pub shared: Vec<(String, Vec<String>)>,
     /// A retirement already claimed and not finished (it is resumed, with its own flags).
     pub in_progress: Option<RetirementTicket>,
 }
@@ -135,7 +138,10 @@ pub struct RetirementPlan {
 impl RetirementPlan {
     /// Nothing to retire: no thing, no certificate, no retirement under way.
     pub fn is_empty(&self) -> bool {
-        self.membership.is_none() && self.certificates.is_empty() && self.in_progress.is_none()
+        self.membership.is_none()
+            && self.certificates.is_empty()
+            && self.shared.is_empty()
+            && self.in_progress.is_none()
     }
 }
 
@@ -232,20 +238,38 @@ where
 
     /// Every certificate of the thing: those attached to it, those of a
     /// retirement under way, and the new certificates of their rotations.
+    ///
+    /// A certificate attached to another thing as well (a non-exclusive
+    /// attachment made by hand) is not the device's alone: it is left out
+    /// (only detached from this thing at the end), so that retiring one
+    /// device never cuts another off. Returned apart, with the other things.
     async fn certificate_ids(
         &self,
         thing_name: &str,
         ticket: Option<&RetirementTicket>,
-    ) -> Result<(BTreeSet<String>, Vec<Rotation>), RetirementError> {
-        let mut ids: BTreeSet<String> = self
-            .iot
-            .attached_principals(thing_name)
-            .await?
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|arn| certificate_id_of_arn(arn))
-            .map(str::to_string)
-            .collect();
+    ) -> Result<Discovered, RetirementError> {
+        let mut ids = BTreeSet::new();
+        let mut shared = Vec::new();
+        for arn in self.iot.attached_principals(thing_name).await?.unwrap_or_default() {
+            let Some(id) = certificate_id_of_arn(&arn) else {
+                continue;
+            };
+            if ticket.is_some_and(|t| t.certificate_ids.contains(id)) {
+                continue;
+            }
+            let others: Vec<String> = self
+                .iot
+                .principal_things(&arn)
+                .await?
+                .into_iter()
+                .filter(|t| t != thing_name)
+                .collect();
+            if others.is_empty() {
+                ids.insert(id.to_string());
+            } else {
+                shared.push((id.to_string(), others));
+            }
+        }
         if let Some(ticket) = ticket {
             ids.extend(ticket.certificate_ids.iter().cloned());
         }
@@ -260,7 +284,7 @@ where
                 rotations.push(r);
             }
         }
-        Ok((ids, rotations))
+        Ok(Discovered { ids, rotations, shared })
     }
 
     /// What retiring the thing would act on, read without changing anything.
@@ -269,7 +293,7 @@ where
     /// The first port failure.
     pub async fn plan(&self, thing_name: &str) -> Result<RetirementPlan, RetirementError> {
         let ticket = self.inventory.retirement(thing_name).await?;
-        let (ids, rotations) = self.certificate_ids(thing_name, ticket.as_ref()).await?;
+        let Discovered { ids, rotations, shared } = self.certificate_ids(thing_name, ticket.as_ref()).await?;
         let membership = self.iot.thing_membership(thing_name).await?;
         let mut certificates = Vec::new();
         let mut objects = Vec::new();
@@ -309,6 +333,7 @@ where
             certificates,
             rotations,
             objects,
+            shared,
             in_progress: ticket,
         })
     }
@@ -328,8 +353,9 @@ where
         let (mut ticket, resumed) = match self.inventory.retirement(thing_name).await? {
             Some(ticket) => (ticket, true),
             None => {
-                let (ids, _) = self.certificate_ids(thing_name, None).await?;
-                if ids.is_empty() && self.iot.thing_membership(thing_name).await?.is_none() {
+                let found = self.certificate_ids(thing_name, None).await?;
+                let ids = found.ids;
+                if ids.is_empty() && found.shared.is_empty() && self.iot.thing_membership(thing_name).await?.is_none() {
                     return Ok(RetireOutcome::NothingToRetire {
                         thing_name: thing_name.to_string(),
                     });
@@ -358,7 +384,15 @@ where
             }
         };
         // Every certificate, recorded on the ticket before it is touched.
-        let (ids, rotations) = self.certificate_ids(thing_name, Some(&ticket)).await?;
+        let Discovered { ids, rotations, shared } = self.certificate_ids(thing_name, Some(&ticket)).await?;
+        for (id, others) in &shared {
+            tracing::warn!(
+                thing = thing_name,
+                certificate = %id,
+                others = ?others,
+                "certificate also attached to other things: only detached from this one"
+            );
+        }
         let found: BTreeSet<String> = ids.difference(&ticket.certificate_ids).cloned().collect();
         if !found.is_empty() {
             self.inventory.add_retiring_certificates(thing_name, &found).await?;
@@ -389,7 +423,8 @@ where
         for id in &ticket.certificate_ids {
             self.cut_off(thing_name, id, &target, !ticket.revoke).await?;
         }
-        // Any principal left (one that is not a certificate, one attached meanwhile).
+        // Any principal left (one shared with other things, one that is not
+        // a certificate, one attached meanwhile): detached from this thing only.
         for arn in self.iot.attached_principals(thing_name).await?.unwrap_or_default() {
             self.iot.detach_from_thing(thing_name, &arn).await?;
         }
@@ -560,6 +595,13 @@ where
             attempts,
         })
     }
+}
+
+/// What [`Retirement::certificate_ids`] found.
+struct Discovered {
+    ids: BTreeSet<String>,
+    rotations: Vec<Rotation>,
+    shared: Vec<(String, Vec<String>)>,
 }
 
 /// Whether a retirement changes this rotation.

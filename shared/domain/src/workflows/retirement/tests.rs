@@ -290,12 +290,15 @@ async fn a_revoking_retirement_interrupted_at_any_step_converges_on_revoked_deta
 
 #[tokio::test]
 async fn a_resumed_retirement_keeps_the_flags_it_was_claimed_with() {
+    // Where the claim is in an uninterrupted run.
+    let (_, calls) = scenario(request(false, true), None).await;
+    let claim = calls.iter().position(|c| *c == "claim_retirement").expect("a claim");
     let (fake, _, _) = device().await;
     // Interrupted right after the claim of a keep-thing retirement...
-    fake.with(|w| w.inject = Some(Inject::After(4)));
+    fake.with(|w| w.inject = Some(Inject::After(claim)));
     let (retirement, _) = workflow(&fake);
     assert!(retirement.retire(&thing(0), &request(false, true), NOW).await.is_err());
-    assert_eq!(fake.with(|w| w.calls[4]), "claim_retirement");
+    assert_eq!(fake.with(|w| w.calls[claim]), "claim_retirement");
     assert_eq!(fake.with(|w| w.retirements.len()), 1, "claimed");
     // ...and run again without --keep-thing: the claim's flags win.
     let outcome = retirement
@@ -374,6 +377,7 @@ async fn the_plan_lists_everything_and_changes_nothing() {
     let reads = [
         "retirement",
         "attached_principals",
+        "principal_things",
         "rotation",
         "thing_membership",
         "certificate",
@@ -405,7 +409,44 @@ async fn the_plan_lists_everything_and_changes_nothing() {
         "credentials record and the rotation's two objects: {:?}",
         plan.objects
     );
-    assert!(!plan.is_empty() && plan.in_progress.is_none());
+    assert!(!plan.is_empty() && plan.in_progress.is_none() && plan.shared.is_empty());
+}
+
+#[tokio::test]
+async fn a_certificate_shared_with_another_thing_is_only_detached() {
+    let (fake, old, _) = device().await;
+    // A certificate attached by hand to dev-0 and, non-exclusively, to dev-9.
+    let shared = "5".repeat(64);
+    fake.with(|w| {
+        w.certs.insert(
+            shared.clone(),
+            FakeCert {
+                arn: arn(&shared),
+                status: CertificateStatus::Active,
+                pem: "shared".into(),
+                thing: Some(thing(0)),
+                policies: BTreeSet::from([POLICY.to_string()]),
+            },
+        );
+        w.also_attached.insert(shared.clone(), vec!["dev-9".into()]);
+    });
+    let (retirement, _) = workflow(&fake);
+    let plan = retirement.plan(&thing(0)).await.expect("plan");
+    assert_eq!(plan.shared, vec![(shared.clone(), vec!["dev-9".to_string()])]);
+    let ids: Vec<&str> = plan.certificates.iter().map(|c| c.certificate_id.as_str()).collect();
+    assert!(!ids.contains(&shared.as_str()), "not the device's alone: {ids:?}");
+
+    retire_until_done(&fake, &request(false, false)).await;
+    fake.with(|w| {
+        let kept = w.certs.get(&shared).expect("the shared certificate is kept");
+        assert_eq!(kept.status, CertificateStatus::Active, "the other thing is not cut off");
+        assert_eq!(kept.thing, None, "detached from the retired thing");
+        assert_eq!(kept.policies, BTreeSet::from([POLICY.to_string()]));
+        assert!(!w.records.contains_key(&shared), "no RETIRED record for it");
+        assert!(!w.certs.contains_key(&old), "the device's own certificate deleted");
+        assert_eq!(w.records[&old].status, RecordStatus::Retired);
+        assert!(!w.things.contains_key(&thing(0)), "the thing deleted");
+    });
 }
 
 #[tokio::test]
