@@ -250,8 +250,11 @@ where
     ) -> Result<Discovered, RetirementError> {
         let mut ids = BTreeSet::new();
         let mut shared = Vec::new();
+        let mut detach_only = Vec::new();
         for arn in self.iot.attached_principals(thing_name).await?.unwrap_or_default() {
             let Some(id) = certificate_id_of_arn(&arn) else {
+                // Not a certificate (a Cognito identity…): detached only.
+                detach_only.push(arn);
                 continue;
             };
             if ticket.is_some_and(|t| t.certificate_ids.contains(id)) {
@@ -268,6 +271,7 @@ where
                 ids.insert(id.to_string());
             } else {
                 shared.push((id.to_string(), others));
+                detach_only.push(arn);
             }
         }
         if let Some(ticket) = ticket {
@@ -284,7 +288,12 @@ where
                 rotations.push(r);
             }
         }
-        Ok(Discovered { ids, rotations, shared })
+        Ok(Discovered {
+            ids,
+            rotations,
+            shared,
+            detach_only,
+        })
     }
 
     /// What retiring the thing would act on, read without changing anything.
@@ -293,7 +302,9 @@ where
     /// The first port failure.
     pub async fn plan(&self, thing_name: &str) -> Result<RetirementPlan, RetirementError> {
         let ticket = self.inventory.retirement(thing_name).await?;
-        let Discovered { ids, rotations, shared } = self.certificate_ids(thing_name, ticket.as_ref()).await?;
+        let Discovered {
+            ids, rotations, shared, ..
+        } = self.certificate_ids(thing_name, ticket.as_ref()).await?;
         let membership = self.iot.thing_membership(thing_name).await?;
         let mut certificates = Vec::new();
         let mut objects = Vec::new();
@@ -350,12 +361,14 @@ where
         now: i64,
     ) -> Result<RetireOutcome, RetirementError> {
         // 1. The claim.
-        let (mut ticket, resumed) = match self.inventory.retirement(thing_name).await? {
-            Some(ticket) => (ticket, true),
+        let (mut ticket, resumed, discovered) = match self.inventory.retirement(thing_name).await? {
+            Some(ticket) => (ticket, true, None),
             None => {
                 let found = self.certificate_ids(thing_name, None).await?;
-                let ids = found.ids;
-                if ids.is_empty() && found.shared.is_empty() && self.iot.thing_membership(thing_name).await?.is_none() {
+                if found.ids.is_empty()
+                    && found.detach_only.is_empty()
+                    && self.iot.thing_membership(thing_name).await?.is_none()
+                {
                     return Ok(RetireOutcome::NothingToRetire {
                         thing_name: thing_name.to_string(),
                     });
@@ -366,10 +379,11 @@ where
                     requested_at: now,
                     revoke: request.revoke,
                     keep_thing: request.keep_thing,
-                    certificate_ids: ids,
+                    certificate_ids: found.ids.clone(),
                 };
                 if self.inventory.claim_retirement(&ticket).await? {
-                    (ticket, false)
+                    // What was found is what the ticket names: no second look.
+                    (ticket, false, Some(found))
                 } else {
                     // Another run claimed it first (or this claim's answer
                     // was lost): resume what is stored.
@@ -379,12 +393,22 @@ where
                             thing_name: thing_name.to_string(),
                         })?,
                         true,
+                        None,
                     )
                 }
             }
         };
-        // Every certificate, recorded on the ticket before it is touched.
-        let Discovered { ids, rotations, shared } = self.certificate_ids(thing_name, Some(&ticket)).await?;
+        // Resumed: every certificate found now, recorded on the ticket
+        // before it is touched.
+        let Discovered {
+            ids,
+            rotations,
+            shared,
+            detach_only,
+        } = match discovered {
+            Some(found) => found,
+            None => self.certificate_ids(thing_name, Some(&ticket)).await?,
+        };
         for (id, others) in &shared {
             tracing::warn!(
                 thing = thing_name,
@@ -423,10 +447,11 @@ where
         for id in &ticket.certificate_ids {
             self.cut_off(thing_name, id, &target, !ticket.revoke).await?;
         }
-        // Any principal left (one shared with other things, one that is not
-        // a certificate, one attached meanwhile): detached from this thing only.
-        for arn in self.iot.attached_principals(thing_name).await?.unwrap_or_default() {
-            self.iot.detach_from_thing(thing_name, &arn).await?;
+        // Principals that are not the device's alone (a certificate shared
+        // with other things, a non-certificate principal): detached from
+        // this thing only.
+        for arn in &detach_only {
+            self.iot.detach_from_thing(thing_name, arn).await?;
         }
 
         // 5. Groups, then the thing.
@@ -582,6 +607,11 @@ where
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind == PortErrorKind::Conflict => {
                     tracing::info!(thing = thing_name, attempt, error = %e, "thing still attached; waiting");
+                    // Anything attached meanwhile is detached too; usually
+                    // the list is already empty and IoT only lags behind.
+                    for arn in self.iot.attached_principals(thing_name).await?.unwrap_or_default() {
+                        self.iot.detach_from_thing(thing_name, &arn).await?;
+                    }
                     if attempt < attempts {
                         self.pacer.sleep(wait).await;
                         wait = (wait * 2).min(self.settings.max_backoff);
@@ -602,6 +632,8 @@ struct Discovered {
     ids: BTreeSet<String>,
     rotations: Vec<Rotation>,
     shared: Vec<(String, Vec<String>)>,
+    /// ARNs to detach from the thing and leave alone otherwise.
+    detach_only: Vec<String>,
 }
 
 /// Whether a retirement changes this rotation.
