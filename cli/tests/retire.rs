@@ -338,3 +338,97 @@ fn bad_input_is_refused_with_a_clear_message() -> TestResult {
     )?;
     Ok(())
 }
+
+/// A measurement, run by hand (`--ignored --nocapture`): `N` devices (one
+/// certificate each, in a thing group, with a credentials record) retired
+/// with `--file` through a proxy that enforces AWS's default quotas (the
+/// retirement's actions at the values `ApiQuotas` gives them); prints the
+/// rate, and each action's calls, throttles and peak calls per second.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement: run by hand"]
+async fn measure_a_paced_bulk_retirement() -> TestResult {
+    use onboarding_test_support::quota::Quotas;
+    const N: usize = 60;
+    let world = World::new().await?;
+    let inventory = DynamoInventory::new(world.dynamodb.clone(), TABLE);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut names = String::new();
+    for i in 0..N {
+        let thing = format!("bulk-{i:04}");
+        world.iot.create_thing().thing_name(&thing).send().await?;
+        world
+            .iot
+            .add_thing_to_thing_group()
+            .thing_group_name(GROUPS[0])
+            .thing_name(&thing)
+            .send()
+            .await?;
+        let created = world
+            .iot
+            .create_keys_and_certificate()
+            .set_as_active(true)
+            .send()
+            .await?;
+        let (id, arn) = (
+            created.certificate_id.ok_or("no id")?,
+            created.certificate_arn.ok_or("no arn")?,
+        );
+        world
+            .iot
+            .attach_thing_principal()
+            .thing_name(&thing)
+            .principal(&arn)
+            .send()
+            .await?;
+        world
+            .iot
+            .attach_policy()
+            .policy_name(POLICY)
+            .target(&arn)
+            .send()
+            .await?;
+        let key = format!("credentials/{thing}/{id}.json");
+        world
+            .s3
+            .put_object()
+            .bucket(BUCKET)
+            .key(&key)
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"{}"))
+            .send()
+            .await?;
+        let mut record = CertificateRecord::bare(&id, &world.ca_id, RecordStatus::Provisioned, now);
+        record.thing_name = Some(thing.clone());
+        record.credentials_key = Some(key);
+        record.not_after = Some(now + 365 * 86_400);
+        inventory.record_provisioned(&record).await?;
+        names.push_str(&thing);
+        names.push('\n');
+    }
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("things.txt");
+    std::fs::write(&file, names)?;
+
+    let mut quotas = Quotas::aws_defaults();
+    for (action, per_second) in onboarding_aws::IOT_DEFAULT_QUOTAS {
+        quotas = quotas.with("iot", action, *per_second);
+    }
+    let proxy = Proxy::start(world.emulator.gateway_port, Duration::ZERO).await?;
+    proxy.set_quotas(Some(quotas));
+    let path = file.to_string_lossy().to_string();
+    let started = std::time::Instant::now();
+    let (code, out, stderr) = run_json(
+        &proxy.endpoint(),
+        &["device", "retire", "--file", &path, "--bucket", BUCKET],
+    )?;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(code, Some(0), "{out:#} {stderr}");
+    assert_eq!(out["counts"]["retired"], N, "{out:#}");
+    let report = proxy.quota_report();
+    println!(
+        "{N} devices retired in {elapsed:.1} s: {:.2} devices/s; {} calls, {} throttled\n{report}",
+        N as f64 / elapsed,
+        report.total_calls(),
+        report.total_throttled()
+    );
+    Ok(())
+}
