@@ -316,6 +316,8 @@ fn bad_input_is_refused_with_a_clear_message() -> TestResult {
         Ok(())
     };
     refused(&["device", "retire"], "no thing to retire")?;
+    refused(&["device", "retire", "dev-1", "--reason", " "], "--reason")?;
+    refused(&["device", "retire", "dev-1", "--reason", "a\nb"], "--reason")?;
     refused(
         &["device", "retire", "--file", "/nonexistent/things.txt"],
         "cannot read",

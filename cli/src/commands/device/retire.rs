@@ -110,7 +110,21 @@ fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// Longest `--reason` kept on a record.
+const REASON_MAX: usize = 512;
+
+fn check_reason(reason: &str) -> Result<(), CliError> {
+    let trimmed = reason.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > REASON_MAX || trimmed.chars().any(char::is_control) {
+        return Err(CliError::Input(format!(
+            "--reason must be 1 to {REASON_MAX} characters of text, without control characters"
+        )));
+    }
+    Ok(())
+}
+
 pub async fn run(args: &RetireArgs, cli: &Cli) -> Result<(), CliError> {
+    check_reason(&args.reason)?;
     let (things, bad) = targets(args)?;
     let quotas = ApiQuotas::parse(&args.quotas).map_err(|e| CliError::Input(format!("--quotas {e}")))?;
     let table = cli.aws.table()?.to_string();
@@ -288,7 +302,7 @@ async fn retire_all(
     json: bool,
 ) -> Result<(), CliError> {
     let request = RetireRequest {
-        reason: args.reason.clone(),
+        reason: args.reason.trim().to_string(),
         revoke: args.revoke,
         keep_thing: args.keep_thing,
     };
