@@ -541,6 +541,7 @@ mod tests {
         let fake = fake();
         fake.record("gone", BOUND, RecordStatus::Provisioned);
         fake.record("rotated-away", BOUND, RecordStatus::Rotated);
+        fake.record("retired-away", BOUND, RecordStatus::Retired);
         fake.record("other-ca", UNBOUND, RecordStatus::Provisioned);
         fake.cert("here", BOUND, CertificateStatus::Active, Some(0));
         fake.record("here", BOUND, RecordStatus::Provisioned);
@@ -549,7 +550,7 @@ mod tests {
         assert_eq!(first.marked_missing, 1);
         assert_eq!(
             first.records_examined, 2,
-            "gone and here; rotated and other CAs' records are skipped"
+            "gone and here; rotated, retired and other CAs' records are skipped"
         );
         let second = run(&r, NOW + 60).await;
         assert_eq!(second.marked_missing, 0);
@@ -559,6 +560,12 @@ mod tests {
         assert_eq!(
             gone.and_then(|r| r.certificate_status),
             Some(NOT_FOUND_STATUS.to_string())
+        );
+        let retired = fake.with(|w| w.records.get("retired-away").cloned());
+        assert_eq!(
+            retired.map(|r| (r.status, r.certificate_status)),
+            Some((RecordStatus::Retired, None)),
+            "a RETIRED record is left as it is"
         );
     }
 
