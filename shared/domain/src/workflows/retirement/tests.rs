@@ -522,3 +522,32 @@ async fn confirmed_and_failed_rotations_are_stopped_too() {
     );
     assert!(fake.with(|w| w.certs.is_empty()));
 }
+
+/// Two operators retiring the same device at once: a second retirement
+/// runs to its end right before each call of the first; the first then
+/// finishes (run again if it failed). The end state is the one of a single
+/// uninterrupted retirement.
+#[tokio::test]
+async fn two_retirements_of_one_device_at_once_converge() {
+    let (reference, calls) = scenario(request(false, false), None).await;
+    for k in 0..calls.len() {
+        let (fake, _, _) = device().await;
+        let other = fake.clone();
+        let hook: Hook = Box::new(move || {
+            let (second, _) = workflow(&other);
+            let outcome = run_now(second.retire(&thing(0), &request(false, false), NOW));
+            assert!(outcome.is_ok(), "the second retirement, before call {k}: {outcome:?}");
+        });
+        fake.with(|w| w.interleave = Some((k, hook)));
+        let (first, _) = workflow(&fake);
+        let _ = first.retire(&thing(0), &request(false, false), NOW).await;
+        assert!(fake.with(|w| w.interleave.is_none()), "the second ran before call {k}");
+        retire_until_done(&fake, &request(false, false)).await;
+        assert_eq!(
+            end_state(&fake),
+            reference,
+            "second retirement before call {k} ({})",
+            calls[k]
+        );
+    }
+}
