@@ -530,7 +530,7 @@ async fn confirmed_and_failed_rotations_are_stopped_too() {
 #[tokio::test]
 async fn two_retirements_of_one_device_at_once_converge() {
     let (reference, calls) = scenario(request(false, false), None).await;
-    for k in 0..calls.len() {
+    for (k, op) in calls.iter().enumerate() {
         let (fake, _, _) = device().await;
         let other = fake.clone();
         let hook: Hook = Box::new(move || {
