@@ -13,6 +13,10 @@
 //! - afterwards nothing of the device is left but its RETIRED records;
 //! - its certificate is refused over MQTT, and when IoT registers it again
 //!   (JITR), the registrar revokes it instead of provisioning it afresh;
+//! - `--keep-thing --revoke` on a second device: its certificate REVOKED
+//!   and detached, kept; the thing kept in its groups, its name still
+//!   claimed, its record RETIRED, its credentials record deleted; the device
+//!   refused;
 //! - `--file` with a bad line: the line refused, the rest done.
 
 use std::time::Duration;
@@ -286,6 +290,84 @@ async fn a_retired_device_leaves_nothing_but_its_retired_records_and_never_comes
     let item = world.inventory_record(&old).await?.ok_or("record")?;
     assert_eq!(s(&item, "status"), Some("RETIRED"), "the record stays RETIRED");
     assert_ne!(world.connect(&device, THING).await?, ConnectResult::Accepted);
+
+    // --- --keep-thing --revoke: the credentials cut, the thing kept -------------------
+    let kept = "retiring-sensor-2";
+    let device2 = world.ca.device(kept).build()?;
+    let id2 = world.first_connection(&device2, kept).await?;
+    let outcome = registrar.handle_direct(world.direct_event(&id2, &world.ca_id)?).await?;
+    assert_eq!(outcome.label(), "provisioned", "{outcome:?}");
+    assert_eq!(world.connect(&device2, kept).await?, ConnectResult::Accepted);
+    let key2 = inventory
+        .certificate_record(&id2)
+        .await?
+        .and_then(|r| r.credentials_key)
+        .ok_or("no credentials key")?;
+    let arn2 = world
+        .iot
+        .describe_certificate()
+        .certificate_id(&id2)
+        .send()
+        .await?
+        .certificate_description
+        .and_then(|d| d.certificate_arn)
+        .ok_or("no ARN")?;
+    let before = world.iot.list_attached_policies().target(&arn2).send().await?;
+    assert_eq!(before.policies().len(), 1, "the policy, before");
+    let (code, out, stderr) = run_json(
+        &endpoint,
+        &[
+            "device",
+            "retire",
+            kept,
+            "--keep-thing",
+            "--revoke",
+            "--reason",
+            REASON,
+            "--bucket",
+            BUCKET,
+        ],
+    )?;
+    assert_eq!(code, Some(0), "{out:#} {stderr}");
+    assert_eq!(out["counts"]["retired"], 1, "{out:#}");
+    assert_eq!(
+        world.certificate_status(&id2).await?.as_deref(),
+        Some("REVOKED"),
+        "kept, revoked"
+    );
+    let principals = world.iot.list_thing_principals().thing_name(kept).send().await?;
+    assert!(principals.principals().is_empty(), "detached from the kept thing");
+    let policies = world.iot.list_attached_policies().target(&arn2).send().await?;
+    assert!(policies.policies().is_empty(), "its policy detached");
+    assert!(world.thing_exists(kept).await?, "the thing kept");
+    for group in GROUPS {
+        let members = world
+            .iot
+            .list_things_in_thing_group()
+            .thing_group_name(group)
+            .send()
+            .await?;
+        assert!(members.things().iter().any(|t| t == kept), "{group} keeps the thing");
+    }
+    let claim = world
+        .dynamodb
+        .get_item()
+        .table_name(TABLE)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(thing_pk(kept)))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(CLAIM_SK.into()))
+        .send()
+        .await?;
+    let holder = claim.item.as_ref().and_then(|i| s(i, "certificateId"));
+    assert_eq!(holder, Some(id2.as_str()), "the name stays claimed");
+    let item = world.inventory_record(&id2).await?.ok_or("record")?;
+    assert_eq!(s(&item, "status"), Some("RETIRED"));
+    assert_eq!(versions(&world, &key2).await?, 0, "the credentials record deleted");
+    assert_ne!(world.connect(&device2, kept).await?, ConnectResult::Accepted);
+    assert_eq!(
+        world.certificate_status(&id2).await?.as_deref(),
+        Some("REVOKED"),
+        "a revoked certificate is not registered again"
+    );
 
     // --- a file of names: a bad line refused, the others done ------------------------
     let dir = tempfile::tempdir()?;
