@@ -187,6 +187,22 @@ async fn a_retired_device_leaves_nothing_but_its_retired_records_and_never_comes
             .is_some_and(|o| o.iter().any(|k| k == credentials.as_str())),
         "{plan:#}"
     );
+    // The same plan as text, for people.
+    let text = onboard(&endpoint)?
+        .args(["device", "retire", THING, "--dry-run"])
+        .output()?;
+    let shown = String::from_utf8_lossy(&text.stdout);
+    assert!(text.status.success(), "{shown}");
+    for expected in [
+        old.as_str(),
+        new.as_str(),
+        GROUPS[0],
+        rotation.job_id.as_str(),
+        credentials.as_str(),
+        "dry run: nothing was changed",
+    ] {
+        assert!(shown.contains(expected), "{expected} missing from:\n{shown}");
+    }
     assert_eq!(world.certificate_status(&old).await?.as_deref(), Some("ACTIVE"));
     assert_eq!(world.certificate_status(&new).await?.as_deref(), Some("ACTIVE"));
     assert!(world.thing_exists(THING).await?);
@@ -379,6 +395,14 @@ async fn a_retired_device_leaves_nothing_but_its_retired_records_and_never_comes
     assert_eq!(out["counts"]["nothing_to_retire"], 2, "{out:#}");
     assert_eq!(out["counts"]["invalid"], 1, "{out:#}");
     assert!(stderr.contains("things.txt:3"), "{stderr}");
+    // The summary as text, for people.
+    let text = onboard(&endpoint)?
+        .args(["device", "retire", "ghost-42", "--bucket", BUCKET])
+        .output()?;
+    let shown = String::from_utf8_lossy(&text.stdout);
+    assert!(text.status.success(), "{shown}");
+    assert!(shown.contains("ghost-42: nothing to retire"), "{shown}");
+    assert!(shown.contains("summary: 1 in"), "{shown}");
     Ok(())
 }
 
