@@ -229,7 +229,8 @@ async fn a_retired_record_leaves_the_expiry_index_and_keeps_its_first_time() {
                 == Some(&*format!("CERT#{}", "a".repeat(64)))
                 && expression.contains("REMOVE expiryShard, expiryKey, activatedAt")
                 && expression.contains("retiredAt = if_not_exists(retiredAt, :now)")
-                && r.condition_expression().is_none()
+                && r.condition_expression()
+                    == Some("attribute_not_exists(pk) OR attribute_not_exists(thingName) OR thingName = :thing")
                 && r.expression_attribute_values()
                     .and_then(|v| v.get(":retired"))
                     .and_then(|v| v.as_s().ok())
@@ -242,4 +243,15 @@ async fn a_retired_record_leaves_the_expiry_index_and_keeps_its_first_time() {
         .await
         .expect("written");
     assert_eq!(update.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn another_things_record_is_never_retired() {
+    let lost = mock!(aws_sdk_dynamodb::Client::update_item)
+        .then_error(|| UpdateItemError::ConditionalCheckFailedException(conditional_failed()));
+    let error = dynamo(&[&lost])
+        .record_retired(&"a".repeat(64), THING, "site closed", 1_900_000_000)
+        .await
+        .expect_err("another thing's");
+    assert_eq!(error.kind, PortErrorKind::Conflict, "{error}");
 }

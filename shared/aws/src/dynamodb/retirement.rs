@@ -117,10 +117,12 @@ impl RetirementInventory for DynamoInventory {
     }
 
     async fn record_retired(&self, certificate_id: &str, thing_name: &str, reason: &str, now: i64) -> PortResult<()> {
-        // One unconditional update: idempotent, the first time kept, the
-        // record's other fields (CA, credentials key…) kept, out of the
-        // expiry index; a certificate without a record gets a bare one.
-        self.client()
+        // One update: idempotent, the first time kept, the record's other
+        // fields (CA, credentials key…) kept, out of the expiry index; a
+        // certificate without a record gets a bare one. Conditional: never a
+        // record of another thing's certificate.
+        let result = self
+            .client()
             .update_item()
             .table_name(self.table())
             .key("pk", s(certificate_pk(certificate_id)))
@@ -143,10 +145,18 @@ impl RetirementInventory for DynamoInventory {
             .expression_attribute_values(":none", s(""))
             .expression_attribute_values(":now", s(rfc3339(now)))
             .expression_attribute_values(":reason", s(reason))
+            .condition_expression("attribute_not_exists(pk) OR attribute_not_exists(thingName) OR thingName = :thing")
             .send()
-            .await
-            .map_err(|e| classify("UpdateItem", e))?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Err(PortError::new(
+                "UpdateItem",
+                PortErrorKind::Conflict,
+                format!("certificate {certificate_id} is recorded for another thing than {thing_name}: not retired"),
+            )),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
     }
 
     async fn finish_retirement(&self, thing_name: &str) -> PortResult<()> {

@@ -75,6 +75,10 @@ pub trait RetirementInventory: Send + Sync {
     /// none), with the time and reason, out of the expiry index; the rest of
     /// the record (thing, CA, credentials key) is kept. Idempotent: a record
     /// already RETIRED keeps its first time and reason.
+    ///
+    /// # Errors
+    /// `Conflict` when the record names another thing (conditional write):
+    /// the certificate is not this device's to retire.
     fn record_retired(
         &self,
         certificate_id: &str,

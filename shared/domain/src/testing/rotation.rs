@@ -837,6 +837,14 @@ impl RetirementInventory for Fake {
 
     async fn record_retired(&self, certificate_id: &str, thing_name: &str, reason: &str, now: i64) -> PortResult<()> {
         self.call("record_retired", |w| {
+            if let Some(other) = w
+                .records
+                .get(certificate_id)
+                .and_then(|r| r.thing_name.as_deref())
+                .filter(|t| *t != thing_name)
+            {
+                return Err(conflict("record_retired", &format!("recorded for thing {other}")));
+            }
             let record = w.records.entry(certificate_id.into()).or_insert_with(|| {
                 let mut bare = CertificateRecord::bare(certificate_id, "", RecordStatus::Retired, now);
                 bare.thing_name = Some(thing_name.into());

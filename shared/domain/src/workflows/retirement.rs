@@ -240,9 +240,10 @@ where
     /// retirement under way, and the new certificates of their rotations.
     ///
     /// A certificate attached to another thing as well (a non-exclusive
-    /// attachment made by hand) is not the device's alone: it is left out
-    /// (only detached from this thing at the end), so that retiring one
-    /// device never cuts another off. Returned apart, with the other things.
+    /// attachment made by hand), or recorded in the inventory for another
+    /// thing, is not the device's alone: it is left out (only detached from
+    /// this thing), so that retiring one device never cuts another off.
+    /// Returned apart, with the other things.
     async fn certificate_ids(
         &self,
         thing_name: &str,
@@ -260,13 +261,24 @@ where
             if ticket.is_some_and(|t| t.certificate_ids.contains(id)) {
                 continue;
             }
-            let others: Vec<String> = self
+            let mut others: Vec<String> = self
                 .iot
                 .principal_things(&arn)
                 .await?
                 .into_iter()
                 .filter(|t| t != thing_name)
                 .collect();
+            // The inventory's word counts too: a certificate recorded for
+            // another thing is that thing's, whatever IoT attached it to.
+            if let Some(recorded) = self
+                .inventory
+                .certificate_record(id)
+                .await?
+                .and_then(|r| r.thing_name)
+                .filter(|t| t != thing_name && !others.contains(t))
+            {
+                others.push(recorded);
+            }
             if others.is_empty() {
                 ids.insert(id.to_string());
             } else {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::*;
-use crate::model::record::RecordStatus;
+use crate::model::record::{CertificateRecord, RecordStatus};
 use crate::policy::rotation::Strategy;
 use crate::testing::rotation::*;
 use crate::workflows::rotation::rotator::{Rotator, RotatorSettings};
@@ -430,9 +430,33 @@ async fn a_certificate_shared_with_another_thing_is_only_detached() {
         );
         w.also_attached.insert(shared.clone(), vec!["dev-9".into()]);
     });
+    // And one IoT attaches to dev-0 only, but the inventory records for dev-8.
+    let recorded_elsewhere = "6".repeat(64);
+    fake.with(|w| {
+        w.certs.insert(
+            recorded_elsewhere.clone(),
+            FakeCert {
+                arn: arn(&recorded_elsewhere),
+                status: CertificateStatus::Active,
+                pem: "elsewhere".into(),
+                thing: Some(thing(0)),
+                policies: BTreeSet::from([POLICY.to_string()]),
+            },
+        );
+        let mut record = CertificateRecord::bare(&recorded_elsewhere, CA, RecordStatus::Provisioned, T0);
+        record.thing_name = Some("dev-8".into());
+        w.records.insert(recorded_elsewhere.clone(), record);
+    });
     let (retirement, _) = workflow(&fake);
     let plan = retirement.plan(&thing(0)).await.expect("plan");
-    assert_eq!(plan.shared, vec![(shared.clone(), vec!["dev-9".to_string()])]);
+    let mut expected = vec![
+        (shared.clone(), vec!["dev-9".to_string()]),
+        (recorded_elsewhere.clone(), vec!["dev-8".to_string()]),
+    ];
+    expected.sort();
+    let mut found = plan.shared.clone();
+    found.sort();
+    assert_eq!(found, expected);
     let ids: Vec<&str> = plan.certificates.iter().map(|c| c.certificate_id.as_str()).collect();
     assert!(!ids.contains(&shared.as_str()), "not the device's alone: {ids:?}");
 
@@ -443,6 +467,12 @@ async fn a_certificate_shared_with_another_thing_is_only_detached() {
         assert_eq!(kept.thing, None, "detached from the retired thing");
         assert_eq!(kept.policies, BTreeSet::from([POLICY.to_string()]));
         assert!(!w.records.contains_key(&shared), "no RETIRED record for it");
+        let elsewhere = w.certs.get(&recorded_elsewhere).expect("kept");
+        assert_eq!(
+            (elsewhere.status.clone(), elsewhere.thing.clone()),
+            (CertificateStatus::Active, None)
+        );
+        assert_eq!(w.records[&recorded_elsewhere].status, RecordStatus::Provisioned);
         assert!(!w.certs.contains_key(&old), "the device's own certificate deleted");
         assert_eq!(w.records[&old].status, RecordStatus::Retired);
         assert!(!w.things.contains_key(&thing(0)), "the thing deleted");
