@@ -9,7 +9,7 @@ use std::path::Path;
 
 use onboarding_aws::{CaProvisioning, IotAdapter};
 use onboarding_domain::{
-    CaRegistry, CaReport, CaUsage, Certificate, CertificateStatus, RetireError, RetireOutcome, ca_report,
+    CaRegistry, CaReport, CaRetireError, CaRetireOutcome, CaUsage, Certificate, CertificateStatus, ca_report,
     check_ca_rotation, retire_ca, rfc3339,
 };
 use serde_json::{Value, json};
@@ -302,8 +302,8 @@ pub async fn retire(ca: &str, force: bool, cli: &Cli) -> Result<(), CliError> {
     let outcome = retire_ca(&adapter, &adapter, ca, force, SHOWN)
         .await
         .map_err(|e| match e {
-            RetireError::UnknownCa(_) => CliError::Input(e.to_string()),
-            RetireError::Port(e) => CliError::from(e),
+            CaRetireError::UnknownCa(_) => CliError::Input(e.to_string()),
+            CaRetireError::Port(e) => CliError::from(e),
         })?;
     let json_of = |result: &str, usage: Option<&CaUsage>| {
         json!({
@@ -315,7 +315,7 @@ pub async fn retire(ca: &str, force: bool, cli: &Cli) -> Result<(), CliError> {
         })
     };
     match outcome {
-        RetireOutcome::Refused { usage, raced } => {
+        CaRetireOutcome::Refused { usage, raced } => {
             if cli.json {
                 println!("{}", json_of("refused", Some(&usage)));
             } else {
@@ -338,7 +338,7 @@ pub async fn retire(ca: &str, force: bool, cli: &Cli) -> Result<(), CliError> {
                 usage.in_use()
             )))
         }
-        RetireOutcome::AlreadyInactive => {
+        CaRetireOutcome::AlreadyInactive => {
             if cli.json {
                 println!("{}", json_of("already_inactive", None));
             } else {
@@ -346,7 +346,7 @@ pub async fn retire(ca: &str, force: bool, cli: &Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
-        RetireOutcome::Retired { usage, forced } => {
+        CaRetireOutcome::Retired { usage, forced } => {
             if cli.json {
                 println!("{}", json_of("retired", Some(&usage)));
             } else {

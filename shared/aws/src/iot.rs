@@ -26,6 +26,7 @@ use crate::pacing::ApiPacer;
 
 mod ca;
 pub(crate) mod operator;
+mod retirement;
 
 /// `ListCertificatesByCA` returns at most 250 certificates a page.
 pub const MAX_PAGE_SIZE: usize = 250;
@@ -51,7 +52,7 @@ impl IotAdapter {
     }
 
     /// Waits for `action`'s turn, when paced.
-    async fn ready(&self, action: &str) {
+    pub(crate) async fn ready(&self, action: &str) {
         if let Some(pacer) = &self.pacer {
             pacer.ready(action).await;
         }
@@ -362,6 +363,7 @@ impl IotAdapter {
 
     /// Every principal of a thing; a missing thing is an error.
     pub(crate) async fn thing_principals_of_existing(&self, thing_name: &str) -> PortResult<Vec<String>> {
+        self.ready("ListThingPrincipals").await;
         self.principals_of(thing_name)
             .await
             .map_err(|e| classify("ListThingPrincipals", e))
@@ -408,6 +410,7 @@ impl IotAdapter {
     }
 
     pub(crate) async fn detach_from_thing(&self, thing_name: &str, certificate_arn: &str) -> PortResult<()> {
+        self.ready("DetachThingPrincipal").await;
         match self
             .client
             .detach_thing_principal()
@@ -424,12 +427,14 @@ impl IotAdapter {
 
     /// The names of every policy attached to a certificate, all pages.
     pub(crate) async fn policies(&self, certificate_arn: &str) -> PortResult<Vec<String>> {
+        self.ready("ListAttachedPolicies").await;
         list_attached_policy_names(&self.client, certificate_arn)
             .await
             .map_err(|e| classify("ListAttachedPolicies", e))
     }
 
     pub(crate) async fn detach_policy(&self, policy_name: &str, certificate_arn: &str) -> PortResult<()> {
+        self.ready("DetachPolicy").await;
         match self
             .client
             .detach_policy()
@@ -445,6 +450,7 @@ impl IotAdapter {
     }
 
     pub(crate) async fn delete_certificate(&self, certificate_id: &str) -> PortResult<()> {
+        self.ready("DeleteCertificate").await;
         match self
             .client
             .delete_certificate()

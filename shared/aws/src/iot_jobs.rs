@@ -84,6 +84,43 @@ impl RotationIotAdapter {
     }
 }
 
+impl RotationIotAdapter {
+    /// The same adapter with its control-plane calls paced under `pacer`
+    /// (the operator's bulk commands: `onboard device retire --file`).
+    #[must_use]
+    pub fn paced(mut self, pacer: crate::pacing::ApiPacer) -> Self {
+        self.certificates = IotAdapter::paced(self.iot.clone(), pacer);
+        self
+    }
+}
+
+/// Retirement's IoT calls, through the (possibly paced) [`IotAdapter`].
+impl onboarding_domain::RetirementIot for RotationIotAdapter {
+    async fn thing_membership(&self, thing_name: &str) -> PortResult<Option<onboarding_domain::ThingMembership>> {
+        self.certificates.thing_membership(thing_name).await
+    }
+
+    async fn attached_principals(&self, thing_name: &str) -> PortResult<Option<Vec<String>>> {
+        self.certificates.attached_principals(thing_name).await
+    }
+
+    async fn principal_things(&self, principal_arn: &str) -> PortResult<Vec<String>> {
+        self.certificates.principal_things(principal_arn).await
+    }
+
+    async fn leave_thing_group(&self, thing_name: &str, group: &str) -> PortResult<()> {
+        self.certificates.leave_thing_group(thing_name, group).await
+    }
+
+    async fn leave_billing_group(&self, thing_name: &str, group: &str) -> PortResult<()> {
+        self.certificates.leave_billing_group(thing_name, group).await
+    }
+
+    async fn delete_thing(&self, thing_name: &str) -> PortResult<()> {
+        self.certificates.delete_thing(thing_name).await
+    }
+}
+
 impl RotationIot for RotationIotAdapter {
     async fn create_job(
         &self,
@@ -179,6 +216,7 @@ impl RotationIot for RotationIotAdapter {
     }
 
     async fn cancel_job(&self, job_id: &str) -> PortResult<()> {
+        self.certificates.ready("CancelJob").await;
         let result = self
             .iot
             .cancel_job()

@@ -41,6 +41,19 @@ pub const IOT_DEFAULT_QUOTAS: &[(&str, f64)] = &[
     ("CreateJob", 10.0),
     ("DescribeJobExecution", 10.0),
     ("RegisterThing", 10.0),
+    // Retirement (`onboard device retire`), as the notes record them
+    // (unconfirmed: check Service Quotas).
+    ("DescribeThing", 350.0),
+    ("ListThingGroupsForThing", 10.0),
+    ("ListAttachedPolicies", 10.0),
+    ("ListPrincipalThings", 10.0),
+    ("DetachPolicy", 15.0),
+    ("DetachThingPrincipal", 100.0),
+    ("DeleteCertificate", 10.0),
+    ("RemoveThingFromThingGroup", 100.0),
+    ("RemoveThingFromBillingGroup", 30.0),
+    ("DeleteThing", 100.0),
+    ("CancelJob", 10.0),
 ];
 
 /// Quotas per action (requests per second).

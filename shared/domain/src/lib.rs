@@ -56,11 +56,12 @@ pub use ports::{
     RotationIot, RotationObjects, Supersession, SupersessionIot, SupersessionStore, ThingCreation, ThingRegistry,
 };
 pub use ports::{CaRegistry, CaState};
+pub use ports::{RetirementInventory, RetirementIot, RetirementTicket, ThingMembership};
 
 // --- workflows ----------------------------------------------------------------
 pub use workflows::ca_rotation::{
-    CA_LISTING_PAGE, CaExpiry, CaExpiryReport, CaReport, CaUsage, DEFAULT_CA_EXPIRY_WARNING_DAYS, RetireError,
-    RetireOutcome, ca_expiry, ca_report, ca_usage, retire_ca,
+    CA_LISTING_PAGE, CaExpiry, CaExpiryReport, CaReport, CaRetireError, CaRetireOutcome, CaUsage,
+    DEFAULT_CA_EXPIRY_WARNING_DAYS, ca_expiry, ca_report, ca_usage, retire_ca,
 };
 pub use workflows::jitp::{
     JitpError, Rendered as RenderedJitp, TEMPLATE_BODY_MAX, parameter_name as jitp_parameter_name,
@@ -73,6 +74,10 @@ pub use workflows::provisioning_hook::{
 };
 pub use workflows::reconciler::{NOT_FOUND_STATUS, ReconcileReport, Reconciler, ReconcilerSettings, StuckHandler};
 pub use workflows::registrar::{ProvisioningError, Registrar, RegistrarSettings, certificate_id_of_arn};
+pub use workflows::retirement::{
+    PlannedCertificate, PlannedRotation, RetireOutcome, RetireRequest, Retirement, RetirementError, RetirementPlan,
+    RetirementSettings,
+};
 pub use workflows::rotation::completer::{Completer, CompleterSettings, CompletionOutcome, JobExecutionEvent};
 pub use workflows::rotation::issuer::{CsrIssuer, CsrIssuerSettings, CsrOutcome};
 pub use workflows::rotation::ops::{IgnoreReason, RotationError, credential_keys};

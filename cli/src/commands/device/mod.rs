@@ -1,9 +1,10 @@
 //! `onboard device`: `mint` (device keys and CA-signed certificates in
 //! bulk) here; the device-side subcommands in the child modules: `connect`,
-//! `rotate-agent` and `provision`.
+//! `rotate-agent` and `provision`; and the operator's `retire`.
 
 pub mod connect;
 pub mod provision;
+pub mod retire;
 pub mod rotate_agent;
 
 use std::path::{Path, PathBuf};
@@ -90,6 +91,12 @@ pub enum DeviceCommand {
     /// provisioning): CreateKeysAndCertificate over MQTT, RegisterThing with
     /// the template, then a first connection with its own certificate.
     Provision(provision::ProvisionArgs),
+    /// Retire devices: their certificates INACTIVE (REVOKED with --revoke),
+    /// detached and deleted, their rotations stopped, the thing out of its
+    /// groups and deleted, the credentials record deleted (every version),
+    /// the inventory records RETIRED, the name released. Resumable: an
+    /// interrupted retirement finishes when run again.
+    Retire(retire::RetireArgs),
 }
 
 /// Expands `{n}` / `{n:0W}` in a pattern.
@@ -126,6 +133,7 @@ pub async fn run(command: &DeviceCommand, cli: &Cli) -> Result<(), CliError> {
         DeviceCommand::Connect(args) => connect::run(args, cli).await,
         DeviceCommand::RotateAgent(args) => rotate_agent::run(args, cli).await,
         DeviceCommand::Provision(args) => provision::run(args, cli).await,
+        DeviceCommand::Retire(args) => retire::run(args, cli).await,
     }
 }
 

@@ -27,6 +27,8 @@ pub fn thing_pk(thing_name: &str) -> String {
     format!("THING#{thing_name}")
 }
 pub const CLAIM_SK: &str = "CLAIM";
+/// Sort key of a thing's retirement under way (its partition is the thing's).
+pub const RETIREMENT_SK: &str = "RETIREMENT";
 
 const PROFILE_SK_PREFIX: &str = "PROFILE#";
 const BINDING_SK_PREFIX: &str = "CA#";

@@ -22,6 +22,7 @@
 //! | denied serial | `DENY#SERIAL#<caCertificateId>#<serialHex>` | `DENY` | `reason` (optional), `addedAt` |
 //! | denied fingerprint | `DENY#FINGERPRINT#<sha256Hex>` | `DENY` | `reason` (optional), `addedAt` |
 //! | thing-name claim | `THING#<thingName>` | `CLAIM` | certificateId |
+//! | retirement under way | `THING#<thingName>` | `RETIREMENT` | reason, requestedAt, revoke, keepThing, certificateIds (SS) |
 //!
 //! Deny-list entries live outside the `CONFIG` partition, one partition each,
 //! so that the configuration query never reads them and a lookup is one
@@ -53,6 +54,7 @@ pub(crate) mod inventory;
 pub(crate) mod items;
 pub(crate) mod keys;
 pub(crate) mod reconcile;
+pub(crate) mod retirement;
 pub(crate) mod rotations;
 
 /// The inventory table.

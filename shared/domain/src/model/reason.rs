@@ -63,11 +63,13 @@ pub enum RejectReason {
     ParametersInvalid,
     /// The certificate does not match the id it was presented under.
     CertificateMismatch,
+    /// The certificate's device was retired: it never comes back.
+    CertificateRetired,
 }
 
 impl RejectReason {
     /// Every reason, in documentation order.
-    pub const ALL: [RejectReason; 26] = [
+    pub const ALL: [RejectReason; 27] = [
         Self::CaMismatch,
         Self::CaNotActive,
         Self::CaNotBound,
@@ -94,6 +96,7 @@ impl RejectReason {
         Self::SerialNotAllowed,
         Self::ParametersInvalid,
         Self::CertificateMismatch,
+        Self::CertificateRetired,
     ];
 
     /// The stable code, e.g. `SIGNATURE_INVALID`.
@@ -125,6 +128,7 @@ impl RejectReason {
             Self::SerialNotAllowed => "SERIAL_NOT_ALLOWED",
             Self::ParametersInvalid => "PARAMETERS_INVALID",
             Self::CertificateMismatch => "CERTIFICATE_MISMATCH",
+            Self::CertificateRetired => "CERTIFICATE_RETIRED",
         }
     }
 

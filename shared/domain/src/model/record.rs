@@ -15,6 +15,9 @@ pub enum RecordStatus {
     Observed,
     /// Replaced by a rotation: `INACTIVE`, detached, deleted after the grace period.
     Rotated,
+    /// Its device was retired (`onboard device retire`): the certificate is
+    /// INACTIVE or REVOKED, detached, deleted, and must never come back.
+    Retired,
 }
 
 impl RecordStatus {
@@ -24,6 +27,7 @@ impl RecordStatus {
             Self::Rejected => "REJECTED",
             Self::Observed => "OBSERVED",
             Self::Rotated => "ROTATED",
+            Self::Retired => "RETIRED",
         }
     }
 
@@ -33,6 +37,7 @@ impl RecordStatus {
             "REJECTED" => Some(Self::Rejected),
             "OBSERVED" => Some(Self::Observed),
             "ROTATED" => Some(Self::Rotated),
+            "RETIRED" => Some(Self::Retired),
             _ => None,
         }
     }

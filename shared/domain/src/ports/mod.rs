@@ -10,6 +10,7 @@ mod inventory;
 mod iot;
 mod jobs;
 mod objects;
+mod retirement;
 mod rotations;
 
 pub use ca::{CaRegistry, CaState};
@@ -24,6 +25,7 @@ pub use iot::{
 };
 pub use jobs::{IssuedCertificate, RotationIot};
 pub use objects::{CredentialsStore, RotationObjects};
+pub use retirement::{RetirementInventory, RetirementIot, RetirementTicket, ThingMembership};
 pub use rotations::RotationInventory;
 
 /// A page of results and where the next one starts.

@@ -20,7 +20,8 @@ use crate::policy::rotation::state::{Rotation, RotationState};
 use crate::policy::rotation::{DAY, Strategy};
 use crate::ports::{
     DenyList, Inventory, IssuedCertificate, NameClaim, Pacer, Page, PortError, PortErrorKind, PortResult,
-    RegisteredCertificate, RotationInventory, RotationIot, RotationObjects,
+    RegisteredCertificate, RetirementInventory, RetirementIot, RetirementTicket, RotationInventory, RotationIot,
+    RotationObjects, ThingMembership,
 };
 
 pub const T0: i64 = 1_900_000_000;
@@ -59,8 +60,25 @@ pub struct FakeJob {
     pub started_at: Option<i64>,
 }
 
+/// A thing in the fake registry: its static groups and billing group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FakeThing {
+    pub groups: BTreeSet<String>,
+    pub billing_group: Option<String>,
+}
+
 #[derive(Default)]
 pub struct World {
+    /// Things by name (retirement); rotation alone never reads them.
+    pub things: BTreeMap<String, FakeThing>,
+    /// Retirements under way, by thing.
+    pub retirements: BTreeMap<String, RetirementTicket>,
+    /// Other things a certificate is attached to as well (non-exclusive
+    /// attachments; `FakeCert::thing` holds one).
+    pub also_attached: BTreeMap<String, Vec<String>>,
+    /// `DeleteThing` answers "still attached" this many more times after
+    /// the last principal is detached (IoT's eventual consistency).
+    pub delete_lag: usize,
     pub config: OnboardingConfig,
     pub records: BTreeMap<String, CertificateRecord>,
     pub claims: BTreeMap<String, String>,
@@ -141,6 +159,7 @@ impl World {
                 policies: BTreeSet::from([POLICY.to_string()]),
             },
         );
+        self.things.entry(thing.into()).or_default();
         let mut record = CertificateRecord::bare(&id, CA, RecordStatus::Provisioned, T0 - 300 * DAY);
         record.thing_name = Some(thing.into());
         record.profile = Some(PROFILE.into());
@@ -723,5 +742,128 @@ impl Pacer for FakePacer {
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
         self.slept.lock().unwrap_or_else(PoisonError::into_inner).push(duration);
         std::future::ready(())
+    }
+}
+
+impl RetirementIot for Fake {
+    async fn thing_membership(&self, thing_name: &str) -> PortResult<Option<ThingMembership>> {
+        self.call("thing_membership", |w| {
+            Ok(w.things.get(thing_name).map(|t| ThingMembership {
+                thing_groups: t.groups.iter().cloned().collect(),
+                billing_group: t.billing_group.clone(),
+            }))
+        })
+    }
+
+    async fn attached_principals(&self, thing_name: &str) -> PortResult<Option<Vec<String>>> {
+        self.call("attached_principals", |w| {
+            Ok(w.things.contains_key(thing_name).then(|| {
+                w.certs
+                    .values()
+                    .filter(|c| c.thing.as_deref() == Some(thing_name))
+                    .map(|c| c.arn.clone())
+                    .collect()
+            }))
+        })
+    }
+
+    async fn principal_things(&self, principal_arn: &str) -> PortResult<Vec<String>> {
+        self.call("principal_things", |w| {
+            let id = id_of(principal_arn);
+            let mut things: Vec<String> = w.certs.get(&id).and_then(|c| c.thing.clone()).into_iter().collect();
+            things.extend(w.also_attached.get(&id).cloned().unwrap_or_default());
+            Ok(things)
+        })
+    }
+
+    async fn leave_thing_group(&self, thing_name: &str, group: &str) -> PortResult<()> {
+        self.call("leave_thing_group", |w| {
+            if let Some(t) = w.things.get_mut(thing_name) {
+                t.groups.remove(group);
+            }
+            Ok(())
+        })
+    }
+
+    async fn leave_billing_group(&self, thing_name: &str, group: &str) -> PortResult<()> {
+        self.call("leave_billing_group", |w| {
+            if let Some(t) = w.things.get_mut(thing_name)
+                && t.billing_group.as_deref() == Some(group)
+            {
+                t.billing_group = None;
+            }
+            Ok(())
+        })
+    }
+
+    async fn delete_thing(&self, thing_name: &str) -> PortResult<()> {
+        self.call("delete_thing", |w| {
+            let attached = w.certs.values().any(|c| c.thing.as_deref() == Some(thing_name));
+            if attached || (w.things.contains_key(thing_name) && w.delete_lag > 0) {
+                w.delete_lag = w.delete_lag.saturating_sub(usize::from(!attached));
+                return Err(conflict("delete_thing", "still attached to one or more principals"));
+            }
+            w.things.remove(thing_name);
+            Ok(())
+        })
+    }
+}
+
+impl RetirementInventory for Fake {
+    async fn retirement(&self, thing_name: &str) -> PortResult<Option<RetirementTicket>> {
+        self.call("retirement", |w| Ok(w.retirements.get(thing_name).cloned()))
+    }
+
+    async fn claim_retirement(&self, ticket: &RetirementTicket) -> PortResult<bool> {
+        self.call("claim_retirement", |w| {
+            if w.retirements.contains_key(&ticket.thing_name) {
+                return Ok(false);
+            }
+            w.retirements.insert(ticket.thing_name.clone(), ticket.clone());
+            Ok(true)
+        })
+    }
+
+    async fn add_retiring_certificates(&self, thing_name: &str, ids: &BTreeSet<String>) -> PortResult<()> {
+        self.call("add_retiring_certificates", |w| {
+            let ticket = w
+                .retirements
+                .get_mut(thing_name)
+                .ok_or_else(|| conflict("add_retiring_certificates", "no retirement"))?;
+            ticket.certificate_ids.extend(ids.iter().cloned());
+            Ok(())
+        })
+    }
+
+    async fn record_retired(&self, certificate_id: &str, thing_name: &str, reason: &str, now: i64) -> PortResult<()> {
+        self.call("record_retired", |w| {
+            if let Some(other) = w
+                .records
+                .get(certificate_id)
+                .and_then(|r| r.thing_name.as_deref())
+                .filter(|t| *t != thing_name)
+            {
+                return Err(conflict("record_retired", &format!("recorded for thing {other}")));
+            }
+            let record = w.records.entry(certificate_id.into()).or_insert_with(|| {
+                let mut bare = CertificateRecord::bare(certificate_id, "", RecordStatus::Retired, now);
+                bare.thing_name = Some(thing_name.into());
+                bare
+            });
+            if record.status != RecordStatus::Retired || record.detail.is_none() {
+                record.status = RecordStatus::Retired;
+                record.detail = Some(reason.into());
+                record.updated_at = now;
+                record.activated_at = None;
+            }
+            Ok(())
+        })
+    }
+
+    async fn finish_retirement(&self, thing_name: &str) -> PortResult<()> {
+        self.call("finish_retirement", |w| {
+            w.retirements.remove(thing_name);
+            Ok(())
+        })
     }
 }

@@ -153,7 +153,7 @@ pub async fn ca_report<L: CaCertificates, R: CaRegistry>(
 
 /// What [`retire_ca`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RetireOutcome {
+pub enum CaRetireOutcome {
     /// Set `INACTIVE` now, auto-registration off. `usage` is IoT's listing
     /// made after auto-registration was turned off, the one the decision
     /// rested on: with `forced`, its in-use certificates are cut off.
@@ -168,7 +168,7 @@ pub enum RetireOutcome {
 
 /// Why [`retire_ca`] could not decide.
 #[derive(Debug, thiserror::Error)]
-pub enum RetireError {
+pub enum CaRetireError {
     #[error("no CA {0} is registered in AWS IoT")]
     UnknownCa(String),
     #[error(transparent)]
@@ -190,27 +190,27 @@ pub enum RetireError {
 /// 5. `INACTIVE`.
 ///
 /// # Errors
-/// [`RetireError::UnknownCa`], or the first failing call.
+/// [`CaRetireError::UnknownCa`], or the first failing call.
 pub async fn retire_ca<L: CaCertificates, R: CaRegistry>(
     listing: &L,
     registry: &R,
     ca: &str,
     force: bool,
     sample: usize,
-) -> Result<RetireOutcome, RetireError> {
+) -> Result<CaRetireOutcome, CaRetireError> {
     let state = registry
         .ca_state(ca)
         .await?
-        .ok_or_else(|| RetireError::UnknownCa(ca.to_string()))?;
+        .ok_or_else(|| CaRetireError::UnknownCa(ca.to_string()))?;
     if state.status == CertificateStatus::Inactive {
         if state.auto_registration {
             registry.set_ca_auto_registration(ca, false).await?;
         }
-        return Ok(RetireOutcome::AlreadyInactive);
+        return Ok(CaRetireOutcome::AlreadyInactive);
     }
     let first = ca_usage(listing, ca, sample).await?;
     if first.in_use() > 0 && !force {
-        return Ok(RetireOutcome::Refused {
+        return Ok(CaRetireOutcome::Refused {
             usage: first,
             raced: false,
         });
@@ -223,13 +223,13 @@ pub async fn retire_ca<L: CaCertificates, R: CaRegistry>(
         if state.auto_registration {
             registry.set_ca_auto_registration(ca, true).await?;
         }
-        return Ok(RetireOutcome::Refused {
+        return Ok(CaRetireOutcome::Refused {
             usage: second,
             raced: true,
         });
     }
     registry.set_ca_status(ca, &CertificateStatus::Inactive).await?;
-    Ok(RetireOutcome::Retired {
+    Ok(CaRetireOutcome::Retired {
         usage: second,
         forced: force,
     })
@@ -354,7 +354,7 @@ mod tests {
             let outcome = retire_ca(&fake, &fake, OLD, false, 10)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
-            let RetireOutcome::Refused { usage, raced: false } = outcome else {
+            let CaRetireOutcome::Refused { usage, raced: false } = outcome else {
                 panic!("{outcome:?}");
             };
             assert_eq!(usage.in_use(), (active + pending) as u64);
@@ -374,7 +374,7 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(
-            matches!(outcome, RetireOutcome::Retired { forced: false, .. }),
+            matches!(outcome, CaRetireOutcome::Retired { forced: false, .. }),
             "{outcome:?}"
         );
         assert_eq!(fake.updates(), ["auto-registration off", "INACTIVE"]);
@@ -387,7 +387,7 @@ mod tests {
         let again = retire_ca(&fake, &fake, OLD, false, 10)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(again, RetireOutcome::AlreadyInactive);
+        assert_eq!(again, CaRetireOutcome::AlreadyInactive);
         assert_eq!(fake.updates().len(), 2);
     }
 
@@ -405,7 +405,7 @@ mod tests {
         let outcome = retire_ca(&fake, &fake, OLD, false, 10)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let RetireOutcome::Refused { usage, raced: true } = outcome else {
+        let CaRetireOutcome::Refused { usage, raced: true } = outcome else {
             panic!("{outcome:?}");
         };
         assert_eq!(usage.in_use_sample[0].certificate_id, "late");
@@ -431,7 +431,7 @@ mod tests {
         let outcome = retire_ca(&fake, &fake, OLD, false, 10)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(outcome, RetireOutcome::Refused { raced: false, .. }));
+        assert!(matches!(outcome, CaRetireOutcome::Refused { raced: false, .. }));
         assert!(fake.updates().is_empty());
     }
 
@@ -441,7 +441,7 @@ mod tests {
         let outcome = retire_ca(&fake, &fake, OLD, true, 2)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let RetireOutcome::Retired { usage, forced: true } = outcome else {
+        let CaRetireOutcome::Retired { usage, forced: true } = outcome else {
             panic!("{outcome:?}");
         };
         assert_eq!((usage.in_use(), usage.in_use_sample.len()), (4, 2));
@@ -458,7 +458,7 @@ mod tests {
         let fake = CaFake::with_ca(OLD, true);
         assert!(matches!(
             retire_ca(&fake, &fake, NEW, false, 10).await,
-            Err(RetireError::UnknownCa(id)) if id == NEW
+            Err(CaRetireError::UnknownCa(id)) if id == NEW
         ));
     }
 
@@ -486,13 +486,16 @@ mod tests {
                     let state = fake.state(OLD);
                     if in_use {
                         assert!(
-                            matches!(outcome, RetireOutcome::Refused { .. }),
+                            matches!(outcome, CaRetireOutcome::Refused { .. }),
                             "{inject:?}: {outcome:?}"
                         );
                         assert_eq!(state.status, CertificateStatus::Active, "{inject:?}");
                     } else {
                         assert!(
-                            matches!(outcome, RetireOutcome::Retired { .. } | RetireOutcome::AlreadyInactive),
+                            matches!(
+                                outcome,
+                                CaRetireOutcome::Retired { .. } | CaRetireOutcome::AlreadyInactive
+                            ),
                             "{inject:?}: {outcome:?}"
                         );
                         assert_eq!(

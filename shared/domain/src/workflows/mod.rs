@@ -6,4 +6,5 @@ pub(crate) mod jitp;
 pub(crate) mod provisioning_hook;
 pub(crate) mod reconciler;
 pub(crate) mod registrar;
+pub(crate) mod retirement;
 pub(crate) mod rotation;

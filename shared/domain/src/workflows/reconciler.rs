@@ -437,8 +437,9 @@ where
                 Err(e) => return self.scan_failed(&name, cursor.is_some(), e, report).await,
             };
             for record in &page.items {
-                // Rotated certificates are deleted by design; marked ones are done.
-                if record.status == RecordStatus::Rotated
+                // Rotated and retired certificates are deleted by design;
+                // marked ones are done.
+                if matches!(record.status, RecordStatus::Rotated | RecordStatus::Retired)
                     || record.certificate_status.as_deref() == Some(NOT_FOUND_STATUS)
                 {
                     continue;
@@ -608,6 +609,7 @@ mod tests {
         let fake = fake();
         fake.record("gone", BOUND, RecordStatus::Provisioned);
         fake.record("rotated-away", BOUND, RecordStatus::Rotated);
+        fake.record("retired-away", BOUND, RecordStatus::Retired);
         fake.record("other-ca", UNBOUND, RecordStatus::Provisioned);
         fake.cert("here", BOUND, CertificateStatus::Active, Some(0));
         fake.record("here", BOUND, RecordStatus::Provisioned);
@@ -616,7 +618,7 @@ mod tests {
         assert_eq!(first.marked_missing, 1);
         assert_eq!(
             first.records_examined, 2,
-            "gone and here; rotated and other CAs' records are skipped"
+            "gone and here; rotated, retired and other CAs' records are skipped"
         );
         let second = run(&r, NOW + 60).await;
         assert_eq!(second.marked_missing, 0);
@@ -626,6 +628,12 @@ mod tests {
         assert_eq!(
             gone.and_then(|r| r.certificate_status),
             Some(NOT_FOUND_STATUS.to_string())
+        );
+        let retired = fake.with(|w| w.records.get("retired-away").cloned());
+        assert_eq!(
+            retired.map(|r| (r.status, r.certificate_status)),
+            Some((RecordStatus::Retired, None)),
+            "a RETIRED record is left as it is"
         );
     }
 

@@ -228,6 +228,17 @@ where
                 certificate_status: "NOT_FOUND".to_string(),
             });
         };
+        // A certificate the inventory retired (its device retired, or rotated
+        // out) never comes back: deleted in IoT, it is registered again when
+        // the device reconnects, and would otherwise be provisioned afresh.
+        // It is revoked; its record stays as it is.
+        if cert.status == CertificateStatus::PendingActivation
+            && let Some(record) = record
+                .as_ref()
+                .filter(|r| matches!(r.status, RecordStatus::Retired | RecordStatus::Rotated))
+        {
+            return self.refuse_retired(&cert, record).await;
+        }
         // ACTIVE and no record in round 1: another delivery of this event may
         // have provisioned and activated it meanwhile (its record is written
         // before the activation), so the record is read again before the
@@ -761,6 +772,37 @@ where
         Ok(Outcome::Rejected {
             rejection,
             thing_name: thing_name.map(str::to_string).or(record.thing_name),
+            status,
+        })
+    }
+
+    /// A retired or rotated-out certificate registered again: REVOKED
+    /// (IoT then refuses it at the handshake, without another event), its
+    /// record left as it is.
+    async fn refuse_retired(
+        &self,
+        cert: &RegisteredCertificate,
+        record: &CertificateRecord,
+    ) -> Result<Outcome, ProvisioningError> {
+        let status = CertificateStatus::Revoked;
+        self.certificates
+            .set_certificate_status(&cert.certificate_id, &status)
+            .await?;
+        let detail = format!(
+            "certificate {} is {} in the inventory{}: it never comes back",
+            cert.certificate_id,
+            record.status.as_str(),
+            record.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+        );
+        tracing::warn!(
+            certificateId = cert.certificate_id,
+            thing = ?record.thing_name,
+            recordStatus = record.status.as_str(),
+            "retired certificate registered again: revoked"
+        );
+        Ok(Outcome::Rejected {
+            rejection: Rejection::new(RejectReason::CertificateRetired, detail),
+            thing_name: record.thing_name.clone(),
             status,
         })
     }

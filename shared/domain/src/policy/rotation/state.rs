@@ -88,6 +88,8 @@ pub enum FailureReason {
     /// The device is on the deny-list or its CA is no longer bound to a
     /// profile: no new certificate, and no further attempt.
     Denied,
+    /// The device was retired (`onboard device retire`): final.
+    Retired,
 }
 
 impl FailureReason {
@@ -100,6 +102,7 @@ impl FailureReason {
             Self::CsrRefused => "CSR_REFUSED",
             Self::WrongConfirmation => "WRONG_CONFIRMATION",
             Self::Denied => "DENIED",
+            Self::Retired => "RETIRED",
         }
     }
 
@@ -112,6 +115,7 @@ impl FailureReason {
             Self::CsrRefused,
             Self::WrongConfirmation,
             Self::Denied,
+            Self::Retired,
         ]
         .into_iter()
         .find(|r| r.code() == code)
@@ -119,7 +123,7 @@ impl FailureReason {
 
     /// True for a failure no further attempt can fix (never retried).
     pub fn is_final(self) -> bool {
-        self == Self::Denied
+        matches!(self, Self::Denied | Self::Retired)
     }
 
     /// The reason for a terminal job-execution status other than SUCCEEDED.
@@ -387,6 +391,35 @@ impl Rotation {
         next.new_certificate_id = Some(new_certificate_id.to_string());
         next.object_keys = object_keys;
         next
+    }
+
+    /// The device is retired: an attempt not yet retired (open, or
+    /// confirmed but not completed) ends `failed` with the final reason
+    /// `RETIRED`, marked [`Rotation::failing`] so that the rotation's fail
+    /// path revokes its new certificate, cancels its job and deletes its
+    /// objects. Unlike [`Rotation::failed`] it is
+    /// allowed from `confirmed`: the old certificate is retired with the
+    /// device, not by the rotation.
+    ///
+    /// # Errors
+    /// [`TransitionError`] when `retired` or `failed`.
+    pub fn retiring(&self, detail: impl Into<String>, now: i64) -> Result<Self, TransitionError> {
+        if !matches!(
+            self.state,
+            RotationState::Requested | RotationState::Issued | RotationState::Delivered | RotationState::Confirmed
+        ) {
+            return Err(TransitionError {
+                certificate_id: self.old_certificate_id.clone(),
+                from: self.state.as_str(),
+                to: RotationState::Failed.as_str(),
+            });
+        }
+        let mut next = self.clone();
+        next.state = RotationState::Failed;
+        next.reason = Some(FailureReason::Retired);
+        next.detail = Some(detail.into());
+        next.failed_at = Some(now);
+        Ok(next.failing())
     }
 
     /// A failed rotation that will not be retried (an operator decides):
