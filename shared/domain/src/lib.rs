@@ -51,8 +51,9 @@ pub use checks::subject::check_subject as check_jitp_subject;
 pub use ports::{
     AllowEntry, CaCertificates, CertificateRegistry, Consumption, CredentialsStore, DenyList, ExistingThing,
     HookIdentity, HookInventory, Inventory, IssuedCertificate, ListedCertificate, NameClaim, NameClaims, Pacer, Page,
-    PortError, PortErrorKind, PortResult, ReconcileInventory, RegisteredCa, RegisteredCertificate, RotationInventory,
-    RotationIot, RotationObjects, Supersession, SupersessionIot, SupersessionStore, ThingCreation, ThingRegistry,
+    PortError, PortErrorKind, PortResult, ReconcileInventory, RegisteredCa, RegisteredCertificate, RevocationStore,
+    RotationInventory, RotationIot, RotationObjects, Supersession, SupersessionIot, SupersessionStore, ThingCreation,
+    ThingRegistry,
 };
 
 // --- workflows ----------------------------------------------------------------
@@ -67,6 +68,10 @@ pub use workflows::provisioning_hook::{
 };
 pub use workflows::reconciler::{NOT_FOUND_STATUS, ReconcileReport, Reconciler, ReconcilerSettings, StuckHandler};
 pub use workflows::registrar::{ProvisioningError, Registrar, RegistrarSettings, certificate_id_of_arn};
+pub use workflows::revocation::{
+    NameHold, REASON_MAX, Revocation, RevocationError, RevocationReport, RevocationTarget, RevokedCertificate,
+    StoppedRotation,
+};
 pub use workflows::rotation::completer::{Completer, CompleterSettings, CompletionOutcome, JobExecutionEvent};
 pub use workflows::rotation::issuer::{CsrIssuer, CsrIssuerSettings, CsrOutcome};
 pub use workflows::rotation::ops::{IgnoreReason, RotationError, credential_keys};

@@ -15,6 +15,10 @@ pub enum RecordStatus {
     Observed,
     /// Replaced by a rotation: `INACTIVE`, detached, deleted after the grace period.
     Rotated,
+    /// Revoked in an emergency (`onboard device revoke`): the claim that
+    /// authorized setting the certificate `REVOKED`; reason and time in
+    /// `detail` and `updated_at`.
+    Revoked,
 }
 
 impl RecordStatus {
@@ -24,6 +28,7 @@ impl RecordStatus {
             Self::Rejected => "REJECTED",
             Self::Observed => "OBSERVED",
             Self::Rotated => "ROTATED",
+            Self::Revoked => "REVOKED",
         }
     }
 
@@ -33,6 +38,7 @@ impl RecordStatus {
             "REJECTED" => Some(Self::Rejected),
             "OBSERVED" => Some(Self::Observed),
             "ROTATED" => Some(Self::Rotated),
+            "REVOKED" => Some(Self::Revoked),
             _ => None,
         }
     }

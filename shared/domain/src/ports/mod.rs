@@ -9,6 +9,7 @@ mod inventory;
 mod iot;
 mod jobs;
 mod objects;
+mod revocations;
 mod rotations;
 
 pub use clock::Pacer;
@@ -22,6 +23,7 @@ pub use iot::{
 };
 pub use jobs::{IssuedCertificate, RotationIot};
 pub use objects::{CredentialsStore, RotationObjects};
+pub use revocations::RevocationStore;
 pub use rotations::RotationInventory;
 
 /// A page of results and where the next one starts.

@@ -5,4 +5,5 @@ pub(crate) mod jitp;
 pub(crate) mod provisioning_hook;
 pub(crate) mod reconciler;
 pub(crate) mod registrar;
+pub(crate) mod revocation;
 pub(crate) mod rotation;

@@ -88,6 +88,9 @@ pub enum FailureReason {
     /// The device is on the deny-list or its CA is no longer bound to a
     /// profile: no new certificate, and no further attempt.
     Denied,
+    /// The device's certificate was revoked in an emergency (`onboard
+    /// device revoke`): no further attempt.
+    Revoked,
 }
 
 impl FailureReason {
@@ -100,6 +103,7 @@ impl FailureReason {
             Self::CsrRefused => "CSR_REFUSED",
             Self::WrongConfirmation => "WRONG_CONFIRMATION",
             Self::Denied => "DENIED",
+            Self::Revoked => "REVOKED",
         }
     }
 
@@ -112,6 +116,7 @@ impl FailureReason {
             Self::CsrRefused,
             Self::WrongConfirmation,
             Self::Denied,
+            Self::Revoked,
         ]
         .into_iter()
         .find(|r| r.code() == code)
@@ -119,7 +124,7 @@ impl FailureReason {
 
     /// True for a failure no further attempt can fix (never retried).
     pub fn is_final(self) -> bool {
-        self == Self::Denied
+        matches!(self, Self::Denied | Self::Revoked)
     }
 
     /// The reason for a terminal job-execution status other than SUCCEEDED.
