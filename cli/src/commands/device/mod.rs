@@ -1,9 +1,10 @@
 //! `onboard device`: `mint` (device keys and CA-signed certificates in
 //! bulk) here; the device-side subcommands in the child modules: `connect`,
-//! `rotate-agent` and `provision`.
+//! `rotate-agent`, `provision`, and `revoke` (emergency revocation).
 
 pub mod connect;
 pub mod provision;
+pub mod revoke;
 pub mod rotate_agent;
 
 use std::path::{Path, PathBuf};
@@ -90,6 +91,12 @@ pub enum DeviceCommand {
     /// provisioning): CreateKeysAndCertificate over MQTT, RegisterThing with
     /// the template, then a first connection with its own certificate.
     Provision(provision::ProvisionArgs),
+    /// Emergency revocation of a device whose key was stolen: every
+    /// certificate of the thing (or the one certificate named) REVOKED at
+    /// once, its serial and fingerprint on the deny-list, open rotations
+    /// stopped, the thing name kept until the device is retired. Safe to
+    /// run again.
+    Revoke(revoke::RevokeArgs),
 }
 
 /// Expands `{n}` / `{n:0W}` in a pattern.
@@ -126,6 +133,7 @@ pub async fn run(command: &DeviceCommand, cli: &Cli) -> Result<(), CliError> {
         DeviceCommand::Connect(args) => connect::run(args, cli).await,
         DeviceCommand::RotateAgent(args) => rotate_agent::run(args, cli).await,
         DeviceCommand::Provision(args) => provision::run(args, cli).await,
+        DeviceCommand::Revoke(args) => revoke::run(args, cli).await,
     }
 }
 
