@@ -239,6 +239,24 @@ where
         let active = match &cert.status {
             CertificateStatus::PendingActivation => false,
             CertificateStatus::Active => match record {
+                // Revoked in an emergency and ACTIVE again (registered anew,
+                // set by hand): revoked again while the deny-list denies it.
+                Some(record) if record.status == RecordStatus::Revoked => {
+                    let device = Certificate::from_pem(&cert.pem);
+                    if let Some(rejection) = self.denial(&cert, device.as_ref().ok()).await? {
+                        tracing::warn!(
+                            certificateId = cert.certificate_id,
+                            reasonCode = rejection.reason.code(),
+                            "revoked certificate found ACTIVE again: revoked again"
+                        );
+                        return self
+                            .reject(&cert, rejection, RejectionAction::Revoked, record, None)
+                            .await;
+                    }
+                    return self
+                        .observe_certificate(event, &cert, &CertificateStatus::Active, None, now)
+                        .await;
+                }
                 Some(record) if record.status == RecordStatus::Provisioned => {
                     // ACTIVE in IoT: mark it so that the next duplicate is
                     // answered from the record (best effort).
