@@ -21,8 +21,8 @@ use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::error::ErrorMetadata;
 use onboarding_aws::{DynamoInventory, RotationIotAdapter};
 use onboarding_domain::{
-    CertificateRecord, CertificateStatus, DenyKey, NameClaim, NameClaims, PortErrorKind, RecordStatus, RevocationStore,
-    RotationIot,
+    CertificateRecord, CertificateStatus, Connections, DenyKey, NameClaim, NameClaims, PortErrorKind, RecordStatus,
+    RevocationStore, RotationIot,
 };
 
 const CERT_ID: &str = "1f6cbd0a2d5e4b1c8e9f00112233445566778899aabbccddeeff001122334455";
@@ -211,4 +211,54 @@ async fn revoking_sends_update_certificate_revoked() {
     let adapter = iot(&[&update]);
     adapter.set_status(CERT_ID, &CertificateStatus::Revoked).await.unwrap();
     assert_eq!(update.num_calls(), 1);
+}
+
+fn iot_with_data(data_rules: &[&Rule]) -> RotationIotAdapter {
+    RotationIotAdapter::new(
+        mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[], |c| {
+            c.retry_config(RetryConfig::disabled())
+        }),
+        mock_client!(aws_sdk_iotdataplane, RuleMode::MatchAny, data_rules, |c| {
+            c.retry_config(aws_sdk_iotdataplane::config::retry::RetryConfig::disabled())
+        }),
+        None,
+    )
+}
+
+#[tokio::test]
+async fn disconnecting_cleans_the_session_and_sends_no_will() {
+    let delete = mock!(aws_sdk_iotdataplane::Client::delete_connection)
+        .match_requests(|req| {
+            req.client_id() == Some(THING)
+                && req.clean_session() == Some(true)
+                && req.prevent_will_message() == Some(true)
+        })
+        .then_output(|| aws_sdk_iotdataplane::operation::delete_connection::DeleteConnectionOutput::builder().build());
+    let adapter = iot_with_data(&[&delete]);
+    assert!(adapter.disconnect(THING).await.unwrap());
+    assert_eq!(delete.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn disconnecting_a_client_that_is_not_connected_is_false() {
+    use aws_sdk_iotdataplane::operation::delete_connection::DeleteConnectionError;
+    let delete = mock!(aws_sdk_iotdataplane::Client::delete_connection).then_error(|| {
+        DeleteConnectionError::ResourceNotFoundException(
+            aws_sdk_iotdataplane::types::error::ResourceNotFoundException::builder()
+                .message("no such client")
+                .meta(meta("ResourceNotFoundException", "no such client"))
+                .build(),
+        )
+    });
+    let throttled = mock!(aws_sdk_iotdataplane::Client::delete_connection).then_error(|| {
+        DeleteConnectionError::ThrottlingException(
+            aws_sdk_iotdataplane::types::error::ThrottlingException::builder()
+                .message("slow down")
+                .meta(meta("ThrottlingException", "slow down"))
+                .build(),
+        )
+    });
+    assert!(!iot_with_data(&[&delete]).disconnect(THING).await.unwrap());
+    let e = iot_with_data(&[&throttled]).disconnect(THING).await.unwrap_err();
+    assert_eq!(e.kind, PortErrorKind::Transient, "{e}");
 }

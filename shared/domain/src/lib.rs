@@ -49,11 +49,11 @@ pub use checks::subject::check_subject as check_jitp_subject;
 
 // --- ports: one trait per capability, and the errors they return ---------------
 pub use ports::{
-    AllowEntry, CaCertificates, CertificateRegistry, Consumption, CredentialsStore, DenyList, ExistingThing,
-    HookIdentity, HookInventory, Inventory, IssuedCertificate, ListedCertificate, NameClaim, NameClaims, Pacer, Page,
-    PortError, PortErrorKind, PortResult, ReconcileInventory, RegisteredCa, RegisteredCertificate, RevocationStore,
-    RotationInventory, RotationIot, RotationObjects, Supersession, SupersessionIot, SupersessionStore, ThingCreation,
-    ThingRegistry,
+    AllowEntry, CaCertificates, CertificateRegistry, Connections, Consumption, CredentialsStore, DenyList,
+    ExistingThing, HookIdentity, HookInventory, Inventory, IssuedCertificate, ListedCertificate, NameClaim, NameClaims,
+    Pacer, Page, PortError, PortErrorKind, PortResult, ReconcileInventory, RegisteredCa, RegisteredCertificate,
+    RevocationStore, RotationInventory, RotationIot, RotationObjects, Supersession, SupersessionIot, SupersessionStore,
+    ThingCreation, ThingRegistry,
 };
 
 // --- workflows ----------------------------------------------------------------

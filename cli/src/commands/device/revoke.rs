@@ -57,12 +57,10 @@ pub async fn run(args: &RevokeArgs, cli: &Cli) -> Result<(), CliError> {
     let table = cli.aws.table()?.to_string();
     let sdk = cli.aws.sdk_config().await;
     let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(&sdk), table);
-    // The revocation never publishes to devices: the data-plane client is never called.
-    let iot = RotationIotAdapter::new(
-        aws_sdk_iot::Client::new(&sdk),
-        aws_sdk_iotdataplane::Client::new(&sdk),
-        None,
-    );
+    // The data plane (the account's own endpoint) closes the open connection.
+    let iot_client = aws_sdk_iot::Client::new(&sdk);
+    let data = onboarding_aws::iot_data_client(&sdk, &iot_client).await?;
+    let iot = RotationIotAdapter::new(iot_client, data, None);
     // Only deletes (key material of a stopped rotation): no KMS key is needed.
     let objects = S3RotationObjects::new(
         onboarding_aws::s3_client(&sdk, cli.aws.endpoint_url.is_some()),
@@ -128,6 +126,11 @@ fn print_report(report: &RevocationReport, to_revoked: Duration) {
         );
     }
     println!("REVOKED {} ms after the command started", to_revoked.as_millis());
+    match report.disconnected {
+        Some(true) => println!("open MQTT connection closed (DeleteConnection): it cannot reconnect"),
+        Some(false) => println!("no open MQTT connection"),
+        None => {}
+    }
     for key in &report.deny_entries {
         println!("deny-list: {}", describe(key));
     }
@@ -160,10 +163,6 @@ fn print_report(report: &RevocationReport, to_revoked: Duration) {
         }
         NameHold::NoThing => {}
     }
-    println!(
-        "note: new connections with a REVOKED certificate are refused at once; AWS IoT closes connections \
-         already open within a few minutes (docs/lifecycle.md#emergency-revocation)"
-    );
 }
 
 fn json(report: &RevocationReport, to_revoked: Duration) -> serde_json::Value {
@@ -176,6 +175,7 @@ fn json(report: &RevocationReport, to_revoked: Duration) -> serde_json::Value {
             "issuedByRotationOf": c.issued_by_rotation_of,
         })).collect::<Vec<_>>(),
         "revokedAfterMillis": u64::try_from(to_revoked.as_millis()).unwrap_or(u64::MAX),
+        "disconnected": report.disconnected,
         "denyEntries": report.deny_entries.iter().map(describe).collect::<Vec<_>>(),
         "rotations": report.rotations.iter().map(|r| serde_json::json!({
             "oldCertificateId": r.old_certificate_id,

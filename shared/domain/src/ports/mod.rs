@@ -5,6 +5,7 @@
 //! the ports it uses, so its IAM policy can name exactly those actions.
 
 mod clock;
+mod connections;
 mod inventory;
 mod iot;
 mod jobs;
@@ -13,6 +14,7 @@ mod revocations;
 mod rotations;
 
 pub use clock::Pacer;
+pub use connections::Connections;
 pub use inventory::{
     AllowEntry, Consumption, DenyList, HookInventory, Inventory, NameClaim, NameClaims, ReconcileInventory,
     Supersession, SupersessionStore,

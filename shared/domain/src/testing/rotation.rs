@@ -19,7 +19,7 @@ use crate::policy::rotation::protocol::{CONFIRMATION_FIELD, JobDocument, JobExec
 use crate::policy::rotation::state::{Rotation, RotationState};
 use crate::policy::rotation::{DAY, Strategy};
 use crate::ports::{
-    DenyList, Inventory, IssuedCertificate, NameClaim, Pacer, Page, PortError, PortErrorKind, PortResult,
+    Connections, DenyList, Inventory, IssuedCertificate, NameClaim, Pacer, Page, PortError, PortErrorKind, PortResult,
     RegisteredCertificate, RevocationStore, RotationInventory, RotationIot, RotationObjects,
 };
 
@@ -76,6 +76,8 @@ pub struct World {
     pub denied: BTreeSet<String>,
     /// Thing names held for a revoked certificate: no transfer moves them.
     pub held: BTreeSet<String>,
+    /// Client ids with an open MQTT connection.
+    pub connected: BTreeSet<String>,
     /// Runs another workflow to its end right before the n-th port call
     /// (another Lambda invocation or rotator run, interleaved there).
     pub interleave: Option<(usize, Hook)>,
@@ -538,6 +540,12 @@ impl RevocationStore for Fake {
             w.held.insert(thing_name.into());
             Ok(NameClaim::Claimed)
         })
+    }
+}
+
+impl Connections for Fake {
+    async fn disconnect(&self, client_id: &str) -> PortResult<bool> {
+        self.call("disconnect", |w| Ok(w.connected.remove(client_id)))
     }
 }
 

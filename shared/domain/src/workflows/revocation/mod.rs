@@ -29,8 +29,8 @@ use crate::policy::config::DenyKey;
 use crate::policy::rotation::RotationPolicy;
 use crate::policy::rotation::state::{FailureReason, Rotation, RotationState};
 use crate::ports::{
-    Inventory, NameClaim, Pacer, PortError, PortErrorKind, RegisteredCertificate, RevocationStore, RotationInventory,
-    RotationIot, RotationObjects,
+    Connections, Inventory, NameClaim, Pacer, PortError, PortErrorKind, RegisteredCertificate, RevocationStore,
+    RotationInventory, RotationIot, RotationObjects,
 };
 use crate::workflows::registrar::certificate_id_of_arn;
 use crate::workflows::rotation::ops::{Ops, RotationError, Settled};
@@ -145,6 +145,9 @@ pub struct RevocationReport {
     pub deny_entries: Vec<DenyKey>,
     pub rotations: Vec<StoppedRotation>,
     pub name: NameHold,
+    /// Whether an open MQTT connection of the thing (client id = thing
+    /// name) was closed; `None` when no thing is known.
+    pub disconnected: Option<bool>,
     /// From the start of the run to the moment IoT accepted the last
     /// `REVOKED` of the target's certificates.
     pub revoked_after: Duration,
@@ -170,7 +173,7 @@ pub struct Revocation<T, R, O, I, P> {
 
 impl<T, R, O, I, P> Revocation<T, R, O, I, P>
 where
-    T: RotationIot,
+    T: RotationIot + Connections,
     R: RotationInventory,
     O: RotationObjects,
     I: Inventory + RevocationStore,
@@ -251,6 +254,16 @@ where
             reason,
             "certificates REVOKED"
         );
+        // The connection open now would live on for minutes: closed at once
+        // (the device's client id is its thing name); it cannot come back.
+        let disconnected = match &thing {
+            Some(thing) => {
+                let closed = self.iot.disconnect(thing).await?;
+                tracing::warn!(thing, closed, reason, "open MQTT connection closed");
+                Some(closed)
+            }
+            None => None,
+        };
         // The new certificates of the rotations under way: the thief may
         // hold one (a CSR signed with the stolen key), so they go the same way.
         let known: BTreeSet<String> = found.iter().map(|f| f.id.clone()).collect();
@@ -279,6 +292,7 @@ where
             deny_entries,
             rotations,
             name,
+            disconnected,
             revoked_after,
         })
     }

@@ -71,6 +71,8 @@ async fn device_mid_rotation() -> (Fake, String, String, String) {
         let record = w.records.get_mut(&old).expect("old record");
         record.serial = Some("0A:BC".into());
         record.ca_certificate_id = CA64.into();
+        w.connected.insert(thing.clone());
+        w.connected.insert(crate::testing::rotation::thing(1));
         w.calls.clear();
     });
     (fake, old, new, job_id)
@@ -83,6 +85,7 @@ struct EndState {
     records: BTreeMap<String, (&'static str, Option<String>)>,
     claims: BTreeMap<String, String>,
     held: Vec<String>,
+    connected: Vec<String>,
     denied: Vec<String>,
     rotations: Vec<(String, &'static str, Option<&'static str>, Option<i64>)>,
     jobs: Vec<(String, String)>,
@@ -118,6 +121,7 @@ fn end_state(fake: &Fake) -> EndState {
             .collect(),
         claims: w.claims.clone(),
         held: w.held.iter().cloned().collect(),
+        connected: w.connected.iter().cloned().collect(),
         denied: {
             let mut denied: Vec<String> = w.denied.iter().map(|d| label(d)).collect();
             denied.sort();
@@ -199,6 +203,9 @@ async fn a_thing_is_cut_off_its_rotation_stopped_and_its_name_kept() {
     let other = "f".repeat(64);
     assert!(!fake.transfer_thing_name(&thing, &old, &other).await.expect("transfer"));
     assert_eq!(fake.with(|w| w.claims[&thing].clone()), old);
+    // Its open connection closed; the other device's stays.
+    assert_eq!(report.disconnected, Some(true));
+    assert_eq!(end.connected, vec![crate::testing::rotation::thing(1)]);
     // The other device is untouched.
     let untouched = old_id(&crate::testing::rotation::thing(1));
     assert_eq!(end.certs[&untouched].0, "ACTIVE");
@@ -418,6 +425,7 @@ async fn a_revocation_interrupted_at_any_call_converges() {
     }
     // And the converged state is the one asked for.
     assert_eq!(reference.held, vec![thing(0)]);
+    assert_eq!(reference.connected, vec![thing(1)]);
     assert!(
         reference
             .rotations
