@@ -713,6 +713,15 @@ where
             .transfer_thing_name(name, holder, &plan.certificate_id)
             .await?
         {
+            // Still the same holder: the name is held for a revoked device
+            // (`onboard device revoke`) until it is retired.
+            if self.inventory.claim_thing_name(name, &plan.certificate_id).await? == NameClaim::HeldBy(holder.clone()) {
+                let rejection = Rejection::new(
+                    RejectReason::IdentityCollision,
+                    format!("thing name {name} is held for revoked certificate {holder} until the device is retired"),
+                );
+                return Ok((Some(rejection), None));
+            }
             return Err(ProvisioningError::ClaimRace {
                 thing_name: name.to_string(),
             });
