@@ -69,8 +69,8 @@ pub use workflows::provisioning_hook::{
 pub use workflows::reconciler::{NOT_FOUND_STATUS, ReconcileReport, Reconciler, ReconcilerSettings, StuckHandler};
 pub use workflows::registrar::{ProvisioningError, Registrar, RegistrarSettings, certificate_id_of_arn};
 pub use workflows::revocation::{
-    NameHold, REASON_MAX, Revocation, RevocationError, RevocationReport, RevocationTarget, RevokedCertificate,
-    StoppedRotation,
+    Disconnection, NameHold, REASON_MAX, Revocation, RevocationError, RevocationReport, RevocationTarget,
+    RevokedCertificate, StoppedRotation,
 };
 pub use workflows::rotation::completer::{Completer, CompleterSettings, CompletionOutcome, JobExecutionEvent};
 pub use workflows::rotation::issuer::{CsrIssuer, CsrIssuerSettings, CsrOutcome};

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use onboarding_aws::{DynamoInventory, RotationIotAdapter, S3RotationObjects};
 use onboarding_domain::{
-    DenyKey, NameHold, Pacer, Revocation, RevocationError, RevocationReport, RevocationTarget, RotationState,
+    DenyKey, Disconnection, NameHold, Pacer, Revocation, RevocationError, RevocationReport, RevocationTarget,
+    RotationState,
 };
 
 use crate::Cli;
@@ -126,10 +127,14 @@ fn print_report(report: &RevocationReport, to_revoked: Duration) {
         );
     }
     println!("REVOKED {} ms after the command started", to_revoked.as_millis());
-    match report.disconnected {
-        Some(true) => println!("open MQTT connection closed (DeleteConnection): it cannot reconnect"),
-        Some(false) => println!("no open MQTT connection"),
-        None => {}
+    match &report.disconnection {
+        Disconnection::Closed => println!("open MQTT connection closed (DeleteConnection): it cannot reconnect"),
+        Disconnection::NotConnected => println!("no open MQTT connection"),
+        Disconnection::Refused(why) => println!(
+            "open MQTT connection NOT closed ({why}): AWS IoT closes it within minutes; \
+             detach the device policy from the certificate to stop it sooner"
+        ),
+        Disconnection::NoThing => {}
     }
     for key in &report.deny_entries {
         println!("deny-list: {}", describe(key));
@@ -175,7 +180,15 @@ fn json(report: &RevocationReport, to_revoked: Duration) -> serde_json::Value {
             "issuedByRotationOf": c.issued_by_rotation_of,
         })).collect::<Vec<_>>(),
         "revokedAfterMillis": u64::try_from(to_revoked.as_millis()).unwrap_or(u64::MAX),
-        "disconnected": report.disconnected,
+        "disconnected": match &report.disconnection {
+            Disconnection::Closed => Some(true),
+            Disconnection::NotConnected => Some(false),
+            Disconnection::Refused(_) | Disconnection::NoThing => None,
+        },
+        "disconnectRefused": match &report.disconnection {
+            Disconnection::Refused(why) => Some(why.clone()),
+            _ => None,
+        },
         "denyEntries": report.deny_entries.iter().map(describe).collect::<Vec<_>>(),
         "rotations": report.rotations.iter().map(|r| serde_json::json!({
             "oldCertificateId": r.old_certificate_id,

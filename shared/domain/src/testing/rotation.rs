@@ -78,6 +78,8 @@ pub struct World {
     pub held: BTreeSet<String>,
     /// Client ids with an open MQTT connection.
     pub connected: BTreeSet<String>,
+    /// `DeleteConnection` is refused (no permission).
+    pub disconnect_denied: bool,
     /// Runs another workflow to its end right before the n-th port call
     /// (another Lambda invocation or rotator run, interleaved there).
     pub interleave: Option<(usize, Hook)>,
@@ -545,7 +547,16 @@ impl RevocationStore for Fake {
 
 impl Connections for Fake {
     async fn disconnect(&self, client_id: &str) -> PortResult<bool> {
-        self.call("disconnect", |w| Ok(w.connected.remove(client_id)))
+        self.call("disconnect", |w| {
+            if w.disconnect_denied {
+                return Err(PortError::new(
+                    "DeleteConnection",
+                    PortErrorKind::AccessDenied,
+                    "not authorized to perform iot:DeleteConnection",
+                ));
+            }
+            Ok(w.connected.remove(client_id))
+        })
     }
 }
 

@@ -145,12 +145,25 @@ pub struct RevocationReport {
     pub deny_entries: Vec<DenyKey>,
     pub rotations: Vec<StoppedRotation>,
     pub name: NameHold,
-    /// Whether an open MQTT connection of the thing (client id = thing
-    /// name) was closed; `None` when no thing is known.
-    pub disconnected: Option<bool>,
+    /// What became of the thing's open MQTT connection (client id = thing name).
+    pub disconnection: Disconnection,
     /// From the start of the run to the moment IoT accepted the last
     /// `REVOKED` of the target's certificates.
     pub revoked_after: Duration,
+}
+
+/// What became of the device's open MQTT connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disconnection {
+    /// Closed now; with its certificates `REVOKED` it cannot reconnect.
+    Closed,
+    /// No client of the thing's name was connected.
+    NotConnected,
+    /// The broker refused to close it (no permission, no such API): an
+    /// open connection lasts until AWS IoT closes it (within minutes).
+    Refused(String),
+    /// No thing is known for the certificate.
+    NoThing,
 }
 
 /// One certificate as the facts show it.
@@ -256,14 +269,19 @@ where
         );
         // The connection open now would live on for minutes: closed at once
         // (the device's client id is its thing name); it cannot come back.
-        let disconnected = match &thing {
-            Some(thing) => {
-                let closed = self.iot.disconnect(thing).await?;
-                tracing::warn!(thing, closed, reason, "open MQTT connection closed");
-                Some(closed)
-            }
-            None => None,
+        let disconnection = match &thing {
+            Some(thing) => match self.iot.disconnect(thing).await {
+                Ok(true) => Disconnection::Closed,
+                Ok(false) => Disconnection::NotConnected,
+                // Not the kind a retry fixes: the revocation goes on.
+                Err(e) if matches!(e.kind, PortErrorKind::AccessDenied | PortErrorKind::Invalid) => {
+                    Disconnection::Refused(e.to_string())
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => Disconnection::NoThing,
         };
+        tracing::warn!(thing = ?thing, disconnection = ?disconnection, reason, "open MQTT connection");
         // The new certificates of the rotations under way: the thief may
         // hold one (a CSR signed with the stolen key), so they go the same way.
         let known: BTreeSet<String> = found.iter().map(|f| f.id.clone()).collect();
@@ -292,7 +310,7 @@ where
             deny_entries,
             rotations,
             name,
-            disconnected,
+            disconnection,
             revoked_after,
         })
     }

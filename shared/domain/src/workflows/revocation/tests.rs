@@ -204,7 +204,7 @@ async fn a_thing_is_cut_off_its_rotation_stopped_and_its_name_kept() {
     assert!(!fake.transfer_thing_name(&thing, &old, &other).await.expect("transfer"));
     assert_eq!(fake.with(|w| w.claims[&thing].clone()), old);
     // Its open connection closed; the other device's stays.
-    assert_eq!(report.disconnected, Some(true));
+    assert_eq!(report.disconnection, Disconnection::Closed);
     assert_eq!(end.connected, vec![crate::testing::rotation::thing(1)]);
     // The other device is untouched.
     let untouched = old_id(&crate::testing::rotation::thing(1));
@@ -433,4 +433,26 @@ async fn a_revocation_interrupted_at_any_call_converges() {
             .any(|r| r.1 == "FAILED" && r.2 == Some("REVOKED") && r.3.is_none())
     );
     assert_eq!(reference.jobs.iter().filter(|j| j.1 == "CANCELED").count(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_disconnect_is_reported_and_the_revocation_goes_on() {
+    let (fake, old, _, _) = device_mid_rotation().await;
+    fake.with(|w| w.disconnect_denied = true);
+    let report = revocation(&fake)
+        .revoke(&RevocationTarget::Thing(thing(0)), REASON, NOW)
+        .await
+        .expect("revoked");
+    assert!(
+        matches!(&report.disconnection, Disconnection::Refused(why) if why.contains("DeleteConnection")),
+        "{report:?}"
+    );
+    let end = end_state(&fake);
+    assert_eq!(end.certs[&old].0, "REVOKED");
+    assert!(end.denied.contains(&old));
+    assert_eq!(end.held, vec![thing(0)]);
+    assert!(
+        end.connected.contains(&thing(0)),
+        "still connected: AWS closes it within minutes"
+    );
 }
