@@ -368,6 +368,12 @@ where
             async move { self.inventory.claim_revocation(&record, reason, now).await }
         }))
         .await?;
+        tracing::warn!(
+            thing = ?thing,
+            claimed = ?found.iter().zip(&claims).map(|(f, now)| (f.id.as_str(), *now)).collect::<Vec<_>>(),
+            reason,
+            "revocations claimed"
+        );
         try_join_all(
             found
                 .iter()
