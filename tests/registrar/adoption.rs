@@ -122,3 +122,44 @@ async fn a_jitp_certificate_that_fails_a_check_is_rejected() -> TestResult {
     assert_eq!(status_of(&item, "reasonCode").as_deref(), Some("SERIAL_DENIED"));
     Ok(())
 }
+
+/// Revoked in an emergency (its record `REVOKED`, its fingerprint denied,
+/// as `onboard device revoke` leaves it), then registered ACTIVE again by
+/// hand: the registrar revokes it again; without the deny entry (an
+/// operator took it off), it is left as the operator set it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_active_again_is_revoked_again_while_denied() -> TestResult {
+    use onboarding_domain::{CertificateRecord, RecordStatus, RevocationStore};
+
+    let world = world().await;
+    let handler = handler(&world, &[]);
+    let inventory = onboarding_aws::DynamoInventory::new(
+        aws_sdk_dynamodb::Client::new(&world.sdk),
+        onboarding_test_support::world::TABLE,
+    );
+    let mut ids = Vec::new();
+    for (name, denied) in [("sensor-revoked-1", true), ("sensor-revoked-2", false)] {
+        let device = world.ca.device(name).build()?;
+        let id = made_by_hand(&world, &device, name).await?;
+        let mut record = CertificateRecord::bare(&id, &world.ca_id, RecordStatus::Revoked, 1_900_000_000);
+        record.thing_name = Some(name.into());
+        assert!(inventory.claim_revocation(&record, "stolen", 1_900_000_000).await?);
+        if denied {
+            let key = onboarding_domain::DenyKey::fingerprint(&id).map_err(|e| e.to_string())?;
+            inventory.deny(&key, "revoked: stolen", 1_900_000_000).await?;
+        }
+        ids.push(id);
+    }
+    let answer = handler.handle(world.direct_event(&ids[0], &world.ca_id)?).await?;
+    assert_eq!(answer["outcome"], json!("rejected"), "{answer}");
+    assert_eq!(answer["reasonCode"], json!("FINGERPRINT_DENIED"), "{answer}");
+    assert_eq!(world.certificate_status(&ids[0]).await?.as_deref(), Some("REVOKED"));
+    let item = world.inventory_record(&ids[0]).await?.ok_or("no record")?;
+    assert_eq!(status_of(&item, "status").as_deref(), Some("REVOKED"), "{item:?}");
+    assert_eq!(status_of(&item, "revocationReason").as_deref(), Some("stolen"));
+
+    let answer = handler.handle(world.direct_event(&ids[1], &world.ca_id)?).await?;
+    assert_eq!(answer["outcome"], json!("ignored"), "{answer}");
+    assert_eq!(world.certificate_status(&ids[1]).await?.as_deref(), Some("ACTIVE"));
+    Ok(())
+}

@@ -302,3 +302,36 @@ async fn an_inactive_certificate_is_left_inactive_and_observed() -> TestResult {
     assert!(!world.thing_exists("inactive-1").await?);
     Ok(())
 }
+
+/// A name held for a device revoked in an emergency (`onboard device
+/// revoke` marks its claim held) is not taken over by a new certificate of
+/// the same name, though its holder is REVOKED: the new one is rejected
+/// (`IDENTITY_COLLISION`), the claim stays with the revoked certificate.
+/// A revoked holder whose claim is not held still hands the name over (the
+/// test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_held_for_a_revoked_device_is_not_taken_over() -> TestResult {
+    use onboarding_domain::{NameClaim, RevocationStore};
+
+    let world = world().await;
+    let handler = handler(&world, &[]);
+    let (revoked, _) = registered(&world, "held-1", IotStatus::Revoked).await?;
+    let inventory = onboarding_aws::DynamoInventory::new(world.dynamodb.clone(), TABLE);
+    assert_eq!(
+        inventory.hold_thing_name("held-1", &revoked, 1_900_000_000).await?,
+        NameClaim::Claimed
+    );
+    let device = world.ca.device("held-1").build()?;
+    let id = world.first_connection(&device, "held-1").await?;
+    let answer = handler.handle(world.direct_event(&id, &world.ca_id)?).await?;
+    assert_eq!(answer["outcome"], json!("rejected"), "{answer}");
+    assert_eq!(answer["reasonCode"], json!("IDENTITY_COLLISION"), "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("held for revoked")),
+        "{answer}"
+    );
+    assert_eq!(claim_holder(&world, "held-1").await?.as_deref(), Some(revoked.as_str()));
+    Ok(())
+}

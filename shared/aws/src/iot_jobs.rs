@@ -303,3 +303,24 @@ impl RotationIot for RotationIotAdapter {
         Ok(())
     }
 }
+
+/// `DeleteConnection` on the data plane (which needs the account's own
+/// `iot:Data-ATS` endpoint: build the client with [`crate::iot_data_client`]).
+impl onboarding_domain::Connections for RotationIotAdapter {
+    async fn disconnect(&self, client_id: &str) -> PortResult<bool> {
+        let result = self
+            .data
+            .delete_connection()
+            .client_id(client_id)
+            .clean_session(true)
+            .prevent_will_message(true)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            // No client of that id is connected.
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(classify("DeleteConnection", e)),
+        }
+    }
+}

@@ -809,7 +809,7 @@ async fn transfer_thing_name_condition_failure_is_false() {
     let update = mock!(aws_sdk_dynamodb::Client::update_item)
         .match_requests(|req| {
             req.key().and_then(|k| k.get("pk")) == Some(&s("THING#sensor-0042"))
-                && req.condition_expression() == Some("certificateId = :from")
+                && req.condition_expression() == Some("certificateId = :from AND attribute_not_exists(heldFor)")
                 && req.expression_attribute_values().and_then(|v| v.get(":from")) == Some(&s("retired"))
                 && req.expression_attribute_values().and_then(|v| v.get(":to")) == Some(&s(CERT_ID))
         })

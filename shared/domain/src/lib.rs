@@ -50,10 +50,11 @@ pub use checks::subject::check_subject as check_jitp_subject;
 
 // --- ports: one trait per capability, and the errors they return ---------------
 pub use ports::{
-    AllowEntry, CaCertificates, CertificateRegistry, Consumption, CredentialsStore, DenyList, ExistingThing,
-    HookIdentity, HookInventory, Inventory, IssuedCertificate, ListedCertificate, NameClaim, NameClaims, Pacer, Page,
-    PortError, PortErrorKind, PortResult, ReconcileInventory, RegisteredCa, RegisteredCertificate, RotationInventory,
-    RotationIot, RotationObjects, Supersession, SupersessionIot, SupersessionStore, ThingCreation, ThingRegistry,
+    AllowEntry, CaCertificates, CertificateRegistry, Connections, Consumption, CredentialsStore, DenyList,
+    ExistingThing, HookIdentity, HookInventory, Inventory, IssuedCertificate, ListedCertificate, NameClaim, NameClaims,
+    Pacer, Page, PortError, PortErrorKind, PortResult, ReconcileInventory, RegisteredCa, RegisteredCertificate,
+    RevocationStore, RotationInventory, RotationIot, RotationObjects, Supersession, SupersessionIot, SupersessionStore,
+    ThingCreation, ThingRegistry,
 };
 pub use ports::{CaRegistry, CaState};
 pub use ports::{RetirementInventory, RetirementIot, RetirementTicket, ThingMembership};
@@ -77,6 +78,10 @@ pub use workflows::registrar::{ProvisioningError, Registrar, RegistrarSettings, 
 pub use workflows::retirement::{
     PlannedCertificate, PlannedRotation, RetireOutcome, RetireRequest, Retirement, RetirementError, RetirementPlan,
     RetirementSettings,
+};
+pub use workflows::revocation::{
+    Disconnection, NameHold, REASON_MAX, Revocation, RevocationError, RevocationReport, RevocationTarget,
+    RevokedCertificate, StoppedRotation,
 };
 pub use workflows::rotation::completer::{Completer, CompleterSettings, CompletionOutcome, JobExecutionEvent};
 pub use workflows::rotation::issuer::{CsrIssuer, CsrIssuerSettings, CsrOutcome};

@@ -28,6 +28,13 @@
    certificate-registered event for such a device is not documented: with
    ONBOARDING_JITP_EVENTS=1 it is published after the template ran, else not,
    so that tests cover both.
+5. DeleteConnection. ministack's data plane lacks AWS IoT's DeleteConnection
+   (`DELETE /connections/{clientId}`, 2025), which closes a client's MQTT
+   connection at once; an emergency revocation relies on it. This closes the
+   session the way ministack closes a session taken over by a duplicate
+   client id, with AWS's disconnect reason API_INITIATED_DISCONNECT, cleaning
+   the persistent session and suppressing the will message when asked;
+   ResourceNotFoundException when no client of that id is connected.
 """
 
 import asyncio
@@ -203,11 +210,46 @@ def _emulate_jitp():
     iot._mtls_auto_register = auto_register
 
 
+def _emulate_delete_connection():
+    from urllib.parse import unquote
+
+    from ministack.core.responses import error_response_json, get_account_id, get_region, json_response
+    from ministack.services import iot, iot_data
+
+    handle = iot_data.handle_request
+
+    async def handle_request(method, path, headers, body, query_params):
+        if method != "DELETE" or not path.startswith("/connections/"):
+            return await handle(method, path, headers, body, query_params)
+        qp = {k: (v[0] if isinstance(v, list) else v) for k, v in query_params.items()}
+        client_id = unquote(path[len("/connections/"):])
+        key = (get_account_id(), get_region(), client_id)
+        session = iot._connected_clients.get(key)
+        if session is None:
+            return error_response_json("ResourceNotFoundException", f"No connection for client {client_id}", 404)
+        if str(qp.get("preventWillMessage", "")).lower() == "true":
+            session._will_topic = None
+        session._forced_disconnect_reason = "API_INITIATED_DISCONNECT"
+        try:
+            await session._send({"type": "websocket.close", "code": 1000})
+        except Exception:  # noqa: BLE001 - already closed
+            pass
+        await session.cleanup()
+        iot._connected_clients.pop(key, None)
+        if str(qp.get("cleanSession", "")).lower() == "true":
+            iot._persistent_sessions.pop(key, None)
+        logging.getLogger("onboarding.connections").info("DeleteConnection: client %s disconnected", client_id)
+        return json_response({})
+
+    iot_data.handle_request = handle_request
+
+
 if __name__ == "__main__":
     # Before ministack.app is imported: it binds pin_request_origin at import.
     _correct_iot_resources()
     _correct_s3_request_context()
     _emulate_jitp()
+    _emulate_delete_connection()
     from ministack.app import main
 
     sys.argv = ["ministack"]

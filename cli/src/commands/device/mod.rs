@@ -1,10 +1,12 @@
 //! `onboard device`: `mint` (device keys and CA-signed certificates in
 //! bulk) here; the device-side subcommands in the child modules: `connect`,
-//! `rotate-agent` and `provision`; and the operator's `retire`.
+//! `rotate-agent` and `provision`; and the operator's `retire` and `revoke`
+//! (emergency revocation).
 
 pub mod connect;
 pub mod provision;
 pub mod retire;
+pub mod revoke;
 pub mod rotate_agent;
 
 use std::path::{Path, PathBuf};
@@ -97,6 +99,12 @@ pub enum DeviceCommand {
     /// the inventory records RETIRED, the name released. Resumable: an
     /// interrupted retirement finishes when run again.
     Retire(retire::RetireArgs),
+    /// Emergency revocation of a device whose key was stolen: every
+    /// certificate of the thing (or the one certificate named) REVOKED at
+    /// once, its serial and fingerprint on the deny-list, open rotations
+    /// stopped, the thing name kept until the device is retired. Safe to
+    /// run again.
+    Revoke(revoke::RevokeArgs),
 }
 
 /// Expands `{n}` / `{n:0W}` in a pattern.
@@ -134,6 +142,7 @@ pub async fn run(command: &DeviceCommand, cli: &Cli) -> Result<(), CliError> {
         DeviceCommand::RotateAgent(args) => rotate_agent::run(args, cli).await,
         DeviceCommand::Provision(args) => provision::run(args, cli).await,
         DeviceCommand::Retire(args) => retire::run(args, cli).await,
+        DeviceCommand::Revoke(args) => revoke::run(args, cli).await,
     }
 }
 

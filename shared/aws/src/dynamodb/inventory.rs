@@ -341,7 +341,8 @@ impl onboarding_domain::NameClaims for DynamoInventory {
             .key("pk", s(thing_pk(thing_name)))
             .key("sk", s(CLAIM_SK))
             .update_expression("SET certificateId = :to")
-            .condition_expression("certificateId = :from")
+            // A name held for a revoked device stays with it until retired.
+            .condition_expression("certificateId = :from AND attribute_not_exists(heldFor)")
             .expression_attribute_values(":to", s(to))
             .expression_attribute_values(":from", s(from))
             .send()

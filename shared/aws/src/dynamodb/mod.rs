@@ -21,8 +21,8 @@
 //! | CA binding | `CONFIG` | `CA#<caCertificateId>` | `profile` (name) |
 //! | denied serial | `DENY#SERIAL#<caCertificateId>#<serialHex>` | `DENY` | `reason` (optional), `addedAt` |
 //! | denied fingerprint | `DENY#FINGERPRINT#<sha256Hex>` | `DENY` | `reason` (optional), `addedAt` |
-//! | thing-name claim | `THING#<thingName>` | `CLAIM` | certificateId |
 //! | retirement under way | `THING#<thingName>` | `RETIREMENT` | reason, requestedAt, revoke, keepThing, certificateIds (SS) |
+//! | thing-name claim | `THING#<thingName>` | `CLAIM` | certificateId, `heldFor` (`REVOKED`: held for a revoked device, never transferred) |
 //!
 //! Deny-list entries live outside the `CONFIG` partition, one partition each,
 //! so that the configuration query never reads them and a lookup is one
@@ -55,6 +55,7 @@ pub(crate) mod items;
 pub(crate) mod keys;
 pub(crate) mod reconcile;
 pub(crate) mod retirement;
+pub(crate) mod revocation;
 pub(crate) mod rotations;
 
 /// The inventory table.

@@ -18,6 +18,10 @@ pub enum RecordStatus {
     /// Its device was retired (`onboard device retire`): the certificate is
     /// INACTIVE or REVOKED, detached, deleted, and must never come back.
     Retired,
+    /// Revoked in an emergency (`onboard device revoke`): the claim that
+    /// authorized setting the certificate `REVOKED`; reason and time in
+    /// `detail` and `updated_at`.
+    Revoked,
 }
 
 impl RecordStatus {
@@ -28,6 +32,7 @@ impl RecordStatus {
             Self::Observed => "OBSERVED",
             Self::Rotated => "ROTATED",
             Self::Retired => "RETIRED",
+            Self::Revoked => "REVOKED",
         }
     }
 
@@ -38,6 +43,7 @@ impl RecordStatus {
             "OBSERVED" => Some(Self::Observed),
             "ROTATED" => Some(Self::Rotated),
             "RETIRED" => Some(Self::Retired),
+            "REVOKED" => Some(Self::Revoked),
             _ => None,
         }
     }

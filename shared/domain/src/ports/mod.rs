@@ -6,15 +6,18 @@
 
 mod ca;
 mod clock;
+mod connections;
 mod inventory;
 mod iot;
 mod jobs;
 mod objects;
 mod retirement;
+mod revocations;
 mod rotations;
 
 pub use ca::{CaRegistry, CaState};
 pub use clock::Pacer;
+pub use connections::Connections;
 pub use inventory::{
     AllowEntry, Consumption, DenyList, HookInventory, Inventory, NameClaim, NameClaims, ReconcileInventory,
     Supersession, SupersessionStore,
@@ -26,6 +29,7 @@ pub use iot::{
 pub use jobs::{IssuedCertificate, RotationIot};
 pub use objects::{CredentialsStore, RotationObjects};
 pub use retirement::{RetirementInventory, RetirementIot, RetirementTicket, ThingMembership};
+pub use revocations::RevocationStore;
 pub use rotations::RotationInventory;
 
 /// A page of results and where the next one starts.

@@ -16,6 +16,8 @@ use crate::ports::{
 pub struct State {
     pub entries: BTreeMap<String, AllowEntry>,
     pub claims: BTreeMap<String, String>,
+    /// Names held for a revoked device: no transfer moves them.
+    pub held: std::collections::BTreeSet<String>,
     pub records: Vec<CertificateRecord>,
     pub supersessions: Vec<Supersession>,
     pub revoking: Vec<String>,
@@ -117,7 +119,7 @@ impl crate::ports::NameClaims for Inventory {
 
     async fn transfer_thing_name(&self, thing_name: &str, from: &str, to: &str) -> PortResult<bool> {
         let mut state = self.state();
-        if state.claims.get(thing_name).map(String::as_str) != Some(from) {
+        if state.claims.get(thing_name).map(String::as_str) != Some(from) || state.held.contains(thing_name) {
             return Ok(false);
         }
         state.claims.insert(thing_name.into(), to.into());

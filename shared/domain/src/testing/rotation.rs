@@ -13,15 +13,15 @@ use crate::model::certificate::Certificate;
 use crate::model::reason::{RejectReason, Rejection};
 use crate::model::record::{CertificateRecord, RecordStatus};
 use crate::model::status::CertificateStatus;
-use crate::policy::config::OnboardingConfig;
+use crate::policy::config::{DenyKey, OnboardingConfig};
 use crate::policy::profile::DeviceProfile;
 use crate::policy::rotation::protocol::{CONFIRMATION_FIELD, JobDocument, JobExecution, answer_topic};
 use crate::policy::rotation::state::{Rotation, RotationState};
 use crate::policy::rotation::{DAY, Strategy};
 use crate::ports::{
-    DenyList, Inventory, IssuedCertificate, NameClaim, Pacer, Page, PortError, PortErrorKind, PortResult,
-    RegisteredCertificate, RetirementInventory, RetirementIot, RetirementTicket, RotationInventory, RotationIot,
-    RotationObjects, ThingMembership,
+    Connections, DenyList, Inventory, IssuedCertificate, NameClaim, Pacer, Page, PortError, PortErrorKind, PortResult,
+    RegisteredCertificate, RetirementInventory, RetirementIot, RetirementTicket, RevocationStore, RotationInventory,
+    RotationIot, RotationObjects, ThingMembership,
 };
 
 pub const T0: i64 = 1_900_000_000;
@@ -92,6 +92,12 @@ pub struct World {
     pub inject: Option<Inject>,
     /// Denied fingerprints, and `<ca>#<serial>` of denied serials.
     pub denied: BTreeSet<String>,
+    /// Thing names held for a revoked certificate: no transfer moves them.
+    pub held: BTreeSet<String>,
+    /// Client ids with an open MQTT connection.
+    pub connected: BTreeSet<String>,
+    /// `DeleteConnection` is refused (no permission).
+    pub disconnect_denied: bool,
     /// Runs another workflow to its end right before the n-th port call
     /// (another Lambda invocation or rotator run, interleaved there).
     pub interleave: Option<(usize, Hook)>,
@@ -468,7 +474,7 @@ impl crate::ports::NameClaims for Fake {
 
     async fn transfer_thing_name(&self, thing_name: &str, from: &str, to: &str) -> PortResult<bool> {
         self.call("transfer_thing_name", |w| match w.claims.get_mut(thing_name) {
-            Some(holder) if holder == from => {
+            Some(holder) if holder == from && !w.held.contains(thing_name) => {
                 *holder = to.into();
                 Ok(true)
             }
@@ -480,6 +486,7 @@ impl crate::ports::NameClaims for Fake {
         self.call("release_thing_name", |w| {
             if w.claims.get(thing_name).is_some_and(|h| h == certificate_id) {
                 w.claims.remove(thing_name);
+                w.held.remove(thing_name);
             }
             Ok(())
         })
@@ -496,6 +503,78 @@ impl DenyList for Fake {
             } else {
                 None
             })
+        })
+    }
+}
+
+/// The deny-list key the fake's lookup reads: the fingerprint, or `<ca>#<serial>`.
+pub fn denied_key(key: &DenyKey) -> String {
+    match key {
+        DenyKey::Fingerprint(fingerprint) => fingerprint.clone(),
+        DenyKey::Serial {
+            ca_certificate_id,
+            serial,
+        } => format!("{ca_certificate_id}#{serial}"),
+    }
+}
+
+impl RevocationStore for Fake {
+    async fn claim_revocation(&self, record: &CertificateRecord, reason: &str, now: i64) -> PortResult<bool> {
+        self.call("claim_revocation", |w| {
+            let stored = w
+                .records
+                .entry(record.certificate_id.clone())
+                .or_insert_with(|| record.clone());
+            if stored.status == RecordStatus::Revoked && stored.detail.is_some() {
+                return Ok(false);
+            }
+            stored.status = RecordStatus::Revoked;
+            stored.detail = Some(reason.into());
+            stored.reason = None;
+            stored.certificate_status = Some(CertificateStatus::Revoked.as_str().into());
+            stored.updated_at = now;
+            Ok(true)
+        })
+    }
+
+    async fn deny(&self, key: &DenyKey, _reason: &str, _now: i64) -> PortResult<()> {
+        self.call("deny", |w| {
+            w.denied.insert(denied_key(key));
+            Ok(())
+        })
+    }
+
+    async fn name_holder(&self, thing_name: &str) -> PortResult<Option<String>> {
+        self.call("name_holder", |w| Ok(w.claims.get(thing_name).cloned()))
+    }
+
+    async fn hold_thing_name(&self, thing_name: &str, certificate_id: &str, _now: i64) -> PortResult<NameClaim> {
+        self.call("hold_thing_name", |w| {
+            let holder = w
+                .claims
+                .entry(thing_name.into())
+                .or_insert_with(|| certificate_id.into())
+                .clone();
+            if holder != certificate_id {
+                return Ok(NameClaim::HeldBy(holder));
+            }
+            w.held.insert(thing_name.into());
+            Ok(NameClaim::Claimed)
+        })
+    }
+}
+
+impl Connections for Fake {
+    async fn disconnect(&self, client_id: &str) -> PortResult<bool> {
+        self.call("disconnect", |w| {
+            if w.disconnect_denied {
+                return Err(PortError::new(
+                    "DeleteConnection",
+                    PortErrorKind::AccessDenied,
+                    "not authorized to perform iot:DeleteConnection",
+                ));
+            }
+            Ok(w.connected.remove(client_id))
         })
     }
 }

@@ -7,4 +7,5 @@ pub(crate) mod provisioning_hook;
 pub(crate) mod reconciler;
 pub(crate) mod registrar;
 pub(crate) mod retirement;
+pub(crate) mod revocation;
 pub(crate) mod rotation;

@@ -644,6 +644,14 @@ impl<I: HookInventory, D: HookIdentity> ProvisioningHook<I, D> {
             && !self.inventory.transfer_thing_name(name, holder, certificate_id).await?
         {
             self.give_back(&taken).await?;
+            // Still the same holder: the name is held for a revoked device
+            // (`onboard device revoke`) until it is retired.
+            if self.inventory.claim_thing_name(name, certificate_id).await? == claim {
+                return Ok(HookOutcome::Refused(Refusal::Rejected(Rejection::new(
+                    RejectReason::IdentityCollision,
+                    format!("thing name {name} is held for revoked certificate {holder} until the device is retired"),
+                ))));
+            }
             return Ok(HookOutcome::Unavailable(format!(
                 "the claim on {name} changed hands during the request; the device retries"
             )));
@@ -1362,6 +1370,28 @@ mod tests {
         let hook = hook(inventory, iot);
         assert_eq!(code(&hook.handle(&device_request("SN-1", &cert), NOW).await), "allowed");
         assert_eq!(hook.inventory.state().claims.get("acme-SN-1"), Some(&cert.0));
+    }
+
+    #[tokio::test]
+    async fn a_name_held_for_a_revoked_device_is_refused_not_taken_over() {
+        let old = "a".repeat(64);
+        let cert = certificate(3650, false);
+        let inventory = Inventory::with(&[allow("SN-1")]);
+        inventory.state().claims.insert("acme-SN-1".into(), old.clone());
+        inventory.state().held.insert("acme-SN-1".into());
+        let iot = Iot::with(
+            &[(old.as_str(), CertificateStatus::Revoked)],
+            &[("acme-SN-1", &[old.as_str()])],
+        );
+        let hook = hook(inventory, iot);
+        assert_eq!(
+            code(&hook.handle(&device_request("SN-1", &cert), NOW).await),
+            "IDENTITY_COLLISION"
+        );
+        let state = hook.inventory.state();
+        assert_eq!(state.claims.get("acme-SN-1"), Some(&old));
+        assert_eq!(state.entries["SN-1"].used_by, None, "the entry is given back");
+        assert!(state.records.is_empty());
     }
 
     #[tokio::test]

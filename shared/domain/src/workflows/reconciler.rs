@@ -390,7 +390,15 @@ where
                 );
             }
             CertificateStatus::Active => {
-                if self.inventory.certificate_record(id).await?.is_some() {
+                // Known, unless revoked in an emergency: a revoked
+                // certificate ACTIVE again goes to the registrar, which
+                // revokes it again while the deny-list denies it.
+                if self
+                    .inventory
+                    .certificate_record(id)
+                    .await?
+                    .is_some_and(|r| r.status != RecordStatus::Revoked)
+                {
                     return Ok(());
                 }
                 // Processed as the registrar processes an event for an ACTIVE
@@ -578,6 +586,19 @@ mod tests {
         assert_eq!(report.examined, 4);
         assert_eq!(report.cas, 2);
         assert!(!report.budget_exhausted && !report.interrupted);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_certificate_active_again_is_handed_to_the_registrar() {
+        let fake = fake();
+        fake.cert("stolen", BOUND, CertificateStatus::Active, Some(0));
+        fake.record("stolen", BOUND, RecordStatus::Revoked);
+        fake.cert("still-revoked", BOUND, CertificateStatus::Revoked, Some(0));
+        fake.record("still-revoked", BOUND, RecordStatus::Revoked);
+        let report = run(&reconciler(&fake, default_settings()), NOW).await;
+        let handed: Vec<String> = fake.with(|w| w.stuck.iter().map(|e| e.certificate_id.clone()).collect());
+        assert_eq!(handed, ["stolen"], "only the one ACTIVE again");
+        assert_eq!(report.recorded_active, 1);
     }
 
     #[tokio::test]

@@ -250,6 +250,24 @@ where
         let active = match &cert.status {
             CertificateStatus::PendingActivation => false,
             CertificateStatus::Active => match record {
+                // Revoked in an emergency and ACTIVE again (registered anew,
+                // set by hand): revoked again while the deny-list denies it.
+                Some(record) if record.status == RecordStatus::Revoked => {
+                    let device = Certificate::from_pem(&cert.pem);
+                    if let Some(rejection) = self.denial(&cert, device.as_ref().ok()).await? {
+                        tracing::warn!(
+                            certificateId = cert.certificate_id,
+                            reasonCode = rejection.reason.code(),
+                            "revoked certificate found ACTIVE again: revoked again"
+                        );
+                        return self
+                            .reject(&cert, rejection, RejectionAction::Revoked, record, None)
+                            .await;
+                    }
+                    return self
+                        .observe_certificate(event, &cert, &CertificateStatus::Active, None, now)
+                        .await;
+                }
                 Some(record) if record.status == RecordStatus::Provisioned => {
                     // ACTIVE in IoT: mark it so that the next duplicate is
                     // answered from the record (best effort).
@@ -706,6 +724,15 @@ where
             .transfer_thing_name(name, holder, &plan.certificate_id)
             .await?
         {
+            // Still the same holder: the name is held for a revoked device
+            // (`onboard device revoke`) until it is retired.
+            if self.inventory.claim_thing_name(name, &plan.certificate_id).await? == NameClaim::HeldBy(holder.clone()) {
+                let rejection = Rejection::new(
+                    RejectReason::IdentityCollision,
+                    format!("thing name {name} is held for revoked certificate {holder} until the device is retired"),
+                );
+                return Ok((Some(rejection), None));
+            }
             return Err(ProvisioningError::ClaimRace {
                 thing_name: name.to_string(),
             });

@@ -90,6 +90,9 @@ pub enum FailureReason {
     Denied,
     /// The device was retired (`onboard device retire`): final.
     Retired,
+    /// The device's certificate was revoked in an emergency (`onboard
+    /// device revoke`): no further attempt.
+    Revoked,
 }
 
 impl FailureReason {
@@ -103,6 +106,7 @@ impl FailureReason {
             Self::WrongConfirmation => "WRONG_CONFIRMATION",
             Self::Denied => "DENIED",
             Self::Retired => "RETIRED",
+            Self::Revoked => "REVOKED",
         }
     }
 
@@ -116,6 +120,7 @@ impl FailureReason {
             Self::WrongConfirmation,
             Self::Denied,
             Self::Retired,
+            Self::Revoked,
         ]
         .into_iter()
         .find(|r| r.code() == code)
@@ -123,7 +128,7 @@ impl FailureReason {
 
     /// True for a failure no further attempt can fix (never retried).
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Denied | Self::Retired)
+        matches!(self, Self::Denied | Self::Retired | Self::Revoked)
     }
 
     /// The reason for a terminal job-execution status other than SUCCEEDED.

@@ -9,7 +9,7 @@ use crate::policy::profile::DeviceProfile;
 use crate::policy::rotation::Strategy;
 use crate::policy::rotation::protocol::CONFIRMATION_FIELD;
 use crate::policy::rotation::state::{FailureReason, Rotation, RotationState};
-use crate::ports::{Inventory, RotationInventory, RotationIot, RotationObjects};
+use crate::ports::{DenyList, Inventory, RotationInventory, RotationIot, RotationObjects};
 use crate::workflows::rotation::ops::{IgnoreReason, Ops, ProfileCache, RotationError, Settled};
 
 // --- completer --------------------------------------------------------------
@@ -129,7 +129,7 @@ where
     R: RotationInventory,
     T: RotationIot,
     O: RotationObjects,
-    I: Inventory,
+    I: Inventory + DenyList,
 {
     pub fn new(rotations: R, iot: T, objects: O, inventory: I, settings: CompleterSettings) -> Self {
         Self {
@@ -208,7 +208,18 @@ where
             );
         }
         let policy = self.profiles.policy(&self.inventory, &r).await?;
-        let settled = if status == "SUCCEEDED" || FailureReason::of_job_status(status).is_some() {
+        let open = matches!(
+            r.state,
+            RotationState::Requested | RotationState::Issued | RotationState::Delivered
+        );
+        let settled = if status == "SUCCEEDED"
+            && open
+            && let Some(detail) = self.denied(&r).await?
+        {
+            // Denied (or revoked) since the certificate was issued: the
+            // confirmation completes nothing; the new certificate is revoked.
+            ops.fail(r, FailureReason::Denied, &detail, &policy, now).await?
+        } else if status == "SUCCEEDED" || FailureReason::of_job_status(status).is_some() {
             ops.settle(r, Some(execution), &policy, now).await?
         } else if status == "IN_PROGRESS" && r.strategy == Strategy::ServerKeygen {
             return self.delivered(r, now).await;
@@ -234,6 +245,26 @@ where
                 state: r.state,
             },
         })
+    }
+
+    /// Why the device may no longer complete a rotation: the old
+    /// certificate's fingerprint or serial on the deny-list (looked up now,
+    /// never cached). `None` when it is not denied (or has no record).
+    async fn denied(&self, r: &Rotation) -> Result<Option<String>, RotationError> {
+        let Some(record) = self.inventory.certificate_record(&r.old_certificate_id).await? else {
+            return Ok(None);
+        };
+        let fingerprint = if record.fingerprint.is_empty() {
+            record.certificate_id.as_str()
+        } else {
+            record.fingerprint.as_str()
+        };
+        let serial = record.serial.as_deref().unwrap_or_default();
+        Ok(self
+            .inventory
+            .denial(&record.ca_certificate_id, serial, fingerprint)
+            .await?
+            .map(|rejection| format!("{}: {}", rejection.reason.code(), rejection.detail)))
     }
 
     /// A server-keygen device took up its job: `delivered`.

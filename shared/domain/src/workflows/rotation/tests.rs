@@ -1652,3 +1652,40 @@ async fn a_denied_device_or_an_unbound_ca_gets_no_new_certificate() {
     assert_eq!((report.retried, report.gave_up), (0, 1), "{report:?}");
     assert_eq!(fake.with(|w| w.jobs.len()), 1, "no second job");
 }
+
+// --- a device denied during its rotation ----------------------------------
+
+/// Denied (`onboard deny add`, or revoked) after its new certificate was
+/// issued: the device's confirmation completes nothing, the new certificate
+/// is revoked, and the attempt fails for good.
+#[tokio::test]
+async fn a_confirmation_from_a_device_denied_meanwhile_completes_nothing() {
+    let (fake, job_id, new) = delivered_in_progress().await;
+    let (thing, old) = (thing(0), old_id(&thing(0)));
+    fake.with(|w| {
+        w.denied.insert(old.clone());
+    });
+    device_succeeds(&fake, &job_id, &new);
+    let outcome = completer(&fake)
+        .handle(&event(&job_id, &thing, "SUCCEEDED", Some(&new)), T0 + 120)
+        .await
+        .expect("handled");
+    assert!(
+        matches!(
+            outcome,
+            CompletionOutcome::Failed {
+                reason: FailureReason::Denied,
+                retry_at: None,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(fake.with(|w| w.cert(&new).status), CertificateStatus::Revoked);
+    assert_eq!(
+        fake.with(|w| w.cert(&old).status),
+        CertificateStatus::Active,
+        "the old one untouched"
+    );
+    assert_eq!(fake.with(|w| w.claims[&thing].clone()), old);
+}
