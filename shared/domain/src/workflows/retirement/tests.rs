@@ -576,3 +576,44 @@ async fn two_retirements_of_one_device_at_once_converge() {
         assert_eq!(end_state(&fake), reference, "second retirement before call {k} ({op})");
     }
 }
+
+/// A device revoked in an emergency is retired later: the retirement takes
+/// the revoked certificates as they are (never back to `INACTIVE`), stops
+/// nothing twice, releases the name the revocation held, and leaves only
+/// RETIRED records; the deny-list entries stay, so the certificates stay
+/// refused everywhere.
+#[tokio::test]
+async fn a_revoked_device_retired_later_frees_its_name_and_keeps_its_denials() {
+    use crate::workflows::revocation::{Revocation, RevocationTarget};
+    let (fake, _, _) = device().await;
+    let revocation = Revocation::new(fake.clone(), fake.clone(), fake.clone(), fake.clone(), FakePacer::new());
+    revocation
+        .revoke(&RevocationTarget::Thing(thing(0)), "key stolen", NOW - 60)
+        .await
+        .expect("revoked");
+    let denied = fake.with(|w| {
+        assert!(w.held.contains(&thing(0)), "the revocation holds the name");
+        assert!(
+            w.certs.values().all(|c| c.status == CertificateStatus::Revoked),
+            "every certificate REVOKED"
+        );
+        w.denied.clone()
+    });
+    assert!(!denied.is_empty(), "the revocation denied the certificates");
+
+    retire_until_done(&fake, &request(false, false)).await;
+    let end = end_state(&fake);
+    assert_eq!(end.certs, Vec::new(), "every certificate deleted in IoT");
+    assert_eq!(end.thing, None, "the thing deleted");
+    assert_eq!(end.claim, None, "the held name released by the retirement");
+    assert_eq!(end.tickets, 0, "the retirement is finished");
+    assert!(
+        end.records.iter().all(|r| r.1 == RecordStatus::Retired),
+        "{:?}",
+        end.records
+    );
+    fake.with(|w| {
+        assert!(!w.held.contains(&thing(0)), "no hold left on the name");
+        assert_eq!(w.denied, denied, "the deny-list entries stay");
+    });
+}
