@@ -25,6 +25,7 @@ pub use model::certificate::{
     Certificate, CertificateRequest, KeyKind, MalformedCertificate, Subject, SubjectField, normalize_serial,
 };
 pub use model::event::{JitrEvent, MalformedEvent, is_certificate_id};
+pub use model::manifest::{ManifestError, ManifestFormat, ManifestHeaderError, ManifestRow, parse_manifest};
 pub use model::naming::is_valid_thing_name;
 pub use model::plan::{Approval, CredentialsRecord, DroppedAttribute, ProvisioningPlan};
 pub use model::reason::{RejectReason, Rejection};
@@ -45,6 +46,7 @@ pub use policy::rotation::{RotationPolicy, Strategy};
 // --- checks -------------------------------------------------------------------
 pub use checks::certificate::{CaVerdict, CheckContext, DEFAULT_CLOCK_SKEW_SECS, check_ca, check_device_certificate};
 pub use checks::csr::rotation_key_warning;
+pub use checks::subject::ImportNaming;
 pub use checks::subject::check_subject as check_jitp_subject;
 
 // --- ports: one trait per capability, and the errors they return ---------------
@@ -56,6 +58,13 @@ pub use ports::{
 };
 
 // --- workflows ----------------------------------------------------------------
+pub use ports::{CertificateImport, ImportJournal, Registration};
+pub use workflows::import::{
+    CERTIFICATE_UNREADABLE, DUPLICATE_CERTIFICATE, DUPLICATE_THING_NAME, ImportError, ImportHandler, ImportMode,
+    ImportReport, ImportRow, ImportSettings, ImportState, Importer, JournalEntry, JournalStep, MANIFEST_INVALID,
+    NOT_IMPORTABLE, PROFILE_UNKNOWN, REGISTRATION_REFUSED, RowInput, RowOutcome, RowProblem, RowReport,
+    STATE_WRITE_FAILED,
+};
 pub use workflows::jitp::{
     JitpError, Rendered as RenderedJitp, TEMPLATE_BODY_MAX, parameter_name as jitp_parameter_name,
     render as render_jitp,
@@ -66,7 +75,7 @@ pub use workflows::provisioning_hook::{
     retire_superseded,
 };
 pub use workflows::reconciler::{NOT_FOUND_STATUS, ReconcileReport, Reconciler, ReconcilerSettings, StuckHandler};
-pub use workflows::registrar::{ProvisioningError, Registrar, RegistrarSettings, certificate_id_of_arn};
+pub use workflows::registrar::{ImportRequest, ProvisioningError, Registrar, RegistrarSettings, certificate_id_of_arn};
 pub use workflows::rotation::completer::{Completer, CompleterSettings, CompletionOutcome, JobExecutionEvent};
 pub use workflows::rotation::issuer::{CsrIssuer, CsrIssuerSettings, CsrOutcome};
 pub use workflows::rotation::ops::{IgnoreReason, RotationError, credential_keys};

@@ -5,6 +5,7 @@
 //! the ports it uses, so its IAM policy can name exactly those actions.
 
 mod clock;
+mod import;
 mod inventory;
 mod iot;
 mod jobs;
@@ -12,6 +13,7 @@ mod objects;
 mod rotations;
 
 pub use clock::Pacer;
+pub use import::{CertificateImport, ImportJournal, Registration};
 pub use inventory::{
     AllowEntry, Consumption, DenyList, HookInventory, Inventory, NameClaim, NameClaims, ReconcileInventory,
     Supersession, SupersessionStore,

@@ -3,6 +3,7 @@
 //! tests, and for other crates' tests with the `fakes` feature (exported as
 //! `rotation_fakes`, `reconciler_fakes` and `hook_fakes`).
 
+pub mod import;
 pub mod provisioning_hook;
 pub mod reconciler;
 pub mod rotation;

@@ -1,6 +1,7 @@
 //! The workflows, generic over the ports.
 
 pub(crate) mod config_cache;
+pub(crate) mod import;
 pub(crate) mod jitp;
 pub(crate) mod provisioning_hook;
 pub(crate) mod reconciler;
