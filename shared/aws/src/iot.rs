@@ -24,6 +24,7 @@ use onboarding_domain::{
 use crate::error::{classify, incomplete, is_not_found, service_code};
 use crate::pacing::ApiPacer;
 
+mod import;
 pub(crate) mod operator;
 
 /// `ListCertificatesByCA` returns at most 250 certificates a page.
