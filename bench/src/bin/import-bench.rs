@@ -121,29 +121,49 @@ async fn run() -> BenchResult {
     proxy.clear();
     proxy.clear_quota_report();
     let started = Instant::now();
-    let output = tokio::process::Command::new(&onboard)
-        .env_remove("AWS_PROFILE")
-        .env("AWS_ENDPOINT_URL", proxy.endpoint())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", onboarding_test_support::emulator::REGION)
-        .env("ONBOARD_TABLE", &table)
-        .env("ONBOARD_CREDENTIALS_BUCKET", d.output("CredentialsBucketName")?)
-        .env("ONBOARD_CREDENTIALS_KMS_KEY", d.output("CredentialsKeyArn")?)
-        .args(["--json", "fleet", "import", "--certs"])
-        .arg(&certs)
-        .args(["--profile", PROFILE, "--concurrency", &concurrency.to_string()])
-        .arg("--state")
-        .arg(dir.path().join("state.jsonl"))
-        .arg("--failures")
-        .arg(dir.path().join("failures.csv"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await?;
+    let bucket = d.output("CredentialsBucketName")?.to_string();
+    let kms_key = d.output("CredentialsKeyArn")?.to_string();
+    let import = || {
+        let mut command = tokio::process::Command::new(&onboard);
+        command
+            .env_remove("AWS_PROFILE")
+            .env("AWS_ENDPOINT_URL", proxy.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", onboarding_test_support::emulator::REGION)
+            .env("ONBOARD_TABLE", &table)
+            .env("ONBOARD_CREDENTIALS_BUCKET", &bucket)
+            .env("ONBOARD_CREDENTIALS_KMS_KEY", &kms_key)
+            .args(["--json", "fleet", "import", "--certs"])
+            .arg(&certs)
+            .args(["--profile", PROFILE, "--concurrency", &concurrency.to_string()])
+            .arg("--state")
+            .arg(dir.path().join("state.jsonl"))
+            .arg("--failures")
+            .arg(dir.path().join("failures.csv"))
+            // Progress on this process's stderr (`output()` would capture it).
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        command
+    };
+    let output = import().spawn()?.wait_with_output().await?;
     let wall = started.elapsed().as_secs_f64();
     let outcome: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
     let requests = proxy.requests();
     let report = proxy.quota_report();
+    let failures = std::fs::read_to_string(dir.path().join("failures.csv")).unwrap_or_default();
+    // Rows that failed (an AWS call, after the SDK's retries): the same
+    // command again, as an operator would run it, from the state file.
+    let resumed = match outcome["failed"].as_u64().unwrap_or_default() {
+        0 => None,
+        _ => {
+            let again = import().spawn()?.wait_with_output().await?;
+            Some((
+                again.status.code(),
+                serde_json::from_slice::<Value>(&again.stdout).unwrap_or(Value::Null),
+            ))
+        }
+    };
 
     // Activation times, from the first call the import made.
     let t0 = requests.iter().map(|r| r.received).min().unwrap_or_default();
@@ -229,7 +249,13 @@ async fn run() -> BenchResult {
         report.total_throttled(),
         report.total_throttled() as f64 / count
     );
-    println!("certificates by status: {statuses:?}");
+    if failures.lines().count() > 1 {
+        println!("failures of the first run:\n{}", failures.trim_end());
+    }
+    if let Some((code, again)) = &resumed {
+        println!("the same command again (resumed from the state file): exit {code:?}, {again}");
+    }
+    println!("certificates by status (at the end): {statuses:?}");
     println!(
         "activation order: {} certificates activated, {} activated before a provisioning step{}",
         order.activated,

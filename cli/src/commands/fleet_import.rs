@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use onboarding_aws::{ApiPacer, ApiQuotas, DynamoInventory, IotAdapter, S3CredentialsStore};
+use onboarding_aws::{ApiPacer, ApiQuotas, DynamoInventory, IotAdapter, S3CredentialsStore, SdkSettings};
 use onboarding_domain::{
     CERTIFICATE_UNREADABLE, DEFAULT_CLOCK_SKEW_SECS, ImportError, ImportJournal, ImportMode, ImportNaming,
     ImportReport, ImportRow, ImportSettings, ImportState, Importer, MANIFEST_INVALID, ManifestFormat, PortError,
@@ -145,7 +145,18 @@ pub async fn run(args: &ImportArgs, cli: &Cli) -> Result<(), CliError> {
     let quotas = ApiQuotas::parse(&args.iot_quotas).map_err(|e| CliError::Input(e.to_string()))?;
 
     let table = cli.aws.table()?.to_string();
-    let sdk = cli.aws.sdk_config().await;
+    // The functions' retries and timeouts (adaptive, 6 attempts): a paced
+    // import runs at the quota, where a throttle's retry has no token of its
+    // own and the SDK's default 3 attempts can run out.
+    let retries = SdkSettings::default();
+    let sdk = cli
+        .aws
+        .sdk_config()
+        .await
+        .into_builder()
+        .retry_config(retries.retry_config())
+        .timeout_config(retries.timeout_config())
+        .build();
     // Built as the functions build the registrar (jitr-registrar `build`),
     // over the same adapters, paced to the account's quotas.
     let iot = IotAdapter::paced(aws_sdk_iot::Client::new(&sdk), ApiPacer::new(&quotas, args.iot_share));
@@ -196,12 +207,17 @@ pub async fn run(args: &ImportArgs, cli: &Cli) -> Result<(), CliError> {
         }
         let message = format!("provisioned {} already {} rejected {} failed {}", c.0, c.1, c.2, c.3);
         if let Some((code, detail)) = row.outcome.reason() {
-            bar.println(format!(
+            let line = format!(
                 "line {} {}: {} {code}: {detail}",
                 row.line,
                 row.source,
                 row.outcome.label()
-            ));
+            );
+            // A hidden bar (stderr not a terminal) prints nothing.
+            match plain {
+                true => eprintln!("{line}"),
+                false => bar.println(line),
+            }
         }
         bar.set_message(message.clone());
         bar.inc(1);

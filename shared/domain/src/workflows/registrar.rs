@@ -265,7 +265,10 @@ where
         // DescribeCertificate spent (the account's scarcest call) on the
         // duplicates a burst brings (every connection attempt of a pending
         // certificate publishes its event again; SQS delivers at least once).
-        if let Some(record) = &record
+        // Not for an import: it may name a certificate deactivated since
+        // (retired), which IoT's description tells apart.
+        if import.is_none()
+            && let Some(record) = &record
             && record.status == RecordStatus::Provisioned
             && record.activated_at.is_some()
         {

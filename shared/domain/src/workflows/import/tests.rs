@@ -438,3 +438,72 @@ fn the_state_file_survives_a_torn_last_line() {
     let bad = ImportState::parse(r#"{"certificateId":"../x","step":"provisioned","line":1,"at":1}"#);
     assert_eq!(bad.finished_count(), 0);
 }
+
+/// The registrar's own checks on an import's request, without the import's
+/// checks in front: a certificate registered without a CA that the named CA
+/// did not sign is refused, and a certificate this deployment provisioned,
+/// activated and that was deactivated since is never activated again.
+#[test]
+fn the_registrar_itself_refuses_a_forged_sni_certificate_and_a_deactivated_one() {
+    let Setup { fake, ca, ca_id } = setup();
+    let other = TestCa::new("Import Test CA").unwrap_or_else(|e| panic!("{e}"));
+    let forged = device(&other, "forged");
+    let retired = device(&ca, "retired");
+    let id = |pem: &str| Certificate::from_pem(pem).map(|c| c.fingerprint).unwrap_or_default();
+    fake.with(|w| {
+        w.certs.insert(
+            id(&forged),
+            crate::testing::import::FakeCert {
+                status: CertificateStatus::Inactive,
+                pem: forged.clone(),
+                ca: None,
+            },
+        );
+        w.certs.insert(
+            id(&retired),
+            crate::testing::import::FakeCert {
+                status: CertificateStatus::Inactive,
+                pem: retired.clone(),
+                ca: Some(ca_id.clone()),
+            },
+        );
+        let mut record = crate::model::record::CertificateRecord::bare(
+            &id(&retired),
+            &ca_id,
+            crate::model::record::RecordStatus::Provisioned,
+            1,
+        );
+        record.thing_name = Some("retired".into());
+        record.activated_at = Some(2);
+        w.records.insert(id(&retired), record);
+    });
+    let registrar = Registrar::new(
+        fake.clone(),
+        fake.clone(),
+        fake.clone(),
+        fake.clone(),
+        RegistrarSettings::default(),
+    );
+    let request = |pem: &str, without_ca: bool| ImportRequest {
+        certificate_id: id(pem),
+        ca_certificate_id: ca_id.clone(),
+        without_ca,
+        profile: None,
+        naming: ImportNaming::default(),
+    };
+    let forged_outcome = run_now(registrar.handle_import(&request(&forged, true), now()));
+    assert!(
+        matches!(&forged_outcome, Ok(Outcome::Rejected { rejection, .. }) if rejection.reason == RejectReason::SignatureInvalid),
+        "{forged_outcome:?}"
+    );
+    let retired_outcome = run_now(registrar.handle_import(&request(&retired, false), now()));
+    assert!(
+        matches!(&retired_outcome, Ok(Outcome::Ignored { certificate_status }) if certificate_status == "INACTIVE"),
+        "{retired_outcome:?}"
+    );
+    fake.with(|w| {
+        assert!(w.activations.is_empty());
+        assert!(!w.things.contains_key("forged"));
+        assert_ne!(w.certs[&id(&forged)].status, CertificateStatus::Active);
+    });
+}
