@@ -338,7 +338,12 @@ async fn fleet_import_end_to_end() -> TestResult {
         .map(|i| ca.device(&format!("imp-batch-{i:02}")).build())
         .collect::<Result<_, _>>()?;
     for (i, cert) in batch.iter().enumerate() {
-        std::fs::write(batch_dir.join(format!("{i:02}.pem")), &cert.cert_pem)?;
+        // The first file holds the device's key too, as exports often do.
+        let key = match i {
+            0 => cert.key_pem.clone().unwrap_or_default(),
+            _ => String::new(),
+        };
+        std::fs::write(batch_dir.join(format!("{i:02}.pem")), format!("{}{key}", cert.cert_pem))?;
     }
     let state = t.path("batch.state.jsonl");
     let args = |cmd: &mut std::process::Command| {
@@ -390,6 +395,21 @@ async fn fleet_import_end_to_end() -> TestResult {
         assert_eq!(count("provisioned"), 1, "{id}: provisioned once: {mine:?}");
         assert!(count("alreadyDone") <= 1, "{mine:?}");
     }
+    // Only the certificate reached AWS, never the key beside it in the file.
+    let described =
+        t.d.iot
+            .describe_certificate()
+            .certificate_id(certificate_id(&batch[0]))
+            .send()
+            .await?;
+    let pem = described
+        .certificate_description()
+        .and_then(|c| c.certificate_pem())
+        .unwrap_or_default();
+    assert!(
+        pem.contains("BEGIN CERTIFICATE") && !pem.contains("PRIVATE KEY"),
+        "{pem}"
+    );
 
     // --- 4. without a CA (multi-account, SNI) ---------------------------------
     let sni_dir = t.path("sni");

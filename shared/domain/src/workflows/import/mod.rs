@@ -601,7 +601,8 @@ where
         Ok(Planned {
             line,
             source,
-            pem: input.pem,
+            // The certificate alone, never the file's other blocks.
+            pem: device.to_pem(),
             serial: device.serial.clone(),
             request: ImportRequest {
                 certificate_id: id,

@@ -507,3 +507,32 @@ fn the_registrar_itself_refuses_a_forged_sni_certificate_and_a_deactivated_one()
         assert_ne!(w.certs[&id(&forged)].status, CertificateStatus::Active);
     });
 }
+
+/// A file holding the device's private key beside its certificate: only
+/// the certificate reaches AWS (re-encoded from its DER).
+#[test]
+fn only_the_certificate_of_a_file_is_sent() {
+    let Setup { fake, ca, .. } = setup();
+    let cert = ca.device("dev-key").build().unwrap_or_else(|e| panic!("{e}"));
+    let key = cert.key_pem.clone().unwrap_or_default();
+    assert!(key.contains("PRIVATE KEY"));
+    let file = format!("{}{key}", cert.cert_pem);
+    let report = run_import(&fake, vec![row(1, &file)], ImportMode::UnderCa);
+    assert_eq!(code(&report, 1), "provisioned");
+    let id = Certificate::from_pem(&cert.cert_pem)
+        .map(|c| c.fingerprint)
+        .unwrap_or_default();
+    fake.with(|w| {
+        let sent = &w.certs[&id].pem;
+        assert!(!sent.contains("PRIVATE KEY"), "{sent}");
+        assert_eq!(
+            Certificate::from_pem(sent).map(|c| c.fingerprint).ok().as_deref(),
+            Some(id.as_str())
+        );
+        assert!(
+            w.credentials
+                .values()
+                .all(|c| !c.certificate_pem.contains("PRIVATE KEY"))
+        );
+    });
+}
