@@ -1,4 +1,4 @@
-//! `onboard fleet status` and `onboard fleet inspect`.
+//! `onboard fleet status` and `onboard fleet inspect` (`onboard fleet import` is in `fleet_import.rs`).
 
 use std::collections::BTreeMap;
 
@@ -29,12 +29,17 @@ pub enum FleetCommand {
         #[arg(long)]
         history: bool,
     },
+    /// Import existing device certificates (a migration, a batch bought in
+    /// advance): each checked and provisioned as the registrar provisions a
+    /// JITR device; paced, resumable from a state file, with a report.
+    Import(Box<crate::commands::fleet_import::ImportArgs>),
 }
 
 pub async fn run(command: &FleetCommand, cli: &Cli) -> Result<(), CliError> {
     match command {
         FleetCommand::Inspect { thing, history } => inspect(cli, thing, *history).await,
         FleetCommand::Status => status(cli).await,
+        FleetCommand::Import(args) => crate::commands::fleet_import::run(args, cli).await,
     }
 }
 

@@ -11,4 +11,5 @@ pub mod deny;
 pub mod device;
 pub mod events;
 pub mod fleet;
+pub mod fleet_import;
 pub mod profile;

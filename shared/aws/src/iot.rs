@@ -25,6 +25,7 @@ use crate::error::{classify, incomplete, is_not_found, service_code};
 use crate::pacing::ApiPacer;
 
 mod ca;
+mod import;
 pub(crate) mod operator;
 mod retirement;
 

@@ -25,6 +25,7 @@ pub use model::certificate::{
     Certificate, CertificateRequest, KeyKind, MalformedCertificate, Subject, SubjectField, normalize_serial,
 };
 pub use model::event::{JitrEvent, MalformedEvent, is_certificate_id};
+pub use model::manifest::{ManifestError, ManifestFormat, ManifestHeaderError, ManifestRow, parse_manifest};
 pub use model::naming::is_valid_thing_name;
 pub use model::plan::{Approval, CredentialsRecord, DroppedAttribute, ProvisioningPlan};
 pub use model::reason::{RejectReason, Rejection};
@@ -46,6 +47,7 @@ pub use policy::rotation::{RotationPolicy, Strategy};
 pub use checks::ca_rotation::{CaRotationRefusal, check_ca_rotation, days_to_expiry, expires_within};
 pub use checks::certificate::{CaVerdict, CheckContext, DEFAULT_CLOCK_SKEW_SECS, check_ca, check_device_certificate};
 pub use checks::csr::rotation_key_warning;
+pub use checks::subject::ImportNaming;
 pub use checks::subject::check_subject as check_jitp_subject;
 
 // --- ports: one trait per capability, and the errors they return ---------------
@@ -57,12 +59,19 @@ pub use ports::{
     ThingCreation, ThingRegistry,
 };
 pub use ports::{CaRegistry, CaState};
+pub use ports::{CertificateImport, ImportJournal, Registration};
 pub use ports::{RetirementInventory, RetirementIot, RetirementTicket, ThingMembership};
 
 // --- workflows ----------------------------------------------------------------
 pub use workflows::ca_rotation::{
     CA_LISTING_PAGE, CaExpiry, CaExpiryReport, CaReport, CaRetireError, CaRetireOutcome, CaUsage,
     DEFAULT_CA_EXPIRY_WARNING_DAYS, ca_expiry, ca_report, ca_usage, retire_ca,
+};
+pub use workflows::import::{
+    CERTIFICATE_UNREADABLE, DUPLICATE_CERTIFICATE, DUPLICATE_THING_NAME, ImportError, ImportHandler, ImportMode,
+    ImportReport, ImportRow, ImportSettings, ImportState, Importer, JournalEntry, JournalStep, MANIFEST_INVALID,
+    NOT_IMPORTABLE, PROFILE_UNKNOWN, REGISTRATION_REFUSED, RowInput, RowOutcome, RowProblem, RowReport,
+    STATE_WRITE_FAILED,
 };
 pub use workflows::jitp::{
     JitpError, Rendered as RenderedJitp, TEMPLATE_BODY_MAX, parameter_name as jitp_parameter_name,
@@ -74,7 +83,7 @@ pub use workflows::provisioning_hook::{
     retire_superseded,
 };
 pub use workflows::reconciler::{NOT_FOUND_STATUS, ReconcileReport, Reconciler, ReconcilerSettings, StuckHandler};
-pub use workflows::registrar::{ProvisioningError, Registrar, RegistrarSettings, certificate_id_of_arn};
+pub use workflows::registrar::{ImportRequest, ProvisioningError, Registrar, RegistrarSettings, certificate_id_of_arn};
 pub use workflows::retirement::{
     PlannedCertificate, PlannedRotation, RetireOutcome, RetireRequest, Retirement, RetirementError, RetirementPlan,
     RetirementSettings,

@@ -169,6 +169,22 @@ pub const AWS_DEFAULTS: &[DefaultQuota] = &[
         source: IOT_DEVICE_MANAGEMENT_QUOTAS,
         confirmed: false,
     },
+    // The bulk import's registrations (`onboard fleet import`): about 10 per
+    // second each by the project's notes.
+    DefaultQuota {
+        service: "iot",
+        operation: "RegisterCertificate",
+        per_second: 10.0,
+        source: IOT_CORE_QUOTAS,
+        confirmed: false,
+    },
+    DefaultQuota {
+        service: "iot",
+        operation: "RegisterCertificateWithoutCA",
+        per_second: 10.0,
+        source: IOT_CORE_QUOTAS,
+        confirmed: false,
+    },
     // The control-plane call (signing name `iot`); the jobs data plane's
     // DescribeJobExecution (`iot-jobs-data`) is not limited here. Not in the notes.
     DefaultQuota {

@@ -118,12 +118,23 @@ const WEAK_SIGNATURES: [&str; 7] = [
 /// # Errors
 /// The [`Rejection`] of the first check that fails.
 pub fn check_device_certificate(cert: &Certificate, ctx: &CheckContext<'_>) -> Result<Approval, Rejection> {
+    check_certificate_facts(cert, ctx)?;
+    approve_naming(cert, ctx.profile)
+}
+
+/// Every check of [`check_device_certificate`] but the naming, in the same
+/// order: issuer and signature, the deny-list answer, key, extensions,
+/// validity. An imported certificate runs these, then its own naming
+/// ([`crate::checks::subject::approve_import_naming`]).
+///
+/// # Errors
+/// The [`Rejection`] of the first check that fails.
+pub fn check_certificate_facts(cert: &Certificate, ctx: &CheckContext<'_>) -> Result<(), Rejection> {
     check_issuer_and_signature(cert, ctx.ca)?;
     check_deny_list(ctx)?;
     check_key(&cert.key)?;
     check_extensions(cert)?;
-    check_validity(cert, ctx.now, ctx.clock_skew_secs, ctx.profile.min_remaining_days)?;
-    approve_naming(cert, ctx.profile)
+    check_validity(cert, ctx.now, ctx.clock_skew_secs, ctx.profile.min_remaining_days)
 }
 
 /// The issuer DN names the CA, the algorithm is strong, and the signature

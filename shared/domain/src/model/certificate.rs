@@ -220,6 +220,32 @@ impl Certificate {
         &self.der
     }
 
+    /// The certificate alone as PEM, from its DER: what is sent to AWS
+    /// (never the file it was read from, which may hold other blocks, a
+    /// private key among them).
+    pub fn to_pem(&self) -> String {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut encoded = String::with_capacity(self.der.len() * 4 / 3 + 4);
+        for chunk in self.der.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    encoded.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+                } else {
+                    encoded.push('=');
+                }
+            }
+        }
+        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+        for line in encoded.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+        pem
+    }
+
     /// True when this certificate's issuer DN names `ca`'s subject DN: byte
     /// equal, or equal after RFC 5280-style normalisation (string type,
     /// case and inner white space ignored).

@@ -2,6 +2,7 @@
 
 pub(crate) mod certificate;
 pub(crate) mod event;
+pub(crate) mod manifest;
 pub(crate) mod naming;
 pub(crate) mod plan;
 pub(crate) mod reason;

@@ -7,6 +7,7 @@
 mod ca;
 mod clock;
 mod connections;
+mod import;
 mod inventory;
 mod iot;
 mod jobs;
@@ -18,6 +19,7 @@ mod rotations;
 pub use ca::{CaRegistry, CaState};
 pub use clock::Pacer;
 pub use connections::Connections;
+pub use import::{CertificateImport, ImportJournal, Registration};
 pub use inventory::{
     AllowEntry, Consumption, DenyList, HookInventory, Inventory, NameClaim, NameClaims, ReconcileInventory,
     Supersession, SupersessionStore,

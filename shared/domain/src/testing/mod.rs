@@ -4,6 +4,7 @@
 //! `rotation_fakes`, `reconciler_fakes` and `hook_fakes`).
 
 pub mod ca;
+pub mod import;
 pub mod provisioning_hook;
 pub mod reconciler;
 pub mod rotation;

@@ -34,7 +34,10 @@ use std::time::{Duration, Instant};
 use futures::future::{join_all, try_join, try_join_all};
 use futures::lock::Mutex;
 
-use crate::checks::certificate::{CaVerdict, CheckContext, check_ca, check_device_certificate};
+use crate::checks::certificate::{
+    CaVerdict, CheckContext, check_ca, check_certificate_facts, check_device_certificate,
+};
+use crate::checks::subject::{ImportNaming, approve_import_naming};
 use crate::model::certificate::{Certificate, MalformedCertificate};
 use crate::model::event::JitrEvent;
 use crate::model::plan::ProvisioningPlan;
@@ -124,6 +127,24 @@ impl ProvisioningError {
     }
 }
 
+/// A certificate an import registered (`INACTIVE`), handed to the registrar
+/// to be checked again and provisioned as a JITR device is
+/// ([`Registrar::handle_import`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRequest {
+    pub certificate_id: String,
+    /// The bound CA the import verified the certificate's signature with.
+    pub ca_certificate_id: String,
+    /// Registered with `RegisterCertificateWithoutCA`: IoT records no CA for
+    /// it, and `ca_certificate_id` (the operator's choice, a bound CA) stands
+    /// in for IoT's record; the signature is still verified against that
+    /// CA's certificate as IoT holds it.
+    pub without_ca: bool,
+    /// The profile the row names; `None`: the one the CA is bound to.
+    pub profile: Option<String>,
+    pub naming: ImportNaming,
+}
+
 struct CachedCa {
     registered: RegisteredCa,
     parsed: Result<Certificate, String>,
@@ -203,6 +224,36 @@ where
     /// [`ProvisioningError`] when the event must be retried; the certificate is
     /// then not ACTIVE.
     pub async fn handle(&self, event: &JitrEvent, now: i64) -> Result<Outcome, ProvisioningError> {
+        self.decide(event, None, now).await
+    }
+
+    /// Processes a certificate a bulk import registered, as of `now`: the
+    /// same rounds as [`Self::handle`] (every check again, on IoT's own
+    /// description of the certificate, then the provisioning with the
+    /// activation last), with the import's profile, thing name and
+    /// attributes, and with two differences an import needs:
+    /// - the certificate is `INACTIVE` (AWS registers no certificate as
+    ///   `PENDING_ACTIVATION`): it is provisioned only when this deployment
+    ///   has no record of it, or a provisioned record never activated (an
+    ///   import interrupted after round 5); any other `INACTIVE`
+    ///   certificate, like one `REVOKED`, is left as it is, and nothing is
+    ///   recorded for it (`Outcome::Ignored`);
+    /// - registered without a CA, IoT records none: the request's CA (which
+    ///   must be bound and ACTIVE) takes the place of IoT's record.
+    ///
+    /// # Errors
+    /// As [`Self::handle`].
+    pub async fn handle_import(&self, request: &ImportRequest, now: i64) -> Result<Outcome, ProvisioningError> {
+        let event = JitrEvent::synthesized(&request.certificate_id, &request.ca_certificate_id, now);
+        self.decide(&event, Some(request), now).await
+    }
+
+    async fn decide(
+        &self,
+        event: &JitrEvent,
+        import: Option<&ImportRequest>,
+        now: i64,
+    ) -> Result<Outcome, ProvisioningError> {
         // Round 1: this deployment's record of the certificate.
         // Configuration and the CA come from the cache when warm.
         let (record, ((config, config_cached), (ca, ca_cached))) = try_join(
@@ -214,7 +265,10 @@ where
         // DescribeCertificate spent (the account's scarcest call) on the
         // duplicates a burst brings (every connection attempt of a pending
         // certificate publishes its event again; SQS delivers at least once).
-        if let Some(record) = &record
+        // Not for an import: it may name a certificate deactivated since
+        // (retired), which IoT's description tells apart.
+        if import.is_none()
+            && let Some(record) = &record
             && record.status == RecordStatus::Provisioned
             && record.activated_at.is_some()
         {
@@ -223,11 +277,27 @@ where
             });
         }
         // Round 2: IoT's own description of the certificate.
-        let Some(cert) = self.certificates.describe_certificate(&event.certificate_id).await? else {
+        let Some(mut cert) = self.certificates.describe_certificate(&event.certificate_id).await? else {
             return Ok(Outcome::Ignored {
                 certificate_status: "NOT_FOUND".to_string(),
             });
         };
+        if let Some(import) = import {
+            if import.without_ca && cert.ca_certificate_id.is_none() {
+                cert.ca_certificate_id = Some(import.ca_certificate_id.clone());
+            }
+            match (&cert.status, &record) {
+                (CertificateStatus::PendingActivation | CertificateStatus::Active, _) => {}
+                (CertificateStatus::Inactive, None) => {}
+                (CertificateStatus::Inactive, Some(r))
+                    if r.status == RecordStatus::Provisioned && r.activated_at.is_none() => {}
+                (other, _) => {
+                    return Ok(Outcome::Ignored {
+                        certificate_status: other.as_str().to_string(),
+                    });
+                }
+            }
+        }
         // A certificate the inventory retired (its device retired, or rotated
         // out) never comes back: deleted in IoT, it is registered again when
         // the device reconnects, and would otherwise be provisioned afresh.
@@ -249,6 +319,8 @@ where
         };
         let active = match &cert.status {
             CertificateStatus::PendingActivation => false,
+            // Only an import's, as checked above.
+            CertificateStatus::Inactive if import.is_some() => false,
             CertificateStatus::Active => match record {
                 // Revoked in an emergency and ACTIVE again (registered anew,
                 // set by hand): revoked again while the deny-list denies it.
@@ -298,7 +370,16 @@ where
         };
         let (mut config, mut ca, mut cached) = (config, ca, config_cached || ca_cached);
         loop {
-            let verdict = self.verdict(event, &cert, &device, denial.as_ref(), ca.as_deref(), &config, now)?;
+            let verdict = self.verdict(
+                event,
+                import,
+                &cert,
+                &device,
+                denial.as_ref(),
+                ca.as_deref(),
+                &config,
+                now,
+            )?;
             if cached && !matches!(verdict, Verdict::Approved(_)) {
                 // A rejection cannot be undone (a revoked certificate never
                 // comes back), so it is never decided on cached configuration:
@@ -471,6 +552,7 @@ where
     fn verdict(
         &self,
         event: &JitrEvent,
+        import: Option<&ImportRequest>,
         cert: &RegisteredCertificate,
         device: &Result<Certificate, MalformedCertificate>,
         denial: Option<&Rejection>,
@@ -523,6 +605,17 @@ where
             ca_certificate_id: ca_id.to_string(),
             problem: problem.clone(),
         })?;
+        // An import may name another profile than the CA's; it must exist.
+        let profile = match import.and_then(|i| i.profile.as_deref()) {
+            None => profile,
+            Some(name) => config
+                .profile(name)
+                .map_err(|problem| ProvisioningError::ProfileMisconfigured {
+                    ca_certificate_id: ca_id.to_string(),
+                    profile: name.to_string(),
+                    problem: problem.to_string(),
+                })?,
+        };
         let mut record = bare.clone();
         record.profile = Some(profile.name.clone());
         let device = match device {
@@ -547,7 +640,12 @@ where
             now,
             clock_skew_secs: self.settings.clock_skew_secs,
         };
-        match check_device_certificate(device, &ctx) {
+        let checked = match import {
+            None => check_device_certificate(device, &ctx),
+            Some(import) => check_certificate_facts(device, &ctx)
+                .and_then(|()| approve_import_naming(device, profile, &import.naming)),
+        };
+        match checked {
             Ok(approval) => Ok(Verdict::Approved(Box::new(ProvisioningPlan::new(
                 &cert.certificate_arn,
                 ca_id,
