@@ -5,7 +5,7 @@
 
 pub mod runtime_api;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use onboarding_test_support::proxy::RecordedRequest;
@@ -293,6 +293,42 @@ fn dynamodb_key_prefix(body: &[u8]) -> Option<String> {
         Some((prefix, _)) => format!("{prefix}#"),
         None => pk.to_string(),
     })
+}
+
+/// How many of `ids` AWS IoT holds under `ca_id`, by status (every page of
+/// `ListCertificatesByCA`); those it does not hold count as `NOT_REGISTERED`.
+pub async fn statuses_under_ca(
+    iot: &aws_sdk_iot::Client,
+    ca_id: &str,
+    ids: impl IntoIterator<Item = &str>,
+) -> BenchResult<BTreeMap<String, usize>> {
+    let ours: HashSet<&str> = ids.into_iter().collect();
+    let mut statuses = BTreeMap::new();
+    let mut marker = None;
+    loop {
+        let page = iot
+            .list_certificates_by_ca()
+            .ca_certificate_id(ca_id)
+            .page_size(250)
+            .set_marker(marker)
+            .send()
+            .await?;
+        for c in page.certificates() {
+            if c.certificate_id().is_some_and(|id| ours.contains(id)) {
+                let status = c.status().map_or("NONE".to_string(), |s| s.as_str().to_string());
+                *statuses.entry(status).or_default() += 1;
+            }
+        }
+        marker = page.next_marker;
+        if marker.is_none() {
+            break;
+        }
+    }
+    let missing = ours.len() - statuses.values().sum::<usize>();
+    if missing > 0 {
+        statuses.insert("NOT_REGISTERED".into(), missing);
+    }
+    Ok(statuses)
 }
 
 #[cfg(test)]

@@ -44,8 +44,8 @@ struct Import {
 impl Import {
     fn onboard(&self) -> Result<Command, Error> {
         let mut cmd = common::onboard_at(&self.d.emulator.endpoint, &self.table)?;
-        cmd.env("ONBOARD_CREDENTIALS_BUCKET", self.d.output("CredentialsBucketName")?)
-            .env("ONBOARD_CREDENTIALS_KMS_KEY", self.d.output("CredentialsKeyArn")?);
+        cmd.env("ONBOARD_BUCKET", self.d.output("CredentialsBucketName")?)
+            .env("ONBOARD_KMS_KEY", self.d.output("CredentialsKeyArn")?);
         Ok(cmd)
     }
 
@@ -58,8 +58,8 @@ impl Import {
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1")
             .env("ONBOARD_TABLE", &self.table)
-            .env("ONBOARD_CREDENTIALS_BUCKET", self.d.output("CredentialsBucketName")?)
-            .env("ONBOARD_CREDENTIALS_KMS_KEY", self.d.output("CredentialsKeyArn")?);
+            .env("ONBOARD_BUCKET", self.d.output("CredentialsBucketName")?)
+            .env("ONBOARD_KMS_KEY", self.d.output("CredentialsKeyArn")?);
         Ok(cmd)
     }
 
@@ -450,8 +450,7 @@ fn bad_input_is_refused_before_any_call() -> TestResult {
     let dir = tempfile::tempdir()?;
     let onboard = || -> Result<Command, Error> {
         let mut cmd = common::onboard_at("http://127.0.0.1:9", "table")?;
-        cmd.env("ONBOARD_CREDENTIALS_BUCKET", "bucket")
-            .env("ONBOARD_CREDENTIALS_KMS_KEY", "key");
+        cmd.env("ONBOARD_BUCKET", "bucket").env("ONBOARD_KMS_KEY", "key");
         Ok(cmd)
     };
     // Neither source, both sources, a directory without a profile: usage errors.

@@ -439,10 +439,10 @@ fn bad_input_is_refused_with_a_clear_message() -> TestResult {
             "dev-1",
             "--bucket",
             "b",
-            "--quotas",
+            "--iot-quotas",
             "DeleteThing=fast",
         ],
-        "--quotas",
+        "--iot-quotas",
     )?;
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! registrar and kept connected, `onboard device revoke` run against it;
 //! then the device's certificate brought back every way the system could
 //! let it in again (re-registered ACTIVE for the deployed reconciler,
-//! deleted and presented again for JITR), and refused each time.
+//! deleted and presented again for JITR, deleted and imported in bulk), and
+//! refused each time.
 //!
 //! Timings are printed (`--nocapture`) for docs/lifecycle.md, never asserted.
 //! Needs the functions' Lambda zips (`scripts/test.sh` builds them).
@@ -351,6 +352,32 @@ async fn a_revoked_device_is_cut_off_and_its_certificate_never_comes_back() -> T
     let record = inventory.certificate_record(&id).await?.ok_or("no record")?;
     assert_eq!(record.reason, Some(RejectReason::FingerprintDenied), "{record:?}");
     assert_ne!(connect_once(&broker, tls, THING).await?, ConnectResult::Accepted);
+    assert_eq!(thing_names(&iot).await?, things_before, "no new thing");
+    // (d) Back through a bulk import (a migration bringing the same
+    // certificate in again, deleted from IoT first as another system would
+    // have it): refused before anything is registered, for its fingerprint.
+    delete_certificate(&iot, &id).await?;
+    let import_dir = dir.path().join("import");
+    std::fs::create_dir_all(&import_dir)?;
+    std::fs::write(import_dir.join("rev-1.pem"), &device.cert_pem)?;
+    let failures = dir.path().join("import-failures.csv");
+    let imported = onboard()?
+        .env("ONBOARD_BUCKET", &bucket)
+        .env("ONBOARD_KMS_KEY", deployed.output("CredentialsKeyArn")?)
+        .args(["--json", "fleet", "import", "--certs"])
+        .arg(&import_dir)
+        .args(["--profile", "field", "--failures"])
+        .arg(&failures)
+        .output()?;
+    assert_eq!(imported.status.code(), Some(1), "a rejected row: {}", text(&imported));
+    let summary: Value = serde_json::from_slice(&imported.stdout)?;
+    assert_eq!(summary["provisioned"], 0, "{summary}");
+    assert_eq!(summary["rejectedByReason"]["FINGERPRINT_DENIED"], 1, "{summary}");
+    assert!(
+        std::fs::read_to_string(&failures)?.contains("FINGERPRINT_DENIED"),
+        "the failures CSV names the reason"
+    );
+    assert_eq!(certificate_status(&iot, &id).await?, None, "never registered again");
     assert_eq!(thing_names(&iot).await?, things_before, "no new thing");
     // The name stays held for the revoked certificate.
     let claim = inventory.name_claim_attributes(THING).await?.ok_or("no claim")?;

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use onboarding_bench::{Args, BenchResult, Table, f, percentile};
+use onboarding_bench::{Args, BenchResult, Table, f, percentile, statuses_under_ca};
 use onboarding_test_support::activation::{self, Step};
 use onboarding_test_support::deployment::{DeployOptions, Deployment};
 use onboarding_test_support::faults::Faults;
@@ -386,33 +386,10 @@ struct Audit {
 }
 
 async fn audit(d: &Deployment, devices: &[Device]) -> BenchResult<Audit> {
-    let mut audit = Audit::default();
-    let ours: std::collections::HashSet<&str> = devices.iter().map(|d| d.id.as_str()).collect();
-    let mut marker = None;
-    loop {
-        let page = d
-            .iot
-            .list_certificates_by_ca()
-            .ca_certificate_id(&d.ca_id)
-            .page_size(250)
-            .set_marker(marker)
-            .send()
-            .await?;
-        for c in page.certificates() {
-            if c.certificate_id().is_some_and(|id| ours.contains(id)) {
-                let status = c.status().map_or("NONE".to_string(), |s| s.as_str().to_string());
-                *audit.statuses.entry(status).or_default() += 1;
-            }
-        }
-        marker = page.next_marker;
-        if marker.is_none() {
-            break;
-        }
-    }
-    let missing = devices.len() - audit.statuses.values().sum::<usize>();
-    if missing > 0 {
-        audit.statuses.insert("NOT_REGISTERED".into(), missing);
-    }
+    let mut audit = Audit {
+        statuses: statuses_under_ca(&d.iot, &d.ca_id, devices.iter().map(|d| d.id.as_str())).await?,
+        ..Audit::default()
+    };
     let counts: Vec<BenchResult<usize>> = futures::stream::iter(devices)
         .map(|device| async move {
             let arn = format!(

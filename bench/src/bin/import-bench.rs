@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use onboarding_aws::ConfigAdmin;
-use onboarding_bench::{Args, BenchResult, Table, f, percentile};
+use onboarding_bench::{Args, BenchResult, Table, f, percentile, statuses_under_ca};
 use onboarding_domain::DeviceProfile;
 use onboarding_test_support::activation::{self, Step};
 use onboarding_test_support::deployment::{DeployOptions, Deployment};
@@ -132,8 +132,8 @@ async fn run() -> BenchResult {
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", onboarding_test_support::emulator::REGION)
             .env("ONBOARD_TABLE", &table)
-            .env("ONBOARD_CREDENTIALS_BUCKET", &bucket)
-            .env("ONBOARD_CREDENTIALS_KMS_KEY", &kms_key)
+            .env("ONBOARD_BUCKET", &bucket)
+            .env("ONBOARD_KMS_KEY", &kms_key)
             .args(["--json", "fleet", "import", "--certs"])
             .arg(&certs)
             .args(["--profile", PROFILE, "--concurrency", &concurrency.to_string()])
@@ -271,32 +271,5 @@ async fn run() -> BenchResult {
 
 /// The imported certificates by status in IoT (read directly).
 async fn statuses(d: &Deployment, ids: &[String]) -> BenchResult<BTreeMap<String, usize>> {
-    let ours: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-    let mut statuses = BTreeMap::new();
-    let mut marker = None;
-    loop {
-        let page = d
-            .iot
-            .list_certificates_by_ca()
-            .ca_certificate_id(&d.ca_id)
-            .page_size(250)
-            .set_marker(marker)
-            .send()
-            .await?;
-        for c in page.certificates() {
-            if c.certificate_id().is_some_and(|id| ours.contains(id)) {
-                let status = c.status().map_or("NONE".to_string(), |s| s.as_str().to_string());
-                *statuses.entry(status).or_default() += 1;
-            }
-        }
-        marker = page.next_marker;
-        if marker.is_none() {
-            break;
-        }
-    }
-    let missing = ids.len() - statuses.values().sum::<usize>();
-    if missing > 0 {
-        statuses.insert("NOT_REGISTERED".into(), missing);
-    }
-    Ok(statuses)
+    statuses_under_ca(&d.iot, &d.ca_id, ids.iter().map(String::as_str)).await
 }

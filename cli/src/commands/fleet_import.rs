@@ -65,10 +65,10 @@ pub struct ImportArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
     /// The credentials bucket (the stack's CredentialsBucketName output).
-    #[arg(long, env = "ONBOARD_CREDENTIALS_BUCKET", value_name = "NAME")]
+    #[arg(long, env = "ONBOARD_BUCKET", value_name = "NAME")]
     pub bucket: String,
     /// The KMS key requested on every credentials record (the stack's CredentialsKeyArn output).
-    #[arg(long, env = "ONBOARD_CREDENTIALS_KMS_KEY", value_name = "ID")]
+    #[arg(long, env = "ONBOARD_KMS_KEY", value_name = "ID")]
     pub kms_key: String,
     /// Key prefix of credentials records, as the registrar's CREDENTIALS_PREFIX.
     #[arg(long, default_value = "credentials/")]

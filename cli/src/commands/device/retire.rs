@@ -46,7 +46,7 @@ pub struct RetireArgs {
     pub concurrency: u16,
     /// Raised quotas, `Action=PerSecond,...` (e.g. `DescribeCertificate=50`), over AWS's defaults.
     #[arg(long, value_name = "LIST", default_value = "")]
-    pub quotas: String,
+    pub iot_quotas: String,
 }
 
 /// Monotonic time and sleeping for the domain, on tokio.
@@ -126,7 +126,7 @@ fn check_reason(reason: &str) -> Result<(), CliError> {
 pub async fn run(args: &RetireArgs, cli: &Cli) -> Result<(), CliError> {
     check_reason(&args.reason)?;
     let (things, bad) = targets(args)?;
-    let quotas = ApiQuotas::parse(&args.quotas).map_err(|e| CliError::Input(format!("--quotas {e}")))?;
+    let quotas = ApiQuotas::parse(&args.iot_quotas).map_err(|e| CliError::Input(format!("--iot-quotas {e}")))?;
     let table = cli.aws.table()?.to_string();
     let bucket = match (&args.bucket, args.dry_run) {
         (Some(bucket), _) => bucket.clone(),
