@@ -101,4 +101,6 @@ pub use workflows::rotation::rotator::{Rotator, RotatorSettings, RunReport};
 #[cfg(feature = "fakes")]
 pub use testing::ca as ca_fakes;
 #[cfg(feature = "fakes")]
+pub use testing::import as import_fakes;
+#[cfg(feature = "fakes")]
 pub use testing::{provisioning_hook as hook_fakes, reconciler as reconciler_fakes, rotation as rotation_fakes};

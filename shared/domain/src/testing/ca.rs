@@ -16,13 +16,8 @@ pub const NEW: &str = "ca-new";
 /// The fake's "now" for the CAs it makes (the old CA expires 30 days after it).
 pub const FAKE_NOW: i64 = 1_800_000_000;
 
-/// Where a call fails: call `n` (from 0) before its effect, or after it with
-/// its answer lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inject {
-    Before(usize),
-    After(usize),
-}
+pub use crate::testing::inject::Inject;
+use crate::testing::inject::call_with_injection;
 
 type Hook = Box<dyn FnOnce(&mut World) + Send>;
 
@@ -101,15 +96,7 @@ impl CaFake {
         self.with(|w| {
             let n = w.calls;
             w.calls += 1;
-            let fail = || PortError::new(operation, PortErrorKind::Transient, "injected");
-            if w.inject == Some(Inject::Before(n)) {
-                return Err(fail());
-            }
-            let result = effect(w)?;
-            if w.inject == Some(Inject::After(n)) {
-                return Err(fail());
-            }
-            Ok(result)
+            call_with_injection(w, |w| &mut w.inject, n, operation, effect)
         })
     }
 }

@@ -18,7 +18,8 @@ use crate::ports::{
     NameClaim, PortError, PortErrorKind, PortResult, RegisteredCa, RegisteredCertificate, Registration, ThingCreation,
     ThingRegistry,
 };
-pub use crate::testing::rotation::Inject;
+pub use crate::testing::inject::Inject;
+use crate::testing::inject::call_with_injection;
 
 #[derive(Debug, Clone)]
 pub struct FakeCert {
@@ -111,21 +112,7 @@ impl Fake {
         let mut w = self.lock();
         let n = w.calls.len();
         w.calls.push(op);
-        let injected = || PortError::new(op, PortErrorKind::Transient, format!("injected at call {n}"));
-        if let Some(Inject::Before(k)) = w.inject
-            && k == n
-        {
-            w.inject = None;
-            return Err(injected());
-        }
-        let value = f(&mut w)?;
-        if let Some(Inject::After(k)) = w.inject
-            && k == n
-        {
-            w.inject = None;
-            return Err(injected());
-        }
-        Ok(value)
+        call_with_injection(&mut *w, |w| &mut w.inject, n, op, f)
     }
 }
 

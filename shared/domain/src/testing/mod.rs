@@ -5,6 +5,7 @@
 
 pub mod ca;
 pub mod import;
+pub mod inject;
 pub mod provisioning_hook;
 pub mod reconciler;
 pub mod rotation;

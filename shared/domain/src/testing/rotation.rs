@@ -32,14 +32,8 @@ pub const BUCKET: &str = "credentials-bucket";
 
 // --- in-memory ports ----------------------------------------------------
 
-/// Makes the n-th port call (0-based, over all ports) fail once:
-/// `Before` its effect (a request that never arrived), or `After` it (a
-/// lost response, or a crash right after the call).
-#[derive(Debug, Clone, Copy)]
-pub enum Inject {
-    Before(usize),
-    After(usize),
-}
+pub use crate::testing::inject::Inject;
+use crate::testing::inject::call_with_injection;
 
 #[derive(Debug, Clone)]
 pub struct FakeCert {
@@ -275,21 +269,7 @@ impl Fake {
         let mut w = self.lock();
         let n = w.calls.len();
         w.calls.push(op);
-        let injected = || PortError::new(op, PortErrorKind::Transient, format!("injected at call {n}"));
-        if let Some(Inject::Before(k)) = w.inject
-            && k == n
-        {
-            w.inject = None;
-            return Err(injected());
-        }
-        let value = f(&mut w)?;
-        if let Some(Inject::After(k)) = w.inject
-            && k == n
-        {
-            w.inject = None;
-            return Err(injected());
-        }
-        Ok(value)
+        call_with_injection(&mut *w, |w| &mut w.inject, n, op, f)
     }
 
     pub fn issue(&self, w: &mut World, pem: String, private_key_pem: Option<String>) -> PortResult<IssuedCertificate> {
