@@ -54,14 +54,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::model::status::CertificateStatus;
-use crate::policy::rotation::RotationPolicy;
 use crate::policy::rotation::state::{FailureReason, Rotation, RotationState};
 use crate::ports::{
     Inventory, Pacer, PortError, PortErrorKind, RetirementInventory, RetirementIot, RetirementTicket,
     RotationInventory, RotationIot, RotationObjects, ThingMembership,
 };
 use crate::workflows::registrar::certificate_id_of_arn;
-use crate::workflows::rotation::ops::{MAX_TRIES, Ops, RotationError, Settled};
+use crate::workflows::rotation::ops::{Ops, RotationError};
 
 /// How hard [`Retirement`] insists on `DeleteThing` while IoT still
 /// reports principals attached.
@@ -438,7 +437,12 @@ where
         // 2. Rotations stopped, before any certificate changes.
         let mut rotations_stopped = 0;
         for r in rotations {
-            if self.stop_rotation(r, now).await? {
+            if self
+                .ops()
+                .stop_for_good(r, FailureReason::Retired, "the device was retired", now)
+                .await?
+                .is_some()
+            {
                 rotations_stopped += 1;
             }
         }
@@ -517,69 +521,6 @@ where
             rotations_stopped,
             thing_deleted,
             resumed,
-        })
-    }
-
-    /// Stops one rotation: an open or confirmed attempt fails (`RETIRED`)
-    /// through the rotation's fail path, a failure's clean-up is finished,
-    /// a retry pending is given up. True when it changed anything.
-    async fn stop_rotation(&self, mut r: Rotation, now: i64) -> Result<bool, RetirementError> {
-        let ops = self.ops();
-        // Final failures are never retried: the policy only fills the fields
-        // a retry would use.
-        let policy = RotationPolicy::default();
-        let detail = "the device was retired";
-        for _ in 0..MAX_TRIES {
-            match r.state {
-                RotationState::Requested | RotationState::Issued | RotationState::Delivered => {
-                    match ops.fail(r, FailureReason::Retired, detail, &policy, now).await? {
-                        // Moved on meanwhile (confirmed, failed otherwise):
-                        // decide again on what is stored.
-                        Settled::Ended(current) => r = current,
-                        Settled::Failed(_) | Settled::Completed(_) => return Ok(true),
-                    }
-                }
-                RotationState::Confirmed => {
-                    // Not failable by the state machine's ordinary path (a
-                    // confirmation is final for a live device): claimed from
-                    // `confirmed` with a conditional write, then cleaned up
-                    // by the same fail path.
-                    let claimed = r.retiring(detail, now).map_err(RotationError::from)?;
-                    if self
-                        .rotations
-                        .put_rotation(&claimed, Some((RotationState::Confirmed, r.attempt)))
-                        .await?
-                    {
-                        ops.fail(claimed, FailureReason::Retired, detail, &policy, now).await?;
-                        return Ok(true);
-                    }
-                    r = ops.reread(&r).await?;
-                }
-                RotationState::Failed if r.is_failing() => {
-                    let reason = r.reason.unwrap_or(FailureReason::Retired);
-                    let detail = r.detail.clone().unwrap_or_default();
-                    ops.fail(r, reason, &detail, &policy, now).await?;
-                    return Ok(true);
-                }
-                RotationState::Failed if r.due_at.is_some() => {
-                    let stopped = r.given_up(detail);
-                    if self
-                        .rotations
-                        .put_rotation(&stopped, Some((RotationState::Failed, r.attempt)))
-                        .await?
-                    {
-                        return Ok(true);
-                    }
-                    r = ops.reread(&r).await?;
-                }
-                // Retired (its old certificate is deleted by the rotator
-                // after the grace period, or by this retirement when it is
-                // one of the thing's), or failed and done.
-                RotationState::Failed | RotationState::Retired => return Ok(false),
-            }
-        }
-        Err(RetirementError::Race {
-            thing_name: r.thing_name,
         })
     }
 

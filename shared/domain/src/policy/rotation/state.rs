@@ -409,6 +409,22 @@ impl Rotation {
     /// # Errors
     /// [`TransitionError`] when `retired` or `failed`.
     pub fn retiring(&self, detail: impl Into<String>, now: i64) -> Result<Self, TransitionError> {
+        self.ended_for_good(FailureReason::Retired, detail, now)
+    }
+
+    /// Failed with a final `reason` (`RETIRED`, `REVOKED`) that an operator's
+    /// decision about the device brings, from any state but the end ones,
+    /// `confirmed` included: the device's certificates are dealt with by
+    /// that decision, not by the rotation.
+    ///
+    /// # Errors
+    /// [`TransitionError`] when `retired` or `failed`.
+    pub fn ended_for_good(
+        &self,
+        reason: FailureReason,
+        detail: impl Into<String>,
+        now: i64,
+    ) -> Result<Self, TransitionError> {
         if !matches!(
             self.state,
             RotationState::Requested | RotationState::Issued | RotationState::Delivered | RotationState::Confirmed
@@ -421,7 +437,7 @@ impl Rotation {
         }
         let mut next = self.clone();
         next.state = RotationState::Failed;
-        next.reason = Some(FailureReason::Retired);
+        next.reason = Some(reason);
         next.detail = Some(detail.into());
         next.failed_at = Some(now);
         Ok(next.failing())

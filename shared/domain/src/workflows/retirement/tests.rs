@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::model::record::{CertificateRecord, RecordStatus};
-use crate::policy::rotation::Strategy;
+use crate::policy::rotation::{RotationPolicy, Strategy};
 use crate::testing::rotation::*;
 use crate::workflows::rotation::rotator::{Rotator, RotatorSettings};
 

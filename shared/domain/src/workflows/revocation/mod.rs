@@ -26,14 +26,13 @@ use crate::model::naming::is_valid_thing_name;
 use crate::model::record::{CertificateRecord, RecordStatus};
 use crate::model::status::CertificateStatus;
 use crate::policy::config::DenyKey;
-use crate::policy::rotation::RotationPolicy;
 use crate::policy::rotation::state::{FailureReason, Rotation, RotationState};
 use crate::ports::{
     Connections, Inventory, NameClaim, Pacer, PortError, PortErrorKind, RegisteredCertificate, RevocationStore,
     RotationInventory, RotationIot, RotationObjects,
 };
 use crate::workflows::registrar::certificate_id_of_arn;
-use crate::workflows::rotation::ops::{Ops, RotationError, Settled};
+use crate::workflows::rotation::ops::{Ops, RotationError};
 
 /// The longest reason kept on a record.
 pub const REASON_MAX: usize = 1024;
@@ -120,9 +119,8 @@ pub struct StoppedRotation {
     pub new_certificate_id: Option<String>,
     /// The state it was found in.
     pub state_before: RotationState,
-    /// The state it was left in: `FAILED`, or `CONFIRMED` (a confirmed
-    /// rotation cannot fail; its new certificate is revoked, so it never
-    /// completes).
+    /// The state it was left in: `FAILED` (`REVOKED`, final), or the end
+    /// state a race with its completion left.
     pub state_after: RotationState,
 }
 
@@ -424,28 +422,18 @@ where
         now: i64,
     ) -> Result<Vec<StoppedRotation>, RevocationError> {
         let ops = self.ops();
-        // A revoked rotation is final: the policy's retry times never apply.
-        let policy = RotationPolicy::default();
+        let detail = format!("certificate revoked: {reason}");
         let mut stopped = Vec::new();
         for r in found.iter().filter_map(|f| f.rotation.clone()) {
-            let open = matches!(
-                r.state,
-                RotationState::Requested | RotationState::Issued | RotationState::Delivered
-            ) || r.is_failing();
             let state_before = r.state;
             let (old, job, new) = (
                 r.old_certificate_id.clone(),
                 r.job_id.clone(),
                 r.new_certificate_id.clone(),
             );
-            let state_after = if open {
-                let detail = format!("certificate revoked: {reason}");
-                match ops.fail(r, FailureReason::Revoked, &detail, &policy, now).await? {
-                    Settled::Failed(r) | Settled::Ended(r) | Settled::Completed(r) => r.state,
-                }
-            } else if r.state == RotationState::Confirmed {
-                r.state
-            } else {
+            // Open, confirmed, failing or waiting for a retry: ended for
+            // good (`REVOKED` is final), its new certificate revoked.
+            let Some(state_after) = ops.stop_for_good(r, FailureReason::Revoked, &detail, now).await? else {
                 continue;
             };
             tracing::warn!(old_certificate = %old, job = %job, state_before = state_before.as_str(), state_after = state_after.as_str(), reason, "rotation stopped");

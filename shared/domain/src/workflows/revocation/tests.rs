@@ -456,3 +456,36 @@ async fn a_refused_disconnect_is_reported_and_the_revocation_goes_on() {
         "still connected: AWS closes it within minutes"
     );
 }
+
+/// A rotation the device already confirmed (its completion not yet run) is
+/// ended for good too: claimed from `confirmed`, failed `REVOKED`, never due
+/// again, so nothing completes it with a certificate the thief may hold.
+#[tokio::test]
+async fn a_confirmed_rotation_is_ended_for_good() {
+    let (fake, old, new, job_id) = device_mid_rotation().await;
+    let thing = thing(0);
+    fake.with(|w| {
+        let confirmed = w.rotation_of(&thing).confirmed(T0 + 120).expect("confirmable");
+        w.rotations.insert(old.clone(), confirmed);
+    });
+    let report = revocation(&fake)
+        .revoke(&RevocationTarget::Thing(thing.clone()), REASON, NOW)
+        .await
+        .expect("revoked");
+    let r = fake.with(|w| w.rotation_of(&thing));
+    assert_eq!(
+        (r.state, r.reason, r.due_at),
+        (RotationState::Failed, Some(FailureReason::Revoked), None)
+    );
+    assert_eq!(report.rotations.len(), 1, "{report:?}");
+    assert_eq!(report.rotations[0].state_before, RotationState::Confirmed);
+    assert_eq!(report.rotations[0].state_after, RotationState::Failed);
+    let end = end_state(&fake);
+    assert_eq!(
+        end.certs[&label(&new)],
+        ("REVOKED".into(), None, 0),
+        "new one revoked, detached"
+    );
+    assert_eq!(end.certs[&old].0, "REVOKED");
+    assert_eq!(fake.with(|w| w.jobs[&job_id].status.clone()), "CANCELED");
+}

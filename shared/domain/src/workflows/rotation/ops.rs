@@ -373,6 +373,77 @@ where
     /// recorded, the failure is due at once ([`Rotation::failing`]): an
     /// interruption is resumed by the next try (a redelivered event, the
     /// rotator's next run).
+    /// Ends a rotation for good because of an operator's decision about the
+    /// device (`RETIRED`, `REVOKED`: final reasons): an open or confirmed
+    /// attempt fails through [`Self::fail`] (a confirmed one claimed first
+    /// with a conditional write from `confirmed`, which the ordinary path
+    /// does not allow), a failure's clean-up is finished, a retry pending is
+    /// given up. The state it left, or `None` when there was nothing to stop
+    /// (retired, or failed and done).
+    ///
+    /// # Errors
+    /// A failed call, or a race lost [`MAX_TRIES`] times: run it again.
+    pub(crate) async fn stop_for_good(
+        &self,
+        mut r: Rotation,
+        reason: FailureReason,
+        detail: &str,
+        now: i64,
+    ) -> Result<Option<RotationState>, RotationError> {
+        // Final failures are never retried: the policy only fills the fields
+        // a retry would use.
+        let policy = RotationPolicy::default();
+        for _ in 0..MAX_TRIES {
+            match r.state {
+                RotationState::Requested | RotationState::Issued | RotationState::Delivered => {
+                    match self.fail(r, reason, detail, &policy, now).await? {
+                        // Moved on meanwhile (confirmed, failed otherwise):
+                        // decide again on what is stored.
+                        Settled::Ended(current) => r = current,
+                        Settled::Failed(r) | Settled::Completed(r) => return Ok(Some(r.state)),
+                    }
+                }
+                RotationState::Confirmed => {
+                    let claimed = r.ended_for_good(reason, detail, now)?;
+                    if self
+                        .rotations
+                        .put_rotation(&claimed, Some((RotationState::Confirmed, r.attempt)))
+                        .await?
+                    {
+                        let state = match self.fail(claimed, reason, detail, &policy, now).await? {
+                            Settled::Failed(r) | Settled::Completed(r) | Settled::Ended(r) => r.state,
+                        };
+                        return Ok(Some(state));
+                    }
+                    r = self.reread(&r).await?;
+                }
+                RotationState::Failed if r.is_failing() => {
+                    let reason = r.reason.unwrap_or(reason);
+                    let detail = r.detail.clone().unwrap_or_default();
+                    let state = match self.fail(r, reason, &detail, &policy, now).await? {
+                        Settled::Failed(r) | Settled::Completed(r) | Settled::Ended(r) => r.state,
+                    };
+                    return Ok(Some(state));
+                }
+                RotationState::Failed if r.due_at.is_some() => {
+                    let stopped = r.given_up(detail);
+                    if self
+                        .rotations
+                        .put_rotation(&stopped, Some((RotationState::Failed, r.attempt)))
+                        .await?
+                    {
+                        return Ok(Some(RotationState::Failed));
+                    }
+                    r = self.reread(&r).await?;
+                }
+                // Retired (its old certificate is deleted by the rotator
+                // after the grace period), or failed and done.
+                RotationState::Failed | RotationState::Retired => return Ok(None),
+            }
+        }
+        Err(race(&r))
+    }
+
     pub(crate) async fn fail(
         &self,
         mut r: Rotation,
