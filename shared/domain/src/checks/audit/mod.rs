@@ -8,8 +8,10 @@
 //! reasons are: metrics, stored findings and alarms match on them.
 
 mod policy_document;
+mod summary;
 
 pub use policy_document::{PolicyFacts, policies_overly_permissive};
+pub use summary::AuditFindings;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
