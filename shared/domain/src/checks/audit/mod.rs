@@ -8,9 +8,11 @@
 //! reasons are: metrics, stored findings and alarms match on them.
 
 mod policy_document;
+mod run;
 mod summary;
 
 pub use policy_document::{PolicyFacts, policies_overly_permissive};
+pub use run::{AuditFacts, run_audit_checks};
 pub use summary::AuditFindings;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -217,6 +219,21 @@ impl ResourceKind {
             Self::Rotation => "ROTATION",
             Self::InventoryRecord => "INVENTORY_RECORD",
         }
+    }
+
+    /// Every kind.
+    pub const ALL: [Self; 6] = [
+        Self::Certificate,
+        Self::CaCertificate,
+        Self::Thing,
+        Self::Policy,
+        Self::Rotation,
+        Self::InventoryRecord,
+    ];
+
+    /// The kind with this spelling (a stored finding read back).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 

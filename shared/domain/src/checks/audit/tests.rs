@@ -466,3 +466,129 @@ fn a_live_record_without_its_certificate_is_flagged() {
         findings[0].detail
     );
 }
+
+#[test]
+fn resource_kinds_round_trip() {
+    let spelled: BTreeSet<&str> = ResourceKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(spelled.len(), ResourceKind::ALL.len());
+    for kind in ResourceKind::ALL {
+        assert_eq!(ResourceKind::parse(kind.as_str()), Some(kind));
+    }
+    assert_eq!(ResourceKind::parse("certificate"), None);
+}
+
+// --- every check over one fleet -------------------------------------------------
+
+const OWN_POLICY: &str = r#"{"Statement":[
+    {"Effect":"Allow","Action":"iot:Connect",
+     "Resource":"arn:aws:iot:eu-west-1:123456789012:client/${iot:Connection.Thing.ThingName}"},
+    {"Effect":"Allow","Action":["iot:Publish","iot:Receive"],
+     "Resource":"arn:aws:iot:eu-west-1:123456789012:topic/devices/${iot:Connection.Thing.ThingName}/*"}]}"#;
+
+/// A fleet of two devices under one ACTIVE CA, each recorded, with its own
+/// policy: nothing to report.
+fn clean_fleet() -> AuditFacts {
+    AuditFacts {
+        certificates: vec![active(1, "thing-1"), active(2, "thing-2")],
+        cas: vec![ca(200, CertificateStatus::Active, NOW + 999 * DAY)],
+        records: vec![
+            record(1, RecordStatus::Provisioned),
+            record(2, RecordStatus::Provisioned),
+        ],
+        rotations: Vec::new(),
+        denials: BTreeMap::new(),
+        policies: vec![PolicyFacts {
+            policy_name: "device".into(),
+            document: OWN_POLICY.into(),
+            things: vec!["thing-1".into(), "thing-2".into()],
+        }],
+    }
+}
+
+#[test]
+fn a_clean_fleet_has_no_finding() {
+    let findings = run_audit_checks(&clean_fleet(), NOW, AuditThresholds::default());
+    assert_eq!(findings.findings(), []);
+}
+
+#[test]
+fn every_check_runs_over_a_fleet_with_one_problem_of_each_kind() {
+    let mut facts = clean_fleet();
+    let thresholds = AuditThresholds::default();
+    facts.certificates.extend([
+        AuditedCertificate {
+            not_after: NOW + DAY,
+            ..active(3, "thing-3")
+        },
+        cert(4, CertificateStatus::Active, &["thing-4", "thing-5"]),
+        active(5, "thing-6"),
+        active(6, "thing-6"),
+        active(7, "thing-7"),
+        active(8, "thing-8"),
+        AuditedCertificate {
+            ca_certificate_id: Some(id(201)),
+            ..active(9, "thing-9")
+        },
+        AuditedCertificate {
+            created_at: NOW - 400 * DAY,
+            ..active(10, "thing-10")
+        },
+    ]);
+    facts.cas.extend([
+        ca(201, CertificateStatus::Inactive, NOW + 999 * DAY),
+        ca(202, CertificateStatus::Active, NOW + 10 * DAY),
+    ]);
+    // Every certificate recorded but 7; 11's record has lost its certificate.
+    facts.records.extend(
+        [3, 4, 5, 6, 8, 9, 10, 11]
+            .into_iter()
+            .map(|n| record(n, RecordStatus::Provisioned)),
+    );
+    facts
+        .denials
+        .insert(id(8), Rejection::new(RejectReason::SerialDenied, "stolen"));
+    facts.policies.push(PolicyFacts {
+        policy_name: "too-broad".into(),
+        document: r#"{"Statement":{"Effect":"Allow","Action":"iot:*","Resource":"*"}}"#.into(),
+        things: vec!["thing-1".into()],
+    });
+    let policy = RotationPolicy::default();
+    let mut given_up = rotation(12, 112, "thing-12");
+    given_up.attempt = policy.max_attempts;
+    facts.rotations.push(
+        given_up
+            .failed(FailureReason::JobTimedOut, "no answer", &policy, NOW)
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+
+    let findings = run_audit_checks(&facts, NOW, thresholds);
+    let got: Vec<(AuditCheck, String)> = findings
+        .findings()
+        .iter()
+        .map(|f| (f.check, f.resource_id.clone()))
+        .collect();
+    let mut expected = vec![
+        (AuditCheck::DeviceCertExpiring, id(3)),
+        (AuditCheck::CaCertExpiring, id(202)),
+        (AuditCheck::CertShared, id(4)),
+        (AuditCheck::ThingMultipleActiveCerts, "thing-6".to_string()),
+        (AuditCheck::ActiveCertUnrecorded, id(7)),
+        (AuditCheck::ActiveCertDenied, id(8)),
+        (AuditCheck::InactiveCaActiveCerts, id(201)),
+        (AuditCheck::DeviceCertOld, id(10)),
+        (AuditCheck::PolicyOverlyPermissive, "too-broad".to_string()),
+        (AuditCheck::RotationFailed, id(12)),
+        (AuditCheck::RecordCertMissing, id(11)),
+    ];
+    let mut sorted = got.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected);
+    assert!(
+        findings.by_check().iter().all(|(_, n)| *n == 1),
+        "{:?}",
+        findings.by_check()
+    );
+    assert_eq!(findings.worst(), Some(Severity::Critical));
+    assert_eq!(findings.findings()[0].severity, Severity::Critical);
+}
