@@ -69,6 +69,59 @@ fn the_templates_device_policy_produces_no_finding() {
     assert_eq!(check(TEMPLATE_DEVICE_POLICY, &["sensor-1", "sensor-2"]), None);
 }
 
+/// The copy above is the template's policy: every action and resource the
+/// template's `DevicePolicy` names (with `!Sub` resolved) is in the copy, and
+/// the copy has no more statements, so a template that broadens its policy
+/// fails here until the copy (and its verdict) is brought up to date.
+#[test]
+fn the_copy_is_the_templates_device_policy() {
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml"))
+        .unwrap_or_else(|e| panic!("infra/template.yaml: {e}"));
+    let start = template
+        .find("\n  DevicePolicy:\n")
+        .unwrap_or_else(|| panic!("no DevicePolicy in the template"));
+    let block: Vec<&str> = template[start + 1..]
+        .lines()
+        .skip(1)
+        .take_while(|line| line.is_empty() || line.starts_with("    "))
+        .collect();
+    let copy: serde_json::Value = serde_json::from_str(TEMPLATE_DEVICE_POLICY).unwrap_or_else(|e| panic!("{e}"));
+    let statements = copy["Statement"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        block.iter().filter(|l| l.trim_start().starts_with("- Sid:")).count(),
+        statements
+    );
+    let mut named = 0;
+    for line in &block {
+        let line = line.trim_start().trim_start_matches("- ");
+        if let Some(arn) = line
+            .strip_prefix("!Sub ")
+            .or_else(|| line.strip_prefix("Resource: !Sub "))
+        {
+            let resolved = arn
+                .trim_matches('"')
+                .replace("${AWS::Partition}", "aws")
+                .replace("${AWS::Region}", "eu-west-1")
+                .replace("${AWS::AccountId}", "123456789012")
+                .replace("${!", "${");
+            assert!(
+                TEMPLATE_DEVICE_POLICY.contains(&format!("\"{resolved}\"")),
+                "{resolved} is not in the copy"
+            );
+            named += 1;
+        }
+        if let Some(actions) = line.strip_prefix("Action: ") {
+            for action in actions.trim_matches(['[', ']']).split(',') {
+                assert!(
+                    TEMPLATE_DEVICE_POLICY.contains(&format!("\"{}\"", action.trim())),
+                    "{action}"
+                );
+            }
+        }
+    }
+    assert_eq!(named, 5, "{block:#?}");
+}
+
 #[test]
 fn iot_star_is_critical_with_the_checks_id_and_remedy() {
     let finding = flagged(&allow(r#""iot:*""#, r#""*""#), &["t"]);
