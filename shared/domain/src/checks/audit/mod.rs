@@ -306,6 +306,41 @@ pub struct AuditThresholds {
     pub device_max_age_days: i64,
 }
 
+/// The largest threshold accepted, in days (a century).
+const THRESHOLD_MAX_DAYS: i64 = 36_500;
+
+/// A threshold out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {name} threshold must be between 0 and {THRESHOLD_MAX_DAYS} days, not {value}")]
+pub struct ThresholdError {
+    pub name: &'static str,
+    pub value: i64,
+}
+
+impl AuditThresholds {
+    /// Thresholds an operator chose, each within 0 to 36,500 days (`0`
+    /// flags only expired certificates, or every certificate older than a day).
+    ///
+    /// # Errors
+    /// [`ThresholdError`] naming the first threshold out of range.
+    pub fn new(device_expiry_days: i64, ca_expiry_days: i64, device_max_age_days: i64) -> Result<Self, ThresholdError> {
+        for (name, value) in [
+            ("device certificate expiry", device_expiry_days),
+            ("CA certificate expiry", ca_expiry_days),
+            ("device certificate age", device_max_age_days),
+        ] {
+            if !(0..=THRESHOLD_MAX_DAYS).contains(&value) {
+                return Err(ThresholdError { name, value });
+            }
+        }
+        Ok(Self {
+            device_expiry_days,
+            ca_expiry_days,
+            device_max_age_days,
+        })
+    }
+}
+
 impl Default for AuditThresholds {
     fn default() -> Self {
         Self {
@@ -586,7 +621,9 @@ pub fn inactive_cas_with_active_certificates(cas: &[AuditedCa], certificates: &[
 pub fn device_certificates_old(certificates: &[AuditedCertificate], now: i64, days: i64) -> Vec<Finding> {
     certificates
         .iter()
-        .filter(|c| c.status == CertificateStatus::Active && now.saturating_sub(c.created_at) > days * DAY)
+        .filter(|c| {
+            c.status == CertificateStatus::Active && now.saturating_sub(c.created_at) > days.saturating_mul(DAY)
+        })
         .map(|c| {
             Finding::new(
                 AuditCheck::DeviceCertOld,

@@ -592,3 +592,32 @@ fn every_check_runs_over_a_fleet_with_one_problem_of_each_kind() {
     assert_eq!(findings.worst(), Some(Severity::Critical));
     assert_eq!(findings.findings()[0].severity, Severity::Critical);
 }
+
+#[test]
+fn thresholds_are_taken_within_a_century_and_refused_outside() {
+    assert_eq!(AuditThresholds::new(30, 90, 365), Ok(AuditThresholds::default()));
+    assert!(AuditThresholds::new(0, 0, 0).is_ok());
+    assert!(AuditThresholds::new(36_500, 36_500, 36_500).is_ok());
+    assert_eq!(
+        AuditThresholds::new(-1, 90, 365),
+        Err(ThresholdError {
+            name: "device certificate expiry",
+            value: -1
+        })
+    );
+    let err = AuditThresholds::new(30, 36_501, 365).err();
+    assert_eq!(err.as_ref().map(|e| e.name), Some("CA certificate expiry"));
+    let err = AuditThresholds::new(30, 90, i64::MAX).err();
+    assert_eq!(err.as_ref().map(|e| e.name), Some("device certificate age"));
+    assert!(err.is_some_and(|e| e.to_string().contains("between 0 and 36500 days")));
+}
+
+#[test]
+fn a_huge_age_threshold_flags_nothing_and_does_not_overflow() {
+    let certs = [AuditedCertificate {
+        created_at: i64::MIN / 2,
+        ..active(1, "t")
+    }];
+    assert_eq!(device_certificates_old(&certs, NOW, i64::MAX), []);
+    assert_eq!(device_certificates_old(&certs, NOW, 365).len(), 1);
+}
