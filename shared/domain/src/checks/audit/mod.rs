@@ -154,8 +154,9 @@ impl AuditCheck {
                  a rotation a device has one ACTIVE certificate."
             }
             Self::ActiveCertUnrecorded => {
-                "This deployment never approved this ACTIVE certificate: let the fleet reconciler decide it, or \
-                 revoke it (`onboard device revoke`) if no device of yours should hold it."
+                "This deployment never approved this ACTIVE certificate, or decided against it: review it and \
+                 revoke it (`onboard device revoke`) unless a device of yours should hold it; one with no record \
+                 at all can be left to the fleet reconciler."
             }
             Self::ActiveCertDenied => {
                 "Revoke the certificate now (`onboard device revoke`): it is on the deny-list but AWS IoT still \
@@ -516,11 +517,14 @@ pub fn things_with_several_active_certificates(
 }
 
 /// `ACTIVE_CERT_UNRECORDED`: every ACTIVE certificate the inventory does not
-/// account for as a live one: no record at all (`High`: nothing here ever
-/// checked it), or a record saying it was rejected, retired or revoked
-/// (`Critical`: this deployment decided it must not connect). A
-/// `PROVISIONED`, `OBSERVED` or `ROTATED` record (a rotation's old
-/// certificate, until it is retired) accounts for it.
+/// account for as an approved one: no record at all (`High`: nothing here
+/// ever checked it), a record that only observed it (`High`: the registrar
+/// found it ACTIVE without onboarding, failing a check or on another thing,
+/// and left it alone), a rejection (`High`: possibly an operator's reversal,
+/// to be reviewed), or a retirement or revocation (`Critical`: this
+/// deployment decided it must never connect again). A `PROVISIONED` record,
+/// or a `ROTATED` one (a rotation's old certificate, until it is retired),
+/// accounts for it.
 pub fn active_certificates_unrecorded(
     certificates: &[AuditedCertificate],
     records: &[CertificateRecord],
@@ -530,19 +534,19 @@ pub fn active_certificates_unrecorded(
         .iter()
         .filter(|c| c.status == CertificateStatus::Active)
         .filter_map(|c| {
-            let (severity, detail) = match by_id.get(c.certificate_id.as_str()).map(|r| r.status) {
-                None => (
-                    Severity::High,
-                    "the ACTIVE certificate has no inventory record".to_string(),
+            let record = by_id.get(c.certificate_id.as_str());
+            let severity = match record.map(|r| r.status) {
+                None | Some(RecordStatus::Observed | RecordStatus::Rejected) => Severity::High,
+                Some(RecordStatus::Retired | RecordStatus::Revoked) => Severity::Critical,
+                Some(RecordStatus::Provisioned | RecordStatus::Rotated) => return None,
+            };
+            let detail = match record {
+                None => "the ACTIVE certificate has no inventory record".to_string(),
+                Some(r) => format!(
+                    "the certificate is ACTIVE but its inventory record is {}{}",
+                    r.status.as_str(),
+                    r.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
                 ),
-                Some(status @ (RecordStatus::Rejected | RecordStatus::Retired | RecordStatus::Revoked)) => (
-                    Severity::Critical,
-                    format!(
-                        "the certificate is ACTIVE but its inventory record is {}",
-                        status.as_str()
-                    ),
-                ),
-                Some(RecordStatus::Provisioned | RecordStatus::Observed | RecordStatus::Rotated) => return None,
             };
             Some(Finding::new(
                 AuditCheck::ActiveCertUnrecorded,

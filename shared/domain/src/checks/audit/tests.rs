@@ -268,11 +268,13 @@ fn attack_another_things_rotation_excuses_nothing() {
 // --- ACTIVE_CERT_UNRECORDED -----------------------------------------------------
 
 #[test]
-fn an_active_certificate_without_a_live_record_is_flagged() {
+fn an_active_certificate_without_an_approving_record_is_flagged() {
     let certs: Vec<AuditedCertificate> = (1..=8).map(|n| active(n, "t")).collect();
+    let mut observed = record(3, RecordStatus::Observed);
+    observed.detail = Some("ACTIVE without onboarding; fails WEAK_KEY: RSA 1024".into());
     let records = [
         record(2, RecordStatus::Provisioned),
-        record(3, RecordStatus::Observed),
+        observed,
         record(4, RecordStatus::Rotated),
         record(5, RecordStatus::Rejected),
         record(6, RecordStatus::Retired),
@@ -284,14 +286,22 @@ fn an_active_certificate_without_a_live_record_is_flagged() {
         got,
         [
             (id(1).as_str(), Severity::High),
-            (id(5).as_str(), Severity::Critical),
+            (id(3).as_str(), Severity::High),
+            (id(5).as_str(), Severity::High),
             (id(6).as_str(), Severity::Critical),
             (id(7).as_str(), Severity::Critical),
             (id(8).as_str(), Severity::High),
         ]
     );
     assert!(findings[0].detail.contains("no inventory record"));
-    assert!(findings[2].detail.contains("RETIRED"), "{}", findings[2].detail);
+    assert!(
+        findings[1]
+            .detail
+            .contains("OBSERVED (ACTIVE without onboarding; fails WEAK_KEY"),
+        "{}",
+        findings[1].detail
+    );
+    assert!(findings[3].detail.contains("RETIRED"), "{}", findings[3].detail);
     assert_eq!(findings[0].check, AuditCheck::ActiveCertUnrecorded);
 }
 
