@@ -44,6 +44,13 @@ pub use policy::rotation::state::{FailureReason, Rotation, RotationState, Transi
 pub use policy::rotation::{RotationPolicy, Strategy};
 
 // --- checks -------------------------------------------------------------------
+pub use checks::audit::{
+    AuditCheck, AuditFacts, AuditFindings, AuditThresholds, AuditedCa, AuditedCertificate, Finding, PolicyFacts,
+    ResourceKind, Severity, SeverityError, ThresholdError, active_certificates_denied, active_certificates_unrecorded,
+    ca_certificates_expiring, certificates_shared, device_certificates_expiring, device_certificates_old,
+    inactive_cas_with_active_certificates, policies_overly_permissive, records_certificate_missing, rotations_failed,
+    run_audit_checks, things_with_several_active_certificates,
+};
 pub use checks::ca_rotation::{CaRotationRefusal, check_ca_rotation, days_to_expiry, expires_within};
 pub use checks::certificate::{CaVerdict, CheckContext, DEFAULT_CLOCK_SKEW_SECS, check_ca, check_device_certificate};
 pub use checks::csr::rotation_key_warning;
