@@ -60,6 +60,7 @@ pub use ports::{
 };
 pub use ports::{CaRegistry, CaState};
 pub use ports::{CertificateImport, ImportJournal, Registration};
+pub use ports::{CertificateSigner, SignatureAlgorithm, SigningKey};
 pub use ports::{RetirementInventory, RetirementIot, RetirementTicket, ThingMembership};
 
 // --- workflows ----------------------------------------------------------------
