@@ -74,6 +74,7 @@ pub use workflows::import::{
     NOT_IMPORTABLE, PROFILE_UNKNOWN, REGISTRATION_REFUSED, RowInput, RowOutcome, RowProblem, RowReport,
     STATE_WRITE_FAILED,
 };
+pub use workflows::issuance::{IssuanceError, IssuanceSettings, issue_device_certificate};
 pub use workflows::jitp::{
     JitpError, Rendered as RenderedJitp, TEMPLATE_BODY_MAX, parameter_name as jitp_parameter_name,
     render as render_jitp,
@@ -103,5 +104,7 @@ pub use workflows::rotation::rotator::{Rotator, RotatorSettings, RunReport};
 pub use testing::ca as ca_fakes;
 #[cfg(feature = "fakes")]
 pub use testing::import as import_fakes;
+#[cfg(feature = "fakes")]
+pub use testing::signer as signer_fakes;
 #[cfg(feature = "fakes")]
 pub use testing::{provisioning_hook as hook_fakes, reconciler as reconciler_fakes, rotation as rotation_fakes};
