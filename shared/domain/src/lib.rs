@@ -74,7 +74,9 @@ pub use workflows::import::{
     NOT_IMPORTABLE, PROFILE_UNKNOWN, REGISTRATION_REFUSED, RowInput, RowOutcome, RowProblem, RowReport,
     STATE_WRITE_FAILED,
 };
-pub use workflows::issuance::{IssuanceError, IssuanceSettings, issue_device_certificate};
+pub use workflows::issuance::{
+    CaName, IssuanceError, IssuanceSettings, issue_device_certificate, self_signed_ca_certificate,
+};
 pub use workflows::jitp::{
     JitpError, Rendered as RenderedJitp, TEMPLATE_BODY_MAX, parameter_name as jitp_parameter_name,
     render as render_jitp,

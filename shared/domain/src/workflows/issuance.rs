@@ -63,6 +63,9 @@ pub enum IssuanceError {
     /// The signature the signer returned does not verify with the CA's key.
     #[error("the signature returned does not verify with the CA's public key")]
     BadSignature,
+    /// A CA name that X.509 cannot carry (empty, or over 64 characters).
+    #[error("invalid CA name: {0}")]
+    InvalidName(String),
     /// The assembled certificate does not parse (a bug, never handed out).
     #[error("the issued certificate does not parse: {0}")]
     Malformed(#[from] MalformedCertificate),
@@ -136,6 +139,88 @@ pub async fn issue_device_certificate<S: CertificateSigner>(
     Ok(Certificate::from_der(der)?)
 }
 
+/// The subject of a fleet CA: `O=<organization>, CN=<common name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaName {
+    pub common_name: String,
+    pub organization: Option<String>,
+}
+
+/// A self-signed CA certificate for the signer's key (what `onboard ca
+/// create --kms` makes): `name` as subject and issuer, a random serial,
+/// `now - backdate` to `now + validity_days`, basicConstraints CA:true with
+/// pathLenConstraint 0 (it issues device certificates only) and keyUsage
+/// keyCertSign and cRLSign (both critical), a subjectKeyIdentifier. One
+/// `signing_key`, one `sign`; the signature is verified before the
+/// certificate is returned.
+///
+/// # Errors
+/// [`IssuanceError`]: an invalid name, the signer's failure, a signature
+/// that does not verify.
+pub async fn self_signed_ca_certificate<S: CertificateSigner>(
+    signer: &S,
+    name: &CaName,
+    now: i64,
+    settings: &IssuanceSettings,
+) -> Result<Certificate, IssuanceError> {
+    let name_der = ca_name_der(name)?;
+    let key = signer.signing_key().await?;
+    let algorithm_der = key.algorithm.algorithm_identifier_der();
+    let not_after = now.saturating_add(i64::from(settings.validity_days).saturating_mul(86_400));
+    let extensions = [
+        // SEQUENCE { cA TRUE, pathLenConstraint 0 }
+        extension(
+            OID_BASIC_CONSTRAINTS,
+            true,
+            &sequence(&[vec![0x01, 0x01, 0xff], vec![0x02, 0x01, 0x00]]),
+        ),
+        extension(OID_KEY_USAGE, true, KEY_USAGE_CERT_AND_CRL_SIGN),
+        extension(
+            OID_SUBJECT_KEY_ID,
+            false,
+            &octet_string(&key_identifier(&key.public_key_der)),
+        ),
+    ];
+    let tbs = sequence(&[
+        VERSION_3.to_vec(),
+        integer(&random_serial()?),
+        algorithm_der.to_vec(),
+        name_der.clone(),
+        sequence(&[
+            time(now.saturating_sub(settings.backdate_secs.max(0)))?,
+            time(not_after)?,
+        ]),
+        name_der,
+        key.public_key_der.clone(),
+        tlv(0xa3, &sequence(&extensions)),
+    ]);
+    let signature = signer.sign(&tbs).await?;
+    if !key.algorithm.verify(&key.public_key_der, &tbs, &signature) {
+        return Err(IssuanceError::BadSignature);
+    }
+    let der = sequence(&[tbs, algorithm_der.to_vec(), bit_string(&signature)]);
+    Ok(Certificate::from_der(der)?)
+}
+
+/// `O=..., CN=...` as a DER Name of UTF8Strings.
+fn ca_name_der(name: &CaName) -> Result<Vec<u8>, IssuanceError> {
+    let attribute = |oid: &[u8], value: &str, what: &str| {
+        let length = value.chars().count();
+        if value.trim().is_empty() || length > 64 || value.chars().any(char::is_control) {
+            return Err(IssuanceError::InvalidName(format!(
+                "{what} must be 1 to 64 printable characters, got {value:?}"
+            )));
+        }
+        Ok(tlv(0x31, &sequence(&[oid.to_vec(), tlv(0x0c, value.as_bytes())])))
+    };
+    let mut rdns = Vec::new();
+    if let Some(organization) = &name.organization {
+        rdns.push(attribute(OID_ORGANIZATION, organization, "the organization")?);
+    }
+    rdns.push(attribute(OID_COMMON_NAME, &name.common_name, "the common name")?);
+    Ok(sequence(&rdns))
+}
+
 /// What the issued certificate takes from the CA certificate.
 struct Authority {
     subject_der: Vec<u8>,
@@ -201,6 +286,10 @@ const OID_SUBJECT_KEY_ID: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x0e];
 const OID_AUTHORITY_KEY_ID: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x23];
 /// id-kp-clientAuth, 1.3.6.1.5.5.7.3.2.
 const OID_CLIENT_AUTH: &[u8] = &[0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+const OID_COMMON_NAME: &[u8] = &[0x06, 0x03, 0x55, 0x04, 0x03];
+const OID_ORGANIZATION: &[u8] = &[0x06, 0x03, 0x55, 0x04, 0x0a];
+/// BIT STRING with keyCertSign (bit 5) and cRLSign (bit 6): 1 unused bit.
+const KEY_USAGE_CERT_AND_CRL_SIGN: &[u8] = &[0x03, 0x02, 0x01, 0x06];
 /// BIT STRING with only digitalSignature (bit 0) set: 7 unused bits.
 const KEY_USAGE_DIGITAL_SIGNATURE: &[u8] = &[0x03, 0x02, 0x07, 0x80];
 
@@ -510,6 +599,66 @@ mod tests {
             assert!(matches!(&error, IssuanceError::Signer(e) if e.kind == kind), "{error}");
             assert_eq!(error.is_transient(), transient);
         }
+    }
+
+    #[tokio::test]
+    async fn a_self_signed_ca_through_the_signer_issues_device_certificates_that_chain_to_it() {
+        for algorithm in [SignatureAlgorithm::EcdsaP256Sha256, SignatureAlgorithm::RsaPkcs1Sha256] {
+            let signer = MemorySigner::generate(algorithm);
+            let name = CaName {
+                common_name: "Acme Fleet CA".into(),
+                organization: Some("Acme Ünïcode".into()),
+            };
+            let ca = self_signed_ca_certificate(&signer, &name, NOW, &SETTINGS)
+                .await
+                .unwrap();
+            assert!(ca.is_ca);
+            assert!(ca.is_signed_by(&ca), "{algorithm}: self-signed");
+            assert!(ca.issuer_matches_subject_of(&ca));
+            assert_eq!(ca.subject_dn, "O=Acme Ünïcode, CN=Acme Fleet CA");
+            assert_eq!(ca.public_key_der(), signer.signing_key().await.unwrap().public_key_der);
+            assert_eq!((ca.not_before, ca.not_after), (NOW - 300, NOW + 365 * 86_400));
+            let (_, parsed) = X509Certificate::from_der(ca.der()).unwrap();
+            let bc = parsed.basic_constraints().unwrap().unwrap();
+            assert!(bc.critical && bc.value.ca && bc.value.path_len_constraint == Some(0));
+            let ku = parsed.key_usage().unwrap().unwrap();
+            assert!(ku.critical && ku.value.key_cert_sign() && ku.value.crl_sign() && !ku.value.digital_signature());
+
+            let (request, _) = csr("sensor-7");
+            let device = issue(&signer, &ca, &request).await.unwrap();
+            assert!(device.is_signed_by(&ca) && device.issuer_matches_subject_of(&ca));
+        }
+    }
+
+    #[tokio::test]
+    async fn ca_names_x509_cannot_carry_are_refused_before_signing() {
+        let signer = MemorySigner::generate(SignatureAlgorithm::EcdsaP256Sha256);
+        let long = "x".repeat(65);
+        for (cn, o) in [
+            ("", None),
+            ("  ", None),
+            (long.as_str(), None),
+            ("CA", Some("bad\nname")),
+        ] {
+            let name = CaName {
+                common_name: cn.to_string(),
+                organization: o.map(str::to_string),
+            };
+            let error = self_signed_ca_certificate(&signer, &name, NOW, &SETTINGS)
+                .await
+                .unwrap_err();
+            assert!(matches!(error, IssuanceError::InvalidName(_)), "{error}");
+        }
+        assert_eq!(signer.signs.load(Ordering::SeqCst), 0);
+        *signer.fail.lock().unwrap() = Some(PortErrorKind::AccessDenied);
+        let name = CaName {
+            common_name: "CA".into(),
+            organization: None,
+        };
+        let error = self_signed_ca_certificate(&signer, &name, NOW, &SETTINGS)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, IssuanceError::Signer(_)), "{error}");
     }
 
     #[test]
