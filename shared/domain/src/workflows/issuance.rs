@@ -659,6 +659,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(error, IssuanceError::Signer(_)), "{error}");
+        *signer.fail.lock().unwrap() = None;
+        signer.corrupt.store(true, Ordering::SeqCst);
+        let error = self_signed_ca_certificate(&signer, &name, NOW, &SETTINGS)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, IssuanceError::BadSignature), "{error}");
     }
 
     #[test]
