@@ -6,6 +6,7 @@
 //! - `iot_jobs`: IoT Jobs and the data plane (how a rotation reaches a
 //!   device) and the account's job-execution events;
 //! - `s3`: the credentials bucket (SSE-KMS);
+//! - `kms`: a CA key held in KMS, signing device certificates;
 //! - `dynamodb`: the inventory table (records, configuration, deny list,
 //!   name claims, rotations, the reconciler's and the provisioning hook's
 //!   items), its keys and items each in one place;
@@ -20,6 +21,7 @@ mod dynamodb;
 mod error;
 mod iot;
 mod iot_jobs;
+mod kms;
 mod pacing;
 mod s3;
 mod sdk;
@@ -45,6 +47,7 @@ pub use iot::operator::{
 pub use iot_jobs::{
     PRESIGNED_URL_SECONDS, RotationIotAdapter, enable_job_execution_events, job_execution_events_enabled,
 };
+pub use kms::KmsSigner;
 pub use pacing::{ApiPacer, ApiQuotas, IOT_DEFAULT_QUOTAS, QuotaSyntax};
 pub use s3::{S3CredentialsStore, S3RotationObjects};
 pub use sdk::{SdkSettings, iot_data_client, s3_client};

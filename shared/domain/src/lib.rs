@@ -67,6 +67,7 @@ pub use ports::{
 };
 pub use ports::{CaRegistry, CaState};
 pub use ports::{CertificateImport, ImportJournal, Registration};
+pub use ports::{CertificateSigner, SignatureAlgorithm, SigningKey};
 pub use ports::{RetirementInventory, RetirementIot, RetirementTicket, ThingMembership};
 
 // --- workflows ----------------------------------------------------------------
@@ -79,6 +80,9 @@ pub use workflows::import::{
     ImportReport, ImportRow, ImportSettings, ImportState, Importer, JournalEntry, JournalStep, MANIFEST_INVALID,
     NOT_IMPORTABLE, PROFILE_UNKNOWN, REGISTRATION_REFUSED, RowInput, RowOutcome, RowProblem, RowReport,
     STATE_WRITE_FAILED,
+};
+pub use workflows::issuance::{
+    CaName, IssuanceError, IssuanceSettings, issue_device_certificate, self_signed_ca_certificate,
 };
 pub use workflows::jitp::{
     JitpError, Rendered as RenderedJitp, TEMPLATE_BODY_MAX, parameter_name as jitp_parameter_name,
@@ -109,5 +113,7 @@ pub use workflows::rotation::rotator::{Rotator, RotatorSettings, RunReport};
 pub use testing::ca as ca_fakes;
 #[cfg(feature = "fakes")]
 pub use testing::import as import_fakes;
+#[cfg(feature = "fakes")]
+pub use testing::signer as signer_fakes;
 #[cfg(feature = "fakes")]
 pub use testing::{provisioning_hook as hook_fakes, reconciler as reconciler_fakes, rotation as rotation_fakes};

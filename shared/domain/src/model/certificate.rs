@@ -270,6 +270,9 @@ impl Certificate {
 pub struct CertificateRequest {
     pub subject: Subject,
     pub subject_dn: String,
+    /// The subject Name's DER, as the request carries it: what a certificate
+    /// issued for the request names, byte for byte.
+    pub subject_der: Vec<u8>,
     pub key: KeyKind,
     /// The DER of the requested SubjectPublicKeyInfo, to match against the
     /// certificate issued for it.
@@ -301,6 +304,7 @@ impl CertificateRequest {
         Ok(Self {
             subject: subject_of(&info.subject)?,
             subject_dn: info.subject.to_string(),
+            subject_der: info.subject.as_raw().to_vec(),
             key: key_kind(&info.subject_pki)?,
             public_key_der: info.subject_pki.raw.to_vec(),
             signature_valid: csr.verify_signature().is_ok(),

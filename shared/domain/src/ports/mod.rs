@@ -15,6 +15,7 @@ mod objects;
 mod retirement;
 mod revocations;
 mod rotations;
+mod signer;
 
 pub use ca::{CaRegistry, CaState};
 pub use clock::Pacer;
@@ -33,6 +34,7 @@ pub use objects::{CredentialsStore, RotationObjects};
 pub use retirement::{RetirementInventory, RetirementIot, RetirementTicket, ThingMembership};
 pub use revocations::RevocationStore;
 pub use rotations::RotationInventory;
+pub use signer::{CertificateSigner, SignatureAlgorithm, SigningKey};
 
 /// A page of results and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq)]

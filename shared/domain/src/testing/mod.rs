@@ -9,3 +9,4 @@ pub mod inject;
 pub mod provisioning_hook;
 pub mod reconciler;
 pub mod rotation;
+pub mod signer;

@@ -3,6 +3,7 @@
 pub(crate) mod ca_rotation;
 pub(crate) mod config_cache;
 pub(crate) mod import;
+pub(crate) mod issuance;
 pub(crate) mod jitp;
 pub(crate) mod provisioning_hook;
 pub(crate) mod reconciler;
