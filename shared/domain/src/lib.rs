@@ -65,12 +65,14 @@ pub use ports::{
     RevocationStore, RotationInventory, RotationIot, RotationObjects, Supersession, SupersessionIot, SupersessionStore,
     ThingCreation, ThingRegistry,
 };
+pub use ports::{AuditInventory, AuditIot, DescribedCertificate, InventoryItem};
 pub use ports::{CaRegistry, CaState};
 pub use ports::{CertificateImport, ImportJournal, Registration};
 pub use ports::{CertificateSigner, SignatureAlgorithm, SigningKey};
 pub use ports::{RetirementInventory, RetirementIot, RetirementTicket, ThingMembership};
 
 // --- workflows ----------------------------------------------------------------
+pub use workflows::audit::{AuditError, AuditLimits, AuditReads, AuditRun, audit_fleet};
 pub use workflows::ca_rotation::{
     CA_LISTING_PAGE, CaExpiry, CaExpiryReport, CaReport, CaRetireError, CaRetireOutcome, CaUsage,
     DEFAULT_CA_EXPIRY_WARNING_DAYS, ca_expiry, ca_report, ca_usage, retire_ca,

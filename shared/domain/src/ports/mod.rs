@@ -4,6 +4,7 @@
 //! here. The AWS adapters implement them; each Lambda depends only on
 //! the ports it uses, so its IAM policy can name exactly those actions.
 
+mod audit;
 mod ca;
 mod clock;
 mod connections;
@@ -17,6 +18,7 @@ mod revocations;
 mod rotations;
 mod signer;
 
+pub use audit::{AuditInventory, AuditIot, DescribedCertificate, InventoryItem};
 pub use ca::{CaRegistry, CaState};
 pub use clock::Pacer;
 pub use connections::Connections;

@@ -5,9 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use crate::model::event::JitrEvent;
+use crate::model::reason::Rejection;
 use crate::model::record::{CertificateRecord, Outcome, RecordStatus};
 use crate::model::status::CertificateStatus;
 use crate::policy::config::OnboardingConfig;
+use crate::policy::rotation::state::Rotation;
+use crate::ports::{AuditInventory, AuditIot, DenyList, DescribedCertificate, InventoryItem};
 use crate::ports::{
     CaCertificates, CertificateRegistry, Inventory, ListedCertificate, NameClaim, Page, PortError, PortErrorKind,
     PortResult, ReconcileInventory, RegisteredCa, RegisteredCertificate,
@@ -36,6 +39,22 @@ pub struct World {
     pub cas: BTreeMap<String, RegisteredCa>,
     /// Recorded CA expiries: CA id → (notAfter, checked at).
     pub ca_expiries: BTreeMap<String, (i64, i64)>,
+    /// The fleet audit's facts: certificate PEMs by id (`DescribeCertificate`).
+    pub pems: BTreeMap<String, String>,
+    /// Things attached to each certificate, by id.
+    pub attached_things: BTreeMap<String, Vec<String>>,
+    /// Policies attached to each certificate, by id.
+    pub attached_policies: BTreeMap<String, Vec<String>>,
+    /// Policy documents by name.
+    pub policy_documents: BTreeMap<String, String>,
+    /// Rotations in the inventory, by old certificate id.
+    pub rotations: BTreeMap<String, Rotation>,
+    /// The deny-list's answers by fingerprint.
+    pub denied: BTreeMap<String, Rejection>,
+    /// Operations that fail (transiently) from now on, by name (`GetPolicy`, `BatchGetItem`, …).
+    pub failing_operations: BTreeSet<&'static str>,
+    /// Every audit call made, by operation name, in order.
+    pub audit_calls: Vec<&'static str>,
 }
 
 #[derive(Clone, Default)]
@@ -211,6 +230,99 @@ impl ReconcileInventory for Fake {
                 None => w.cursors.remove(name),
             };
             Ok(())
+        })
+    }
+}
+
+impl Fake {
+    /// Counts an audit call, failing it when `operation` is set to fail.
+    fn audit_call(&self, w: &mut World, operation: &'static str) -> PortResult<()> {
+        let _ = self;
+        w.audit_calls.push(operation);
+        if w.failing_operations.contains(operation) {
+            return Err(PortError::new(operation, PortErrorKind::Transient, "throttled"));
+        }
+        Ok(())
+    }
+}
+
+fn certificate_id_of(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+impl AuditIot for Fake {
+    async fn audited_certificate(&self, id: &str) -> PortResult<Option<DescribedCertificate>> {
+        self.with(|w| {
+            self.audit_call(w, "DescribeCertificate")?;
+            Ok(w.iot.get(id).map(|(ca, status, created_at)| DescribedCertificate {
+                certificate: RegisteredCertificate {
+                    certificate_id: id.into(),
+                    certificate_arn: arn(id),
+                    ca_certificate_id: Some(ca.clone()).filter(|c| !c.is_empty()),
+                    status: status.clone(),
+                    pem: w.pems.get(id).cloned().unwrap_or_default(),
+                },
+                created_at: *created_at,
+            }))
+        })
+    }
+    async fn audited_ca(&self, id: &str) -> PortResult<Option<RegisteredCa>> {
+        self.with(|w| {
+            self.audit_call(w, "DescribeCACertificate")?;
+            Ok(w.cas.get(id).cloned())
+        })
+    }
+    async fn things_of_certificate(&self, certificate_arn: &str) -> PortResult<Vec<String>> {
+        self.with(|w| {
+            self.audit_call(w, "ListPrincipalThings")?;
+            Ok(w.attached_things
+                .get(certificate_id_of(certificate_arn))
+                .cloned()
+                .unwrap_or_default())
+        })
+    }
+    async fn policies_of_certificate(&self, certificate_arn: &str) -> PortResult<Vec<String>> {
+        self.with(|w| {
+            self.audit_call(w, "ListAttachedPolicies")?;
+            Ok(w.attached_policies
+                .get(certificate_id_of(certificate_arn))
+                .cloned()
+                .unwrap_or_default())
+        })
+    }
+    async fn policy_document(&self, name: &str) -> PortResult<Option<String>> {
+        self.with(|w| {
+            self.audit_call(w, "GetPolicy")?;
+            Ok(w.policy_documents.get(name).cloned())
+        })
+    }
+}
+
+impl AuditInventory for Fake {
+    async fn inventory_page(&self, cursor: Option<&str>, limit: usize) -> PortResult<Page<InventoryItem>> {
+        self.with(|w| {
+            self.audit_call(w, "Scan")?;
+            // Records keyed `C#<id>`, rotations `R#<id>`, like one table's items.
+            let keyed = w
+                .records
+                .iter()
+                .map(|(id, r)| (format!("C#{id}"), InventoryItem::Record(r.clone())))
+                .chain(
+                    w.rotations
+                        .iter()
+                        .map(|(id, r)| (format!("R#{id}"), InventoryItem::Rotation(r.clone()))),
+                )
+                .collect();
+            Ok(page(keyed, cursor, limit))
+        })
+    }
+}
+
+impl DenyList for Fake {
+    async fn denial(&self, _: &str, _: &str, fingerprint: &str) -> PortResult<Option<Rejection>> {
+        self.with(|w| {
+            self.audit_call(w, "BatchGetItem")?;
+            Ok(w.denied.get(fingerprint).cloned())
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The workflows, generic over the ports.
 
+pub(crate) mod audit;
 pub(crate) mod ca_rotation;
 pub(crate) mod config_cache;
 pub(crate) mod import;
