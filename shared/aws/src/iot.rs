@@ -24,6 +24,7 @@ use onboarding_domain::{
 use crate::error::{classify, incomplete, is_not_found, service_code};
 use crate::pacing::ApiPacer;
 
+mod audit;
 mod ca;
 mod import;
 pub(crate) mod operator;

@@ -46,6 +46,7 @@
 
 use aws_sdk_dynamodb::Client;
 
+pub(crate) mod audit;
 pub(crate) mod batch;
 pub(crate) mod config;
 pub(crate) mod fleet;
