@@ -10,6 +10,9 @@ pub enum CliError {
     /// An AWS call failed.
     #[error("{0}")]
     Aws(String),
+    /// The fleet audit found something at or above `--fail-on`.
+    #[error("{0}")]
+    Findings(String),
 }
 
 impl CliError {
@@ -17,6 +20,7 @@ impl CliError {
         match self {
             Self::Input(_) => 1,
             Self::Aws(_) => 3,
+            Self::Findings(_) => 4,
         }
     }
 }

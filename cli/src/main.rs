@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success; 1 bad input or a refused operation (the message
 //! says what to do); 2 wrong usage (from the argument parser); 3 an AWS call
-//! failed.
+//! failed; 4 the fleet audit found something at or above `--fail-on`.
 
 mod commands;
 mod error;

@@ -33,6 +33,11 @@ pub enum FleetCommand {
     /// advance): each checked and provisioned as the registrar provisions a
     /// JITR device; paced, resumable from a state file, with a report.
     Import(Box<crate::commands::fleet_import::ImportArgs>),
+    /// Audit the fleet once: shared, unrecorded, denied, expiring or old
+    /// certificates, inactive or expiring CAs, overly broad policies, failed
+    /// rotations, records whose certificate is gone (docs/audit.md). Exits 4
+    /// when a finding is at or above `--fail-on`.
+    Audit(crate::commands::fleet_audit::AuditArgs),
 }
 
 pub async fn run(command: &FleetCommand, cli: &Cli) -> Result<(), CliError> {
@@ -40,6 +45,7 @@ pub async fn run(command: &FleetCommand, cli: &Cli) -> Result<(), CliError> {
         FleetCommand::Inspect { thing, history } => inspect(cli, thing, *history).await,
         FleetCommand::Status => status(cli).await,
         FleetCommand::Import(args) => crate::commands::fleet_import::run(args, cli).await,
+        FleetCommand::Audit(args) => crate::commands::fleet_audit::run(args, cli).await,
     }
 }
 

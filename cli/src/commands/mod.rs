@@ -11,5 +11,6 @@ pub mod deny;
 pub mod device;
 pub mod events;
 pub mod fleet;
+pub mod fleet_audit;
 pub mod fleet_import;
 pub mod profile;
