@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use onboarding_aws::{DynamoInventory, IotAdapter};
+use onboarding_aws::{ApiPacer, ApiQuotas, DynamoInventory, IotAdapter, SdkSettings};
 use onboarding_domain::{
     AuditCheck, AuditError, AuditLimits, AuditRun, AuditThresholds, Inventory, Severity, audit_fleet,
 };
@@ -35,6 +35,13 @@ pub struct AuditArgs {
     /// reads; see docs/audit.md).
     #[arg(long, value_name = "N", default_value_t = AuditLimits::default().max_certificates)]
     pub max_certificates: usize,
+    /// IoT quotas above AWS's defaults (`Action=PerSecond,...`), as the
+    /// functions' IOT_API_QUOTAS; the audit paces every IoT read to them.
+    #[arg(long, default_value = "", value_name = "QUOTAS")]
+    pub iot_quotas: String,
+    /// How many callers share the quotas (the audit takes 1/N of each).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub iot_share: u32,
 }
 
 pub async fn run(args: &AuditArgs, cli: &Cli) -> Result<(), CliError> {
@@ -55,10 +62,21 @@ pub async fn run(args: &AuditArgs, cli: &Cli) -> Result<(), CliError> {
         max_inventory_items: args.max_certificates.saturating_mul(5),
         ..AuditLimits::default()
     };
+    let quotas = ApiQuotas::parse(&args.iot_quotas).map_err(|e| CliError::Input(e.to_string()))?;
     let table = cli.aws.table()?.to_string();
-    let sdk = cli.aws.sdk_config().await;
+    // The functions' retries (adaptive, 6 attempts): a paced run reads at
+    // the quota, where the SDK's default 3 attempts can run out.
+    let retries = SdkSettings::default();
+    let sdk = cli
+        .aws
+        .sdk_config()
+        .await
+        .into_builder()
+        .retry_config(retries.retry_config())
+        .timeout_config(retries.timeout_config())
+        .build();
     let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(&sdk), table);
-    let iot = IotAdapter::new(aws_sdk_iot::Client::new(&sdk));
+    let iot = IotAdapter::paced(aws_sdk_iot::Client::new(&sdk), ApiPacer::new(&quotas, args.iot_share));
     let config = inventory.load_config().await?;
     let cas: Vec<String> = config.bound_ca_ids().map(str::to_string).collect();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
