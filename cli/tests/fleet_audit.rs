@@ -5,7 +5,8 @@
 //! certificate with no inventory record carrying a policy that allows
 //! `iot:*`, and an inventory record whose certificate does not exist. The
 //! audit lists exactly those findings; `--fail-on high` exits 4; an unknown
-//! severity exits 1.
+//! severity exits 1; the stray certificate's fingerprint denied adds
+//! `ACTIVE_CERT_DENIED`, read through the deployed deny-list.
 //!
 //! Needs the functions' Lambda zips (`scripts/test.sh` builds them).
 
@@ -202,5 +203,17 @@ async fn the_audit_finds_exactly_the_planted_problems() -> TestResult {
         "{}",
         text(&output)
     );
+
+    // The stray certificate denied by fingerprint (its id): denied as well.
+    let output = onboard()?
+        .args(["deny", "add", "--fingerprint", &stray_id, "--reason", "audit test"])
+        .output()?;
+    assert!(output.status.success(), "{}", text(&output));
+    let output = onboard()?.args(["fleet", "audit", "--json"]).output()?;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let report: Value = serde_json::from_slice(&output.stdout)?;
+    expected.push(("ACTIVE_CERT_DENIED".to_string(), stray_id.clone()));
+    expected.sort();
+    assert_eq!(findings(&report), expected, "{report}");
     Ok(())
 }
