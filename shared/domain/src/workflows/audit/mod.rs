@@ -30,7 +30,7 @@ use crate::model::certificate::Certificate;
 use crate::model::record::CertificateRecord;
 use crate::model::status::CertificateStatus;
 use crate::policy::rotation::state::Rotation;
-use crate::ports::{AuditInventory, AuditIot, CaCertificates, DenyList, InventoryItem, PortError};
+use crate::ports::{AuditInventory, AuditIot, CaCertificates, DenyList, InventoryItem, PortError, PortErrorKind};
 
 /// How much one audit may read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,8 +170,8 @@ where
                 }
             }
             match page.cursor {
-                Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
-                _ => break,
+                Some(next) => cursor = Some(next_cursor(cursor.as_deref(), next, "ListCertificatesByCA")?),
+                None => break,
             }
         }
     }
@@ -279,11 +279,24 @@ async fn read_inventory<V: AuditInventory>(
             return Err(AuditError::TooManyInventoryItems { limit: max_items });
         }
         match page.cursor {
-            Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
-            _ => break,
+            Some(next) => cursor = Some(next_cursor(cursor.as_deref(), next, "Scan")?),
+            None => break,
         }
     }
     Ok((records, rotations))
+}
+
+/// The next page's cursor; the same cursor again would read the same page
+/// forever, and stopping there would audit part of the fleet as if whole.
+fn next_cursor(previous: Option<&str>, next: String, operation: &'static str) -> Result<String, AuditError> {
+    if previous == Some(next.as_str()) {
+        return Err(AuditError::Port(PortError::new(
+            operation,
+            PortErrorKind::Invalid,
+            format!("the same page cursor {next:?} came back twice"),
+        )));
+    }
+    Ok(next)
 }
 
 fn parse(certificate_id: &str, pem: &str) -> Result<Certificate, AuditError> {

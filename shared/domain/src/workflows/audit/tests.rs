@@ -336,3 +336,41 @@ async fn a_certificate_pem_that_does_not_parse_fails_the_audit() {
         Err(AuditError::UnreadableCertificate { ref certificate_id, .. }) if certificate_id == "c1"
     ));
 }
+
+/// A listing that hands back the cursor it was given: a page read forever.
+struct StuckListing;
+
+impl CaCertificates for StuckListing {
+    async fn certificates_of_ca(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: usize,
+    ) -> crate::ports::PortResult<crate::ports::Page<crate::ports::ListedCertificate>> {
+        Ok(crate::ports::Page {
+            items: Vec::new(),
+            cursor: Some("again".into()),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_listing_that_repeats_its_cursor_fails_instead_of_auditing_part_of_the_fleet() {
+    let fake = Fake::default();
+    bound_ca(&fake, BOUND, CertificateStatus::Active);
+    let result = audit_fleet(
+        &StuckListing,
+        &fake,
+        &fake,
+        &fake,
+        &[BOUND.to_string()],
+        NOW,
+        AuditThresholds::default(),
+        AuditLimits::default(),
+    )
+    .await;
+    assert!(
+        matches!(result, Err(AuditError::Port(ref e)) if e.operation == "ListCertificatesByCA"),
+        "{result:?}"
+    );
+}
