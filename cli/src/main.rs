@@ -93,6 +93,20 @@ impl AwsOptions {
         loader.load().await
     }
 
+    /// The SDK configuration with the functions' retries and timeouts
+    /// (adaptive, 6 attempts), for commands that run paced at AWS's quotas:
+    /// there a throttled call's retry has no token of its own, and the SDK's
+    /// default 3 attempts can run out.
+    pub async fn paced_sdk_config(&self) -> aws_config::SdkConfig {
+        let retries = onboarding_aws::SdkSettings::default();
+        self.sdk_config()
+            .await
+            .into_builder()
+            .retry_config(retries.retry_config())
+            .timeout_config(retries.timeout_config())
+            .build()
+    }
+
     /// The inventory table name.
     ///
     /// # Errors

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use onboarding_aws::{ApiPacer, ApiQuotas, DynamoInventory, IotAdapter, SdkSettings};
+use onboarding_aws::{ApiPacer, ApiQuotas, DynamoInventory, IotAdapter};
 use onboarding_domain::{
     AuditCheck, AuditError, AuditLimits, AuditRun, AuditThresholds, Inventory, Severity, audit_fleet,
 };
@@ -64,17 +64,7 @@ pub async fn run(args: &AuditArgs, cli: &Cli) -> Result<(), CliError> {
     };
     let quotas = ApiQuotas::parse(&args.iot_quotas).map_err(|e| CliError::Input(e.to_string()))?;
     let table = cli.aws.table()?.to_string();
-    // The functions' retries (adaptive, 6 attempts): a paced run reads at
-    // the quota, where the SDK's default 3 attempts can run out.
-    let retries = SdkSettings::default();
-    let sdk = cli
-        .aws
-        .sdk_config()
-        .await
-        .into_builder()
-        .retry_config(retries.retry_config())
-        .timeout_config(retries.timeout_config())
-        .build();
+    let sdk = cli.aws.paced_sdk_config().await;
     let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(&sdk), table);
     let iot = IotAdapter::paced(aws_sdk_iot::Client::new(&sdk), ApiPacer::new(&quotas, args.iot_share));
     let config = inventory.load_config().await?;

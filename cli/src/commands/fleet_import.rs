@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use onboarding_aws::{ApiPacer, ApiQuotas, DynamoInventory, IotAdapter, S3CredentialsStore, SdkSettings};
+use onboarding_aws::{ApiPacer, ApiQuotas, DynamoInventory, IotAdapter, S3CredentialsStore};
 use onboarding_domain::{
     CERTIFICATE_UNREADABLE, DEFAULT_CLOCK_SKEW_SECS, ImportError, ImportJournal, ImportMode, ImportNaming,
     ImportReport, ImportRow, ImportSettings, ImportState, Importer, MANIFEST_INVALID, ManifestFormat, PortError,
@@ -145,18 +145,7 @@ pub async fn run(args: &ImportArgs, cli: &Cli) -> Result<(), CliError> {
     let quotas = ApiQuotas::parse(&args.iot_quotas).map_err(|e| CliError::Input(e.to_string()))?;
 
     let table = cli.aws.table()?.to_string();
-    // The functions' retries and timeouts (adaptive, 6 attempts): a paced
-    // import runs at the quota, where a throttle's retry has no token of its
-    // own and the SDK's default 3 attempts can run out.
-    let retries = SdkSettings::default();
-    let sdk = cli
-        .aws
-        .sdk_config()
-        .await
-        .into_builder()
-        .retry_config(retries.retry_config())
-        .timeout_config(retries.timeout_config())
-        .build();
+    let sdk = cli.aws.paced_sdk_config().await;
     // Built as the functions build the registrar (jitr-registrar `build`),
     // over the same adapters, paced to the account's quotas.
     let iot = IotAdapter::paced(aws_sdk_iot::Client::new(&sdk), ApiPacer::new(&quotas, args.iot_share));
