@@ -211,7 +211,7 @@ where
                 profile: r.profile.clone(),
                 thing_name: r.thing_name.clone(),
             })?;
-        let policy = profile.rotation;
+        let policy = profile.rotation.clone();
         if let Err(rejection) = check_csr(&message.csr, profile, &r.thing_name) {
             let outcome = self
                 .refuse(r, rejection, FailureReason::CsrRefused, &policy, now)
@@ -318,7 +318,7 @@ where
             let policy = snapshot
                 .profiles
                 .get(&r.profile)
-                .map(|p| p.rotation)
+                .map(|p| p.rotation.clone())
                 .unwrap_or_default();
             return self.refuse(r, rejection, FailureReason::Denied, &policy, now).await;
         }

@@ -194,7 +194,7 @@ impl ProfileCache {
     ) -> Result<RotationPolicy, RotationError> {
         let profiles = self.get(inventory).await?;
         Ok(match profiles.get(&r.profile) {
-            Some(profile) => profile.rotation,
+            Some(profile) => profile.rotation.clone(),
             None => {
                 tracing::warn!(
                     profile = %r.profile,

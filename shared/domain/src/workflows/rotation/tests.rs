@@ -393,7 +393,7 @@ async fn no_retry_after_the_last_attempt() {
     let fake = Fake::new(Strategy::Csr, 1);
     let mut p = profile(Strategy::Csr);
     p.rotation.max_attempts = 2;
-    let policy = p.rotation;
+    let policy = p.rotation.clone();
     fake.with(|w| w.set_profile(p));
     let rotator = rotator(&fake);
     let thing = thing(0);
