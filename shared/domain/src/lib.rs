@@ -66,8 +66,8 @@ pub use ports::{
     ThingCreation, ThingRegistry,
 };
 pub use ports::{CaRegistry, CaState};
+pub use ports::{CaSigners, CertificateSigner, SignatureAlgorithm, SigningKey};
 pub use ports::{CertificateImport, ImportJournal, Registration};
-pub use ports::{CertificateSigner, SignatureAlgorithm, SigningKey};
 pub use ports::{RetirementInventory, RetirementIot, RetirementTicket, ThingMembership};
 
 // --- workflows ----------------------------------------------------------------
@@ -104,7 +104,7 @@ pub use workflows::revocation::{
     RevokedCertificate, StoppedRotation,
 };
 pub use workflows::rotation::completer::{Completer, CompleterSettings, CompletionOutcome, JobExecutionEvent};
-pub use workflows::rotation::issuer::{CsrIssuer, CsrIssuerSettings, CsrOutcome};
+pub use workflows::rotation::issuer::{CsrIssuer, CsrIssuerSettings, CsrOutcome, NoOwnCa};
 pub use workflows::rotation::ops::{IgnoreReason, RotationError, credential_keys};
 pub use workflows::rotation::rotator::{Rotator, RotatorSettings, RunReport};
 
