@@ -41,7 +41,7 @@ pub use policy::rotation::protocol::{
     ServerKeygenInstructions, answer_topic, csr_topic,
 };
 pub use policy::rotation::state::{FailureReason, Rotation, RotationState, TransitionError, job_id};
-pub use policy::rotation::{Issuer, RotationPolicy, Strategy};
+pub use policy::rotation::{Issuer, RotationPolicy, Strategy, is_kms_key_arn};
 
 // --- checks -------------------------------------------------------------------
 pub use checks::audit::{
