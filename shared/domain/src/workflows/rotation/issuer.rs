@@ -170,8 +170,7 @@ impl CertificateRegistry for NoOwnCa {
 }
 
 /// Seconds a `kmsCa` certificate's notBefore is set back, for device clocks
-/// running behind (an hour, as `CreateCertificateFromCsr`'s certificates
-/// are not backdated by less).
+/// running behind.
 const KMS_CA_BACKDATE_SECS: i64 = 3_600;
 
 /// Answers devices' CSRs, generic over its ports. `K` is the fleet's own CA
