@@ -47,6 +47,13 @@ def statements(node, where):
         if "Statement" in node:
             found = node["Statement"]
             for i, statement in enumerate(found if isinstance(found, list) else [found]):
+                # A statement under a condition (!If [cond, statement,
+                # AWS::NoValue]) is checked as if the condition held.
+                if isinstance(statement, dict) and list(statement) == ["Fn::If"]:
+                    for branch in statement["Fn::If"][1:]:
+                        if isinstance(branch, dict) and "Effect" in branch:
+                            yield f"{where}.Statement[{i}]", branch
+                    continue
                 yield f"{where}.Statement[{i}]", statement
         for key, value in node.items():
             if key != "Statement":
@@ -141,6 +148,12 @@ Resources:
               - Effect: Allow
                 Action: [iot:ListAttachedPolicies, iot:AttachThingPrincipal, iot:UpdateEventConfigurations]
                 Resource: !Sub "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:thing/*"
+              - !If
+                - Cond
+                - Effect: Allow
+                  Action: iot:RegisterCertificate
+                  Resource: !Sub "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:cert/*"
+                - !Ref AWS::NoValue
 """
 
 
@@ -157,7 +170,7 @@ def self_test():
         code = main(f.name)
     pathlib.Path(f.name).unlink()
     text_out = out.getvalue()
-    ok = code == 1 and "ListAttachedPolicies supports no resource type" in text_out and "AttachThingPrincipal is authorized on cert" in text_out and "UpdateEventConfigurations rewrites" in text_out
+    ok = code == 1 and "ListAttachedPolicies supports no resource type" in text_out and "AttachThingPrincipal is authorized on cert" in text_out and "UpdateEventConfigurations rewrites" in text_out and "RegisterCertificate supports no resource type" in text_out
     print(f"check-iam self-test: {'passed' if ok else 'FAILED'}")
     if not ok:
         print(text_out)

@@ -564,3 +564,67 @@ async fn a_dropped_registration_event_is_recovered_by_the_reconciler() -> TestRe
     );
     Ok(())
 }
+
+/// The issuer function's environment and its role's inline policies, as
+/// the deployed stack has them.
+async fn issuer_wiring(d: &Deployment) -> Result<(Option<String>, String), WorldError> {
+    let sdk = d.emulator.sdk_config().await;
+    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let config = lambda
+        .get_function_configuration()
+        .function_name("iot-onboarding-rotation-issuer")
+        .send()
+        .await?;
+    let env = config
+        .environment
+        .and_then(|e| e.variables)
+        .and_then(|v| v.get("FLEET_CA_KMS_KEY_ARN").cloned());
+    let role = config.role.ok_or("no role")?;
+    let role = role.rsplit('/').next().ok_or("role name")?.to_string();
+    let iam = aws_sdk_iam::Client::new(&sdk);
+    let mut documents = String::new();
+    for name in iam.list_role_policies().role_name(&role).send().await?.policy_names {
+        let policy = iam.get_role_policy().role_name(&role).policy_name(&name).send().await?;
+        documents.push_str(&policy.policy_document);
+    }
+    Ok((env, documents))
+}
+
+/// `FleetCaKmsKeyArn` gives the issuer its key, and only then: the key ARN
+/// in its environment, `kms:Sign` (digests only) and `kms:GetPublicKey` on
+/// that key alone, `iot:DescribeCACertificate` and `iot:RegisterCertificate`.
+/// The default deployment has none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_ca_key_parameter_grants_the_issuer_that_key_only() -> TestResult {
+    const KEY: &str = "arn:aws:kms:us-east-1:000000000000:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let d = Deployment::new(options().parameter("FleetCaKmsKeyArn", KEY)).await?;
+    let (env, documents) = issuer_wiring(&d).await?;
+    assert_eq!(env.as_deref(), Some(KEY));
+    let documents = documents.replace("%3A", ":").replace("%2F", "/").replace("%22", "\"");
+    for granted in [
+        "kms:Sign",
+        "kms:GetPublicKey",
+        "DIGEST",
+        "iot:DescribeCACertificate",
+        "iot:RegisterCertificate",
+        KEY,
+    ] {
+        assert!(documents.contains(granted), "{granted} missing from {documents}");
+    }
+    assert!(!documents.contains("\"kms:*\""), "{documents}");
+    drop(d);
+
+    let d = deployment().await;
+    let (env, documents) = issuer_wiring(&d).await?;
+    assert_eq!(env, None, "no key, no variable");
+    let documents = documents.replace("%3A", ":");
+    for absent in [
+        "kms:Sign",
+        "kms:GetPublicKey",
+        "iot:RegisterCertificate",
+        "iot:DescribeCACertificate",
+    ] {
+        assert!(!documents.contains(absent), "{absent} granted by default: {documents}");
+    }
+    Ok(())
+}

@@ -142,6 +142,12 @@ impl Rig {
         })
     }
 
+    /// Sets one variable of the functions' environment (for the containers
+    /// built after).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.insert(key.to_string(), value.to_string());
+    }
+
     /// The SDK configuration a function loads, pointed at the proxy, with
     /// the function's own retry and timeout settings.
     async fn sdk(&self, sdk: &SdkSettings) -> aws_config::SdkConfig {

@@ -10,4 +10,5 @@
 mod common;
 mod completer;
 mod issuer;
+mod kms_ca;
 mod rotator;

@@ -17,15 +17,16 @@ pub mod handler;
 pub mod metrics;
 pub mod settings;
 
-use onboarding_aws::{DynamoInventory, RotationIotAdapter};
+use onboarding_aws::{DynamoInventory, FleetCaAdapter, RotationIotAdapter};
 use onboarding_domain::{CsrIssuer, PortError};
 
 pub use handler::{Handler, InvocationError};
 pub use onboarding_lambda::{FromEnv, InvocationFailure, SettingsError};
 pub use settings::Settings;
 
-/// The issuer with the AWS adapters.
-pub type AwsIssuer = CsrIssuer<DynamoInventory, RotationIotAdapter, DynamoInventory>;
+/// The issuer with the AWS adapters; `kmsCa` profiles issue through the
+/// fleet CA key the deployment allows (`FLEET_CA_KMS_KEY_ARN`), if any.
+pub type AwsIssuer = CsrIssuer<DynamoInventory, RotationIotAdapter, DynamoInventory, FleetCaAdapter>;
 
 /// Builds the handler; resolves the account's IoT data endpoint for
 /// answers (the one `build` that is async: it fails init when it cannot).
@@ -38,12 +39,18 @@ pub async fn build(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<H
         .await
         .inspect_err(|e| tracing::error!(error = %e, "cannot resolve the IoT data endpoint"))?;
     let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(sdk), &settings.inventory_table);
+    let fleet_ca = FleetCaAdapter::new(
+        iot.clone(),
+        aws_sdk_kms::Client::new(sdk),
+        settings.fleet_ca_kms_key_arn.clone(),
+    );
     let issuer = CsrIssuer::new(
         inventory.clone(),
         RotationIotAdapter::new(iot, data, None),
         inventory,
         settings.issuer.clone(),
-    );
+    )
+    .with_own_ca(fleet_ca);
     Ok(Handler {
         issuer,
         metrics_namespace: settings.metrics_namespace.clone(),

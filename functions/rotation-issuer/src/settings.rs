@@ -7,11 +7,12 @@
 //! | `DEFAULT_PROFILE`, `DEFAULT_PROFILE_CA_IDS` | no | | the default profile (as for the registrar) |
 //! | `METRICS_NAMESPACE` | no | `IotOnboarding` | CloudWatch namespace of EMF metrics |
 //! | `SDK_MAX_ATTEMPTS` | no | `6` | attempts per AWS call (adaptive retry) |
+//! | `FLEET_CA_KMS_KEY_ARN` | no | | the one KMS key ARN `kmsCa` profiles may name (`arn:…:key/…`); unset: no `kmsCa` issuer |
 
 use std::time::Duration;
 
 use onboarding_aws::SdkSettings;
-use onboarding_domain::CsrIssuerSettings;
+use onboarding_domain::{CsrIssuerSettings, is_kms_key_arn};
 use onboarding_lambda::{Env, FromEnv, SettingsError};
 
 /// Everything the function reads from its environment.
@@ -21,6 +22,8 @@ pub struct Settings {
     pub issuer: CsrIssuerSettings,
     pub metrics_namespace: String,
     pub sdk: SdkSettings,
+    /// The fleet CA's KMS key the deployment allows (`kmsCa` profiles).
+    pub fleet_ca_kms_key_arn: Option<String>,
 }
 
 impl FromEnv for Settings {
@@ -33,6 +36,18 @@ impl FromEnv for Settings {
             },
             metrics_namespace: env.metrics_namespace(),
             sdk: SdkSettings::with_max_attempts(env.sdk_max_attempts()?),
+            fleet_ca_kms_key_arn: match env.get("FLEET_CA_KMS_KEY_ARN") {
+                None => None,
+                Some(arn) if is_kms_key_arn(&arn) => Some(arn),
+                Some(arn) => {
+                    return Err(SettingsError::Invalid {
+                        name: "FLEET_CA_KMS_KEY_ARN",
+                        problem: format!(
+                            "{arn:?} is not a KMS key ARN (arn:<partition>:kms:<region>:<account>:key/<id>)"
+                        ),
+                    });
+                }
+            },
         })
     }
 }
@@ -47,5 +62,31 @@ mod tests {
             Settings::from_lookup(|_| None).err(),
             Some(SettingsError::Missing("INVENTORY_TABLE"))
         );
+    }
+
+    #[test]
+    fn the_fleet_ca_key_is_optional_and_must_be_a_key_arn() {
+        const KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let read = |key: Option<&'static str>| {
+            Settings::from_lookup(move |name| match name {
+                "INVENTORY_TABLE" => Some("inventory".into()),
+                "FLEET_CA_KMS_KEY_ARN" => key.map(str::to_string),
+                _ => None,
+            })
+        };
+        assert_eq!(read(None).map(|s| s.fleet_ca_kms_key_arn).ok(), Some(None));
+        // The template passes an empty string when the parameter is empty.
+        assert_eq!(read(Some("")).map(|s| s.fleet_ca_kms_key_arn).ok(), Some(None));
+        assert_eq!(
+            read(Some(KEY)).map(|s| s.fleet_ca_kms_key_arn).ok(),
+            Some(Some(KEY.to_string()))
+        );
+        assert!(matches!(
+            read(Some("arn:aws:kms:eu-west-1:123456789012:alias/fleet-ca")),
+            Err(SettingsError::Invalid {
+                name: "FLEET_CA_KMS_KEY_ARN",
+                ..
+            })
+        ));
     }
 }

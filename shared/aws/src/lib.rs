@@ -19,6 +19,7 @@
 
 mod dynamodb;
 mod error;
+mod fleet_ca;
 mod iot;
 mod iot_jobs;
 mod kms;
@@ -37,6 +38,7 @@ pub use dynamodb::keys::{
 };
 pub use dynamodb::rotations::{ScanStats, scan_totals, take_scan_totals};
 pub use error::OperatorError;
+pub use fleet_ca::FleetCaAdapter;
 pub use iot::IotAdapter;
 pub use iot::operator::{CaProvisioning, ca_provisioning};
 pub use iot::operator::{

@@ -41,7 +41,7 @@ pub use policy::rotation::protocol::{
     ServerKeygenInstructions, answer_topic, csr_topic,
 };
 pub use policy::rotation::state::{FailureReason, Rotation, RotationState, TransitionError, job_id};
-pub use policy::rotation::{RotationPolicy, Strategy};
+pub use policy::rotation::{Issuer, RotationPolicy, Strategy, is_kms_key_arn};
 
 // --- checks -------------------------------------------------------------------
 pub use checks::audit::{
@@ -67,8 +67,8 @@ pub use ports::{
 };
 pub use ports::{AuditInventory, AuditIot, DescribedCertificate, InventoryItem};
 pub use ports::{CaRegistry, CaState};
+pub use ports::{CaSigners, CertificateSigner, SignatureAlgorithm, SigningKey};
 pub use ports::{CertificateImport, ImportJournal, Registration};
-pub use ports::{CertificateSigner, SignatureAlgorithm, SigningKey};
 pub use ports::{RetirementInventory, RetirementIot, RetirementTicket, ThingMembership};
 
 // --- workflows ----------------------------------------------------------------
@@ -106,7 +106,7 @@ pub use workflows::revocation::{
     RevokedCertificate, StoppedRotation,
 };
 pub use workflows::rotation::completer::{Completer, CompleterSettings, CompletionOutcome, JobExecutionEvent};
-pub use workflows::rotation::issuer::{CsrIssuer, CsrIssuerSettings, CsrOutcome};
+pub use workflows::rotation::issuer::{CsrIssuer, CsrIssuerSettings, CsrOutcome, NoOwnCa};
 pub use workflows::rotation::ops::{IgnoreReason, RotationError, credential_keys};
 pub use workflows::rotation::rotator::{Rotator, RotatorSettings, RunReport};
 

@@ -36,7 +36,7 @@ pub use objects::{CredentialsStore, RotationObjects};
 pub use retirement::{RetirementInventory, RetirementIot, RetirementTicket, ThingMembership};
 pub use revocations::RevocationStore;
 pub use rotations::RotationInventory;
-pub use signer::{CertificateSigner, SignatureAlgorithm, SigningKey};
+pub use signer::{CaSigners, CertificateSigner, SignatureAlgorithm, SigningKey};
 
 /// A page of results and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -111,6 +111,18 @@ pub trait CertificateSigner: Send + Sync {
     fn sign(&self, message: &[u8]) -> impl Future<Output = PortResult<Vec<u8>>> + Send;
 }
 
+/// The CA signing keys a deployment allows, by KMS key ARN: how a profile's
+/// `rotation.issuer.kmsKeyArn` reaches its signer, so that one function
+/// serves every profile whose key the deployment allows (and its role may
+/// use only those keys).
+pub trait CaSigners: Send + Sync {
+    type Signer: CertificateSigner;
+
+    /// The signer of the key `key_arn`; `None` when the deployment does not
+    /// allow that key (the caller refuses, it never falls back to another).
+    fn signer(&self, key_arn: &str) -> Option<&Self::Signer>;
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

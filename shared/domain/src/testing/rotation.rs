@@ -17,12 +17,14 @@ use crate::policy::config::{DenyKey, OnboardingConfig};
 use crate::policy::profile::DeviceProfile;
 use crate::policy::rotation::protocol::{CONFIRMATION_FIELD, JobDocument, JobExecution, answer_topic};
 use crate::policy::rotation::state::{Rotation, RotationState};
-use crate::policy::rotation::{DAY, Strategy};
+use crate::policy::rotation::{DAY, Issuer, Strategy};
+use crate::ports::{CaSigners, CertificateImport, CertificateRegistry, RegisteredCa, Registration};
 use crate::ports::{
     Connections, DenyList, Inventory, IssuedCertificate, NameClaim, Pacer, Page, PortError, PortErrorKind, PortResult,
     RegisteredCertificate, RetirementInventory, RetirementIot, RetirementTicket, RevocationStore, RotationInventory,
     RotationIot, RotationObjects, ThingMembership,
 };
+use crate::testing::signer::MemorySigner;
 
 pub const T0: i64 = 1_900_000_000;
 pub const PROFILE: &str = "sensors";
@@ -88,6 +90,8 @@ pub struct World {
     pub denied: BTreeSet<String>,
     /// Thing names held for a revoked certificate: no transfer moves them.
     pub held: BTreeSet<String>,
+    /// CA certificates registered with IoT (`kmsCa` issuers), by id.
+    pub cas: BTreeMap<String, RegisteredCa>,
     /// Client ids with an open MQTT connection.
     pub connected: BTreeSet<String>,
     /// `DeleteConnection` is refused (no permission).
@@ -219,7 +223,13 @@ pub struct Signer(rcgen::Issuer<'static, rcgen::KeyPair>);
 pub struct Fake {
     pub world: Arc<StdMutex<World>>,
     pub signer: Arc<Signer>,
+    /// The fleet CA's KMS key (`kmsCa` issuers) and the one ARN the
+    /// deployment allows for it, once [`Fake::enable_kms_ca`] ran.
+    pub kms: Arc<std::sync::OnceLock<(String, MemorySigner)>>,
 }
+
+/// The KMS key ARN the fake deployment allows.
+pub const KMS_KEY_ARN: &str = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
 impl Fake {
     pub fn new(strategy: Strategy, devices: usize) -> Self {
@@ -232,6 +242,7 @@ impl Fake {
         let fake = Self {
             world: Arc::default(),
             signer: Arc::new(Signer(rcgen::Issuer::new(params, key))),
+            kms: Arc::default(),
         };
         fake.with(|w| {
             w.set_profile(profile(strategy));
@@ -240,6 +251,47 @@ impl Fake {
             }
         });
         fake
+    }
+
+    /// A fleet CA whose key is a P-256 [`MemorySigner`] allowed as
+    /// [`KMS_KEY_ARN`], registered ACTIVE, and the profile's issuer set to
+    /// it (365 days). Returns the CA's certificate id.
+    pub fn enable_kms_ca(&self) -> String {
+        let signer = MemorySigner::generate(crate::ports::SignatureAlgorithm::EcdsaP256Sha256);
+        let key = rcgen::KeyPair::try_from(signer.pkcs8_der()).expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Fleet CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        params.not_before = rcgen::date_time_ymd(2029, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2035, 1, 1);
+        let pem = params.self_signed(&key).expect("CA certificate").pem();
+        let id = Certificate::from_pem(&pem).expect("CA parses").fingerprint;
+        assert!(self.kms.set((KMS_KEY_ARN.to_string(), signer)).is_ok(), "enabled twice");
+        self.with(|w| {
+            w.cas.insert(
+                id.clone(),
+                RegisteredCa {
+                    certificate_id: id.clone(),
+                    status: CertificateStatus::Active,
+                    pem,
+                    jitp: false,
+                },
+            );
+            let mut p = w.config.profile(PROFILE).cloned().expect("profile");
+            p.rotation.issuer = Issuer::KmsCa {
+                ca_certificate_id: id.clone(),
+                kms_key_arn: KMS_KEY_ARN.to_string(),
+                validity_days: 365,
+            };
+            w.set_profile(p);
+        });
+        id
+    }
+
+    /// The fleet CA's signer, once enabled.
+    pub fn kms_signer(&self) -> &MemorySigner {
+        &self.kms.get().expect("kms CA enabled").1
     }
 
     pub fn lock(&self) -> MutexGuard<'_, World> {
@@ -924,5 +976,67 @@ impl RetirementInventory for Fake {
             w.retirements.remove(thing_name);
             Ok(())
         })
+    }
+}
+
+// --- the fleet's own CA (`kmsCa` issuers) -----------------------------------
+
+impl CaSigners for Fake {
+    type Signer = MemorySigner;
+
+    fn signer(&self, key_arn: &str) -> Option<&MemorySigner> {
+        self.kms.get().filter(|(arn, _)| arn == key_arn).map(|(_, s)| s)
+    }
+}
+
+impl CertificateImport for Fake {
+    /// Registers `INACTIVE` as IoT does: only under a registered, ACTIVE CA
+    /// whose key signed the certificate; `Conflict` when it exists.
+    async fn register_certificate(&self, pem: &str, registration: Registration<'_>) -> PortResult<String> {
+        self.call("register_certificate", |w| {
+            let invalid = |d: &str| PortError::new("register_certificate", PortErrorKind::Invalid, d);
+            let Registration::UnderCa { ca_pem } = registration else {
+                return Err(invalid("rotation registers under its CA only"));
+            };
+            let ca = Certificate::from_pem(ca_pem).map_err(|e| invalid(&e.to_string()))?;
+            if w.cas
+                .get(&ca.fingerprint)
+                .is_none_or(|c| c.status != CertificateStatus::Active)
+            {
+                return Err(invalid("the CA is not registered or not ACTIVE"));
+            }
+            let cert = Certificate::from_pem(pem).map_err(|e| invalid(&e.to_string()))?;
+            if !cert.issuer_matches_subject_of(&ca) || !cert.is_signed_by(&ca) {
+                return Err(invalid("the certificate is not signed by the CA"));
+            }
+            if w.certs.contains_key(&cert.fingerprint) {
+                return Err(conflict("register_certificate", "already registered"));
+            }
+            w.certs.insert(
+                cert.fingerprint.clone(),
+                FakeCert {
+                    arn: arn(&cert.fingerprint),
+                    status: CertificateStatus::Inactive,
+                    pem: pem.to_string(),
+                    thing: None,
+                    policies: BTreeSet::new(),
+                },
+            );
+            Ok(cert.fingerprint)
+        })
+    }
+}
+
+impl CertificateRegistry for Fake {
+    async fn describe_certificate(&self, certificate_id: &str) -> PortResult<Option<RegisteredCertificate>> {
+        RotationIot::certificate(self, certificate_id).await
+    }
+
+    async fn describe_ca_certificate(&self, ca_certificate_id: &str) -> PortResult<Option<RegisteredCa>> {
+        self.call("describe_ca_certificate", |w| Ok(w.cas.get(ca_certificate_id).cloned()))
+    }
+
+    async fn set_certificate_status(&self, certificate_id: &str, status: &CertificateStatus) -> PortResult<()> {
+        RotationIot::set_status(self, certificate_id, status).await
     }
 }

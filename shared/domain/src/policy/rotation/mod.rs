@@ -41,8 +41,111 @@ impl Strategy {
     }
 }
 
+/// Who signs a rotated device's new certificate (`rotation.issuer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum Issuer {
+    /// AWS IoT's own CA, through `CreateCertificateFromCsr` (the default).
+    /// (A struct variant so that unknown fields are refused here too.)
+    Amazon {},
+    /// The fleet's own CA registered with AWS IoT, its private key an
+    /// asymmetric KMS key: the certificate is built here, signed with
+    /// `kms:Sign` and registered with `RegisterCertificate` under the CA.
+    /// CSR strategy only.
+    KmsCa {
+        /// The CA's certificate id in AWS IoT (64 hex characters). Its PEM
+        /// is always read from IoT, never from the profile.
+        ca_certificate_id: String,
+        /// The key's ARN (`arn:<partition>:kms:<region>:<account>:key/<id>`;
+        /// not an alias, which can be pointed elsewhere). The deployment
+        /// must allow it.
+        kms_key_arn: String,
+        /// Validity of the issued certificates, in days (never beyond the
+        /// CA's own notAfter).
+        validity_days: u32,
+    },
+}
+
+impl Default for Issuer {
+    fn default() -> Self {
+        Self::Amazon {}
+    }
+}
+
+impl Issuer {
+    /// `amazon` or `kmsCa`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Amazon {} => "amazon",
+            Self::KmsCa { .. } => "kmsCa",
+        }
+    }
+
+    /// The first field out of range, with what it must be.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        let Self::KmsCa {
+            ca_certificate_id,
+            kms_key_arn,
+            validity_days,
+        } = self
+        else {
+            return None;
+        };
+        if ca_certificate_id.len() != 64
+            || !ca_certificate_id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Some((
+                "rotation.issuer.caCertificateId",
+                "must be the CA's certificate id: 64 lowercase hex characters",
+            ));
+        }
+        if !is_kms_key_arn(kms_key_arn) {
+            return Some((
+                "rotation.issuer.kmsKeyArn",
+                "must be a KMS key ARN, arn:<partition>:kms:<region>:<account>:key/<key id> (not an alias)",
+            ));
+        }
+        if !(1..=3_650).contains(validity_days) {
+            return Some(("rotation.issuer.validityDays", "must be 1 to 3650"));
+        }
+        None
+    }
+}
+
+/// `arn:<partition>:kms:<region>:<12-digit account>:key/<key id>`.
+pub fn is_kms_key_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, service, region, account, resource] = parts.as_slice() else {
+        return false;
+    };
+    let word = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let Some(key_id) = resource.strip_prefix("key/") else {
+        return false;
+    };
+    *prefix == "arn"
+        && partition.starts_with("aws")
+        && word(partition)
+        && *service == "kms"
+        && word(region)
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && (1..=128).contains(&key_id.len())
+        && key_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// A profile's rotation settings (`rotation` in the profile JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RotationPolicy {
     #[serde(default)]
@@ -67,6 +170,9 @@ pub struct RotationPolicy {
     /// `queuedTimeout` is accepted as another name.
     #[serde(default = "default_queued_timeout_days", alias = "queuedTimeout")]
     pub queued_timeout_days: u32,
+    /// Who signs the new certificate.
+    #[serde(default)]
+    pub issuer: Issuer,
 }
 
 fn default_window_days() -> u32 {
@@ -98,6 +204,7 @@ impl Default for RotationPolicy {
             job_timeout_minutes: default_job_timeout_minutes(),
             retry_backoff_hours: default_retry_backoff_hours(),
             queued_timeout_days: default_queued_timeout_days(),
+            issuer: Issuer::default(),
         }
     }
 }
@@ -124,7 +231,13 @@ impl RotationPolicy {
         if !(1..=365).contains(&self.queued_timeout_days) {
             return Some(("rotation.queuedTimeoutDays", "must be 1 to 365"));
         }
-        None
+        if matches!(self.issuer, Issuer::KmsCa { .. }) && self.strategy != Strategy::Csr {
+            return Some((
+                "rotation.issuer",
+                "kmsCa issues from a device's CSR: it needs strategy csr",
+            ));
+        }
+        self.issuer.problem()
     }
 
     /// True when a certificate expiring at `not_after` is inside the window at `now`.
@@ -211,5 +324,125 @@ mod tests {
         assert_eq!(p.problem(), None);
         p.job_timeout_minutes = 0;
         assert_eq!(p.problem().map(|(f, _)| f), Some("rotation.jobTimeoutMinutes"));
+    }
+}
+
+#[cfg(test)]
+mod issuer_tests {
+    use super::*;
+    use crate::policy::profile::{DeviceProfile, ProfileError};
+
+    const CA: &str = "4f0ba6ec1f5a8e1b5c3d2e4f6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f7";
+    const KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    fn profile(issuer: &str) -> Result<DeviceProfile, ProfileError> {
+        DeviceProfile::parse(&format!(
+            r#"{{"name":"x","policyName":"p","rotation":{{"issuer":{issuer}}}}}"#
+        ))
+    }
+
+    fn field(r: Result<DeviceProfile, ProfileError>) -> String {
+        match r {
+            Err(ProfileError::Field { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    fn json_error(r: Result<DeviceProfile, ProfileError>) -> String {
+        match r {
+            Err(ProfileError::Json(m)) => m,
+            other => panic!("expected a JSON error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn amazon_is_the_default_and_unchanged() {
+        let p = DeviceProfile::parse(r#"{"name":"x","policyName":"p"}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.rotation.issuer, Issuer::Amazon {});
+        let p = profile(r#"{"type":"amazon"}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.rotation.issuer, Issuer::Amazon {});
+        assert_eq!(p.rotation, RotationPolicy::default());
+    }
+
+    #[test]
+    fn kms_ca_parses_and_round_trips() {
+        let p = profile(&format!(
+            r#"{{"type":"kmsCa","caCertificateId":"{CA}","kmsKeyArn":"{KEY}","validityDays":365}}"#
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            p.rotation.issuer,
+            Issuer::KmsCa {
+                ca_certificate_id: CA.into(),
+                kms_key_arn: KEY.into(),
+                validity_days: 365,
+            }
+        );
+        assert_eq!(p.rotation.issuer.as_str(), "kmsCa");
+        let back = serde_json::to_string(&p).unwrap_or_default();
+        assert!(
+            back.contains(r#""type":"kmsCa""#) && back.contains("caCertificateId"),
+            "{back}"
+        );
+        assert_eq!(DeviceProfile::parse(&back), Ok(p));
+        // Other partitions, multi-Region keys.
+        assert!(is_kms_key_arn(
+            "arn:aws-cn:kms:cn-north-1:123456789012:key/mrk-1234abcd"
+        ));
+    }
+
+    #[test]
+    fn bad_issuers_name_the_field() {
+        let kms = |ca: &str, key: &str, days: &str| {
+            profile(&format!(
+                r#"{{"type":"kmsCa","caCertificateId":"{ca}","kmsKeyArn":"{key}","validityDays":{days}}}"#
+            ))
+        };
+        // Unknown type, unknown and missing fields: the JSON error names them.
+        assert!(json_error(profile(r#"{"type":"privateCa"}"#)).contains("privateCa"));
+        assert!(json_error(profile(r#"{"caCertificateId":"x"}"#)).contains("type"));
+        assert!(
+            json_error(profile(&format!(
+                r#"{{"type":"kmsCa","caCertificateId":"{CA}","kmsKeyArn":"{KEY}","validityDays":1,"keyPem":"x"}}"#
+            )))
+            .contains("keyPem")
+        );
+        assert!(
+            json_error(profile(&format!(
+                r#"{{"type":"kmsCa","caCertificateId":"{CA}","validityDays":1}}"#
+            )))
+            .contains("kmsKeyArn")
+        );
+        assert!(
+            json_error(profile(&format!(
+                r#"{{"type":"kmsCa","caCertificateId":"{CA}","kmsKeyArn":"{KEY}"}}"#
+            )))
+            .contains("validityDays")
+        );
+        assert!(json_error(profile(r#"{"type":"amazon","kmsKeyArn":"x"}"#)).contains("kmsKeyArn"));
+        assert!(json_error(kms(CA, KEY, "-1")).contains("-1"));
+        // Values.
+        for ca in ["", &CA[..63], &CA.to_uppercase(), &format!("{}g", &CA[..63])] {
+            assert_eq!(field(kms(ca, KEY, "30")), "rotation.issuer.caCertificateId", "{ca}");
+        }
+        for key in [
+            "",
+            "arn:aws:kms:eu-west-1:123456789012:alias/fleet-ca",
+            "arn:aws:kms:eu-west-1:12345678901:key/abc",
+            "arn:aws:kms:eu-west-1:123456789012:key/",
+            "arn:aws:iam::123456789012:key/abc",
+            "arn:aws:kms:eu-west-1:123456789012:key/a b",
+            "arn:aws:kms:eu-west-1:123456789012:key/abc:extra",
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+        ] {
+            assert_eq!(field(kms(CA, key, "30")), "rotation.issuer.kmsKeyArn", "{key}");
+        }
+        assert_eq!(field(kms(CA, KEY, "0")), "rotation.issuer.validityDays");
+        assert_eq!(field(kms(CA, KEY, "3651")), "rotation.issuer.validityDays");
+        // kmsCa answers a CSR: no server-side key generation with it.
+        let keygen = DeviceProfile::parse(&format!(
+            r#"{{"name":"x","policyName":"p","rotation":{{"strategy":"serverKeygen","issuer":{{"type":"kmsCa","caCertificateId":"{CA}","kmsKeyArn":"{KEY}","validityDays":30}}}}}}"#
+        ));
+        assert_eq!(field(keygen), "rotation.issuer");
     }
 }

@@ -11,11 +11,13 @@ use crate::model::status::CertificateStatus;
 use crate::policy::profile::DeviceProfile;
 use crate::policy::rotation::protocol::{CsrAnswer, CsrMessage, answer_topic};
 use crate::policy::rotation::state::{FailureReason, Rotation, RotationState};
-use crate::policy::rotation::{RotationPolicy, Strategy};
+use crate::policy::rotation::{Issuer, RotationPolicy, Strategy};
 use crate::ports::{
-    DenyList, Inventory, PortError, PortErrorKind, PortResult, RegisteredCertificate, RotationInventory, RotationIot,
-    RotationObjects,
+    CaSigners, CertificateImport, CertificateRegistry, CertificateSigner, DenyList, Inventory, IssuedCertificate,
+    PortError, PortErrorKind, PortResult, RegisteredCa, RegisteredCertificate, Registration, RotationInventory,
+    RotationIot, RotationObjects, SigningKey,
 };
+use crate::workflows::issuance::{IssuanceError, IssuanceSettings, issue_device_certificate};
 use crate::workflows::rotation::ops::rotation_allowed;
 use crate::workflows::rotation::ops::{IgnoreReason, MAX_TRIES, OldCertificate, Ops, ProfileCache, RotationError};
 
@@ -102,15 +104,87 @@ fn no_objects(operation: &'static str) -> PortError {
     )
 }
 
-/// Answers devices' CSRs, generic over its ports.
-pub struct CsrIssuer<R, T, I> {
+/// No CA of the fleet's own: a deployment without a `kmsCa` issuer. It
+/// allows no key, so a profile naming one is refused before any call (and
+/// its other ports are never reached).
+pub struct NoOwnCa;
+
+fn no_own_ca(operation: &'static str) -> PortError {
+    PortError::new(
+        operation,
+        PortErrorKind::AccessDenied,
+        "this deployment has no kmsCa issuer",
+    )
+}
+
+impl CaSigners for NoOwnCa {
+    type Signer = NoOwnCa;
+
+    fn signer(&self, _key_arn: &str) -> Option<&NoOwnCa> {
+        None
+    }
+}
+
+impl CertificateSigner for NoOwnCa {
+    fn signing_key(&self) -> impl Future<Output = PortResult<SigningKey>> + Send {
+        std::future::ready(Err(no_own_ca("GetPublicKey")))
+    }
+
+    fn sign(&self, _message: &[u8]) -> impl Future<Output = PortResult<Vec<u8>>> + Send {
+        std::future::ready(Err(no_own_ca("Sign")))
+    }
+}
+
+impl CertificateImport for NoOwnCa {
+    fn register_certificate(
+        &self,
+        _pem: &str,
+        _registration: Registration<'_>,
+    ) -> impl Future<Output = PortResult<String>> + Send {
+        std::future::ready(Err(no_own_ca("RegisterCertificate")))
+    }
+}
+
+impl CertificateRegistry for NoOwnCa {
+    fn describe_certificate(
+        &self,
+        _certificate_id: &str,
+    ) -> impl Future<Output = PortResult<Option<RegisteredCertificate>>> + Send {
+        std::future::ready(Err(no_own_ca("DescribeCertificate")))
+    }
+
+    fn describe_ca_certificate(
+        &self,
+        _ca_certificate_id: &str,
+    ) -> impl Future<Output = PortResult<Option<RegisteredCa>>> + Send {
+        std::future::ready(Err(no_own_ca("DescribeCACertificate")))
+    }
+
+    fn set_certificate_status(
+        &self,
+        _certificate_id: &str,
+        _status: &CertificateStatus,
+    ) -> impl Future<Output = PortResult<()>> + Send {
+        std::future::ready(Err(no_own_ca("UpdateCertificate")))
+    }
+}
+
+/// Seconds a `kmsCa` certificate's notBefore is set back, for device clocks
+/// running behind.
+const KMS_CA_BACKDATE_SECS: i64 = 3_600;
+
+/// Answers devices' CSRs, generic over its ports. `K` is the fleet's own CA
+/// (`kmsCa` issuers): its signers by key ARN, `DescribeCACertificate` and
+/// `RegisterCertificate`; [`NoOwnCa`] when the deployment has none.
+pub struct CsrIssuer<R, T, I, K = NoOwnCa> {
     rotations: R,
     iot: T,
     inventory: I,
+    own_ca: K,
     profiles: ProfileCache,
 }
 
-impl<R, T, I> CsrIssuer<R, T, I>
+impl<R, T, I> CsrIssuer<R, T, I, NoOwnCa>
 where
     R: RotationInventory,
     T: RotationIot,
@@ -121,10 +195,33 @@ where
             rotations,
             iot,
             inventory,
+            own_ca: NoOwnCa,
             profiles: ProfileCache::new(settings.cache_ttl, settings.default_profile),
         }
     }
 
+    /// The same issuer, issuing for `kmsCa` profiles through `own_ca`.
+    pub fn with_own_ca<K>(self, own_ca: K) -> CsrIssuer<R, T, I, K>
+    where
+        K: CaSigners + CertificateImport + CertificateRegistry,
+    {
+        CsrIssuer {
+            rotations: self.rotations,
+            iot: self.iot,
+            inventory: self.inventory,
+            own_ca,
+            profiles: self.profiles,
+        }
+    }
+}
+
+impl<R, T, I, K> CsrIssuer<R, T, I, K>
+where
+    R: RotationInventory,
+    T: RotationIot,
+    I: Inventory + DenyList,
+    K: CaSigners + CertificateImport + CertificateRegistry,
+{
     fn ops(&self) -> Ops<'_, R, T, NoObjects, I> {
         Ops {
             rotations: &self.rotations,
@@ -211,7 +308,7 @@ where
                 profile: r.profile.clone(),
                 thing_name: r.thing_name.clone(),
             })?;
-        let policy = profile.rotation;
+        let policy = profile.rotation.clone();
         if let Err(rejection) = check_csr(&message.csr, profile, &r.thing_name) {
             let outcome = self
                 .refuse(r, rejection, FailureReason::CsrRefused, &policy, now)
@@ -230,7 +327,10 @@ where
             let outcome = self.refuse(r, rejection, FailureReason::Denied, &policy, now).await?;
             return Ok(Some(outcome));
         }
-        let issued = self.iot.certificate_from_csr(&message.csr).await?;
+        let issued = match &policy.issuer {
+            Issuer::Amazon {} => self.iot.certificate_from_csr(&message.csr).await?,
+            Issuer::KmsCa { .. } => self.issue_from_own_ca(&r, &policy.issuer, &message.csr, now).await?,
+        };
         let next = r.issued(&issued.certificate_id, Vec::new(), now)?;
         // A failed write may still have been applied (its answer lost), so
         // the certificate is left alone: revoking it could revoke the one the
@@ -256,6 +356,101 @@ where
             pem: issued.certificate_pem,
         };
         self.deliver(next, &new, &old, false, now).await.map(Some)
+    }
+
+    /// A `kmsCa` issuer: the CA certificate as IoT describes it (ACTIVE, the
+    /// profile's CA), the certificate built from the checked CSR and signed
+    /// with the profile's key, registered under the CA (`INACTIVE`, as
+    /// `CreateCertificateFromCsr` leaves its certificates; the install
+    /// activates it). Nothing is recorded here: a crash after the
+    /// registration leaves an unrecorded INACTIVE certificate, unattached, as
+    /// a crash after `CreateCertificateFromCsr` does, and the retry issues
+    /// another (a new serial).
+    async fn issue_from_own_ca(
+        &self,
+        r: &Rotation,
+        issuer: &Issuer,
+        csr_pem: &str,
+        now: i64,
+    ) -> Result<IssuedCertificate, RotationError> {
+        let Issuer::KmsCa {
+            ca_certificate_id,
+            kms_key_arn,
+            validity_days,
+        } = issuer
+        else {
+            return Err(RotationError::IssuerUnusable {
+                profile: r.profile.clone(),
+                problem: "not a kmsCa issuer".into(),
+            });
+        };
+        let unusable = |problem: String| RotationError::IssuerUnusable {
+            profile: r.profile.clone(),
+            problem,
+        };
+        // Refused before anything is read or signed: the deployment decides
+        // which keys its functions may use, not a profile.
+        let signer = self.own_ca.signer(kms_key_arn).ok_or_else(|| {
+            unusable(format!(
+                "KMS key {kms_key_arn} is not the key this deployment allows (the stack's fleet CA key parameter)"
+            ))
+        })?;
+        let ca = self
+            .own_ca
+            .describe_ca_certificate(ca_certificate_id)
+            .await?
+            .ok_or_else(|| {
+                unusable(format!(
+                    "CA certificate {ca_certificate_id} is not registered with AWS IoT"
+                ))
+            })?;
+        if ca.status != CertificateStatus::Active {
+            return Err(unusable(format!(
+                "CA certificate {ca_certificate_id} is {}, not ACTIVE",
+                ca.status.as_str()
+            )));
+        }
+        let ca_certificate = Certificate::from_pem(&ca.pem)
+            .map_err(|e| unusable(format!("CA certificate {ca_certificate_id} does not parse: {e}")))?;
+        // IoT's certificate id is the SHA-256 of the DER: the PEM IoT gave is
+        // the profile's CA, not another one.
+        if ca.certificate_id != *ca_certificate_id || ca_certificate.fingerprint != *ca_certificate_id {
+            return Err(unusable(format!(
+                "IoT's answer for CA {ca_certificate_id} is another certificate"
+            )));
+        }
+        let csr = CertificateRequest::from_pem(csr_pem).map_err(|e| unusable(format!("CSR does not parse: {e}")))?;
+        let settings = IssuanceSettings {
+            validity_days: *validity_days,
+            backdate_secs: KMS_CA_BACKDATE_SECS,
+        };
+        let certificate = issue_device_certificate(signer, &ca_certificate, &csr, now, &settings)
+            .await
+            .map_err(|e| match e {
+                IssuanceError::Signer(port) => RotationError::Port(port),
+                other => unusable(other.to_string()),
+            })?;
+        let pem = certificate.to_pem();
+        let certificate_id = self
+            .own_ca
+            .register_certificate(&pem, Registration::UnderCa { ca_pem: &ca.pem })
+            .await?;
+        // The ARN as IoT names it (and the id it took), read back.
+        let registered =
+            self.iot
+                .certificate(&certificate_id)
+                .await?
+                .ok_or_else(|| RotationError::CertificateMissing {
+                    certificate_id: certificate_id.clone(),
+                    thing_name: r.thing_name.clone(),
+                })?;
+        tracing::info!(thing = %r.thing_name, ca = %ca_certificate_id, certificate = %certificate_id, "certificate issued by the fleet CA");
+        Ok(IssuedCertificate {
+            certificate_id,
+            certificate_arn: registered.certificate_arn,
+            certificate_pem: pem,
+            private_key_pem: None,
+        })
     }
 
     /// Refuses a CSR: the reason published on the answer topic, then the
@@ -318,7 +513,7 @@ where
             let policy = snapshot
                 .profiles
                 .get(&r.profile)
-                .map(|p| p.rotation)
+                .map(|p| p.rotation.clone())
                 .unwrap_or_default();
             return self.refuse(r, rejection, FailureReason::Denied, &policy, now).await;
         }

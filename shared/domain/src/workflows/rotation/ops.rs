@@ -80,6 +80,12 @@ pub enum RotationError {
         thing_name: String,
         problem: String,
     },
+    /// A profile's `kmsCa` issuer cannot issue: its key not allowed by the
+    /// deployment, its CA missing, not ACTIVE or not the one named, the
+    /// signer's key not the CA's. Nothing was issued; the attempt stays
+    /// `requested` until its deadline.
+    #[error("the kmsCa issuer of profile {profile:?} cannot issue: {problem}")]
+    IssuerUnusable { profile: String, problem: String },
 }
 
 impl RotationError {
@@ -106,6 +112,7 @@ impl RotationError {
             Self::ClaimHeldElsewhere { .. } => "claim_held_elsewhere",
             Self::OldCertificateInUse { .. } => "old_certificate_in_use",
             Self::NewCertificateNotReady { .. } => "new_certificate_not_ready",
+            Self::IssuerUnusable { .. } => "issuer_unusable",
         }
     }
 }
@@ -194,7 +201,7 @@ impl ProfileCache {
     ) -> Result<RotationPolicy, RotationError> {
         let profiles = self.get(inventory).await?;
         Ok(match profiles.get(&r.profile) {
-            Some(profile) => profile.rotation,
+            Some(profile) => profile.rotation.clone(),
             None => {
                 tracing::warn!(
                     profile = %r.profile,

@@ -362,7 +362,7 @@ where
                     .profile
                     .as_ref()
                     .and_then(|name| snapshot.profiles.get(name))
-                    .map(|p| p.rotation);
+                    .map(|p| p.rotation.clone());
                 if let (Some(policy), Some(not_after)) = (policy, record.not_after)
                     && record.thing_name.is_some()
                     && policy.is_due(not_after, now)
@@ -515,7 +515,7 @@ where
         let Some(thing_name) = record.thing_name.as_deref() else {
             return Ok(Candidate::Inactive);
         };
-        let policy = profile.rotation;
+        let policy = profile.rotation.clone();
         if !record.not_after.is_some_and(|not_after| policy.is_due(not_after, now)) {
             return Ok(Candidate::NotDue);
         }
@@ -689,7 +689,7 @@ where
             return Ok(FollowUp::Nothing);
         };
         let profile = snapshot.profiles.get(&r.profile);
-        let policy = profile.map(|p| p.rotation).unwrap_or_default();
+        let policy = profile.map(|p| p.rotation.clone()).unwrap_or_default();
         match r.state {
             RotationState::Requested if r.is_starting() => {
                 if profile.is_none() {
@@ -790,7 +790,7 @@ where
         let Some(profile) = profile else {
             return self.give_up(r, "the profile no longer exists").await;
         };
-        let policy = profile.rotation;
+        let policy = profile.rotation.clone();
         if r.attempt >= policy.max_attempts {
             return self.give_up(r, "attempts used up").await;
         }

@@ -42,12 +42,14 @@ fn rotator(fake: &Fake) -> TestRotator {
     rotator_with(fake, RotatorSettings::default()).0
 }
 
-fn issuer(fake: &Fake) -> CsrIssuer<Fake, Fake, Fake> {
+/// The issuer, with the fake's fleet CA for `kmsCa` profiles (the fake
+/// allows no key until [`Fake::enable_kms_ca`]).
+fn issuer(fake: &Fake) -> CsrIssuer<Fake, Fake, Fake, Fake> {
     let settings = CsrIssuerSettings {
         cache_ttl: Duration::ZERO,
         ..CsrIssuerSettings::default()
     };
-    CsrIssuer::new(fake.clone(), fake.clone(), fake.clone(), settings)
+    CsrIssuer::new(fake.clone(), fake.clone(), fake.clone(), settings).with_own_ca(fake.clone())
 }
 
 fn completer(fake: &Fake) -> Completer<Fake, Fake, Fake, Fake> {
@@ -393,7 +395,7 @@ async fn no_retry_after_the_last_attempt() {
     let fake = Fake::new(Strategy::Csr, 1);
     let mut p = profile(Strategy::Csr);
     p.rotation.max_attempts = 2;
-    let policy = p.rotation;
+    let policy = p.rotation.clone();
     fake.with(|w| w.set_profile(p));
     let rotator = rotator(&fake);
     let thing = thing(0);
@@ -1034,7 +1036,17 @@ fn end_state(fake: &Fake, thing: &str) -> EndState {
 /// The whole rotation of one device, each workflow retried until it
 /// succeeds; returns the end state and the port calls made.
 async fn scenario(strategy: Strategy, inject: Option<Inject>) -> (EndState, Vec<&'static str>) {
+    scenario_in(strategy, inject, false).await
+}
+
+/// [`scenario`] with the profile's issuer the fleet's own CA (`kmsCa`).
+async fn kms_scenario(strategy: Strategy, inject: Option<Inject>) -> (EndState, Vec<&'static str>) {
+    scenario_in(strategy, inject, true).await
+}
+
+async fn scenario_in(strategy: Strategy, inject: Option<Inject>, kms: bool) -> (EndState, Vec<&'static str>) {
     let fake = Fake::new(strategy, 1);
+    let kms_ca = kms.then(|| fake.enable_kms_ca());
     fake.with(|w| w.inject = inject);
     let (rotator, issuer, completer) = (rotator(&fake), issuer(&fake), completer(&fake));
     let (thing, old) = (thing(0), old_id(&thing(0)));
@@ -1047,7 +1059,9 @@ async fn scenario(strategy: Strategy, inject: Option<Inject>) -> (EndState, Vec<
                 job_id: job_id.clone(),
                 csr: csr(&thing),
             };
-            expect_issued(retry(|| issuer.handle(&thing, &old, &message, T0 + 60)).await)
+            let new = expect_issued(retry(|| issuer.handle(&thing, &old, &message, T0 + 60)).await);
+            assert_issued_by(&fake, &new, kms_ca.as_deref());
+            new
         }
         Strategy::ServerKeygen => {
             let new = job.document.server_keygen.expect("instructions").new_certificate_id;
@@ -1073,7 +1087,17 @@ async fn scenario(strategy: Strategy, inject: Option<Inject>) -> (EndState, Vec<
 /// A device that never confirms: the first attempt fails at its
 /// deadline, the second starts at the retry time.
 async fn failing_scenario(strategy: Strategy, inject: Option<Inject>) -> (EndState, Vec<&'static str>) {
+    failing_scenario_in(strategy, inject, false).await
+}
+
+/// [`failing_scenario`] with a `kmsCa` issuer.
+async fn failing_kms_scenario(strategy: Strategy, inject: Option<Inject>) -> (EndState, Vec<&'static str>) {
+    failing_scenario_in(strategy, inject, true).await
+}
+
+async fn failing_scenario_in(strategy: Strategy, inject: Option<Inject>, kms: bool) -> (EndState, Vec<&'static str>) {
     let fake = Fake::new(strategy, 1);
+    let kms_ca = kms.then(|| fake.enable_kms_ca());
     fake.with(|w| w.inject = inject);
     let (rotator, issuer) = (rotator(&fake), issuer(&fake));
     let (thing, old) = (thing(0), old_id(&thing(0)));
@@ -1086,7 +1110,8 @@ async fn failing_scenario(strategy: Strategy, inject: Option<Inject>) -> (EndSta
             job_id,
             csr: csr(&thing),
         };
-        expect_issued(retry(|| issuer.handle(&thing, &old, &message, T0 + 60)).await);
+        let new = expect_issued(retry(|| issuer.handle(&thing, &old, &message, T0 + 60)).await);
+        assert_issued_by(&fake, &new, kms_ca.as_deref());
     }
     // The device took its job up at once, then never answered.
     fake.with(|w| w.take_up_jobs(T0));
@@ -1095,6 +1120,24 @@ async fn failing_scenario(strategy: Strategy, inject: Option<Inject>) -> (EndSta
     let retry_at = policy.retry_at(deadline, 1).expect("attempts left");
     run_until_clean(&rotator, retry_at).await;
     finish(&fake, &thing, inject)
+}
+
+/// The new certificate chains to the fleet CA `kms_ca` (its id) when there
+/// is one, to the fake Amazon CA otherwise.
+fn assert_issued_by(fake: &Fake, new: &str, kms_ca: Option<&str>) {
+    let (pem, ca_pem) = fake.with(|w| (w.cert(new).pem, kms_ca.map(|id| w.cas[id].pem.clone())));
+    let issued = crate::model::certificate::Certificate::from_pem(&pem).expect("new certificate");
+    match ca_pem {
+        Some(ca_pem) => {
+            let ca = crate::model::certificate::Certificate::from_pem(&ca_pem).expect("CA");
+            assert!(
+                issued.issuer_matches_subject_of(&ca) && issued.is_signed_by(&ca),
+                "not the fleet CA's"
+            );
+            assert_eq!(issued.eku_client_auth, Some(true));
+        }
+        None => assert!(issued.issuer_dn.contains("Fake Amazon CA"), "{}", issued.issuer_dn),
+    }
 }
 
 fn finish(fake: &Fake, thing: &str, inject: Option<Inject>) -> (EndState, Vec<&'static str>) {
@@ -1173,6 +1216,26 @@ fn assert_retrying(end: &EndState, strategy: Strategy) {
 #[tokio::test]
 async fn a_csr_rotation_interrupted_at_any_step_converges() {
     assert_completed(&crash_anywhere_converges(Strategy::Csr, scenario).await);
+}
+
+#[tokio::test]
+async fn a_kms_ca_rotation_interrupted_at_any_step_converges() {
+    // The reference run goes through the fleet CA, not CreateCertificateFromCsr,
+    // so every one of its calls is failed in turn below.
+    let (_, calls) = kms_scenario(Strategy::Csr, None).await;
+    for op in ["describe_ca_certificate", "register_certificate"] {
+        assert!(calls.contains(&op), "{op} in {calls:?}");
+    }
+    assert!(!calls.contains(&"certificate_from_csr"), "{calls:?}");
+    assert_completed(&crash_anywhere_converges(Strategy::Csr, kms_scenario).await);
+}
+
+#[tokio::test]
+async fn a_failing_kms_ca_rotation_interrupted_at_any_step_converges() {
+    assert_retrying(
+        &crash_anywhere_converges(Strategy::Csr, failing_kms_scenario).await,
+        Strategy::Csr,
+    );
 }
 
 #[tokio::test]
@@ -1688,4 +1751,196 @@ async fn a_confirmation_from_a_device_denied_meanwhile_completes_nothing() {
         "the old one untouched"
     );
     assert_eq!(fake.with(|w| w.claims[&thing].clone()), old);
+}
+
+// --- the fleet's own CA (`kmsCa`) -------------------------------------------
+
+/// One device with a CSR rotation requested; returns the fake, the thing,
+/// its old certificate and the CSR message.
+async fn kms_requested() -> (Fake, String, String, CsrMessage, String) {
+    let fake = Fake::new(Strategy::Csr, 1);
+    let ca = fake.enable_kms_ca();
+    run_until_clean(&rotator(&fake), T0).await;
+    let (thing, old) = (thing(0), old_id(&thing(0)));
+    let (job_id, _) = fake.with(|w| w.current_job(&thing));
+    let message = CsrMessage {
+        job_id,
+        csr: csr(&thing),
+    };
+    (fake, thing, old, message, ca)
+}
+
+/// Nothing issued, nothing signed, nothing answered, the attempt open.
+fn assert_nothing_issued(fake: &Fake, thing: &str, label: &str) {
+    fake.with(|w| {
+        assert_eq!(w.rotation_of(thing).state, RotationState::Requested, "{label}");
+        assert_eq!(w.certs.len(), 1, "{label}: only the old certificate");
+        assert!(w.answers(thing).is_empty(), "{label}");
+        assert!(!w.calls.contains(&"register_certificate"), "{label}");
+    });
+    assert_eq!(
+        fake.kms_signer().signs.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "{label}: nothing signed"
+    );
+}
+
+#[tokio::test]
+async fn a_kms_key_the_deployment_does_not_allow_is_refused_before_anything_is_signed() {
+    let (fake, thing, old, message, ca) = kms_requested().await;
+    // The profile names another key than the one the deployment allows.
+    fake.with(|w| {
+        let mut p = profile(Strategy::Csr);
+        p.rotation.issuer = crate::policy::rotation::Issuer::KmsCa {
+            ca_certificate_id: ca.clone(),
+            kms_key_arn: KMS_KEY_ARN.replace("1234abcd-", "9999abcd-"),
+            validity_days: 30,
+        };
+        w.set_profile(p);
+    });
+    let err = issuer(&fake)
+        .handle(&thing, &old, &message, T0 + 60)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), "issuer_unusable", "{err}");
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains("9999abcd"), "{err}");
+    assert_nothing_issued(&fake, &thing, "key not allowed");
+
+    // A deployment without any kmsCa issuer (the default) refuses it too.
+    fake.with(|w| {
+        let mut p = profile(Strategy::Csr);
+        p.rotation.issuer = crate::policy::rotation::Issuer::KmsCa {
+            ca_certificate_id: ca.clone(),
+            kms_key_arn: KMS_KEY_ARN.into(),
+            validity_days: 30,
+        };
+        w.set_profile(p);
+    });
+    let settings = CsrIssuerSettings {
+        cache_ttl: Duration::ZERO,
+        ..CsrIssuerSettings::default()
+    };
+    let plain = CsrIssuer::new(fake.clone(), fake.clone(), fake.clone(), settings);
+    let err = plain
+        .handle(&thing, &old, &message, T0 + 60)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), "issuer_unusable", "{err}");
+    assert_nothing_issued(&fake, &thing, "no kmsCa issuer deployed");
+}
+
+#[tokio::test]
+async fn a_ca_missing_not_active_or_not_the_profiles_is_refused_before_anything_is_signed() {
+    let (fake, thing, old, message, ca) = kms_requested().await;
+    let issuer = issuer(&fake);
+    for (label, change) in [
+        (
+            "inactive",
+            (|w: &mut World, ca: &str| {
+                w.cas.get_mut(ca).expect("CA").status = CertificateStatus::Inactive;
+            }) as fn(&mut World, &str),
+        ),
+        ("revoked", |w, ca| {
+            w.cas.get_mut(ca).expect("CA").status = CertificateStatus::Revoked
+        }),
+        ("missing", |w, ca| {
+            w.cas.remove(ca);
+        }),
+        // IoT's answer under this id carries another certificate's PEM.
+        ("a device certificate", |w, ca| {
+            let other = w.cert(&old_id("dev-0")).pem;
+            w.cas.get_mut(ca).expect("CA").pem = other;
+        }),
+    ] {
+        let saved = fake.with(|w| w.cas.clone());
+        fake.with(|w| change(w, &ca));
+        let err = issuer.handle(&thing, &old, &message, T0 + 60).await.expect_err(label);
+        assert_eq!(err.kind(), "issuer_unusable", "{label}: {err}");
+        assert_nothing_issued(&fake, &thing, label);
+        fake.with(|w| w.cas = saved);
+    }
+    // Another CA registered ACTIVE, for the same key: IoT's answer for the
+    // profile's CA id carrying it is refused (it would chain and register).
+    let other_pem = {
+        let key = rcgen::KeyPair::try_from(fake.kms_signer().pkcs8_der()).expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Another CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        validity(&mut params);
+        params.self_signed(&key).expect("CA").pem()
+    };
+    let saved = fake.with(|w| w.cas.clone());
+    fake.with(|w| {
+        let other_id = crate::model::certificate::Certificate::from_pem(&other_pem)
+            .expect("CA")
+            .fingerprint;
+        let mut other = w.cas[&ca].clone();
+        other.certificate_id = other_id.clone();
+        other.pem = other_pem.clone();
+        w.cas.insert(other_id, other);
+        w.cas.get_mut(&ca).expect("CA").pem = other_pem.clone();
+    });
+    let err = issuer
+        .handle(&thing, &old, &message, T0 + 60)
+        .await
+        .expect_err("another CA");
+    assert_eq!(err.kind(), "issuer_unusable", "{err}");
+    assert!(err.to_string().contains("another certificate"), "{err}");
+    assert_nothing_issued(&fake, &thing, "another CA");
+    fake.with(|w| w.cas = saved);
+
+    // Restored, the same message is answered.
+    let new = expect_issued(issuer.handle(&thing, &old, &message, T0 + 60).await.expect("issued"));
+    assert_issued_by(&fake, &new, Some(&ca));
+}
+
+#[tokio::test]
+async fn a_kms_failure_issues_nothing_and_the_retry_issues() {
+    let (fake, thing, old, message, ca) = kms_requested().await;
+    let issuer = issuer(&fake);
+    for kind in [
+        crate::ports::PortErrorKind::Transient,
+        crate::ports::PortErrorKind::AccessDenied,
+    ] {
+        *fake.kms_signer().fail.lock().expect("lock") = Some(kind);
+        let err = issuer
+            .handle(&thing, &old, &message, T0 + 60)
+            .await
+            .expect_err("KMS failed");
+        assert_eq!(
+            err.is_transient(),
+            kind == crate::ports::PortErrorKind::Transient,
+            "{err}"
+        );
+        fake.with(|w| {
+            assert_eq!(w.rotation_of(&thing).state, RotationState::Requested);
+            assert_eq!(w.certs.len(), 1);
+        });
+    }
+    // A signature that does not verify is never registered nor handed out.
+    *fake.kms_signer().fail.lock().expect("lock") = None;
+    fake.kms_signer()
+        .corrupt
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = issuer
+        .handle(&thing, &old, &message, T0 + 60)
+        .await
+        .expect_err("bad signature");
+    assert_eq!(err.kind(), "issuer_unusable", "{err}");
+    assert_eq!(fake.with(|w| w.certs.len()), 1);
+    fake.kms_signer()
+        .corrupt
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let new = expect_issued(issuer.handle(&thing, &old, &message, T0 + 60).await.expect("issued"));
+    assert_issued_by(&fake, &new, Some(&ca));
+    fake.with(|w| {
+        let c = w.cert(&new);
+        assert_eq!((c.status, c.thing), (CertificateStatus::Active, Some(thing.clone())));
+        assert_eq!(w.rotation_of(&thing).state, RotationState::Delivered);
+        // Valid for the profile's 365 days from issuance, less the backdate.
+        let issued = crate::model::certificate::Certificate::from_pem(&c.pem).expect("pem");
+        assert_eq!(issued.not_after, T0 + 60 + 365 * DAY);
+    });
 }
