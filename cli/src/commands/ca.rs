@@ -4,9 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Subcommand, ValueEnum};
+use onboarding_aws::{CaKeySpec, KmsSigner, create_ca_key};
 use onboarding_domain::NameError;
 use onboarding_domain::is_certificate_id;
-use onboarding_domain::{Certificate, DeviceProfile, check_jitp_subject, jitp_parameter_name, render_jitp};
+use onboarding_domain::{
+    CaName, Certificate, DeviceProfile, IssuanceSettings, check_jitp_subject, jitp_parameter_name, render_jitp,
+    self_signed_ca_certificate,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, RsaKeySize,
@@ -15,10 +19,21 @@ use rcgen::{
 use crate::Cli;
 use crate::commands::profile::admin;
 use crate::error::CliError;
-use crate::files::{read, write_all_new};
+use crate::files::{read, refuse_existing, write_all_new};
 
 pub(crate) const CA_CERT: &str = "ca.pem";
 pub(crate) const CA_KEY: &str = "ca.key.pem";
+/// With `ca create --kms`: the ARN of the CA's KMS key (the key itself never leaves KMS).
+pub(crate) const CA_KMS_KEY: &str = "ca.kms-key-arn";
+
+/// The spec of a CA key created in KMS (`SIGN_VERIFY`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KmsKeySpec {
+    /// ECC_NIST_P256, ECDSA SHA-256 (default).
+    P256,
+    /// ECC_NIST_P384, ECDSA SHA-384.
+    P384,
+}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CaKeyType {
@@ -60,13 +75,21 @@ pub(crate) struct JitpOptions {
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Generate a CA key and self-signed certificate into a directory
-    /// (`ca.pem`, `ca.key.pem` with mode 0600). Refuses to overwrite.
+    /// (`ca.pem`, `ca.key.pem` with mode 0600). Refuses to overwrite. With
+    /// `--kms`: the key is created in KMS and never leaves it (`ca.pem` and
+    /// `ca.kms-key-arn`, the key's ARN; no key file).
     Create {
         /// Output directory (created if missing).
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, value_enum, default_value = "p256")]
+        #[arg(long, value_enum, default_value = "p256", conflicts_with = "kms")]
         key_type: CaKeyType,
+        /// Create the CA key in KMS (SIGN_VERIFY) and sign the certificate there.
+        #[arg(long)]
+        kms: bool,
+        /// With --kms: the KMS key spec (default p256).
+        #[arg(long, value_enum, requires = "kms")]
+        key_spec: Option<KmsKeySpec>,
         /// Subject common name.
         #[arg(long, default_value = "Device Manufacturer CA")]
         common_name: String,
@@ -141,10 +164,46 @@ pub async fn run(command: &CaCommand, cli: &Cli) -> Result<(), CliError> {
     match command {
         CaCommand::Create {
             out,
+            kms: true,
+            key_spec,
+            common_name,
+            organization,
+            days,
+            ..
+        } => {
+            let name = CaName {
+                common_name: common_name.clone(),
+                organization: organization.clone(),
+            };
+            let (key_arn, fingerprint) =
+                create_kms(cli, out, key_spec.unwrap_or(KmsKeySpec::P256), &name, *days).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "certificate": out.join(CA_CERT),
+                        "kmsKeyArn": key_arn,
+                        "fingerprint": fingerprint,
+                    })
+                );
+            } else {
+                println!(
+                    "CA written: {} (its key is in KMS: {key_arn}, named in {})",
+                    out.join(CA_CERT).display(),
+                    out.join(CA_KMS_KEY).display()
+                );
+                println!("KMS key: {key_arn}");
+                println!("fingerprint (SHA-256, the CA's certificate id in AWS IoT): {fingerprint}");
+            }
+            Ok(())
+        }
+        CaCommand::Create {
+            out,
             key_type,
             common_name,
             organization,
             days,
+            ..
         } => {
             create(out, *key_type, common_name, organization.as_deref(), *days)?;
             if cli.json {
@@ -445,6 +504,54 @@ pub(crate) fn create(
         (out.join(CA_KEY), key.serialize_pem(), 0o600),
         (out.join(CA_CERT), cert.pem(), 0o644),
     ])
+}
+
+/// Creates a CA key in KMS and the CA certificate self-signed through it,
+/// and writes `ca.pem` and `ca.kms-key-arn` into `out`. Everything that can
+/// be refused (existing files, the name) is refused before the key is
+/// created. Returns the key's ARN and the certificate's fingerprint.
+///
+/// # Errors
+/// [`CliError::Input`] for existing files or a name X.509 cannot carry, or
+/// when the files cannot be written (the ARN is then in the message: the key
+/// exists); [`CliError::Aws`] when a KMS call fails.
+async fn create_kms(
+    cli: &Cli,
+    out: &Path,
+    spec: KmsKeySpec,
+    name: &CaName,
+    days: u32,
+) -> Result<(String, String), CliError> {
+    let (cert_path, arn_path) = (out.join(CA_CERT), out.join(CA_KMS_KEY));
+    refuse_existing([&cert_path, &arn_path, &out.join(CA_KEY)])?;
+    name.check().map_err(|e| CliError::Input(e.to_string()))?;
+    let sdk = cli.aws.sdk_config().await;
+    let spec = match spec {
+        KmsKeySpec::P256 => CaKeySpec::P256,
+        KmsKeySpec::P384 => CaKeySpec::P384,
+    };
+    let key_arn = create_ca_key(&sdk, spec, &format!("fleet CA key ({})", name.common_name)).await?;
+    let signer = KmsSigner::from_config(&sdk, key_arn.clone());
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let settings = IssuanceSettings {
+        validity_days: days,
+        backdate_secs: 300,
+    };
+    let ca = self_signed_ca_certificate(&signer, name, now, &settings)
+        .await
+        .map_err(|e| CliError::Aws(format!("signing the CA certificate with KMS key {key_arn}: {e}")))?;
+    std::fs::create_dir_all(out).map_err(|e| {
+        CliError::Input(format!(
+            "cannot create {} (KMS key {key_arn} was created): {e}",
+            out.display()
+        ))
+    })?;
+    write_all_new(&[
+        (arn_path, format!("{key_arn}\n"), 0o644),
+        (cert_path, ca.to_pem(), 0o644),
+    ])
+    .map_err(|e| CliError::Input(format!("{e} (KMS key {key_arn} was created)")))?;
+    Ok((key_arn, ca.fingerprint))
 }
 
 /// The verification certificate AWS IoT asks for: CN = the registration

@@ -20,7 +20,46 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use onboarding_domain::{CertificateSigner, PortError, PortErrorKind, PortResult, SignatureAlgorithm, SigningKey};
 use tokio::sync::OnceCell;
 
-use crate::error::{classify, incomplete, invalid};
+use crate::error::{OperatorError, classify, incomplete, invalid};
+
+/// The key specs `onboard ca create --kms` creates a fleet CA key with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaKeySpec {
+    /// `ECC_NIST_P256`: ECDSA SHA-256.
+    P256,
+    /// `ECC_NIST_P384`: ECDSA SHA-384.
+    P384,
+}
+
+/// Creates an asymmetric KMS key for a fleet CA (`SIGN_VERIFY`, `spec`)
+/// and returns its ARN. The private key is generated in KMS and never
+/// leaves it; sign with it through [`KmsSigner`].
+///
+/// # Errors
+/// [`OperatorError`] when `CreateKey` fails or its answer names no ARN.
+pub async fn create_ca_key(
+    config: &aws_config::SdkConfig,
+    spec: CaKeySpec,
+    description: &str,
+) -> Result<String, OperatorError> {
+    const OPERATION: &str = "kms:CreateKey";
+    let key_spec = match spec {
+        CaKeySpec::P256 => KeySpec::EccNistP256,
+        CaKeySpec::P384 => KeySpec::EccNistP384,
+    };
+    let output = Client::new(config)
+        .create_key()
+        .key_spec(key_spec)
+        .key_usage(KeyUsageType::SignVerify)
+        .description(description)
+        .send()
+        .await
+        .map_err(|e| OperatorError::new(OPERATION, &e))?;
+    output
+        .key_metadata
+        .and_then(|metadata| metadata.arn)
+        .ok_or_else(|| OperatorError::answer(format!("{OPERATION} answered without the key's ARN")))
+}
 
 /// KMS answers for a key that exists but cannot sign now: disabled, pending
 /// deletion or import. An operator's decision, not worth retrying (as the S3

@@ -50,6 +50,7 @@ pub use iot_jobs::{
     PRESIGNED_URL_SECONDS, RotationIotAdapter, enable_job_execution_events, job_execution_events_enabled,
 };
 pub use kms::KmsSigner;
+pub use kms::{CaKeySpec, create_ca_key};
 pub use pacing::{ApiPacer, ApiQuotas, IOT_DEFAULT_QUOTAS, QuotaSyntax};
 pub use s3::{S3CredentialsStore, S3RotationObjects};
 pub use sdk::{SdkSettings, iot_data_client, s3_client};

@@ -146,6 +146,17 @@ pub struct CaName {
     pub organization: Option<String>,
 }
 
+impl CaName {
+    /// Whether X.509 can carry this name (what [`self_signed_ca_certificate`]
+    /// checks first): to refuse it before creating a key for it.
+    ///
+    /// # Errors
+    /// [`IssuanceError::InvalidName`] naming the field.
+    pub fn check(&self) -> Result<(), IssuanceError> {
+        ca_name_der(self).map(drop)
+    }
+}
+
 /// A self-signed CA certificate for the signer's key (what `onboard ca
 /// create --kms` makes): `name` as subject and issuer, a random serial,
 /// `now - backdate` to `now + validity_days`, basicConstraints CA:true with
