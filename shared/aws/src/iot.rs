@@ -41,6 +41,42 @@ pub struct IotAdapter {
 }
 
 impl IotAdapter {
+    /// `DescribeCertificate`: the certificate as IoT holds it and its
+    /// creation date (Unix seconds), or `None` when IoT has no such
+    /// certificate. Waits for the action's turn when paced.
+    pub(crate) async fn described_certificate(
+        &self,
+        certificate_id: &str,
+    ) -> PortResult<Option<(RegisteredCertificate, Option<i64>)>> {
+        const OP: &str = "DescribeCertificate";
+        self.ready(OP).await;
+        let output = match self
+            .client
+            .describe_certificate()
+            .certificate_id(certificate_id)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(classify(OP, e)),
+        };
+        let d = output
+            .certificate_description
+            .ok_or_else(|| incomplete(OP, "certificateDescription"))?;
+        let created_at = d.creation_date.map(|t| t.secs());
+        Ok(Some((
+            RegisteredCertificate {
+                certificate_id: d.certificate_id.unwrap_or_else(|| certificate_id.to_string()),
+                certificate_arn: d.certificate_arn.ok_or_else(|| incomplete(OP, "certificateArn"))?,
+                ca_certificate_id: d.ca_certificate_id,
+                status: CertificateStatus::parse(d.status.as_ref().map_or("", |s| s.as_str())),
+                pem: d.certificate_pem.ok_or_else(|| incomplete(OP, "certificatePem"))?,
+            },
+            created_at,
+        )))
+    }
+
     pub fn new(client: Client) -> Self {
         Self { client, pacer: None }
     }
@@ -74,29 +110,7 @@ fn attribute_payload(attributes: &BTreeMap<String, String>, merge: bool) -> Attr
 
 impl CertificateRegistry for IotAdapter {
     async fn describe_certificate(&self, certificate_id: &str) -> PortResult<Option<RegisteredCertificate>> {
-        const OP: &str = "DescribeCertificate";
-        self.ready(OP).await;
-        let output = match self
-            .client
-            .describe_certificate()
-            .certificate_id(certificate_id)
-            .send()
-            .await
-        {
-            Ok(output) => output,
-            Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(classify(OP, e)),
-        };
-        let d = output
-            .certificate_description
-            .ok_or_else(|| incomplete(OP, "certificateDescription"))?;
-        Ok(Some(RegisteredCertificate {
-            certificate_id: d.certificate_id.unwrap_or_else(|| certificate_id.to_string()),
-            certificate_arn: d.certificate_arn.ok_or_else(|| incomplete(OP, "certificateArn"))?,
-            ca_certificate_id: d.ca_certificate_id,
-            status: CertificateStatus::parse(d.status.as_ref().map_or("", |s| s.as_str())),
-            pem: d.certificate_pem.ok_or_else(|| incomplete(OP, "certificatePem"))?,
-        }))
+        Ok(self.described_certificate(certificate_id).await?.map(|(c, _)| c))
     }
 
     async fn describe_ca_certificate(&self, ca_certificate_id: &str) -> PortResult<Option<RegisteredCa>> {
