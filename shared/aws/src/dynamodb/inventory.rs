@@ -377,6 +377,19 @@ impl DynamoInventory {
     /// The current holder of a name claim, read consistently (fallback when the
     /// condition failure did not return the old item).
     async fn claim_holder(&self, thing_name: &str) -> PortResult<NameClaim> {
+        match self.name_claim_holder(thing_name).await? {
+            Some(holder) => Ok(NameClaim::HeldBy(holder)),
+            // Released in between: the retry claims it.
+            None => Err(PortError::new(
+                "PutItem",
+                PortErrorKind::Transient,
+                format!("claim on {thing_name} changed during the call"),
+            )),
+        }
+    }
+
+    /// The certificate holding `thing_name`'s claim now (a consistent read).
+    pub(crate) async fn name_claim_holder(&self, thing_name: &str) -> PortResult<Option<String>> {
         let output = self
             .client
             .get_item()
@@ -387,15 +400,11 @@ impl DynamoInventory {
             .send()
             .await
             .map_err(|e| classify("GetItem", e))?;
-        match output.item.as_ref().and_then(|item| get_s(item, "certificateId")) {
-            Some(holder) => Ok(NameClaim::HeldBy(holder.to_string())),
-            // Released in between: the retry claims it.
-            None => Err(PortError::new(
-                "PutItem",
-                PortErrorKind::Transient,
-                format!("claim on {thing_name} changed during the call"),
-            )),
-        }
+        Ok(output
+            .item
+            .as_ref()
+            .and_then(|item| get_s(item, "certificateId"))
+            .map(str::to_string))
     }
 }
 

@@ -73,21 +73,7 @@ impl RevocationStore for DynamoInventory {
     }
 
     async fn name_holder(&self, thing_name: &str) -> PortResult<Option<String>> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(thing_pk(thing_name)))
-            .key("sk", s(CLAIM_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify("GetItem", e))?;
-        Ok(output
-            .item
-            .as_ref()
-            .and_then(|item| get_s(item, "certificateId"))
-            .map(str::to_string))
+        self.name_claim_holder(thing_name).await
     }
 
     async fn hold_thing_name(&self, thing_name: &str, certificate_id: &str, now: i64) -> PortResult<NameClaim> {
