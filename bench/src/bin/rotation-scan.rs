@@ -193,6 +193,7 @@ fn records(size: usize, expiring: usize, seed: u64, ca_id: &str, now: i64) -> Ve
             let thing_name = format!("rot-{i:06}");
             CertificateRecord {
                 ca_certificate_id: ca_id.to_string(),
+                issuer_ca_certificate_id: None,
                 status: RecordStatus::Provisioned,
                 profile: Some(PROFILE.to_string()),
                 serial: Some(rng.hex(1)),

@@ -377,10 +377,10 @@ async fn expiring_returns_exactly_the_provisioned_records_due_across_shards() {
     let old = expected.first().unwrap().clone();
     let new = "f".repeat(64);
     inventory.record_rotated_out(&old, &new, BASE + 5).await.unwrap();
-    inventory
-        .record_rotated_in(&provisioned(&new, BASE + DAY))
-        .await
-        .unwrap();
+    // Issued by the fleet's own CA: the issuer is kept beside the binding CA.
+    let mut rotated_in = provisioned(&new, BASE + DAY);
+    rotated_in.issuer_ca_certificate_id = Some("e".repeat(64));
+    inventory.record_rotated_in(&rotated_in).await.unwrap();
     let (records, _) = all_expiring(&inventory, until, 5).await;
     let ids: BTreeSet<String> = records.into_iter().map(|r| r.certificate_id).collect();
     assert!(!ids.contains(&old));
@@ -396,6 +396,9 @@ async fn expiring_returns_exactly_the_provisioned_records_due_across_shards() {
     let item = world.inventory_record(&new).await.unwrap().unwrap();
     assert_eq!(attr(&item, "status"), Some("PROVISIONED"));
     assert_eq!(attr(&item, "expiryShard"), Some("EXP#f"));
+    let record = inventory.certificate_record(&new).await.unwrap().unwrap();
+    assert_eq!(record.issuer_ca_certificate_id, Some("e".repeat(64)));
+    assert_eq!(record.serial_ca(), "e".repeat(64));
 }
 
 // --- IoT ------------------------------------------------------------------------

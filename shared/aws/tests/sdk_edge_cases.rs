@@ -87,6 +87,7 @@ fn observed_record() -> CertificateRecord {
     CertificateRecord {
         certificate_id: CERT_ID.to_string(),
         ca_certificate_id: CA_ID.to_string(),
+        issuer_ca_certificate_id: None,
         status: RecordStatus::Observed,
         thing_name: None,
         profile: None,

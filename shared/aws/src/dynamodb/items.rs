@@ -77,6 +77,7 @@ pub(crate) fn new_record_item(record: &CertificateRecord, extra: &[(&str, &str)]
         ("reasonDetail", record.detail.clone()),
         ("profile", record.profile.clone()),
         ("serial", record.serial.clone()),
+        ("issuerCaCertificateId", record.issuer_ca_certificate_id.clone()),
         ("notBefore", record.not_before.map(rfc3339)),
         ("notAfter", record.not_after.map(rfc3339)),
     ] {
@@ -110,6 +111,7 @@ pub(crate) fn record_update(record: &CertificateRecord, indexed: bool) -> Vec<(&
         ("thingName", record.thing_name.as_ref().map(s)),
         ("profile", record.profile.as_ref().map(s)),
         ("serial", record.serial.as_ref().map(s)),
+        ("issuerCaCertificateId", record.issuer_ca_certificate_id.as_ref().map(s)),
         ("notBefore", record.not_before.map(|t| s(rfc3339(t)))),
         ("notAfter", record.not_after.map(|t| s(rfc3339(t)))),
         ("reasonCode", record.reason.map(|r| s(r.code()))),
@@ -139,6 +141,7 @@ pub(crate) fn parse_record(item: &Item) -> Option<CertificateRecord> {
     Some(CertificateRecord {
         certificate_id: get_s(item, "certificateId")?.to_string(),
         ca_certificate_id: get_s(item, "caCertificateId").unwrap_or_default().to_string(),
+        issuer_ca_certificate_id: get_s(item, "issuerCaCertificateId").map(str::to_string),
         status: RecordStatus::parse(get_s(item, "status")?)?,
         thing_name: get_s(item, "thingName").map(str::to_string),
         profile: get_s(item, "profile").map(str::to_string),

@@ -53,7 +53,16 @@ impl RecordStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateRecord {
     pub certificate_id: String,
+    /// The CA that binds the device to its profile: the manufacturer CA it
+    /// onboarded under, kept by every rotation (the next rotation is allowed
+    /// by this CA's binding).
     pub ca_certificate_id: String,
+    /// The CA that signed this certificate when it is not
+    /// `ca_certificate_id`: the fleet's own CA of a `kmsCa` rotation issuer.
+    /// `None` for the onboarding certificate and for certificates
+    /// `CreateCertificateFromCsr` issued (Amazon's CA, no CA id in AWS IoT).
+    /// Serials are unique per issuer: see [`CertificateRecord::serial_ca`].
+    pub issuer_ca_certificate_id: Option<String>,
     pub status: RecordStatus,
     pub thing_name: Option<String>,
     pub profile: Option<String>,
@@ -86,6 +95,7 @@ impl CertificateRecord {
         Self {
             certificate_id: plan.certificate_id.clone(),
             ca_certificate_id: plan.ca_certificate_id.clone(),
+            issuer_ca_certificate_id: None,
             status: RecordStatus::Provisioned,
             thing_name: Some(plan.thing_name.clone()),
             profile: Some(plan.profile.clone()),
@@ -108,6 +118,7 @@ impl CertificateRecord {
         Self {
             certificate_id: certificate_id.to_string(),
             ca_certificate_id: ca_certificate_id.to_string(),
+            issuer_ca_certificate_id: None,
             status,
             thing_name: None,
             profile: None,
@@ -123,6 +134,17 @@ impl CertificateRecord {
             updated_at: now,
             activated_at: None,
         }
+    }
+
+    /// The CA a serial of this certificate is denied under (deny-list
+    /// entries `SERIAL#<ca>#<serial>`): the CA that signed it, as AWS IoT
+    /// reports it (`caCertificateId`) and as `onboard deny serial --ca` and
+    /// the revocation write it; the onboarding CA when no other signed it.
+    pub fn serial_ca(&self) -> &str {
+        self.issuer_ca_certificate_id
+            .as_deref()
+            .filter(|ca| !ca.is_empty())
+            .unwrap_or(&self.ca_certificate_id)
     }
 
     /// Adds a rejection's reason and the status given to the certificate.

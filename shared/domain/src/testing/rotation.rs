@@ -44,6 +44,9 @@ pub struct FakeCert {
     pub pem: String,
     pub thing: Option<String>,
     pub policies: BTreeSet<String>,
+    /// The CA it was registered under (`caCertificateId`); `None` for the
+    /// fake's own certificates, as for `CreateCertificateFromCsr`'s.
+    pub ca: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +164,7 @@ impl World {
                 pem: "old".into(),
                 thing: Some(thing.into()),
                 policies: BTreeSet::from([POLICY.to_string()]),
+                ca: None,
             },
         );
         self.things.entry(thing.into()).or_default();
@@ -336,6 +340,7 @@ impl Fake {
                 pem: pem.clone(),
                 thing: None,
                 policies: BTreeSet::new(),
+                ca: None,
             },
         );
         Ok(IssuedCertificate {
@@ -690,7 +695,7 @@ impl RotationIot for Fake {
             Ok(w.certs.get(certificate_id).map(|c| RegisteredCertificate {
                 certificate_id: certificate_id.into(),
                 certificate_arn: c.arn.clone(),
-                ca_certificate_id: None,
+                ca_certificate_id: c.ca.clone(),
                 status: c.status.clone(),
                 pem: c.pem.clone(),
             }))
@@ -1020,6 +1025,7 @@ impl CertificateImport for Fake {
                     pem: pem.to_string(),
                     thing: None,
                     policies: BTreeSet::new(),
+                    ca: Some(ca.fingerprint.clone()),
                 },
             );
             Ok(cert.fingerprint)

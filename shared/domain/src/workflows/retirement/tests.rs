@@ -426,6 +426,7 @@ async fn a_certificate_shared_with_another_thing_is_only_detached() {
                 pem: "shared".into(),
                 thing: Some(thing(0)),
                 policies: BTreeSet::from([POLICY.to_string()]),
+                ca: None,
             },
         );
         w.also_attached.insert(shared.clone(), vec!["dev-9".into()]);
@@ -441,6 +442,7 @@ async fn a_certificate_shared_with_another_thing_is_only_detached() {
                 pem: "elsewhere".into(),
                 thing: Some(thing(0)),
                 policies: BTreeSet::from([POLICY.to_string()]),
+                ca: None,
             },
         );
         let mut record = CertificateRecord::bare(&recorded_elsewhere, CA, RecordStatus::Provisioned, T0);

@@ -262,7 +262,7 @@ where
         let serial = record.serial.as_deref().unwrap_or_default();
         Ok(self
             .inventory
-            .denial(&record.ca_certificate_id, serial, fingerprint)
+            .denial(record.serial_ca(), serial, fingerprint)
             .await?
             .map(|rejection| format!("{}: {}", rejection.reason.code(), rejection.detail)))
     }

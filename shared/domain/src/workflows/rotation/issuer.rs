@@ -348,10 +348,16 @@ where
                 .await?;
             return Ok(None);
         }
+        // The CA that signed it, as AWS IoT names it: the fleet CA it was
+        // registered under; none for Amazon's CA.
+        let signed_by = match &policy.issuer {
+            Issuer::Amazon {} => None,
+            Issuer::KmsCa { ca_certificate_id, .. } => Some(ca_certificate_id.clone()),
+        };
         let new = RegisteredCertificate {
             certificate_id: issued.certificate_id,
             certificate_arn: issued.certificate_arn,
-            ca_certificate_id: None,
+            ca_certificate_id: signed_by,
             status: CertificateStatus::PendingActivation,
             pem: issued.certificate_pem,
         };

@@ -234,20 +234,27 @@ pub(crate) struct OldCertificate {
 }
 
 /// The new certificate's inventory record: same thing, profile and CA as the
-/// old record, validity from the certificate itself.
+/// old record (the CA binding the device to its profile), validity from the
+/// certificate itself, and the CA that signed it when AWS IoT names one
+/// other than that CA (a `kmsCa` issuer's fleet CA: its serials are denied
+/// under it).
 pub(crate) fn rotated_in_record(
     old: &CertificateRecord,
     r: &Rotation,
-    new_certificate_id: &str,
+    new: &RegisteredCertificate,
     cert: &Certificate,
     now: i64,
 ) -> CertificateRecord {
     let mut record = CertificateRecord::bare(
-        new_certificate_id,
+        &new.certificate_id,
         &old.ca_certificate_id,
         RecordStatus::Provisioned,
         now,
     );
+    record.issuer_ca_certificate_id = new
+        .ca_certificate_id
+        .clone()
+        .filter(|ca| !ca.is_empty() && *ca != old.ca_certificate_id);
     record.thing_name = Some(r.thing_name.clone());
     record.profile = Some(r.profile.clone());
     record.serial = Some(cert.serial.clone());
@@ -349,7 +356,7 @@ where
         self.iot.attach_to_thing(&r.thing_name, &new.certificate_arn).await?;
         let policies = self.iot.policies(&old.cert.certificate_arn).await?;
         try_join_all(policies.iter().map(|p| self.iot.attach_policy(p, &new.certificate_arn))).await?;
-        let record = rotated_in_record(&old.record, r, &new.certificate_id, &parsed, now);
+        let record = rotated_in_record(&old.record, r, new, &parsed, now);
         self.rotations.record_rotated_in(&record).await?;
         if new.status != CertificateStatus::Active {
             self.iot
@@ -754,7 +761,7 @@ impl IgnoreReason {
 
 /// Whether the device of an old certificate may still get a new one: its
 /// CA bound to a valid profile, and neither its fingerprint nor its serial
-/// (for that CA) on the deny-list (looked up by key, never cached). Checked
+/// (under the CA that signed it, [`CertificateRecord::serial_ca`]) on the deny-list (looked up by key, never cached). Checked
 /// before an attempt starts and before a certificate is issued.
 ///
 /// # Errors
@@ -788,7 +795,7 @@ pub async fn rotation_allowed(
         record.fingerprint.as_str()
     };
     let serial = record.serial.as_deref().unwrap_or_default();
-    Ok(match deny_list.denial(ca, serial, fingerprint).await? {
+    Ok(match deny_list.denial(record.serial_ca(), serial, fingerprint).await? {
         Some(rejection) => Err(rejection),
         None => Ok(()),
     })

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::model::reason::RejectReason;
 use crate::model::record::RecordStatus;
 use crate::model::status::CertificateStatus;
 use crate::policy::profile::DeviceProfile;
@@ -18,7 +19,9 @@ use onboarding_test_support::rcgen;
 use crate::testing::rotation::*;
 use crate::workflows::rotation::completer::*;
 use crate::workflows::rotation::issuer::*;
-use crate::workflows::rotation::ops::{DAY, DUE_CURSOR, EXPIRING_CURSOR, IgnoreReason, RotationError, credential_keys};
+use crate::workflows::rotation::ops::{
+    DAY, DUE_CURSOR, EXPIRING_CURSOR, IgnoreReason, RotationError, credential_keys, rotation_allowed,
+};
 use crate::workflows::rotation::rotator::*;
 
 // --- helpers --------------------------------------------------------------
@@ -1943,4 +1946,48 @@ async fn a_kms_failure_issues_nothing_and_the_retry_issues() {
         let issued = crate::model::certificate::Certificate::from_pem(&c.pem).expect("pem");
         assert_eq!(issued.not_after, T0 + 60 + 365 * DAY);
     });
+}
+
+/// A certificate of the fleet's own CA is recorded with that CA as its
+/// issuer (the onboarding CA still binds the device to its profile), so a
+/// serial denied under the fleet CA, as AWS IoT and `onboard deny serial
+/// --ca` name it, stops the device's next rotation. Looked up under the
+/// onboarding CA (the record's binding), the entry would be missed.
+#[tokio::test]
+async fn a_serial_denied_under_the_fleet_ca_stops_the_next_rotation() {
+    let (fake, thing, old, message, ca) = kms_requested().await;
+    let onboarding_ca = fake.with(|w| w.records[&old].ca_certificate_id.clone());
+    assert_ne!(onboarding_ca, ca);
+    let new = expect_issued(
+        issuer(&fake)
+            .handle(&thing, &old, &message, T0 + 60)
+            .await
+            .expect("issued"),
+    );
+    let (job_id, _) = fake.with(|w| w.current_job(&thing));
+    fake.with(|w| w.set_job(&job_id, "SUCCEEDED", Some(&new)));
+    let succeeded = event(&job_id, &thing, "SUCCEEDED", Some(&new));
+    let completer = completer(&fake);
+    let outcome = retry(|| completer.handle(&succeeded, T0 + 120)).await;
+    assert!(matches!(outcome.label(), "completed" | "duplicate"), "{outcome:?}");
+
+    let (record, config) = fake.with(|w| (w.records[&new].clone(), w.config.clone()));
+    assert_eq!(record.ca_certificate_id, onboarding_ca, "the binding CA is kept");
+    assert_eq!(record.issuer_ca_certificate_id.as_deref(), Some(ca.as_str()));
+    assert_eq!(record.serial_ca(), ca);
+    assert_eq!(rotation_allowed(&config, &fake, &record).await.expect("lookup"), Ok(()));
+
+    let serial = record.serial.clone().expect("serial");
+    fake.with(|w| w.denied.insert(format!("{ca}#{serial}")));
+    let refused = rotation_allowed(&config, &fake, &record)
+        .await
+        .expect("lookup")
+        .expect_err("denied");
+    assert_eq!(refused.reason, RejectReason::SerialDenied, "{refused:?}");
+
+    // An amazon-issued (or onboarding) record names no other issuer: its
+    // serial stays under the onboarding CA, as before.
+    let onboarding = fake.with(|w| w.records[&old].clone());
+    assert_eq!(onboarding.issuer_ca_certificate_id, None);
+    assert_eq!(onboarding.serial_ca(), onboarding_ca);
 }
