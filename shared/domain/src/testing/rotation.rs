@@ -99,6 +99,9 @@ pub struct World {
     pub connected: BTreeSet<String>,
     /// `DeleteConnection` is refused (no permission).
     pub disconnect_denied: bool,
+    /// `CreateCertificateFromCsr` answers with a certificate for another key
+    /// than the CSR's (an account-wide certificate provider gone wrong).
+    pub issue_for_another_key: bool,
     /// Runs another workflow to its end right before the n-th port call
     /// (another Lambda invocation or rotator run, interleaved there).
     pub interleave: Option<(usize, Hook)>,
@@ -670,7 +673,12 @@ impl RotationIot for Fake {
                 |e: rcgen::Error| PortError::new("certificate_from_csr", PortErrorKind::Invalid, e.to_string());
             let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(invalid)?;
             validity(&mut csr.params);
-            let pem = csr.signed_by(&self.signer.0).map_err(invalid)?.pem();
+            let pem = if w.issue_for_another_key {
+                let key = rcgen::KeyPair::generate().map_err(invalid)?;
+                csr.params.signed_by(&key, &self.signer.0).map_err(invalid)?.pem()
+            } else {
+                csr.signed_by(&self.signer.0).map_err(invalid)?.pem()
+            };
             self.issue(w, pem, None)
         })
     }

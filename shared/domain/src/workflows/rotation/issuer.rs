@@ -331,6 +331,18 @@ where
             Issuer::Amazon {} => self.iot.certificate_from_csr(&message.csr).await?,
             Issuer::KmsCa { .. } => self.issue_from_own_ca(&r, &policy.issuer, &message.csr, now).await?,
         };
+        // Whatever signed it (Amazon's CA, an account-wide certificate
+        // provider, the fleet CA), the certificate is handed out only for
+        // the CSR's own key. Nobody holds one for another key yet: revoked.
+        if let Err(problem) = carries_csr_key(&issued.certificate_pem, &message.csr) {
+            self.iot
+                .set_status(&issued.certificate_id, &CertificateStatus::Revoked)
+                .await?;
+            return Err(RotationError::IssuerUnusable {
+                profile: r.profile.clone(),
+                problem: format!("certificate {}: {problem}", issued.certificate_id),
+            });
+        }
         let next = r.issued(&issued.certificate_id, Vec::new(), now)?;
         // A failed write may still have been applied (its answer lost), so
         // the certificate is left alone: revoking it could revoke the one the
@@ -575,4 +587,15 @@ where
         let payload = serde_json::to_vec(answer).unwrap_or_default();
         self.iot.publish(&answer_topic(thing_name), &payload).await
     }
+}
+
+/// Whether an issued certificate carries the CSR's public key.
+fn carries_csr_key(certificate_pem: &str, csr_pem: &str) -> Result<(), String> {
+    let certificate =
+        Certificate::from_pem(certificate_pem).map_err(|e| format!("the issued certificate does not parse: {e}"))?;
+    let csr = CertificateRequest::from_pem(csr_pem).map_err(|e| format!("the CSR does not parse: {e}"))?;
+    if certificate.public_key_der() != csr.public_key_der {
+        return Err("the issuer returned a certificate for another key than the CSR's".into());
+    }
+    Ok(())
 }

@@ -1991,3 +1991,42 @@ async fn a_serial_denied_under_the_fleet_ca_stops_the_next_rotation() {
     assert_eq!(onboarding.issuer_ca_certificate_id, None);
     assert_eq!(onboarding.serial_ca(), onboarding_ca);
 }
+
+/// `CreateCertificateFromCsr` is answered by whatever signs for the account
+/// (an account-wide certificate provider may): a certificate for another
+/// key than the CSR's is never attached, recorded or handed out, and is
+/// revoked; the attempt stays open and a good answer is then delivered.
+#[tokio::test]
+async fn a_certificate_issued_for_another_key_is_revoked_and_never_handed_out() {
+    let fake = Fake::new(Strategy::Csr, 1);
+    let (rotator, issuer) = (rotator(&fake), issuer(&fake));
+    let (thing, old) = (thing(0), old_id(&thing(0)));
+    run_until_clean(&rotator, T0).await;
+    let (job_id, _) = fake.with(|w| w.current_job(&thing));
+    let message = CsrMessage {
+        job_id,
+        csr: csr(&thing),
+    };
+
+    fake.with(|w| w.issue_for_another_key = true);
+    let err = issuer
+        .handle(&thing, &old, &message, T0 + 60)
+        .await
+        .expect_err("another key");
+    assert_eq!(err.kind(), "issuer_unusable", "{err}");
+    assert!(err.to_string().contains("another key"), "{err}");
+    fake.with(|w| {
+        let issued: Vec<&FakeCert> = w.certs.iter().filter(|(id, _)| **id != old).map(|(_, c)| c).collect();
+        assert_eq!(issued.len(), 1);
+        assert_eq!(issued[0].status, CertificateStatus::Revoked);
+        assert_eq!(issued[0].thing, None, "never attached");
+        assert_eq!(w.records.len(), 1, "never recorded");
+        assert!(w.answers(&thing).is_empty(), "never handed out");
+        assert_eq!(w.rotation_of(&thing).state, RotationState::Requested);
+        assert_eq!(w.cert(&old).status, CertificateStatus::Active);
+    });
+
+    fake.with(|w| w.issue_for_another_key = false);
+    let new = expect_issued(issuer.handle(&thing, &old, &message, T0 + 60).await.expect("issued"));
+    fake.with(|w| assert_eq!(w.cert(&new).status, CertificateStatus::Active));
+}
