@@ -100,13 +100,11 @@ class Tok:
 
 
 def tokenize(source):
+    """Rust source as tokens: string literals (their content), identifiers,
+    numbers and punctuation; whitespace and comments dropped."""
     tokens, line = [], 1
     for m in TOKEN.finditer(source):
-        kind = m.lastgroup if m.lastgroup not in ("body", "raw", "hashes") else None
-        for k in ("ws", "comment", "rawstr", "str", "char", "ident", "num", "punct"):
-            if m.group(k) is not None:
-                kind = k
-                break
+        kind = next(k for k in ("ws", "comment", "rawstr", "str", "char", "ident", "num", "punct") if m.group(k) is not None)
         if kind == "str":
             tokens.append(Tok("str", m.group("body"), line))
         elif kind == "rawstr":
@@ -177,7 +175,7 @@ def tuples(tokens):
 
 
 def functions_of(tokens):
-    """(name, parameter names, params span, body span) of every fn with a body."""
+    """(name, parameters as token lists, body span) of every fn with a body."""
     found = []
     for i, t in enumerate(tokens):
         if t.kind == "ident" and t.text == "fn" and i + 1 < len(tokens) and tokens[i + 1].kind == "ident":
@@ -291,6 +289,11 @@ def emitted(functions_dir):
     for directory in sorted(p for p in functions_dir.iterdir() if (p / "src").is_dir()):
         crate = Crate(directory)
         for path, tokens, fns in crate.files:
+            for i, t in enumerate(tokens):
+                if t.text == "use":
+                    end = next((j for j in range(i, len(tokens)) if tokens[j].text == ";"), len(tokens))
+                    if any(u.text == "emf" for u in tokens[i:end]) and any(u.text == "onboarding_lambda" for u in tokens[i:end]):
+                        problems.append(f"{path}:{t.line}: call onboarding_lambda::emf by its path, not imported, so that this lint finds its metrics")
             for i in range(len(tokens) - 3):
                 if [t.text for t in tokens[i:i + 4]] != ["onboarding_lambda", "::", "emf", "("]:
                     continue
@@ -318,12 +321,23 @@ def emitted(functions_dir):
                                 if len(inner) == 2 and len(inner[0]) == 1 and inner[0][0].kind == "str" and is_camel(inner[0][0].text) and inner[1] and inner[1][0].text in ("None", "Some"):
                                     names.add(inner[0][0].text)
                 # A slice literal names its dimensions; anything else (a
-                # value built by a match) takes them from the function's arms.
-                literal = [t.text for t in args[3][:2]] == ["&", "["]
-                extra_source = args[3] if literal else body
-                for parts in tuples(extra_source):
-                    if len(parts) == 2 and len(parts[0]) == 1 and parts[0][0].kind == "str" and is_camel(parts[0][0].text) and parts[1] and parts[1][0].text not in ("None", "Some") and parts[1][0].kind != "str":
-                        dims.add(parts[0][0].text)
+                # value built by a match) takes them from the function's
+                # ("Dimension", value) tuples that are not ("Metric", None |
+                # Some(..)) arms.
+                if [t.text for t in args[3][:2]] == ["&", "["]:
+                    for parts in tuples(args[3]):
+                        if len(parts) == 2 and len(parts[0]) == 1 and parts[0][0].kind == "str":
+                            dims.add(parts[0][0].text)
+                else:
+                    for parts in tuples(body):
+                        if len(parts) == 2 and len(parts[0]) == 1 and parts[0][0].kind == "str" and is_camel(parts[0][0].text) and parts[1] and parts[1][0].text not in ("None", "Some") and parts[1][0].kind != "str":
+                            dims.add(parts[0][0].text)
+                if not names:
+                    # Metrics built before the call (a vec of tuples): the
+                    # function's ("Name", value, "Unit") tuples.
+                    for parts in tuples(body):
+                        if len(parts) == 3 and len(parts[0]) == 1 and parts[0][0].kind == "str" and parts[2] and parts[2][0].kind == "str" and parts[2][0].text in UNITS:
+                            names.add(parts[0][0].text)
                 if not names:
                     problems.append(f"{where}: cannot read the metric names of this emf call")
                     continue
@@ -603,6 +617,10 @@ pub fn check_metric(namespace: &str, check: &str, findings: u32, ts: i64) -> Val
 fn line(namespace: &str, function: &str, check: &str, findings: u32, ts: i64) -> Value {
     onboarding_lambda::emf(namespace, function, &[("AuditFindings", f64::from(findings), "Count")], &[("Check", check)], ts)
 }
+pub fn run_metrics(namespace: &str, scanned: u32, ts: i64) -> Value {
+    let metrics = vec![("AuditScanned", f64::from(scanned), "Count")];
+    onboarding_lambda::emf(namespace, FUNCTION, &metrics, &[], ts)
+}
 #[cfg(test)]
 mod tests {
     fn t() { onboarding_lambda::emf("ns", "test-only", &[("TestOnly", 1.0, "Count")], &[], 0); }
@@ -645,8 +663,13 @@ def self_test():
         (tmp / "functions" / "fleet-auditor" / "src" / "metrics.rs").write_text(NEW_FUNCTION)
         catalogue, scan_problems = emitted(tmp / "functions")
         index = {(f, m, d) for fs, ns, ds, _ in catalogue for f in fs for m in ns for d in ds | {None}}
-        expect("a new function's metrics are read", ("fleet-auditor", "AuditFindings", "Check") in index and not scan_problems, f"{sorted(index, key=str)} {scan_problems}")
+        expect("a new function's metrics are read", {("fleet-auditor", "AuditFindings", "Check"), ("fleet-auditor", "AuditScanned", None)} <= index and not scan_problems, f"{sorted(index, key=str)} {scan_problems}")
         expect("comments and tests are not metrics", not any(m in ("NotAMetric", "TestOnly") for _, m, _ in index), sorted(index, key=str))
+        (tmp / "functions" / "hidden" / "src").mkdir(parents=True)
+        (tmp / "functions" / "hidden" / "src" / "lib.rs").write_text("use onboarding_lambda::{emf, emit};\n")
+        _, scan_problems = emitted(tmp / "functions")
+        expect("an imported emf is refused", any("by its path, not imported" in p for p in scan_problems), "\n".join(scan_problems))
+        shutil.rmtree(tmp / "functions" / "hidden")
         if PENDING:
             problems, _ = check(ROOT / "infra" / "template.yaml", tmp)
             expect("a pending metric now emitted must leave PENDING", any("remove it from PENDING" in p for p in problems), "\n".join(problems))
