@@ -497,6 +497,13 @@ def check(template_path, root=ROOT):
     checked = 0
     for name in dashboards:
         where = f"Resources.{name}"
+        title = resources[name].get("Properties", {}).get("DashboardName")
+        if title is not None:
+            # The stack's name is [A-Za-z][-A-Za-z0-9]*, up to 128 characters.
+            named = substitute(title, resources, parameters, problems, where)
+            named = (named or "").replace("<AWS::StackName>", "s" * 128)
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", named):
+                problems.append(f"{where}: DashboardName must be 1 to 255 of A-Z, a-z, 0-9, - and _ (with the longest stack name), got {title!r}")
         body = substitute(resources[name].get("Properties", {}).get("DashboardBody"), resources, parameters, problems, where)
         if body is None:
             continue
@@ -692,6 +699,7 @@ def self_test():
             ('"stat": "Maximum", "period": 60', '"stat": "Maximal", "period": 60', "is not a CloudWatch statistic"),
             ('["AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", "${RegistrationQueue.QueueName}"', '["AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName"', "expected [namespace, metric"),
             ('{"widgets": [', '{"widgets": [,', "is not JSON"),
+            ('DashboardName: !Sub "${AWS::StackName}-onboarding"', 'DashboardName: !Sub "${AWS::StackName} onboarding"', "DashboardName must be"),
         ]
         for old, new, message in breaks:
             if old not in text:
