@@ -215,7 +215,7 @@ async fn the_dashboard_shows_the_deployed_resources(d: &Deployment) -> TestResul
     let widgets = body["widgets"].as_array().ok_or("the body has no widgets")?;
     let region = sdk.region().map(ToString::to_string).ok_or("no region")?;
     let (mut functions, mut queues) = (Vec::new(), Vec::new());
-    for widget in widgets {
+    for widget in widgets.iter().filter(|w| w["type"] == "metric") {
         assert_eq!(
             widget["properties"]["region"].as_str(),
             Some(region.as_str()),
@@ -228,7 +228,8 @@ async fn the_dashboard_shows_the_deployed_resources(d: &Deployment) -> TestResul
                 .flatten()
                 .filter_map(|v| v.as_str())
                 .collect();
-            for pair in fields[2..].chunks(2) {
+            // [namespace, metric, (dimension, value)..., {options}]
+            for pair in fields.get(2..).unwrap_or_default().chunks(2) {
                 match pair {
                     ["FunctionName", name] => functions.push((*name).to_string()),
                     ["QueueName", name] => queues.push((*name).to_string()),
@@ -248,34 +249,32 @@ async fn the_dashboard_shows_the_deployed_resources(d: &Deployment) -> TestResul
     for name in &queues {
         d.sqs.get_queue_url().queue_name(name).send().await?;
     }
-    for output in [
-        "RegistrarFunctionName",
-        "ProvisioningHookFunctionName",
-        "ReconcilerFunctionName",
-        "RotatorFunctionName",
-        "IssuerFunctionName",
-        "CompleterFunctionName",
-    ] {
-        let name = d.output(output)?;
+    // Every function and queue the stack names in its outputs, whatever
+    // functions are added later.
+    let named = |suffix: &str| -> Vec<(&String, &String)> {
+        d.outputs.iter().filter(|(key, _)| key.ends_with(suffix)).collect()
+    };
+    let (function_outputs, queue_outputs) = (named("FunctionName"), named("QueueUrl"));
+    assert!(
+        function_outputs.len() >= 6 && queue_outputs.len() >= 4,
+        "{:?}",
+        d.outputs
+    );
+    for (output, name) in function_outputs {
         assert!(
-            functions.iter().any(|f| f == name),
+            functions.contains(name),
             "{output} {name} is not on the dashboard: {functions:?}"
         );
     }
-    for output in [
-        "RegistrationQueueUrl",
-        "RegistrationDeadLetterQueueUrl",
-        "RotationEventsQueueUrl",
-        "IssuerFailureQueueUrl",
-    ] {
-        let name = d.output(output)?.rsplit('/').next().ok_or("no queue name")?;
+    for (output, url) in queue_outputs {
+        let name = url.rsplit('/').next().ok_or("no queue name")?;
         assert!(
             queues.iter().any(|q| q == name),
             "{output} {name} is not on the dashboard: {queues:?}"
         );
     }
-    // The rotation events' dead-letter queue has no output: five queues in all.
-    assert_eq!(queues.len(), 5, "{queues:?}");
+    // The rotation events' dead-letter queue has no output: five queues at least.
+    assert!(queues.len() >= 5, "{queues:?}");
     Ok(())
 }
 
