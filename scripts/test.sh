@@ -4,7 +4,8 @@
 # CI runs exactly this (.ci/run).
 #
 #   1. cargo fmt --check and cargo clippy -D warnings;
-#   2. the SAM template: cfn-lint, sam validate --lint, sam build (arm64, as deployed);
+#   2. the SAM template: cfn-lint, the IAM grants, the dashboard, sam validate --lint,
+#      sam build (arm64, as deployed);
 #   3. the Lambda zips for the local architecture (x86_64), which the
 #      end-to-end tests deploy into the emulator with the template;
 #   4. cargo test: unit tests, SDK edge cases, integration and end-to-end tests.
@@ -26,6 +27,8 @@ echo "==> cfn-lint infra/template.yaml"
 .venv-infra/bin/cfn-lint infra/template.yaml
 echo "==> IAM grants against the Service Authorization Reference"
 .venv-infra/bin/python scripts/check-iam.py --self-test infra/template.yaml
+echo "==> the dashboard against the functions' metrics and the template's resources"
+.venv-infra/bin/python scripts/check-dashboard.py --self-test infra/template.yaml
 echo "==> documentation links (README.md, ARCHITECTURE.md, docs/)"
 python3 scripts/check-links.py --code-paths
 echo "==> sam validate --lint"

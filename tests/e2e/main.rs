@@ -195,7 +195,87 @@ async fn a_device_onboards_through_the_deployed_stack() -> TestResult {
             .get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn),
         Some(&on_failure)
     );
-    queues_refuse_other_senders(&d).await
+    queues_refuse_other_senders(&d).await?;
+    the_dashboard_shows_the_deployed_resources(&d).await
+}
+
+/// The template's dashboard is deployed with the stack (CloudWatch
+/// `GetDashboard`), in the stack's region, and its Lambda and SQS metrics
+/// name this deployment's functions and queues: each one exists, and every
+/// function and queue of the stack is charted.
+async fn the_dashboard_shows_the_deployed_resources(d: &Deployment) -> TestResult {
+    let sdk = d.emulator.sdk_config().await;
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
+    let dashboard = cloudwatch
+        .get_dashboard()
+        .dashboard_name(d.output("DashboardName")?)
+        .send()
+        .await?;
+    let body: serde_json::Value = serde_json::from_str(dashboard.dashboard_body().ok_or("no dashboard body")?)?;
+    let widgets = body["widgets"].as_array().ok_or("the body has no widgets")?;
+    let region = sdk.region().map(ToString::to_string).ok_or("no region")?;
+    let (mut functions, mut queues) = (Vec::new(), Vec::new());
+    for widget in widgets.iter().filter(|w| w["type"] == "metric") {
+        assert_eq!(
+            widget["properties"]["region"].as_str(),
+            Some(region.as_str()),
+            "{widget}"
+        );
+        for row in widget["properties"]["metrics"].as_array().into_iter().flatten() {
+            let fields: Vec<&str> = row
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .collect();
+            // [namespace, metric, (dimension, value)..., {options}]
+            for pair in fields.get(2..).unwrap_or_default().chunks(2) {
+                match pair {
+                    ["FunctionName", name] => functions.push((*name).to_string()),
+                    ["QueueName", name] => queues.push((*name).to_string()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    functions.sort();
+    functions.dedup();
+    queues.sort();
+    queues.dedup();
+    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    for name in &functions {
+        lambda.get_function().function_name(name).send().await?;
+    }
+    for name in &queues {
+        d.sqs.get_queue_url().queue_name(name).send().await?;
+    }
+    // Every function and queue the stack names in its outputs, whatever
+    // functions are added later.
+    let named = |suffix: &str| -> Vec<(&String, &String)> {
+        d.outputs.iter().filter(|(key, _)| key.ends_with(suffix)).collect()
+    };
+    let (function_outputs, queue_outputs) = (named("FunctionName"), named("QueueUrl"));
+    assert!(
+        function_outputs.len() >= 6 && queue_outputs.len() >= 4,
+        "{:?}",
+        d.outputs
+    );
+    for (output, name) in function_outputs {
+        assert!(
+            functions.contains(name),
+            "{output} {name} is not on the dashboard: {functions:?}"
+        );
+    }
+    for (output, url) in queue_outputs {
+        let name = url.rsplit('/').next().ok_or("no queue name")?;
+        assert!(
+            queues.iter().any(|q| q == name),
+            "{output} {name} is not on the dashboard: {queues:?}"
+        );
+    }
+    // The rotation events' dead-letter queue has no output: five queues at least.
+    assert!(queues.len() >= 5, "{queues:?}");
+    Ok(())
 }
 
 /// The rules' queues take messages only from their rules: a principal of the
