@@ -708,7 +708,8 @@ pub(crate) fn verification_certificate(ca_pem: &str, ca_key_pem: &str, code: &st
 ///
 /// # Errors
 /// [`CliError::Input`] for a certificate that is not a CA, a key of another
-/// spec or usage, or another key; [`CliError::Aws`] when KMS fails.
+/// spec or usage, a key that does not exist, or another key;
+/// [`CliError::Aws`] when KMS fails otherwise (denied, throttled).
 pub(crate) async fn check_kms_ca<S: CertificateSigner>(
     signer: &S,
     key_name: &str,
@@ -721,7 +722,9 @@ pub(crate) async fn check_kms_ca<S: CertificateSigner>(
         )));
     }
     let key = signer.signing_key().await.map_err(|e| match e.kind {
-        PortErrorKind::Invalid => CliError::Input(format!("{e}; nothing was registered")),
+        PortErrorKind::Invalid | PortErrorKind::MissingResource => {
+            CliError::Input(format!("{e}; nothing was registered"))
+        }
         _ => CliError::Aws(format!("reading KMS key {key_name}: {e}")),
     })?;
     if key.public_key_der != ca.public_key_der() {
