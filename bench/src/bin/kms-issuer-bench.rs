@@ -22,13 +22,17 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
 use onboarding_aws::{
     CaKeySpec, FleetCaAdapter, KmsSigner, RotationIotAdapter, create_ca_key, register_ca_certificate,
 };
 use onboarding_bench::{Args, BenchResult, Table, f, ms, operation_name, summarize};
 use onboarding_domain::{
-    CaName, CaSigners, Certificate, CertificateImport, CertificateRegistry, CertificateRequest, CertificateStatus,
-    IssuanceSettings, Registration, RotationIot, issue_device_certificate, self_signed_ca_certificate,
+    CaName, CaSigners, Certificate, CertificateImport, CertificateRegistry, CertificateRequest, CertificateSigner,
+    CertificateStatus, IssuanceSettings, PortError, PortErrorKind, PortResult, Registration, RotationIot,
+    SignatureAlgorithm, SigningKey, issue_device_certificate, self_signed_ca_certificate,
 };
 use onboarding_test_support::emulator::{Emulator, sdk_config_for};
 use onboarding_test_support::proxy::{Proxy, RecordedRequest};
@@ -70,6 +74,45 @@ impl Container {
             iot: RotationIotAdapter::new(iot.clone(), aws_sdk_iotdataplane::Client::new(sdk), None),
             fleet_ca: FleetCaAdapter::new(iot, aws_sdk_kms::Client::new(sdk), Some(key_arn.to_string())),
         }
+    }
+}
+
+/// A P-256 key in this process: the local share of an issuance (DER build,
+/// signature verification, parsing) without any KMS round trip.
+struct LocalSigner {
+    key: EcdsaKeyPair,
+    public: SigningKey,
+}
+
+impl LocalSigner {
+    fn generate() -> BenchResult<Self> {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
+            .map_err(|_| "no P-256 key")?;
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).map_err(|_| "PKCS#8")?;
+        let public_key_der = AsDer::<PublicKeyX509Der>::as_der(key.public_key())
+            .map_err(|_| "SPKI")?
+            .as_ref()
+            .to_vec();
+        Ok(Self {
+            key,
+            public: SigningKey {
+                algorithm: SignatureAlgorithm::EcdsaP256Sha256,
+                public_key_der,
+            },
+        })
+    }
+}
+
+impl CertificateSigner for LocalSigner {
+    async fn signing_key(&self) -> PortResult<SigningKey> {
+        Ok(self.public.clone())
+    }
+
+    async fn sign(&self, message: &[u8]) -> PortResult<Vec<u8>> {
+        self.key
+            .sign(&SystemRandom::new(), message)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| PortError::new("sign", PortErrorKind::Invalid, "aws-lc-rs refused"))
     }
 }
 
@@ -218,6 +261,20 @@ async fn run() -> BenchResult {
         latency.as_millis()
     );
 
+    // The local share: the same issuance with a key in this process.
+    let local = LocalSigner::generate()?;
+    let local_ca = self_signed_ca_certificate(&local, &name, now(), &ca_settings).await?;
+    let settings = IssuanceSettings {
+        validity_days: VALIDITY_DAYS,
+        backdate_secs: BACKDATE_SECS,
+    };
+    let mut local_times = Vec::with_capacity(n);
+    for (_, request) in &csrs[..n] {
+        let start = Instant::now();
+        issue_device_certificate(&local, &local_ca, request, now(), &settings).await?;
+        local_times.push(ms(start.elapsed()));
+    }
+
     let proxy = Proxy::start(emulator.gateway_port, latency).await?;
     let sdk = sdk_config_for(&proxy.endpoint()).await;
 
@@ -314,6 +371,10 @@ async fn run() -> BenchResult {
 
     let mut by_step = Table::new(&["kmsCa step (warm)", "p50 ms", "p99 ms"]);
     for (label, samples) in [
+        (
+            "(local share: build + sign + verify + parse, key in process)",
+            &local_times,
+        ),
         ("DescribeCACertificate", &steps.describe_ca),
         ("build + kms:Sign + verify", &steps.sign),
         ("RegisterCertificate", &steps.register),
