@@ -10,7 +10,7 @@
 //! through KMS auto-registered by IoT on its first connection (JITR),
 //! provisioned by the registrar, then connecting. Refused before anything is
 //! registered: no key, two keys, a KMS key that is not the CA's, a key KMS
-//! cannot sign certificates with.
+//! cannot sign certificates with. `onboard ca rotate` to a KMS CA.
 
 mod common;
 
@@ -318,5 +318,42 @@ async fn a_kms_ca_is_registered_through_kms_and_its_devices_onboard() -> Result<
     let answer = registrar.handle(world.direct_event(&certificate_id, &ca_id)?).await?;
     assert_eq!(answer["outcome"], "provisioned", "{answer}");
     assert_eq!(world.connect(&device, "kms-sensor-01").await?, ConnectResult::Accepted);
+
+    // `ca rotate` to a KMS CA: the world's CA replaced by a second KMS CA,
+    // registered with its verification certificate signed through KMS and
+    // bound to the old CA's profile. A directory with two keys is refused.
+    let output = onboard()?
+        .args(["ca", "rotate", &world.ca_id, "--new"])
+        .arg(&two_keys)
+        .output()?;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("a CA has one key"), "{}", text(&output));
+    let successor = dir.path().join("successor");
+    let output = onboard()?
+        .args(["--json", "ca", "create", "--kms", "--days", "3660", "--out"])
+        .arg(&successor)
+        .output()?;
+    assert!(output.status.success(), "{}", text(&output));
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let output = onboard()?
+        .args(["--json", "ca", "rotate", &world.ca_id, "--new"])
+        .arg(&successor)
+        .output()?;
+    assert!(output.status.success(), "{}", text(&output));
+    let rotated: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(rotated["registered"], true, "{rotated}");
+    assert_eq!(rotated["newCaCertificateId"], created["fingerprint"], "{rotated}");
+    assert_eq!(rotated["profile"], PROFILE, "{rotated}");
+    let successor_id = rotated["newCaCertificateId"].as_str().ok_or("no new CA id")?;
+    let status = world
+        .iot
+        .describe_ca_certificate()
+        .certificate_id(successor_id)
+        .send()
+        .await?
+        .certificate_description
+        .and_then(|d| d.status)
+        .ok_or("no status")?;
+    assert_eq!(status.as_str(), "ACTIVE");
     Ok(())
 }

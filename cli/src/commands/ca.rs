@@ -9,8 +9,8 @@ use onboarding_domain::NameError;
 use onboarding_domain::is_certificate_id;
 use onboarding_domain::{
     CaName, Certificate, CertificateRequest, CertificateSigner, DeviceProfile, IssuanceError, IssuanceSettings,
-    PortErrorKind, check_jitp_subject, is_kms_key_arn, issue_device_certificate, jitp_parameter_name, render_jitp,
-    self_signed_ca_certificate,
+    PortErrorKind, SigningKey, check_jitp_subject, is_kms_key_arn, issue_device_certificate, jitp_parameter_name,
+    render_jitp, self_signed_ca_certificate,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -392,10 +392,13 @@ pub(crate) enum CaKey {
 /// by `ca.kms-key-arn` or by `flag` (`--kms-key-arn`). Reads files only.
 ///
 /// # Errors
-/// [`CliError::Input`] when both a key file and a KMS key are given, when
-/// `ca.kms-key-arn` and `--kms-key-arn` name different keys, when neither is
-/// given, or when a KMS key is not named by a key ARN.
+/// [`CliError::Input`] when `ca.pem` cannot be read, when both a key file
+/// and a KMS key are given, when `ca.kms-key-arn` and `--kms-key-arn` name
+/// different keys, when neither is given, or when a KMS key is not named by
+/// a key ARN.
 pub(crate) fn ca_key_source(ca_dir: &Path, flag: Option<&str>) -> Result<KeySource, CliError> {
+    // A directory without the certificate is named by its certificate first.
+    read(&ca_dir.join(CA_CERT), "CA certificate")?;
     let key_file = ca_dir.join(CA_KEY);
     let arn_file = ca_dir.join(CA_KMS_KEY);
     let from_file = if arn_file.exists() {
@@ -721,12 +724,7 @@ pub(crate) async fn check_kms_ca<S: CertificateSigner>(
             ca.subject_dn
         )));
     }
-    let key = signer.signing_key().await.map_err(|e| match e.kind {
-        PortErrorKind::Invalid | PortErrorKind::MissingResource => {
-            CliError::Input(format!("{e}; nothing was registered"))
-        }
-        _ => CliError::Aws(format!("reading KMS key {key_name}: {e}")),
-    })?;
+    let key = kms_signing_key(signer, key_name).await?;
     if key.public_key_der != ca.public_key_der() {
         return Err(CliError::Input(format!(
             "KMS key {key_name} is not the key of the CA certificate ({}): its public key differs, so what it \
@@ -735,6 +733,21 @@ pub(crate) async fn check_kms_ca<S: CertificateSigner>(
         )));
     }
     Ok(())
+}
+
+/// The algorithm and public key of a CA key in KMS (`kms:GetPublicKey`).
+///
+/// # Errors
+/// [`CliError::Input`] for a key of a spec or usage that cannot sign
+/// certificates, or that does not exist; [`CliError::Aws`] when KMS fails
+/// otherwise (denied, throttled).
+pub(crate) async fn kms_signing_key<S: CertificateSigner>(signer: &S, key_name: &str) -> Result<SigningKey, CliError> {
+    signer.signing_key().await.map_err(|e| match e.kind {
+        PortErrorKind::Invalid | PortErrorKind::MissingResource => {
+            CliError::Input(format!("{e}; nothing was registered"))
+        }
+        _ => CliError::Aws(format!("reading KMS key {key_name}: {e}")),
+    })
 }
 
 /// The verification certificate AWS IoT's `RegisterCACertificate` asks for,
@@ -926,6 +939,9 @@ mod tests {
 
         // Neither.
         assert!(refusal(ca_key_source(bare.path(), None)).contains("no CA key"));
+        // No certificate: named first, whatever the key.
+        let empty = dir_with(&[(CA_KMS_KEY, ARN)]);
+        assert!(refusal(ca_key_source(empty.path(), None)).contains("ca.pem"));
         // Both: a key file and a KMS key, from the flag or the ARN file.
         let local = dir_with(&[(CA_CERT, "x"), (CA_KEY, "k")]);
         assert!(refusal(ca_key_source(local.path(), Some(ARN))).contains("a CA has one key"));
