@@ -10,7 +10,10 @@
 #                   (emulator, through a delaying proxy);
 #   - rotation-scan: items read and capacity consumed by the rotation run's
 #                    expiry scan and by a whole run, for inventories of several
-#                    sizes with the same number of expiring certificates (emulator).
+#                    sizes with the same number of expiring certificates (emulator);
+#   - kms-issuer-bench: time the kmsCa issuer adds per certificate over
+#                    CreateCertificateFromCsr, and its requests by operation,
+#                    KMS included (emulator, through a recording proxy).
 #
 # Usage: scripts/bench.sh [--python-zip]
 #   --python-zip   zip with python3 even when cargo-lambda is available (it
@@ -19,7 +22,7 @@
 # Options of the benchmarks can be passed through the environment:
 #   CHECK_ITERATIONS (2000), ROUNDS_LATENCY_MS (50), ROUNDS_DEVICES (10), COLD_RUNS (5),
 #   MINT_P256 (5000), MINT_RSA (200), ROTATION_SIZES (10000,100000), ROTATION_EXPIRING (100),
-#   HOOK_LATENCY_MS (50), HOOK_REQUESTS (20).
+#   HOOK_LATENCY_MS (50), HOOK_REQUESTS (20), KMS_CERTIFICATES (200), KMS_LATENCY_MS (0).
 #
 # cargo-lambda is looked for on PATH and in .venv/bin; `scripts/setup-python.sh --lambda`
 # installs the pinned version (scripts/requirements-lambda.txt) into .venv.
@@ -163,6 +166,10 @@ echo "==> hook-bench"
 echo
 echo "==> rotation-scan"
 "$release/rotation-scan" --sizes "${ROTATION_SIZES:-10000,100000}" --expiring "${ROTATION_EXPIRING:-100}"
+
+echo
+echo "==> kms-issuer-bench"
+"$release/kms-issuer-bench" --certificates "${KMS_CERTIFICATES:-200}" --latency-ms "${KMS_LATENCY_MS:-0}"
 
 echo
 echo "==> onboard device mint throughput"

@@ -3,7 +3,12 @@
 //! through KMS and registered with IoT; a device rotates to a certificate
 //! that CA issued (through `kms:Sign`, registered under the CA), whose chain
 //! verifies against the CA, connects with it over mTLS, and the old
-//! certificate is retired as for any rotation.
+//! certificate is retired as for any rotation. The KMS requests of the
+//! whole rotations (rotator, issuer, completer), counted at the proxy every
+//! function calls AWS through: one `Sign` per rotation, one `GetPublicKey`
+//! per issuer container.
+
+use std::collections::BTreeMap;
 
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use onboarding_aws::{KmsSigner, register_ca_certificate};
@@ -12,12 +17,45 @@ use onboarding_domain::{
     self_signed_ca_certificate,
 };
 use onboarding_test_support::mqtt::{ConnectResult, connect_once};
+use onboarding_test_support::proxy::RecordedRequest;
 use onboarding_test_support::rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use onboarding_test_support::world::default_profile;
 use serde_json::json;
 
 use crate::common::{PROFILE_NAME, Rig, TestResult, sample};
 use crate::issuer::{invoke, requested};
+
+/// The KMS requests among `requests`, by operation (`Sign`, `GetPublicKey`...).
+fn kms_requests(requests: &[RecordedRequest]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for request in requests {
+        if let Some(operation) = request
+            .header("x-amz-target")
+            .and_then(|target| target.strip_prefix("TrentService."))
+        {
+            *counts.entry(operation.to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// A device's CSR event for its requested rotation; the device's new key.
+fn csr_event(
+    device: &crate::common::Device,
+    job_id: &str,
+) -> Result<(serde_json::Value, KeyPair), crate::common::Error> {
+    let device_key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, device.name.as_str());
+    params.distinguished_name = dn;
+    let mut event = sample("rotation-csr.json")?;
+    event["jobId"] = json!(job_id);
+    event["csr"] = json!(params.serialize_request(&device_key)?.pem()?);
+    event["topic"] = json!(format!("devices/{}/rotation/csr", device.name));
+    event["principal"] = json!(device.certificate_id);
+    Ok((event, device_key))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_rotates_to_a_certificate_of_the_kms_held_fleet_ca() -> TestResult {
@@ -77,19 +115,14 @@ async fn a_device_rotates_to_a_certificate_of_the_kms_held_fleet_ca() -> TestRes
     rig.set_env("FLEET_CA_KMS_KEY_ARN", &key_arn);
 
     // A device whose rotation is requested sends its CSR (its key kept).
+    // Every request of the rotation from here on is counted at the proxy.
+    rig.proxy.clear();
     let (device, job_id) = requested(&rig, "kms-dev-1").await?;
-    let device_key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, device.name.as_str());
-    params.distinguished_name = dn;
-    let mut event = sample("rotation-csr.json")?;
-    event["jobId"] = json!(job_id);
-    event["csr"] = json!(params.serialize_request(&device_key)?.pem()?);
-    event["topic"] = json!(format!("devices/{}/rotation/csr", device.name));
-    event["principal"] = json!(device.certificate_id);
+    let (event, device_key) = csr_event(&device, &job_id)?;
 
-    let answer = invoke(&rig.issuer().await?, &event).await?;
+    // One issuer container (a warm Lambda) answers this rotation and the next.
+    let issuer = rig.issuer().await?;
+    let answer = invoke(&issuer, &event).await?;
     assert_eq!(answer["outcome"], "issued", "{answer}");
     let new = answer["newCertificateId"]
         .as_str()
@@ -149,5 +182,20 @@ async fn a_device_rotates_to_a_certificate_of_the_kms_held_fleet_ca() -> TestRes
         [rig.arn(&new).await?].into_iter().collect(),
         "the new certificate is the thing's only principal"
     );
+
+    // The KMS requests of that whole rotation: one GetPublicKey (the
+    // container's first issuance), one Sign.
+    let expected = |get_public_key: usize, sign: usize| {
+        BTreeMap::from([("GetPublicKey".to_string(), get_public_key), ("Sign".to_string(), sign)])
+    };
+    assert_eq!(kms_requests(&rig.proxy.requests()), expected(1, 1));
+
+    // A second device's rotation answered by the same, now warm, container:
+    // one more Sign, no more GetPublicKey.
+    let (second, job_id) = requested(&rig, "kms-dev-2").await?;
+    let (event, _) = csr_event(&second, &job_id)?;
+    let answer = invoke(&issuer, &event).await?;
+    assert_eq!(answer["outcome"], "issued", "{answer}");
+    assert_eq!(kms_requests(&rig.proxy.requests()), expected(1, 2));
     Ok(())
 }

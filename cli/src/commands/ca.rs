@@ -8,8 +8,9 @@ use onboarding_aws::{CaKeySpec, KmsSigner, create_ca_key};
 use onboarding_domain::NameError;
 use onboarding_domain::is_certificate_id;
 use onboarding_domain::{
-    CaName, Certificate, DeviceProfile, IssuanceSettings, check_jitp_subject, jitp_parameter_name, render_jitp,
-    self_signed_ca_certificate,
+    CaName, Certificate, CertificateRequest, CertificateSigner, DeviceProfile, IssuanceError, IssuanceSettings,
+    PortErrorKind, SigningKey, check_jitp_subject, is_kms_key_arn, issue_device_certificate, jitp_parameter_name,
+    render_jitp, self_signed_ca_certificate,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -105,9 +106,17 @@ pub enum CaCommand {
     /// devices. `--mode jitp`: AWS IoT provisions them from a template
     /// rendered from the profile (the limitations are printed).
     Register {
-        /// Directory holding `ca.pem` and `ca.key.pem` (from `onboard ca create`).
+        /// Directory holding `ca.pem` and the CA's key: `ca.key.pem` (from
+        /// `onboard ca create`), or `ca.kms-key-arn` (from `onboard ca create
+        /// --kms`: the verification certificate is then signed through KMS).
         #[arg(long)]
         ca: PathBuf,
+        /// The CA's key is this KMS key (SIGN_VERIFY), not a file: the
+        /// verification certificate is signed through KMS. For a `--ca`
+        /// directory holding `ca.pem` only; refused with `ca.key.pem`, or
+        /// with a `ca.kms-key-arn` naming another key.
+        #[arg(long, value_name = "ARN")]
+        kms_key_arn: Option<String>,
         /// Device profile to bind the CA to (it must exist).
         #[arg(long)]
         profile: String,
@@ -223,11 +232,14 @@ pub async fn run(command: &CaCommand, cli: &Cli) -> Result<(), CliError> {
         }
         CaCommand::Register {
             ca,
+            kms_key_arn,
             profile,
             mode,
             role_arn,
             check_device,
         } => {
+            // Where the CA's key is: refused before any AWS call when both or neither are given.
+            let source = ca_key_source(ca, kms_key_arn.as_deref())?;
             let jitp = match (mode, role_arn) {
                 (RegistrationMode::Jitr, None) => {
                     if check_device.is_some() {
@@ -261,7 +273,11 @@ pub async fn run(command: &CaCommand, cli: &Cli) -> Result<(), CliError> {
             let admin = admin(cli).await?;
             let sdk = cli.aws.sdk_config().await;
             let iot = aws_sdk_iot::Client::new(&sdk);
-            let ca_id = register_ca(&iot, &admin, ca, profile, jitp.as_ref()).await?;
+            let key = match &source {
+                KeySource::File(path) => CaKey::File(read(path, "CA key")?),
+                KeySource::Kms(arn) => CaKey::Kms(KmsSigner::from_config(&sdk, arn.clone())),
+            };
+            let ca_id = register_ca_with_key(&iot, &admin, ca, &key, profile, jitp.as_ref()).await?;
             if cli.json {
                 println!(
                     "{}",
@@ -270,6 +286,10 @@ pub async fn run(command: &CaCommand, cli: &Cli) -> Result<(), CliError> {
                         "profile": profile,
                         "autoRegistration": true,
                         "mode": mode.as_str(),
+                        "kmsKeyArn": match &source {
+                            KeySource::Kms(arn) => Some(arn.as_str()),
+                            KeySource::File(_) => None,
+                        },
                     })
                 );
             } else if let Some(jitp) = &jitp {
@@ -351,16 +371,83 @@ fn check_role_arn(role_arn: &str) -> Result<(), CliError> {
     }
 }
 
-/// Registers the CA in `ca_dir` (`ca.pem`, `ca.key.pem`) as `ACTIVE` with
-/// auto-registration, with the profile's JITP template when `jitp` is given,
-/// and binds it to the profile. Everything is checked (files, profile,
-/// template, sample device) before anything is registered. JITP warnings go
-/// to stderr.
+/// Where a CA's private key is, as `ca register` was told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeySource {
+    /// A PEM key file (`ca.key.pem`).
+    File(PathBuf),
+    /// A KMS key, by ARN (`ca.kms-key-arn` or `--kms-key-arn`).
+    Kms(String),
+}
+
+/// The CA key a registration signs its verification certificate with.
+pub(crate) enum CaKey {
+    /// The key's PEM, from `ca.key.pem`.
+    File(String),
+    /// The key in KMS.
+    Kms(KmsSigner),
+}
+
+/// Where the key of the CA in `ca_dir` is: `ca.key.pem`, or a KMS key named
+/// by `ca.kms-key-arn` or by `flag` (`--kms-key-arn`). Reads files only.
 ///
 /// # Errors
-/// [`CliError::Input`] for unreadable files, a missing or invalid profile, a
-/// template AWS would not take, or a sample device that would not provision;
-/// [`CliError::Aws`] when an AWS call fails.
+/// [`CliError::Input`] when `ca.pem` cannot be read, when both a key file
+/// and a KMS key are given, when `ca.kms-key-arn` and `--kms-key-arn` name
+/// different keys, when neither is given, or when a KMS key is not named by
+/// a key ARN.
+pub(crate) fn ca_key_source(ca_dir: &Path, flag: Option<&str>) -> Result<KeySource, CliError> {
+    // A directory without the certificate is named by its certificate first.
+    read(&ca_dir.join(CA_CERT), "CA certificate")?;
+    let key_file = ca_dir.join(CA_KEY);
+    let arn_file = ca_dir.join(CA_KMS_KEY);
+    let from_file = if arn_file.exists() {
+        Some(read(&arn_file, "the CA's KMS key ARN")?.trim().to_string())
+    } else {
+        None
+    };
+    let kms = match (from_file, flag) {
+        (Some(file), Some(flag)) if file != flag => {
+            return Err(CliError::Input(format!(
+                "{} names KMS key {file}, --kms-key-arn names {flag}: give one CA key; nothing was registered",
+                arn_file.display()
+            )));
+        }
+        (Some(arn), _) => Some((arn, arn_file.display().to_string())),
+        (None, Some(flag)) => Some((flag.to_string(), "--kms-key-arn".to_string())),
+        (None, None) => None,
+    };
+    match (key_file.exists(), kms) {
+        (true, Some((arn, from))) => Err(CliError::Input(format!(
+            "{} holds a CA key file and {from} names KMS key {arn}: a CA has one key; remove the one that is not \
+             this CA's; nothing was registered",
+            ca_dir.display()
+        ))),
+        (true, None) => Ok(KeySource::File(key_file)),
+        (false, Some((arn, from))) => {
+            if is_kms_key_arn(&arn) {
+                Ok(KeySource::Kms(arn))
+            } else {
+                Err(CliError::Input(format!(
+                    "{from}: {arn:?} is not a KMS key ARN (arn:<partition>:kms:<region>:<account>:key/<key id>; \
+                     not an alias)"
+                )))
+            }
+        }
+        (false, None) => Err(CliError::Input(format!(
+            "no CA key: {} holds neither {CA_KEY} (onboard ca create) nor {CA_KMS_KEY} (onboard ca create --kms), \
+             and no --kms-key-arn was given",
+            ca_dir.display()
+        ))),
+    }
+}
+
+/// Registers the CA in `ca_dir` (`ca.pem`, `ca.key.pem`) as `ACTIVE` with
+/// auto-registration, with the profile's JITP template when `jitp` is given,
+/// and binds it to the profile: [`register_ca_with_key`] with the key file.
+///
+/// # Errors
+/// As [`register_ca_with_key`], and an unreadable key file.
 pub(crate) async fn register_ca(
     iot: &aws_sdk_iot::Client,
     admin: &onboarding_aws::ConfigAdmin,
@@ -368,10 +455,46 @@ pub(crate) async fn register_ca(
     profile: &str,
     jitp: Option<&JitpOptions>,
 ) -> Result<String, CliError> {
-    let (cert_pem, key_pem) = (
-        read(&ca_dir.join(CA_CERT), "CA certificate")?,
-        read(&ca_dir.join(CA_KEY), "CA key")?,
-    );
+    let key = CaKey::File(read(&ca_dir.join(CA_KEY), "CA key")?);
+    register_ca_with_key(iot, admin, ca_dir, &key, profile, jitp).await
+}
+
+/// Registers the CA certificate `ca_dir/ca.pem` as `ACTIVE` with
+/// auto-registration, its verification certificate signed with `key` (a
+/// file, or through KMS), with the profile's JITP template when `jitp` is
+/// given, and binds it to the profile. Everything is checked (files, a KMS
+/// key's spec and that its public key is the certificate's, profile,
+/// template, sample device) before anything is registered. JITP warnings go
+/// to stderr.
+///
+/// # Errors
+/// [`CliError::Input`] for unreadable files, a KMS key that cannot sign
+/// certificates or is not this CA's, a missing or invalid profile, a
+/// template AWS would not take, or a sample device that would not provision;
+/// [`CliError::Aws`] when an AWS call fails.
+pub(crate) async fn register_ca_with_key(
+    iot: &aws_sdk_iot::Client,
+    admin: &onboarding_aws::ConfigAdmin,
+    ca_dir: &Path,
+    key: &CaKey,
+    profile: &str,
+    jitp: Option<&JitpOptions>,
+) -> Result<String, CliError> {
+    let cert_pem = read(&ca_dir.join(CA_CERT), "CA certificate")?;
+    // The key that signs the verification certificate, a KMS key checked first.
+    enum Signing<'a> {
+        File(&'a str),
+        Kms(&'a KmsSigner, Box<Certificate>),
+    }
+    let signing = match key {
+        CaKey::File(key_pem) => Signing::File(key_pem),
+        CaKey::Kms(signer) => {
+            let ca = Certificate::from_pem(&cert_pem)
+                .map_err(|e| CliError::Input(format!("{}: {e}", ca_dir.join(CA_CERT).display())))?;
+            check_kms_ca(signer, signer.key_id(), &ca).await?;
+            Signing::Kms(signer, Box::new(ca))
+        }
+    };
     let device_profile = load_profile(admin, profile).await?;
     let registration_config = match jitp {
         None => None,
@@ -391,7 +514,13 @@ pub(crate) async fn register_ca(
         }
     };
     let code = onboarding_aws::registration_code(iot).await?;
-    let verification = verification_certificate(&cert_pem, &key_pem, &code)?;
+    let verification = match &signing {
+        Signing::File(key_pem) => verification_certificate(&cert_pem, key_pem, &code)?,
+        Signing::Kms(signer, ca) => {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            kms_verification_certificate(*signer, ca, &code, now).await?.to_pem()
+        }
+    };
     let ca_id =
         onboarding_aws::register_ca_certificate(iot, &cert_pem, &verification, registration_config.as_ref()).await?;
     admin.bind(&ca_id, profile).await?;
@@ -572,4 +701,259 @@ pub(crate) fn verification_certificate(ca_pem: &str, ca_key_pem: &str, code: &st
         .signed_by(&key, &issuer)
         .map_err(|e| bad("signing the verification certificate (is the key the CA's?)", e))?;
     Ok(cert.pem())
+}
+
+/// Refuses a KMS key that cannot be this CA's key, before anything is
+/// registered: one `kms:GetPublicKey`. The certificate must be a CA, the key
+/// one [`KmsSigner`] signs certificates with (`SIGN_VERIFY`, ECC_NIST_P256,
+/// ECC_NIST_P384 or RSA_2048/3072/4096), and its public key the
+/// certificate's: what it signs must chain to this CA.
+///
+/// # Errors
+/// [`CliError::Input`] for a certificate that is not a CA, a key of another
+/// spec or usage, a key that does not exist, or another key;
+/// [`CliError::Aws`] when KMS fails otherwise (denied, throttled).
+pub(crate) async fn check_kms_ca<S: CertificateSigner>(
+    signer: &S,
+    key_name: &str,
+    ca: &Certificate,
+) -> Result<(), CliError> {
+    if !ca.is_ca {
+        return Err(CliError::Input(format!(
+            "the CA certificate ({}) is not a CA (basicConstraints CA:TRUE); nothing was registered",
+            ca.subject_dn
+        )));
+    }
+    let key = kms_signing_key(signer, key_name).await?;
+    if key.public_key_der != ca.public_key_der() {
+        return Err(CliError::Input(format!(
+            "KMS key {key_name} is not the key of the CA certificate ({}): its public key differs, so what it \
+             signs would not chain to this CA; nothing was registered",
+            ca.subject_dn
+        )));
+    }
+    Ok(())
+}
+
+/// The algorithm and public key of a CA key in KMS (`kms:GetPublicKey`).
+///
+/// # Errors
+/// [`CliError::Input`] for a key of a spec or usage that cannot sign
+/// certificates, or that does not exist; [`CliError::Aws`] when KMS fails
+/// otherwise (denied, throttled).
+pub(crate) async fn kms_signing_key<S: CertificateSigner>(signer: &S, key_name: &str) -> Result<SigningKey, CliError> {
+    signer.signing_key().await.map_err(|e| match e.kind {
+        PortErrorKind::Invalid | PortErrorKind::MissingResource => {
+            CliError::Input(format!("{e}; nothing was registered"))
+        }
+        _ => CliError::Aws(format!("reading KMS key {key_name}: {e}")),
+    })
+}
+
+/// The verification certificate AWS IoT's `RegisterCACertificate` asks for,
+/// signed through `signer` (the CA's key in KMS): CN = the registration
+/// code, issued by `ca` with the issuance workflow's DER builder (one
+/// `kms:Sign`). Its subject key is a fresh P-256 key made here and thrown
+/// away: AWS IoT checks the CN and the CA's signature, not the subject key.
+///
+/// # Errors
+/// [`CliError::Input`] when `ca` cannot issue or is not the signer's;
+/// [`CliError::Aws`] when KMS fails or returns a signature that does not verify.
+pub(crate) async fn kms_verification_certificate<S: CertificateSigner>(
+    signer: &S,
+    ca: &Certificate,
+    code: &str,
+    now: i64,
+) -> Result<Certificate, CliError> {
+    let bad = |what: &str, e: rcgen::Error| CliError::Input(format!("{what}: {e}"));
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| bad("key generation", e))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| bad("parameters", e))?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, code);
+    params.distinguished_name = dn;
+    let csr_pem = params
+        .serialize_request(&key)
+        .and_then(|csr| csr.pem())
+        .map_err(|e| bad("the verification certificate's request", e))?;
+    let csr = CertificateRequest::from_pem(&csr_pem)
+        .map_err(|e| CliError::Input(format!("the verification certificate's request: {e}")))?;
+    let settings = IssuanceSettings {
+        validity_days: 1,
+        backdate_secs: 300,
+    };
+    issue_device_certificate(signer, ca, &csr, now, &settings)
+        .await
+        .map_err(|e| match e {
+            IssuanceError::Signer(_) | IssuanceError::BadSignature => {
+                CliError::Aws(format!("signing the verification certificate through KMS: {e}"))
+            }
+            other => CliError::Input(format!("the verification certificate: {other}; nothing was registered")),
+        })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use onboarding_domain::SignatureAlgorithm;
+    use onboarding_domain::signer_fakes::MemorySigner;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+    const CODE: &str = "3f2a9c0e7b8d41f6a5e2c9b0d7f4a1e8c3b6d9f2a5e8c1b4d7f0a3e6c9b2d5f8";
+
+    /// A CA certificate self-signed by `signer`'s key, as `ca create --kms` makes it.
+    async fn ca_of(signer: &MemorySigner) -> Certificate {
+        let name = CaName {
+            common_name: "Acme Fleet CA".into(),
+            organization: Some("Acme".into()),
+        };
+        let settings = IssuanceSettings {
+            validity_days: 365,
+            backdate_secs: 300,
+        };
+        self_signed_ca_certificate(signer, &name, NOW, &settings).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_kms_verification_certificate_names_the_code_and_is_signed_by_the_ca_key() {
+        for algorithm in [
+            SignatureAlgorithm::EcdsaP256Sha256,
+            SignatureAlgorithm::EcdsaP384Sha384,
+            SignatureAlgorithm::RsaPkcs1Sha256,
+        ] {
+            let signer = MemorySigner::generate(algorithm);
+            let ca = ca_of(&signer).await;
+            let before = signer.signs.load(Ordering::SeqCst);
+            check_kms_ca(&signer, "key", &ca).await.unwrap();
+            let verification = kms_verification_certificate(&signer, &ca, CODE, NOW).await.unwrap();
+            assert_eq!(
+                signer.signs.load(Ordering::SeqCst),
+                before + 1,
+                "{algorithm}: one signature"
+            );
+
+            let (_, parsed) = X509Certificate::from_der(verification.der()).unwrap();
+            let (_, ca_parsed) = X509Certificate::from_der(ca.der()).unwrap();
+            let cn: Vec<&str> = parsed
+                .subject()
+                .iter_common_name()
+                .map(|cn| cn.as_str().unwrap())
+                .collect();
+            assert_eq!(cn, [CODE], "{algorithm}");
+            assert_eq!(parsed.issuer().as_raw(), ca_parsed.subject().as_raw(), "{algorithm}");
+            parsed
+                .verify_signature(Some(ca_parsed.public_key()))
+                .unwrap_or_else(|e| panic!("{algorithm}: does not verify with the CA's key: {e}"));
+            // Its subject key is a fresh one, never the CA's.
+            assert_ne!(parsed.public_key().raw, ca_parsed.public_key().raw);
+            assert!(!verification.is_ca);
+            assert!(verification.not_before <= NOW && verification.not_after <= NOW + 86_400);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kms_key_that_is_not_the_cas_is_refused_before_anything_is_signed() {
+        let signer = MemorySigner::generate(SignatureAlgorithm::EcdsaP256Sha256);
+        let other = MemorySigner::generate(SignatureAlgorithm::EcdsaP256Sha256);
+        let ca = ca_of(&other).await;
+        let refused = check_kms_ca(&signer, "arn:aws:kms:eu-west-1:123456789012:key/k", &ca).await;
+        let Err(CliError::Input(message)) = refused else {
+            panic!("another key's CA was accepted: {refused:?}");
+        };
+        assert!(message.contains("is not the key of the CA certificate"), "{message}");
+        // The verification certificate is refused as well, nothing signed.
+        let refused = kms_verification_certificate(&signer, &ca, CODE, NOW).await;
+        assert!(matches!(refused, Err(CliError::Input(_))), "{refused:?}");
+        assert_eq!(signer.signs.load(Ordering::SeqCst), 0);
+
+        // A certificate that is not a CA, even with the key's public key: refused.
+        let own = ca_of(&signer).await;
+        let leaf = kms_verification_certificate(&signer, &own, CODE, NOW).await.unwrap();
+        let refused = check_kms_ca(&signer, "key", &leaf).await;
+        let Err(CliError::Input(message)) = refused else {
+            panic!("a leaf was accepted as the CA: {refused:?}");
+        };
+        assert!(message.contains("is not a CA"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_key_kms_refuses_is_bad_input_and_a_kms_failure_an_aws_error() {
+        let signer = MemorySigner::generate(SignatureAlgorithm::EcdsaP256Sha256);
+        let ca = ca_of(&signer).await;
+        // KmsSigner answers Invalid for a spec or usage it cannot sign certificates with.
+        *signer.fail.lock().unwrap() = Some(PortErrorKind::Invalid);
+        assert!(matches!(
+            check_kms_ca(&signer, "key", &ca).await,
+            Err(CliError::Input(_))
+        ));
+        *signer.fail.lock().unwrap() = Some(PortErrorKind::Transient);
+        assert!(matches!(check_kms_ca(&signer, "key", &ca).await, Err(CliError::Aws(_))));
+        // A signer whose signature does not verify: never handed to AWS.
+        *signer.fail.lock().unwrap() = None;
+        signer.corrupt.store(true, Ordering::SeqCst);
+        let refused = kms_verification_certificate(&signer, &ca, CODE, NOW).await;
+        assert!(matches!(refused, Err(CliError::Aws(_))), "{refused:?}");
+    }
+
+    const ARN: &str = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        dir
+    }
+
+    fn refusal(result: Result<KeySource, CliError>) -> String {
+        match result {
+            Err(CliError::Input(message)) => message,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_ca_key_is_one_file_or_one_kms_key() {
+        // A key file: the local CA, as before.
+        let dir = dir_with(&[(CA_CERT, "x"), (CA_KEY, "k")]);
+        assert_eq!(
+            ca_key_source(dir.path(), None).unwrap(),
+            KeySource::File(dir.path().join(CA_KEY))
+        );
+        // The ARN file `ca create --kms` writes, the flag, or both naming the same key.
+        let dir = dir_with(&[(CA_CERT, "x"), (CA_KMS_KEY, &format!("{ARN}\n"))]);
+        assert_eq!(ca_key_source(dir.path(), None).unwrap(), KeySource::Kms(ARN.into()));
+        assert_eq!(
+            ca_key_source(dir.path(), Some(ARN)).unwrap(),
+            KeySource::Kms(ARN.into())
+        );
+        let bare = dir_with(&[(CA_CERT, "x")]);
+        assert_eq!(
+            ca_key_source(bare.path(), Some(ARN)).unwrap(),
+            KeySource::Kms(ARN.into())
+        );
+
+        // Neither.
+        assert!(refusal(ca_key_source(bare.path(), None)).contains("no CA key"));
+        // No certificate: named first, whatever the key.
+        let empty = dir_with(&[(CA_KMS_KEY, ARN)]);
+        assert!(refusal(ca_key_source(empty.path(), None)).contains("ca.pem"));
+        // Both: a key file and a KMS key, from the flag or the ARN file.
+        let local = dir_with(&[(CA_CERT, "x"), (CA_KEY, "k")]);
+        assert!(refusal(ca_key_source(local.path(), Some(ARN))).contains("a CA has one key"));
+        let mixed = dir_with(&[(CA_CERT, "x"), (CA_KEY, "k"), (CA_KMS_KEY, ARN)]);
+        assert!(refusal(ca_key_source(mixed.path(), None)).contains("a CA has one key"));
+        // Two different KMS keys.
+        let other = ARN.replace("1234abcd", "9999abcd");
+        assert!(refusal(ca_key_source(dir.path(), Some(&other))).contains("give one CA key"));
+        // Not a key ARN: an alias, a bare id, garbage in the file.
+        assert!(refusal(ca_key_source(bare.path(), Some("alias/fleet-ca"))).contains("not a KMS key ARN"));
+        assert!(refusal(ca_key_source(bare.path(), Some("1234abcd"))).contains("not a KMS key ARN"));
+        let garbage = dir_with(&[(CA_CERT, "x"), (CA_KMS_KEY, "-----BEGIN PRIVATE KEY-----")]);
+        assert!(refusal(ca_key_source(garbage.path(), None)).contains("not a KMS key ARN"));
+    }
 }

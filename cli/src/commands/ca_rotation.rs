@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use onboarding_aws::{CaProvisioning, IotAdapter};
+use onboarding_aws::{CaProvisioning, IotAdapter, KmsSigner};
 use onboarding_domain::{
     CaRegistry, CaReport, CaRetireError, CaRetireOutcome, CaUsage, Certificate, CertificateStatus, ca_report,
     check_ca_rotation, retire_ca, rfc3339,
@@ -15,7 +15,10 @@ use onboarding_domain::{
 use serde_json::{Value, json};
 
 use crate::Cli;
-use crate::commands::ca::{CA_CERT, CA_KEY, check_ca_id, verification_certificate};
+use crate::commands::ca::{
+    CA_CERT, CA_KEY, KeySource, ca_key_source, check_ca_id, kms_signing_key, kms_verification_certificate,
+    verification_certificate,
+};
 use crate::commands::profile::admin;
 use crate::error::CliError;
 use crate::files::read;
@@ -42,16 +45,48 @@ enum Registration {
     },
 }
 
+/// The new CA's key: its PEM, or the KMS key it is held in.
+enum NewCaKey {
+    File(String),
+    Kms(Box<KmsSigner>),
+}
+
+/// The subjectPublicKey bits of a SubjectPublicKeyInfo (DER), as
+/// `check_ca_rotation` compares them.
+fn spki_key_bits(spki_der: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::prelude::FromDer;
+    match x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der) {
+        Ok((&[], spki)) => Some(spki.subject_public_key.data.to_vec()),
+        _ => None,
+    }
+}
+
 /// `onboard ca rotate OLD_CA --new DIR`.
 pub async fn rotate(old_ca: &str, new_dir: &Path, cli: &Cli) -> Result<(), CliError> {
     check_ca_id(old_ca)?;
     // The files first: nothing is read from AWS for a directory without them.
     let cert_pem = read(&new_dir.join(CA_CERT), "the new CA certificate")?;
-    let key_pem = read(&new_dir.join(CA_KEY), "the new CA key")?;
+    let source = ca_key_source(new_dir, None)?;
     let new = Certificate::from_pem(&cert_pem)
         .map_err(|e| CliError::Input(format!("{}: {e}", new_dir.join(CA_CERT).display())))?;
-    let key = rcgen::KeyPair::from_pem(&key_pem)
-        .map_err(|e| CliError::Input(format!("{}: not a private key: {e}", new_dir.join(CA_KEY).display())))?;
+    // The new CA's key: a file, or a KMS key (`ca create --kms`), whose
+    // public key the domain's check compares with the certificate's.
+    let (key, new_public_key) = match source {
+        KeySource::File(path) => {
+            let key_pem = read(&path, "the new CA key")?;
+            let key = rcgen::KeyPair::from_pem(&key_pem)
+                .map_err(|e| CliError::Input(format!("{}: not a private key: {e}", new_dir.join(CA_KEY).display())))?;
+            let raw = key.public_key_raw().to_vec();
+            (NewCaKey::File(key_pem), raw)
+        }
+        KeySource::Kms(arn) => {
+            let signer = KmsSigner::from_config(&cli.aws.sdk_config().await, arn.clone());
+            let signing_key = kms_signing_key(&signer, &arn).await?;
+            let raw = spki_key_bits(&signing_key.public_key_der)
+                .ok_or_else(|| CliError::Aws(format!("KMS key {arn}: its public key does not parse")))?;
+            (NewCaKey::Kms(Box::new(signer)), raw)
+        }
+    };
 
     let admin = admin(cli).await?;
     let (_, bindings) = admin.load().await?;
@@ -70,7 +105,7 @@ pub async fn rotate(old_ca: &str, new_dir: &Path, cli: &Cli) -> Result<(), CliEr
     };
     let old = Certificate::from_pem(&old_state.pem)
         .map_err(|e| CliError::Aws(format!("AWS IoT's certificate of CA {old_ca} does not parse: {e}")))?;
-    check_ca_rotation(&old, &new, key.public_key_raw(), now())
+    check_ca_rotation(&old, &new, &new_public_key, now())
         .map_err(|refusal| CliError::Input(format!("refused: {refusal}; nothing was registered")))?;
     let new_ca = new.fingerprint.clone();
     if let Some(other) = bindings.get(&new_ca).filter(|p| **p != profile) {
@@ -109,7 +144,12 @@ pub async fn rotate(old_ca: &str, new_dir: &Path, cli: &Cli) -> Result<(), CliEr
                 }
             };
             let code = onboarding_aws::registration_code(&client).await?;
-            let verification = verification_certificate(&cert_pem, &key_pem, &code)?;
+            let verification = match &key {
+                NewCaKey::File(key_pem) => verification_certificate(&cert_pem, key_pem, &code)?,
+                NewCaKey::Kms(signer) => kms_verification_certificate(signer.as_ref(), &new, &code, now())
+                    .await?
+                    .to_pem(),
+            };
             let registered =
                 onboarding_aws::register_ca_certificate(&client, &cert_pem, &verification, jitp.as_ref()).await?;
             if registered != new_ca {
