@@ -248,7 +248,9 @@ async fn the_audit_finds_exactly_the_planted_problems() -> TestResult {
     assert_eq!(last["run"]["certificates"], report["audited"]["certificates"], "{last}");
     assert!(last["run"]["finishedAt"].is_string(), "{last}");
     assert_eq!(last["run"]["counts"]["ACTIVE_CERT_DENIED"], 1, "{last}");
-    let output = onboard()?.args(["fleet", "audit", "--last", "--fail-on", "high"]).output()?;
+    let output = onboard()?
+        .args(["fleet", "audit", "--last", "--fail-on", "high"])
+        .output()?;
     assert_eq!(output.status.code(), Some(4), "{}", text(&output));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("latest completed fleet audit"),
