@@ -156,6 +156,13 @@ async fn last(cli: &Cli, fail_on: Option<Severity>) -> Result<(), CliError> {
         }
         return Err(CliError::Input(message));
     };
+    if summary.started_at > now.saturating_add(300) {
+        return Err(CliError::Aws(format!(
+            "the stored latest audit summary starts at {}, in the future: this code did not write it; delete the \
+             item (pk AUDIT, sk LATEST) and let the fleet-auditor run again",
+            rfc3339(summary.started_at)
+        )));
+    }
     let mut findings = Vec::new();
     let mut cursor: Option<String> = None;
     loop {

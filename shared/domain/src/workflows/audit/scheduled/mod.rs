@@ -730,10 +730,17 @@ where
             reads: state.reads,
         };
         if !self.store.save_latest_audit(state.run_id, &summary.to_json()?).await? {
-            tracing::warn!(
-                run = state.run_id,
-                "a later run's summary is already stored; this one is not"
-            );
+            // Runs follow one another through the one state item, so no
+            // later run can have finished before this one: whoever wrote
+            // that summary was not this code, and it would hide every run.
+            return Err(bad(
+                "latest summary",
+                format!(
+                    "it names a run later than run {} ({}), which is finishing now",
+                    state.run_id,
+                    rfc3339(state.run_id)
+                ),
+            ));
         }
         tracing::info!(run = state.run_id, ?summary, "audit run completed");
         Ok(summary)

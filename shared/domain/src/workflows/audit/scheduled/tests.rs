@@ -594,6 +594,31 @@ async fn a_state_item_this_code_did_not_write_is_refused_and_left_alone() {
 }
 
 #[tokio::test]
+async fn a_summary_of_a_later_run_written_by_someone_else_fails_the_finish_instead_of_hiding_every_run() {
+    let fake = fleet();
+    // An attacker's summary of a run a century away: every real summary
+    // would lose to it.
+    fake.with_store(|s| s.latest = Some((NOW + 100 * 365 * DAY, "{}".into())));
+    let audit = auditor(&fake, settings(1_000, 100));
+    let error = audit.invoke(NOW, &Time(true)).await.expect_err("refused");
+    assert!(
+        matches!(
+            error,
+            ScheduledAuditError::BadState {
+                item: "latest summary",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    // The run is not marked DONE: once the item is deleted, it finishes.
+    fake.with_store(|s| s.latest = None);
+    let done = audit.invoke(NOW, &Time(true)).await.expect("finishes");
+    assert_eq!(done.stop, AuditStop::Completed);
+    assert_eq!(latest(&fake).run_id, NOW);
+}
+
+#[tokio::test]
 async fn the_run_id_is_the_now_given_and_every_check_is_judged_as_of_the_start() {
     let fake = fleet();
     let audit = auditor(&fake, settings(2, 2));
