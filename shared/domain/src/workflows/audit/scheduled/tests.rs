@@ -653,3 +653,74 @@ fn the_counts_of_a_summary_name_every_check() {
     let text = summary.to_json().expect("json");
     assert_eq!(AuditSummary::from_json(&text).expect("parses"), summary);
 }
+
+#[tokio::test]
+async fn a_clean_device_costs_the_documented_reads() {
+    // Ten devices, each ACTIVE, recorded, on one thing with one policy:
+    // docs/audit.md's table, per device.
+    let fake = AuditFake::default();
+    let f = &fake.fleet;
+    f.with(|w| {
+        w.cas.insert(
+            BOUND.into(),
+            RegisteredCa {
+                certificate_id: BOUND.into(),
+                status: CertificateStatus::Active,
+                pem: pems().ca.clone(),
+                jitp: false,
+            },
+        );
+        w.policy_documents.insert("device".into(), OWN_POLICY.into());
+    });
+    for i in 0..10 {
+        let (id, thing) = (format!("c{i}"), format!("t{i}"));
+        device(
+            f,
+            &d(
+                &id,
+                BOUND,
+                CertificateStatus::Active,
+                &[thing.as_str()],
+                &["device"],
+                Some(RecordStatus::Provisioned),
+            ),
+            &pems().long,
+            NOW - DAY,
+        );
+    }
+    let s = ScheduledAuditSettings {
+        page_size: 5,
+        default_ca_ids: vec![BOUND.to_string()],
+        ..ScheduledAuditSettings::default()
+    };
+    let done = auditor(&fake, s).invoke(NOW, &Time(true)).await.expect("run");
+    let summary = done.completed.expect("completed in one invocation");
+    assert!(stored(&fake, NOW).is_empty());
+    let r = summary.reads;
+    // Per device: DescribeCertificate twice (listed, then its record),
+    // ListPrincipalThings, ListAttachedPolicies, ListThingPrincipals, the
+    // deny-list lookup and the record's GetItem.
+    assert_eq!(
+        (
+            r.certificate_descriptions,
+            r.principal_things,
+            r.attached_policies,
+            r.thing_principals,
+            r.deny_lookups,
+            r.record_reads,
+            r.rotation_reads
+        ),
+        (20, 10, 10, 10, 10, 10, 0)
+    );
+    // Per page of 5: one listing page, one scan page; per CA and policy: one read.
+    assert_eq!(
+        (
+            r.certificate_pages,
+            r.inventory_pages,
+            r.ca_descriptions,
+            r.policy_documents,
+            r.finding_pages
+        ),
+        (2, 2, 1, 1, 1)
+    );
+}
