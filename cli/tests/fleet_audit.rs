@@ -6,7 +6,11 @@
 //! `iot:*`, and an inventory record whose certificate does not exist. The
 //! audit lists exactly those findings; `--fail-on high` exits 4; an unknown
 //! severity exits 1; the stray certificate's fingerprint denied adds
-//! `ACTIVE_CERT_DENIED`, read through the deployed deny-list.
+//! `ACTIVE_CERT_DENIED`, read through the deployed deny-list. Then the
+//! deployed scheduled `fleet-auditor`, invoked until its run completes:
+//! `onboard fleet audit --last --json` shows the same findings without
+//! auditing again, and the function's log carries one `AuditFindings` EMF
+//! metric per check.
 //!
 //! Needs the functions' Lambda zips (`scripts/test.sh` builds them).
 
@@ -215,5 +219,69 @@ async fn the_audit_finds_exactly_the_planted_problems() -> TestResult {
     expected.push(("ACTIVE_CERT_DENIED".to_string(), stray_id.clone()));
     expected.sort();
     assert_eq!(findings(&report), expected, "{report}");
+
+    // The scheduled fleet-auditor. Before any run, --last says so (exit 1).
+    let output = onboard()?.args(["fleet", "audit", "--last"]).output()?;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no fleet audit run has completed yet"),
+        "{}",
+        text(&output)
+    );
+    let auditor = deployed.output("AuditorFunctionName")?.to_string();
+    let mut answers = Vec::new();
+    let mut completed = false;
+    for _ in 0..20 {
+        let answer = common::run_scheduled(&sdk, &auditor, time::OffsetDateTime::now_utc()).await?;
+        completed = answer["completed"] == true;
+        answers.push(answer);
+        if completed {
+            break;
+        }
+    }
+    assert!(completed, "the run never completed: {answers:?}");
+    let output = onboard()?.args(["fleet", "audit", "--last", "--json"]).output()?;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let last: Value = serde_json::from_slice(&output.stdout)?;
+    eprintln!("last: {last}");
+    assert_eq!(findings(&last), expected, "{last}");
+    assert_eq!(last["run"]["certificates"], report["audited"]["certificates"], "{last}");
+    assert!(last["run"]["finishedAt"].is_string(), "{last}");
+    assert_eq!(last["run"]["counts"]["ACTIVE_CERT_DENIED"], 1, "{last}");
+    let output = onboard()?
+        .args(["fleet", "audit", "--last", "--fail-on", "high"])
+        .output()?;
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("latest completed fleet audit"),
+        "{}",
+        text(&output)
+    );
+
+    // One AuditFindings metric per check, dimension Check, in the function's log.
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    let events = logs
+        .filter_log_events()
+        .log_group_name(format!("/aws/lambda/{auditor}"))
+        .send()
+        .await?;
+    let emf: Vec<Value> = events
+        .events()
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e.message()?.trim()).ok())
+        .filter(|v| v.get("AuditFindings").is_some())
+        .collect();
+    let by_check: std::collections::BTreeMap<String, f64> = emf
+        .iter()
+        .filter_map(|v| Some((v["Check"].as_str()?.to_string(), v["AuditFindings"].as_f64()?)))
+        .collect();
+    assert_eq!(by_check.len(), 11, "{emf:?}");
+    assert_eq!(by_check.get("CERT_SHARED"), Some(&1.0), "{by_check:?}");
+    assert_eq!(by_check.get("DEVICE_CERT_OLD"), Some(&0.0), "{by_check:?}");
+    assert!(
+        emf.iter().all(|v| v["Function"] == "fleet-auditor"
+            && v["_aws"]["CloudWatchMetrics"][0]["Dimensions"][1] == json!(["Function", "Check"])),
+        "{emf:?}"
+    );
     Ok(())
 }

@@ -36,7 +36,8 @@ pub enum FleetCommand {
     /// Audit the fleet once: shared, unrecorded, denied, expiring or old
     /// certificates, inactive or expiring CAs, overly broad policies, failed
     /// rotations, records whose certificate is gone (docs/audit.md). Exits 4
-    /// when a finding is at or above `--fail-on`.
+    /// when a finding is at or above `--fail-on`. `--last`: the latest run
+    /// the scheduled fleet-auditor completed, without auditing again.
     Audit(crate::commands::fleet_audit::AuditArgs),
 }
 

@@ -3,13 +3,19 @@
 //! policies on them, and from the inventory (the domain's `audit_fleet`).
 //! Prints the findings (check, severity, resource, remedy) and their counts,
 //! or JSON; exits 4 when a finding is at or above `--fail-on`.
+//!
+//! `--last` audits nothing: it shows the latest run the scheduled
+//! `fleet-auditor` completed, read from the inventory table (its summary and
+//! its stored findings), in the same table or JSON and with the same exit
+//! codes.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use onboarding_aws::{ApiPacer, ApiQuotas, DynamoInventory, IotAdapter};
 use onboarding_domain::{
-    AuditCheck, AuditError, AuditLimits, AuditRun, AuditThresholds, Inventory, Severity, audit_fleet,
+    AuditCheck, AuditError, AuditFindings, AuditLimits, AuditRun, AuditRunState, AuditRunStore, AuditSummary,
+    AuditThresholds, Inventory, Severity, audit_fleet, rfc3339,
 };
 use serde_json::{Value, json};
 
@@ -18,6 +24,10 @@ use crate::error::CliError;
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
+    /// Audit nothing: show the latest run the scheduled fleet-auditor
+    /// completed (its stored findings), and whether a newer one is under way.
+    #[arg(long)]
+    pub last: bool,
     /// Exit 4 when a finding is at or above this severity (low, medium,
     /// high, critical); default: never.
     #[arg(long, value_name = "SEVERITY")]
@@ -52,6 +62,9 @@ pub async fn run(args: &AuditArgs, cli: &Cli) -> Result<(), CliError> {
         .map(Severity::from_str)
         .transpose()
         .map_err(|e| CliError::Input(e.to_string()))?;
+    if args.last {
+        return last(cli, fail_on).await;
+    }
     let thresholds = AuditThresholds::new(args.expiring_days, args.ca_expiring_days, args.max_age_days)
         .map_err(|e| CliError::Input(e.to_string()))?;
     if args.max_certificates == 0 {
@@ -87,6 +100,135 @@ pub async fn run(args: &AuditArgs, cli: &Cli) -> Result<(), CliError> {
     match fail_on {
         Some(threshold) if run.findings.fails(threshold) => Err(CliError::Findings(format!(
             "{} findings at or above {threshold}",
+            run.findings.at_or_above(threshold)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Findings read back per page (a `Query` page is at most 1 MB anyway).
+const FINDINGS_PAGE: usize = 1_000;
+
+/// `--last`: the latest completed run of the scheduled audit, from its
+/// summary and its stored findings; no IoT call.
+async fn last(cli: &Cli, fail_on: Option<Severity>) -> Result<(), CliError> {
+    let table = cli.aws.table()?.to_string();
+    let sdk = cli.aws.sdk_config().await;
+    let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(&sdk), table);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let bad = |e: onboarding_domain::ScheduledAuditError| CliError::Aws(e.to_string());
+    let summary = inventory
+        .latest_audit()
+        .await?
+        .map(|text| AuditSummary::from_json(&text))
+        .transpose()
+        .map_err(bad)?;
+    // A run under way (newer than the summary's, or the first one).
+    let in_progress = inventory
+        .audit_run()
+        .await?
+        .map(|stored| AuditRunState::from_json(&stored.state, now))
+        .transpose()
+        .map_err(bad)?
+        .filter(|state| state.phase != onboarding_domain::AuditPhase::Done);
+    let progress_json = in_progress.as_ref().map(|state| {
+        json!({
+            "runId": state.run_id,
+            "startedAt": rfc3339(state.run_id),
+            "phase": state.phase.as_str(),
+            "certificates": state.certificates,
+        })
+    });
+    let Some(summary) = summary else {
+        let message = match &in_progress {
+            Some(state) => format!(
+                "no fleet audit run has completed yet; one started at {} is in progress (phase {}, {} certificates so far)",
+                rfc3339(state.run_id),
+                state.phase.as_str(),
+                state.certificates
+            ),
+            None => "no fleet audit run has completed yet, and none is in progress: is the fleet-auditor deployed and \
+                     scheduled?"
+                .to_string(),
+        };
+        if cli.json {
+            println!("{}", json!({ "run": null, "inProgress": progress_json }));
+        }
+        return Err(CliError::Input(message));
+    };
+    if summary.started_at > now.saturating_add(300) {
+        return Err(CliError::Aws(format!(
+            "the stored latest audit summary starts at {}, in the future: this code did not write it; delete the \
+             item (pk AUDIT, sk LATEST) and let the fleet-auditor run again",
+            rfc3339(summary.started_at)
+        )));
+    }
+    let mut findings = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = inventory
+            .audit_findings_page(summary.run_id, cursor.as_deref(), FINDINGS_PAGE)
+            .await?;
+        findings.extend(page.items);
+        match page.cursor {
+            Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
+            Some(next) => {
+                return Err(CliError::Aws(format!(
+                    "the findings' page cursor {next:?} came back twice"
+                )));
+            }
+            None => break,
+        }
+    }
+    let run = AuditRun {
+        findings: AuditFindings::new(findings),
+        certificates: usize::try_from(summary.certificates).unwrap_or(usize::MAX),
+        cas: usize::try_from(summary.cas).unwrap_or(usize::MAX),
+        missing_cas: summary.missing_cas.clone(),
+        records: usize::try_from(summary.records).unwrap_or(usize::MAX),
+        rotations: usize::try_from(summary.rotations).unwrap_or(usize::MAX),
+        reads: summary.reads,
+    };
+    let newer = in_progress.filter(|state| state.run_id > summary.run_id);
+    if cli.json {
+        let mut report = report_json(&run, fail_on);
+        report["run"] = json!({
+            "runId": summary.run_id,
+            "startedAt": rfc3339(summary.started_at),
+            "finishedAt": rfc3339(summary.finished_at),
+            "certificates": summary.certificates,
+            "policiesUnaudited": summary.policies_unaudited,
+            "counts": summary.counts,
+        });
+        report["inProgress"] = newer.as_ref().and(progress_json).unwrap_or(Value::Null);
+        println!("{report}");
+    } else {
+        println!(
+            "latest completed fleet audit: started {}, finished {}; {} certificates audited",
+            rfc3339(summary.started_at),
+            rfc3339(summary.finished_at),
+            summary.certificates
+        );
+        if let Some(state) = &newer {
+            println!(
+                "a newer run started at {} is in progress (phase {}, {} certificates so far)",
+                rfc3339(state.run_id),
+                state.phase.as_str(),
+                state.certificates
+            );
+        }
+        if summary.policies_unaudited > 0 {
+            println!(
+                "warning: {} attachments of policies beyond the first {} were not judged",
+                summary.policies_unaudited,
+                onboarding_domain::AUDIT_POLICIES_MAX
+            );
+        }
+        print_table(&run, run.cas + run.missing_cas.len());
+    }
+    match fail_on {
+        Some(threshold) if run.findings.fails(threshold) => Err(CliError::Findings(format!(
+            "{} findings at or above {threshold} in the latest fleet audit run",
             run.findings.at_or_above(threshold)
         ))),
         _ => Ok(()),
@@ -145,6 +287,10 @@ fn report_json(run: &AuditRun, fail_on: Option<Severity>) -> Value {
             "attachedPolicies": reads.attached_policies,
             "denyLookups": reads.deny_lookups,
             "policyDocuments": reads.policy_documents,
+            "recordReads": reads.record_reads,
+            "thingPrincipals": reads.thing_principals,
+            "rotationReads": reads.rotation_reads,
+            "findingPages": reads.finding_pages,
             "total": reads.total(),
         },
         "failOn": fail_on.map(Severity::as_str),

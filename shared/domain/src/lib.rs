@@ -48,8 +48,8 @@ pub use checks::audit::{
     AuditCheck, AuditFacts, AuditFindings, AuditThresholds, AuditedCa, AuditedCertificate, Finding, PolicyFacts,
     ResourceKind, Severity, SeverityError, ThresholdError, active_certificates_denied, active_certificates_unrecorded,
     ca_certificates_expiring, certificates_shared, device_certificates_expiring, device_certificates_old,
-    inactive_cas_with_active_certificates, policies_overly_permissive, records_certificate_missing, rotations_failed,
-    run_audit_checks, things_with_several_active_certificates,
+    inactive_ca_with_active_certificates, inactive_cas_with_active_certificates, policies_overly_permissive,
+    records_certificate_missing, rotations_failed, run_audit_checks, things_with_several_active_certificates,
 };
 pub use checks::ca_rotation::{CaRotationRefusal, check_ca_rotation, days_to_expiry, expires_within};
 pub use checks::certificate::{CaVerdict, CheckContext, DEFAULT_CLOCK_SKEW_SECS, check_ca, check_device_certificate};
@@ -66,12 +66,17 @@ pub use ports::{
     ThingCreation, ThingRegistry,
 };
 pub use ports::{AuditInventory, AuditIot, DescribedCertificate, InventoryItem};
+pub use ports::{AuditRunStore, StoredAuditRun, TimeLeft};
 pub use ports::{CaRegistry, CaState};
 pub use ports::{CaSigners, CertificateSigner, SignatureAlgorithm, SigningKey};
 pub use ports::{CertificateImport, ImportJournal, Registration};
 pub use ports::{RetirementInventory, RetirementIot, RetirementTicket, ThingMembership};
 
 // --- workflows ----------------------------------------------------------------
+pub use workflows::audit::{
+    AUDIT_POLICIES_MAX, AuditInvocation, AuditPhase, AuditRunState, AuditStop, AuditSummary, CaFacts, ScheduledAudit,
+    ScheduledAuditError, ScheduledAuditSettings,
+};
 pub use workflows::audit::{AuditError, AuditLimits, AuditReads, AuditRun, audit_fleet};
 pub use workflows::ca_rotation::{
     CA_LISTING_PAGE, CaExpiry, CaExpiryReport, CaReport, CaRetireError, CaRetireOutcome, CaUsage,
@@ -111,6 +116,8 @@ pub use workflows::rotation::ops::{IgnoreReason, RotationError, credential_keys}
 pub use workflows::rotation::rotator::{Rotator, RotatorSettings, RunReport};
 
 // --- testing: in-memory fakes of the ports (feature `fakes`) -------------------
+#[cfg(feature = "fakes")]
+pub use testing::audit as audit_fakes;
 #[cfg(feature = "fakes")]
 pub use testing::ca as ca_fakes;
 #[cfg(feature = "fakes")]

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use onboarding_domain::{AuditInventory, InventoryItem, Page, PortResult};
+use onboarding_domain::{AuditInventory, CertificateRecord, InventoryItem, Page, PortResult, Rotation};
 
 use super::DynamoInventory;
 use super::items::{Item, get_s, parse_record, parse_rotation, s};
-use super::keys::{CERTIFICATE_PK_PREFIX, CERTIFICATE_SK, ROTATION_SK};
+use super::keys::{CERTIFICATE_PK_PREFIX, CERTIFICATE_SK, ROTATION_SK, certificate_pk};
 use crate::error::{classify, invalid};
 
 const OP: &str = "Scan";
@@ -66,5 +66,42 @@ impl AuditInventory for DynamoInventory {
             None => None,
         };
         Ok(Page { items, cursor })
+    }
+
+    async fn audited_record(&self, certificate_id: &str) -> PortResult<Option<CertificateRecord>> {
+        self.audited_item(certificate_id, CERTIFICATE_SK, parse_record).await
+    }
+
+    async fn audited_rotation(&self, old_certificate_id: &str) -> PortResult<Option<Rotation>> {
+        self.audited_item(old_certificate_id, ROTATION_SK, parse_rotation).await
+    }
+}
+
+impl DynamoInventory {
+    /// One item of a certificate's partition (`GetItem`, eventually
+    /// consistent: the audit is a snapshot), parsed; an item that does not
+    /// parse is an error, never "no item".
+    async fn audited_item<T>(
+        &self,
+        certificate_id: &str,
+        sk: &str,
+        parse: fn(&Item) -> Option<T>,
+    ) -> PortResult<Option<T>> {
+        const GET: &str = "GetItem";
+        let output = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key("pk", s(certificate_pk(certificate_id)))
+            .key("sk", s(sk))
+            .send()
+            .await
+            .map_err(|e| classify(GET, e))?;
+        match output.item {
+            None => Ok(None),
+            Some(item) => parse(&item)
+                .map(Some)
+                .ok_or_else(|| invalid(GET, format!("unreadable inventory item {sk} of {certificate_id:?}"))),
+        }
     }
 }

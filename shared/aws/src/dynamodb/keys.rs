@@ -175,3 +175,26 @@ pub const SUPERSEDE_PK: &str = "SUPERSEDE";
 pub fn supersede_sk(old: &str, new: &str) -> String {
     format!("{old}#{new}")
 }
+
+// --- the scheduled fleet audit ------------------------------------------------------
+
+/// Partition of the scheduled audit's run state and latest summary (never
+/// `CONFIG`). Every item the `fleet-auditor` writes has a partition key
+/// `AUDIT` or `AUDIT#…`, so its role's writes are limited to them
+/// (`dynamodb:LeadingKeys`).
+pub const AUDIT_PK: &str = "AUDIT";
+/// Sort key of the run in progress (or the last one, `DONE`).
+pub const AUDIT_RUN_SK: &str = "RUN";
+/// Sort key of the latest completed run's summary.
+pub const AUDIT_LATEST_SK: &str = "LATEST";
+
+/// `AUDIT#<runId>`: the partition of one run's findings.
+pub fn audit_findings_pk(run_id: i64) -> String {
+    format!("{AUDIT_PK}#{run_id}")
+}
+
+/// `<check>#<resourceKind>#<resourceId>`: a finding's sort key, the same for
+/// the same finding written again.
+pub fn audit_finding_sk(check: &str, resource_kind: &str, resource_id: &str) -> String {
+    format!("{check}#{resource_kind}#{resource_id}")
+}

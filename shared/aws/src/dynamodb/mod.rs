@@ -47,6 +47,7 @@
 use aws_sdk_dynamodb::Client;
 
 pub(crate) mod audit;
+pub(crate) mod audit_runs;
 pub(crate) mod batch;
 pub(crate) mod config;
 pub(crate) mod fleet;

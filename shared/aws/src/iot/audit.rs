@@ -36,6 +36,21 @@ impl AuditIot for IotAdapter {
         self.policies(certificate_arn).await
     }
 
+    async fn certificates_of_thing(&self, thing_name: &str) -> PortResult<Vec<String>> {
+        const OP: &str = "ListThingPrincipals";
+        self.ready(OP).await;
+        match crate::iot::list_thing_principals(self.client(), thing_name).await {
+            Ok(principals) => Ok(principals
+                .iter()
+                .filter_map(|arn| certificate_id_of_arn(arn))
+                .map(str::to_string)
+                .collect()),
+            // A thing deleted since the certificate was described has no certificates.
+            Err(e) if is_not_found(&e) => Ok(Vec::new()),
+            Err(e) => Err(classify(OP, e)),
+        }
+    }
+
     async fn policy_document(&self, policy_name: &str) -> PortResult<Option<String>> {
         const OP: &str = "GetPolicy";
         self.ready(OP).await;
@@ -46,5 +61,31 @@ impl AuditIot for IotAdapter {
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(classify(OP, e)),
         }
+    }
+}
+
+/// The certificate id of a certificate ARN (`arn:…:cert/<id>`); `None` for
+/// any other principal (an IAM or Cognito identity).
+fn certificate_id_of_arn(arn: &str) -> Option<&str> {
+    let (head, id) = arn.rsplit_once(":cert/")?;
+    (head.starts_with("arn:") && !id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_certificate_principals_are_certificates() {
+        assert_eq!(
+            certificate_id_of_arn("arn:aws:iot:eu-west-1:123456789012:cert/abc123"),
+            Some("abc123")
+        );
+        assert_eq!(certificate_id_of_arn("arn:aws:iam::123456789012:role/r"), None);
+        assert_eq!(
+            certificate_id_of_arn("arn:aws:cognito-identity:eu-west-1:1:identitypool/x"),
+            None
+        );
+        assert_eq!(certificate_id_of_arn("cert/abc"), None);
     }
 }

@@ -33,6 +33,10 @@ pub trait AuditIot: Send + Sync {
     /// `GetPolicy`: the policy's default version's document; `None` when the
     /// policy does not exist (deleted since it was listed).
     fn policy_document(&self, policy_name: &str) -> impl Future<Output = PortResult<Option<String>>> + Send;
+    /// `ListThingPrincipals`, every page: the ids of the certificates
+    /// attached to the thing (other principals left out); none when the
+    /// thing does not exist.
+    fn certificates_of_thing(&self, thing_name: &str) -> impl Future<Output = PortResult<Vec<String>>> + Send;
 }
 
 /// One item of the inventory the audit reads.
@@ -52,4 +56,13 @@ pub trait AuditInventory: Send + Sync {
         cursor: Option<&str>,
         limit: usize,
     ) -> impl Future<Output = PortResult<Page<InventoryItem>>> + Send;
+    /// One certificate's record (`GetItem`); an item that cannot be read is
+    /// an error, never "no record".
+    fn audited_record(
+        &self,
+        certificate_id: &str,
+    ) -> impl Future<Output = PortResult<Option<CertificateRecord>>> + Send;
+    /// The rotation of one old certificate (`GetItem`); an item that cannot
+    /// be read is an error.
+    fn audited_rotation(&self, old_certificate_id: &str) -> impl Future<Output = PortResult<Option<Rotation>>> + Send;
 }

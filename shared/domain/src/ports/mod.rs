@@ -5,6 +5,7 @@
 //! the ports it uses, so its IAM policy can name exactly those actions.
 
 mod audit;
+mod audit_runs;
 mod ca;
 mod clock;
 mod connections;
@@ -19,6 +20,7 @@ mod rotations;
 mod signer;
 
 pub use audit::{AuditInventory, AuditIot, DescribedCertificate, InventoryItem};
+pub use audit_runs::{AuditRunStore, StoredAuditRun, TimeLeft};
 pub use ca::{CaRegistry, CaState};
 pub use clock::Pacer;
 pub use connections::Connections;

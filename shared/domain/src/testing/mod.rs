@@ -3,6 +3,7 @@
 //! tests, and for other crates' tests with the `fakes` feature (exported as
 //! `rotation_fakes`, `reconciler_fakes` and `hook_fakes`).
 
+pub mod audit;
 pub mod ca;
 pub mod import;
 pub mod inject;

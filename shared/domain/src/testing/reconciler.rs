@@ -296,6 +296,16 @@ impl AuditIot for Fake {
             Ok(w.policy_documents.get(name).cloned())
         })
     }
+    async fn certificates_of_thing(&self, thing_name: &str) -> PortResult<Vec<String>> {
+        self.with(|w| {
+            self.audit_call(w, "ListThingPrincipals")?;
+            Ok(w.attached_things
+                .iter()
+                .filter(|(_, things)| things.iter().any(|t| t == thing_name))
+                .map(|(id, _)| id.clone())
+                .collect())
+        })
+    }
 }
 
 impl AuditInventory for Fake {
@@ -314,6 +324,18 @@ impl AuditInventory for Fake {
                 )
                 .collect();
             Ok(page(keyed, cursor, limit))
+        })
+    }
+    async fn audited_record(&self, id: &str) -> PortResult<Option<CertificateRecord>> {
+        self.with(|w| {
+            self.audit_call(w, "GetItem")?;
+            Ok(w.records.get(id).cloned())
+        })
+    }
+    async fn audited_rotation(&self, id: &str) -> PortResult<Option<Rotation>> {
+        self.with(|w| {
+            self.audit_call(w, "GetItem")?;
+            Ok(w.rotations.get(id).cloned())
         })
     }
 }

@@ -354,8 +354,13 @@ impl Default for AuditThresholds {
 
 /// Ids for a detail: the first [`NAMED_MAX`], and how many more.
 fn named(ids: &[&str]) -> String {
+    named_of(ids, ids.len())
+}
+
+/// The first [`NAMED_MAX`] of `ids`, and how many more of `total`.
+fn named_of(ids: &[&str], total: usize) -> String {
     let shown = ids.iter().take(NAMED_MAX).copied().collect::<Vec<_>>().join(", ");
-    match ids.len().saturating_sub(NAMED_MAX) {
+    match total.saturating_sub(NAMED_MAX.min(ids.len())) {
         0 => shown,
         more => format!("{shown} and {more} more"),
     }
@@ -591,7 +596,6 @@ pub fn active_certificates_denied(
 /// ACTIVE, one finding per CA with their count. `Critical`.
 pub fn inactive_cas_with_active_certificates(cas: &[AuditedCa], certificates: &[AuditedCertificate]) -> Vec<Finding> {
     cas.iter()
-        .filter(|ca| ca.status != CertificateStatus::Active)
         .filter_map(|ca| {
             let active: Vec<&str> = certificates
                 .iter()
@@ -601,23 +605,31 @@ pub fn inactive_cas_with_active_certificates(cas: &[AuditedCa], certificates: &[
                 })
                 .map(|c| c.certificate_id.as_str())
                 .collect();
-            if active.is_empty() {
-                return None;
-            }
-            Some(Finding::new(
-                AuditCheck::InactiveCaActiveCerts,
-                Severity::Critical,
-                ResourceKind::CaCertificate,
-                &ca.certificate_id,
-                format!(
-                    "the CA is {} but {} certificates it signed are ACTIVE: {}",
-                    ca.status.as_str(),
-                    active.len(),
-                    named(&active)
-                ),
-            ))
+            inactive_ca_with_active_certificates(ca, &active, active.len())
         })
         .collect()
+}
+
+/// [`inactive_cas_with_active_certificates`] for one CA, given how many
+/// ACTIVE certificates it signed and some of their ids (the first
+/// [`NAMED_MAX`] are named): what the scheduled audit, which counts them page
+/// by page without holding every id, reports. `None` when the CA is ACTIVE
+/// or `count` is 0.
+pub fn inactive_ca_with_active_certificates(ca: &AuditedCa, named_ids: &[&str], count: usize) -> Option<Finding> {
+    if ca.status == CertificateStatus::Active || count == 0 {
+        return None;
+    }
+    Some(Finding::new(
+        AuditCheck::InactiveCaActiveCerts,
+        Severity::Critical,
+        ResourceKind::CaCertificate,
+        &ca.certificate_id,
+        format!(
+            "the CA is {} but {count} certificates it signed are ACTIVE: {}",
+            ca.status.as_str(),
+            named_of(named_ids, count)
+        ),
+    ))
 }
 
 /// `DEVICE_CERT_OLD`: every ACTIVE device certificate created more than

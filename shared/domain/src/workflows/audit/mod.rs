@@ -55,7 +55,8 @@ impl Default for AuditLimits {
 }
 
 /// The calls one run made, by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuditReads {
     pub inventory_pages: u64,
     pub ca_descriptions: u64,
@@ -65,6 +66,19 @@ pub struct AuditReads {
     pub attached_policies: u64,
     pub deny_lookups: u64,
     pub policy_documents: u64,
+    /// The scheduled audit's point reads, which replace the one-shot's
+    /// in-memory joins: a certificate's inventory record (`GetItem`),
+    #[serde(default)]
+    pub record_reads: u64,
+    /// a thing's certificates (`ListThingPrincipals`),
+    #[serde(default)]
+    pub thing_principals: u64,
+    /// and a rotation item (`GetItem`).
+    #[serde(default)]
+    pub rotation_reads: u64,
+    /// Pages of the run's stored findings read back to count them (`Query`).
+    #[serde(default)]
+    pub finding_pages: u64,
 }
 
 impl AuditReads {
@@ -78,6 +92,10 @@ impl AuditReads {
             + self.attached_policies
             + self.deny_lookups
             + self.policy_documents
+            + self.record_reads
+            + self.thing_principals
+            + self.rotation_reads
+            + self.finding_pages
     }
 }
 
@@ -305,6 +323,13 @@ fn parse(certificate_id: &str, pem: &str) -> Result<Certificate, AuditError> {
         detail: e.to_string(),
     })
 }
+
+mod scheduled;
+
+pub use scheduled::{
+    AUDIT_POLICIES_MAX, AuditInvocation, AuditPhase, AuditRunState, AuditStop, AuditSummary, CaFacts, ScheduledAudit,
+    ScheduledAuditError, ScheduledAuditSettings,
+};
 
 #[cfg(test)]
 mod tests;
