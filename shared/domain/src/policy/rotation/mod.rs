@@ -56,7 +56,9 @@ pub enum Issuer {
     /// The fleet's own CA registered with AWS IoT, its private key an
     /// asymmetric KMS key: the certificate is built here, signed with
     /// `kms:Sign` and registered with `RegisterCertificate` under the CA.
-    /// CSR strategy only.
+    /// CSR strategy only. `"kms-ca"` is accepted as another spelling of
+    /// `"kmsCa"` (the issue's and the docs' name for it).
+    #[serde(alias = "kms-ca")]
     KmsCa {
         /// The CA's certificate id in AWS IoT (64 hex characters). Its PEM
         /// is always read from IoT, never from the profile.
@@ -384,7 +386,19 @@ mod issuer_tests {
             back.contains(r#""type":"kmsCa""#) && back.contains("caCertificateId"),
             "{back}"
         );
-        assert_eq!(DeviceProfile::parse(&back), Ok(p));
+        assert_eq!(DeviceProfile::parse(&back), Ok(p.clone()));
+        // The issue's spelling, `kms-ca`, is the same issuer (written back as `kmsCa`).
+        let dashed = profile(&format!(
+            r#"{{"type":"kms-ca","caCertificateId":"{CA}","kmsKeyArn":"{KEY}","validityDays":365}}"#
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(dashed, p);
+        assert!(
+            profile(&format!(
+                r#"{{"type":"kms_ca","caCertificateId":"{CA}","kmsKeyArn":"{KEY}","validityDays":365}}"#
+            ))
+            .is_err()
+        );
         // Other partitions, multi-Region keys.
         assert!(is_kms_key_arn(
             "arn:aws-cn:kms:cn-north-1:123456789012:key/mrk-1234abcd"
