@@ -23,7 +23,7 @@ use onboarding_domain::{
 };
 
 use super::DynamoInventory;
-use super::batch::{Retry, UnprocessedRetry};
+use super::batch::UnprocessedRetry;
 use super::items::{Item, get_s, n, s};
 use super::keys::{AUDIT_LATEST_SK, AUDIT_PK, AUDIT_RUN_SK, audit_finding_sk, audit_findings_pk};
 use crate::error::{classify, invalid, is_conditional_failure};
@@ -93,20 +93,29 @@ fn decode_cursor(run_id: i64, cursor: &str) -> PortResult<Item> {
     ]))
 }
 
-impl AuditRunStore for DynamoInventory {
-    async fn audit_run(&self) -> PortResult<Option<StoredAuditRun>> {
-        const OP: &str = "GetItem";
+impl DynamoInventory {
+    /// The audit's item `AUDIT`/`sk`, read strongly consistent.
+    async fn audit_item(&self, sk: &str) -> PortResult<Option<Item>> {
         let output = self
             .client()
             .get_item()
             .table_name(self.table())
             .key("pk", s(AUDIT_PK))
-            .key("sk", s(AUDIT_RUN_SK))
+            .key("sk", s(sk))
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| classify(OP, e))?;
-        let Some(item) = output.item else { return Ok(None) };
+            .map_err(|e| classify("GetItem", e))?;
+        Ok(output.item)
+    }
+}
+
+impl AuditRunStore for DynamoInventory {
+    async fn audit_run(&self) -> PortResult<Option<StoredAuditRun>> {
+        const OP: &str = "GetItem";
+        let Some(item) = self.audit_item(AUDIT_RUN_SK).await? else {
+            return Ok(None);
+        };
         let state = get_s(&item, "state")
             .ok_or_else(|| invalid(OP, "the audit run item has no state"))?
             .to_string();
@@ -161,26 +170,8 @@ impl AuditRunStore for DynamoInventory {
             })
             .collect::<PortResult<Vec<_>>>()?;
         for chunk in requests.chunks(BATCH_MAX) {
-            let mut retry = Retry::new(&FINDING_WRITES);
-            let mut pending = Some(chunk.to_vec());
-            while let Some(requests) = pending.take() {
-                let output = self
-                    .client()
-                    .batch_write_item()
-                    .request_items(self.table(), requests)
-                    .send()
-                    .await
-                    .map_err(|e| classify("BatchWriteItem", e))?;
-                let unprocessed = output
-                    .unprocessed_items
-                    .and_then(|mut items| items.remove(self.table()))
-                    .filter(|items| !items.is_empty());
-                pending = retry
-                    .again(unprocessed, |rest, calls| {
-                        format!("{} finding writes still unprocessed after {calls} attempts", rest.len())
-                    })
-                    .await?;
-            }
+            self.batch_write(chunk.to_vec(), &FINDING_WRITES, "finding writes")
+                .await?;
         }
         Ok(())
     }
@@ -226,17 +217,7 @@ impl AuditRunStore for DynamoInventory {
 
     async fn latest_audit(&self) -> PortResult<Option<String>> {
         const OP: &str = "GetItem";
-        let output = self
-            .client()
-            .get_item()
-            .table_name(self.table())
-            .key("pk", s(AUDIT_PK))
-            .key("sk", s(AUDIT_LATEST_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify(OP, e))?;
-        match output.item {
+        match self.audit_item(AUDIT_LATEST_SK).await? {
             None => Ok(None),
             Some(item) => Ok(Some(
                 get_s(&item, "summary")

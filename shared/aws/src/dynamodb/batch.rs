@@ -75,6 +75,44 @@ impl<'a> Retry<'a> {
     }
 }
 
+impl super::DynamoInventory {
+    /// One `BatchWriteItem` of at most 25 `requests`, sent again for what
+    /// DynamoDB leaves unprocessed under `policy` (`what` names the items
+    /// in the error when some are still left).
+    ///
+    /// # Errors
+    /// The call's failure; transient when the policy's calls are used up
+    /// with writes still unprocessed.
+    pub(crate) async fn batch_write(
+        &self,
+        requests: Vec<aws_sdk_dynamodb::types::WriteRequest>,
+        policy: &UnprocessedRetry,
+        what: &str,
+    ) -> PortResult<()> {
+        let mut retry = Retry::new(policy);
+        let mut pending = Some(requests);
+        while let Some(requests) = pending.take() {
+            let output = self
+                .client()
+                .batch_write_item()
+                .request_items(self.table(), requests)
+                .send()
+                .await
+                .map_err(|e| crate::error::classify(policy.operation, e))?;
+            let unprocessed = output
+                .unprocessed_items
+                .and_then(|mut items| items.remove(self.table()))
+                .filter(|items| !items.is_empty());
+            pending = retry
+                .again(unprocessed, |rest, calls| {
+                    format!("{} {what} still unprocessed after {calls} attempts", rest.len())
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use onboarding_domain::{CertificateRecord, OnboardingConfig};
 use onboarding_domain::{Inventory, PortResult};
 
 use super::DynamoInventory;
-use super::batch::{Retry, UnprocessedRetry};
+use super::batch::UnprocessedRetry;
 use super::items::{get_s, parse_allow_entry, parse_supersession, s};
 use super::keys::{ALLOW_SK, SUPERSEDE_PK, allow_pk, supersede_sk};
 use crate::error::{classify, invalid, is_conditional_failure};
@@ -393,31 +393,7 @@ impl DynamoInventory {
                 .iter()
                 .map(|serial| write(serial))
                 .collect::<PortResult<Vec<_>>>()?;
-            self.batch_write(requests).await?;
-        }
-        Ok(())
-    }
-
-    async fn batch_write(&self, requests: Vec<WriteRequest>) -> PortResult<()> {
-        let mut retry = Retry::new(&ALLOW_LIST_WRITES);
-        let mut pending = Some(requests);
-        while let Some(requests) = pending.take() {
-            let output = self
-                .client()
-                .batch_write_item()
-                .request_items(self.table(), requests)
-                .send()
-                .await
-                .map_err(|e| classify("BatchWriteItem", e))?;
-            let unprocessed = output
-                .unprocessed_items
-                .and_then(|mut items| items.remove(self.table()))
-                .filter(|items| !items.is_empty());
-            pending = retry
-                .again(unprocessed, |requests, calls| {
-                    format!("{} writes still unprocessed after {calls} attempts", requests.len())
-                })
-                .await?;
+            self.batch_write(requests, &ALLOW_LIST_WRITES, "writes").await?;
         }
         Ok(())
     }

@@ -96,6 +96,18 @@ impl OnboardingConfig {
         self.bindings.keys().map(String::as_str)
     }
 
+    /// The CAs bound in the table and `defaults` (the default profile's
+    /// from the environment), once each, sorted: every CA a fleet-wide pass
+    /// (the reconciler, the scheduled audit) visits.
+    pub fn bound_ca_ids_with(&self, defaults: &[String]) -> Vec<String> {
+        self.bound_ca_ids()
+            .map(str::to_string)
+            .chain(defaults.iter().cloned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
     /// Number of profiles and bindings (for logs).
     pub fn counts(&self) -> (usize, usize) {
         (self.profiles.len(), self.bindings.len())

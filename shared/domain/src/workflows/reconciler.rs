@@ -15,7 +15,6 @@
 //! Every step is idempotent: a run interrupted anywhere and run again reaches
 //! the same end state.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -258,16 +257,9 @@ where
         Ok(report)
     }
 
-    /// Every CA the run visits: those bound in the table and the default
-    /// profile's, once each, in order.
+    /// Every CA the run visits: those bound in the table and the default profile's.
     fn bound_cas(&self, config: &OnboardingConfig) -> Vec<String> {
-        config
-            .bound_ca_ids()
-            .map(str::to_string)
-            .chain(self.settings.default_ca_ids.iter().cloned())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect()
+        config.bound_ca_ids_with(&self.settings.default_ca_ids)
     }
 
     /// Every bound CA's expiry as of `now`: IoT's description of the CA
@@ -840,8 +832,12 @@ mod tests {
         fake.cert("b", BOUND, CertificateStatus::PendingActivation, Some(0));
         let r = reconciler(&fake, default_settings());
         let report = run(&r, NOW).await;
-        let listed: BTreeSet<String> = fake.with(|w| w.listed.iter().map(|(ca, _, _)| ca.clone()).collect());
-        assert_eq!(listed, BTreeSet::from([BOUND.to_string(), DEFAULT.to_string()]));
+        let listed: std::collections::BTreeSet<String> =
+            fake.with(|w| w.listed.iter().map(|(ca, _, _)| ca.clone()).collect());
+        assert_eq!(
+            listed,
+            std::collections::BTreeSet::from([BOUND.to_string(), DEFAULT.to_string()])
+        );
         assert_eq!(report.stuck_processed, 1);
         assert_eq!(report.cas, 2);
     }

@@ -502,15 +502,9 @@ where
         }
     }
 
-    /// Every CA a run audits: those bound in the table and the default profile's, once each, sorted.
+    /// Every CA a run audits: those bound in the table and the default profile's.
     fn bound_cas(&self, config: &OnboardingConfig) -> Vec<String> {
-        config
-            .bound_ca_ids()
-            .map(str::to_string)
-            .chain(self.settings.default_ca_ids.iter().cloned())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect()
+        config.bound_ca_ids_with(&self.settings.default_ca_ids)
     }
 
     fn remaining(&self, report: &AuditInvocation) -> usize {
