@@ -20,10 +20,10 @@ use std::path::Path;
 use std::process::Output;
 
 use common::Error;
-use onboarding_aws::{ConfigAdmin, DynamoInventory};
-use onboarding_domain::{CertificateRecord, DeviceProfile, Inventory, RecordStatus};
+use onboarding_aws::DynamoInventory;
+use onboarding_domain::{CertificateRecord, Inventory, RecordStatus};
 use onboarding_test_support::emulator::{Emulator, stack};
-use onboarding_test_support::world::{certificate_id, register_ca};
+use onboarding_test_support::world::certificate_id;
 use onboarding_test_support::{DeviceCert, TestCa};
 use serde_json::{Value, json};
 
@@ -92,21 +92,7 @@ async fn the_audit_finds_exactly_the_planted_problems() -> TestResult {
     let sdk = emulator.sdk_config().await;
     let deployed = stack::deploy(&sdk, "iot-onboarding", stack::TEMPLATE, &stack::lambda_dir(), &[]).await?;
     let table = deployed.output("InventoryTableName")?.to_string();
-    let policy = deployed.output("DevicePolicyName")?.to_string();
-    let profile = DeviceProfile::parse(
-        &json!({
-            "name": "field",
-            "thingType": deployed.output("ThingTypeName")?,
-            "policyName": policy,
-        })
-        .to_string(),
-    )?;
-    let admin = ConfigAdmin::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
-    admin.put_profile(&profile).await?;
-    let ca = TestCa::new("Audit Test CA")?;
-    let iot = aws_sdk_iot::Client::new(&sdk);
-    let ca_id = register_ca(&iot, &ca).await?;
-    admin.bind(&ca_id, "field").await?;
+    let common::FieldCa { ca, ca_id, iot, .. } = common::field_ca(&sdk, &deployed, "Audit Test CA").await?;
     let onboard = || common::onboard_at(&emulator.endpoint, &table);
 
     // A clean device, onboarded by the deployed registrar over MQTT.

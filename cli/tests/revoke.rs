@@ -16,11 +16,11 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::Error;
-use onboarding_aws::{ConfigAdmin, DynamoInventory};
+use onboarding_aws::DynamoInventory;
 use onboarding_device::{Broker, Conn, ConnectResult, connect_once};
-use onboarding_domain::{DeviceProfile, Inventory, RecordStatus, RejectReason};
+use onboarding_domain::{Inventory, RecordStatus, RejectReason};
 use onboarding_test_support::emulator::{Emulator, stack};
-use onboarding_test_support::world::{certificate_id, certificate_status, register_ca};
+use onboarding_test_support::world::{certificate_id, certificate_status};
 use onboarding_test_support::{DeviceCert, TestCa};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -162,20 +162,7 @@ async fn a_revoked_device_is_cut_off_and_its_certificate_never_comes_back() -> T
     let bucket = deployed.output("CredentialsBucketName")?.to_string();
     let reconciler = deployed.output("ReconcilerFunctionName")?.to_string();
     let policy = deployed.output("DevicePolicyName")?.to_string();
-    let profile = DeviceProfile::parse(
-        &json!({
-            "name": "field",
-            "thingType": deployed.output("ThingTypeName")?,
-            "policyName": policy,
-        })
-        .to_string(),
-    )?;
-    let admin = ConfigAdmin::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
-    admin.put_profile(&profile).await?;
-    let ca = TestCa::new("Revocation Test CA")?;
-    let iot = aws_sdk_iot::Client::new(&sdk);
-    let ca_id = register_ca(&iot, &ca).await?;
-    admin.bind(&ca_id, "field").await?;
+    let common::FieldCa { ca, iot, .. } = common::field_ca(&sdk, &deployed, "Revocation Test CA").await?;
     let inventory = DynamoInventory::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
     let onboard = || common::onboard_at(&emulator.endpoint, &table);
 

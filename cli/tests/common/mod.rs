@@ -46,3 +46,37 @@ pub async fn run_scheduled(
     }
     Ok(payload)
 }
+
+/// A CA registered with AWS IoT and bound to profile `field` (the stack's
+/// thing type and device policy), as the lifecycle tests start from.
+pub struct FieldCa {
+    pub admin: onboarding_aws::ConfigAdmin,
+    pub ca: onboarding_test_support::TestCa,
+    pub ca_id: String,
+    pub iot: aws_sdk_iot::Client,
+}
+
+/// Puts profile `field` into the deployed stack's table, registers a new CA
+/// named `ca_name` and binds it to the profile.
+pub async fn field_ca(
+    sdk: &aws_config::SdkConfig,
+    deployed: &onboarding_test_support::emulator::stack::Deployed,
+    ca_name: &str,
+) -> Result<FieldCa, Error> {
+    let table = deployed.output("InventoryTableName")?;
+    let profile = onboarding_domain::DeviceProfile::parse(
+        &serde_json::json!({
+            "name": "field",
+            "thingType": deployed.output("ThingTypeName")?,
+            "policyName": deployed.output("DevicePolicyName")?,
+        })
+        .to_string(),
+    )?;
+    let admin = onboarding_aws::ConfigAdmin::new(aws_sdk_dynamodb::Client::new(sdk), table);
+    admin.put_profile(&profile).await?;
+    let ca = onboarding_test_support::TestCa::new(ca_name)?;
+    let iot = aws_sdk_iot::Client::new(sdk);
+    let ca_id = onboarding_test_support::world::register_ca(&iot, &ca).await?;
+    admin.bind(&ca_id, "field").await?;
+    Ok(FieldCa { admin, ca, ca_id, iot })
+}
