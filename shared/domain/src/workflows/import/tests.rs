@@ -89,7 +89,13 @@ fn settings(mode: ImportMode) -> ImportSettings {
     }
 }
 
-fn run_import(fake: &Fake, rows: Vec<ImportRow>, mode: ImportMode) -> ImportReport {
+/// One import over the fake, from `state`, with the registrar as the CLI builds it.
+fn try_import(
+    fake: &Fake,
+    rows: Vec<ImportRow>,
+    state: &ImportState,
+    mode: ImportMode,
+) -> Result<ImportReport, ImportError> {
     let registrar = Registrar::new(
         fake.clone(),
         fake.clone(),
@@ -97,9 +103,14 @@ fn run_import(fake: &Fake, rows: Vec<ImportRow>, mode: ImportMode) -> ImportRepo
         fake.clone(),
         RegistrarSettings::default(),
     );
-    let state = ImportState::parse(&fake.with(|w| w.journal.join("\n")));
     let importer = Importer::new(fake.clone(), fake.clone(), &registrar, fake.clone(), settings(mode));
-    run_now(importer.run(rows, &state, now(), &|_| {})).unwrap_or_else(|e| panic!("{e}"))
+    run_now(importer.run(rows, state, now(), &|_| {}))
+}
+
+/// One import resumed from the fake's journal; it must end without an error.
+fn run_import(fake: &Fake, rows: Vec<ImportRow>, mode: ImportMode) -> ImportReport {
+    let state = ImportState::parse(&fake.with(|w| w.journal.join("\n")));
+    try_import(fake, rows, &state, mode).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn code(report: &ImportReport, line: usize) -> String {
@@ -255,23 +266,14 @@ fn without_ca_the_named_bound_ca_must_have_signed_it() {
     });
     // A CA that is not bound cannot be named.
     let other_id = ca_id_of(&other);
-    let registrar = Registrar::new(
-        fake.clone(),
-        fake.clone(),
-        fake.clone(),
-        fake.clone(),
-        RegistrarSettings::default(),
-    );
-    let importer = Importer::new(
-        fake.clone(),
-        fake.clone(),
-        &registrar,
-        fake.clone(),
-        settings(ImportMode::WithoutCa {
+    let refused = try_import(
+        &fake,
+        vec![row(1, &foreign)],
+        &ImportState::default(),
+        ImportMode::WithoutCa {
             ca_certificate_id: other_id,
-        }),
+        },
     );
-    let refused = run_now(importer.run(vec![row(1, &foreign)], &ImportState::default(), now(), &|_| {}));
     assert!(matches!(refused, Err(ImportError::CaNotUsable(..))));
 }
 
@@ -380,23 +382,7 @@ fn an_import_crashed_at_any_call_converges_on_the_next_run() {
                 w.config.bind(ca_id, "sensors".into());
                 w.inject = Some(inject);
             });
-            let first = {
-                let registrar = Registrar::new(
-                    fake.clone(),
-                    fake.clone(),
-                    fake.clone(),
-                    fake.clone(),
-                    RegistrarSettings::default(),
-                );
-                let importer = Importer::new(
-                    fake.clone(),
-                    fake.clone(),
-                    &registrar,
-                    fake.clone(),
-                    settings(ImportMode::UnderCa),
-                );
-                run_now(importer.run(rows(), &ImportState::default(), now(), &|_| {}))
-            };
+            let first = try_import(&fake, rows(), &ImportState::default(), ImportMode::UnderCa);
             let second = run_import(&fake, rows(), ImportMode::UnderCa);
             assert!(second.all_done(), "{inject:?}: {second:?}");
             fake.with(|w| {
