@@ -14,7 +14,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use onboarding_domain::{PortError, PortErrorKind};
+use onboarding_domain::{PortError, PortErrorKind, PortResult};
 
 /// Service faults named by code (the SDK's classifier goes by status, 5xx,
 /// for these).
@@ -59,6 +59,20 @@ pub fn service_code<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) 
 /// A DynamoDB condition that did not hold.
 pub(crate) fn is_conditional_failure<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
     service_code(error) == Some("ConditionalCheckFailedException")
+}
+
+/// A conditional write's answer: `true` when it took effect, `false` when
+/// its condition did not hold (another writer came first), else the
+/// classified failure.
+pub(crate) fn won<T, E>(operation: &'static str, result: Result<T, SdkError<E, HttpResponse>>) -> PortResult<bool>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_conditional_failure(&e) => Ok(false),
+        Err(e) => Err(classify(operation, e)),
+    }
 }
 
 /// The resource named by the request does not exist.

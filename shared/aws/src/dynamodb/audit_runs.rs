@@ -26,7 +26,7 @@ use super::DynamoInventory;
 use super::batch::UnprocessedRetry;
 use super::items::{Item, get_s, n, s};
 use super::keys::{AUDIT_LATEST_SK, AUDIT_PK, AUDIT_RUN_SK, audit_finding_sk, audit_findings_pk};
-use crate::error::{classify, invalid, is_conditional_failure};
+use crate::error::{classify, invalid, won};
 
 /// Unprocessed finding writes are sent again with a growing pause, six calls in all.
 const FINDING_WRITES: UnprocessedRetry = UnprocessedRetry {
@@ -143,11 +143,7 @@ impl AuditRunStore for DynamoInventory {
                 .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":expected", n(v)),
         };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(classify("PutItem", e)),
-        }
+        won("PutItem", request.send().await)
     }
 
     async fn put_audit_findings(&self, run_id: i64, findings: &[Finding], expires_at: i64) -> PortResult<()> {
@@ -242,10 +238,6 @@ impl AuditRunStore for DynamoInventory {
             .expression_attribute_values(":runId", n(run_id))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(classify("PutItem", e)),
-        }
+        won("PutItem", result)
     }
 }

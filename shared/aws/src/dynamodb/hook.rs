@@ -22,7 +22,7 @@ use super::DynamoInventory;
 use super::batch::UnprocessedRetry;
 use super::items::{get_s, parse_allow_entry, parse_supersession, s};
 use super::keys::{ALLOW_SK, SUPERSEDE_PK, allow_pk, supersede_sk};
-use crate::error::{classify, invalid, is_conditional_failure};
+use crate::error::{classify, invalid, is_conditional_failure, won};
 
 /// Who wrote a fleet-provisioning record.
 pub const RECORDED_BY: &str = "provisioning-hook";
@@ -233,11 +233,7 @@ impl SupersessionStore for DynamoInventory {
             .expression_attribute_values(":now", s(rfc3339(now)))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(classify("UpdateItem", e)),
-        }
+        won("UpdateItem", result)
     }
 
     async fn finish_supersession(&self, supersession: &Supersession) -> PortResult<()> {

@@ -21,7 +21,7 @@ use super::keys::{
     CERTIFICATE_SK, CLAIM_SK, CONFIG_PK, DENY_SK, certificate_pk, cursor_sk, deny_pk, is_legacy_deny_sk,
     legacy_deny_sk, parse_deny_key, thing_pk,
 };
-use crate::error::{classify, is_conditional_failure};
+use crate::error::{classify, is_conditional_failure, won};
 
 /// Unprocessed deny-list keys are asked again at once, five calls in all.
 const DENY_LOOKUP: UnprocessedRetry = UnprocessedRetry {
@@ -42,11 +42,7 @@ impl DynamoInventory {
             .table_name(&self.table)
             .set_item(Some(new_record_item(record, extra)))
             .condition_expression("attribute_not_exists(pk)");
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(classify("PutItem", e)),
-        }
+        won("PutItem", request.send().await)
     }
 
     /// A workflow's saved position between runs (`pk` names the workflow).
@@ -347,11 +343,7 @@ impl onboarding_domain::NameClaims for DynamoInventory {
             .expression_attribute_values(":from", s(from))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(classify("UpdateItem", e)),
-        }
+        won("UpdateItem", result)
     }
 
     async fn release_thing_name(&self, thing_name: &str, certificate_id: &str) -> PortResult<()> {

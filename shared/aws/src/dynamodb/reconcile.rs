@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::DynamoInventory;
 use super::items::{Item, parse_record, s};
 use super::keys::{CERTIFICATE_SK, RECONCILER_PK, ca_expiry_sk, certificate_pk};
-use crate::error::{classify, invalid, is_conditional_failure};
+use crate::error::{classify, invalid, won};
 
 /// Where a record scan stands: the CA and DynamoDB's `LastEvaluatedKey`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -130,12 +130,8 @@ impl ReconcileInventory for DynamoInventory {
             .expression_attribute_values(":notFound", s(NOT_FOUND_STATUS))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            // No record, or already marked.
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(classify("UpdateItem", e)),
-        }
+        // No record, or already marked.
+        won("UpdateItem", result)
     }
 
     async fn reconcile_cursor(&self, name: &str) -> PortResult<Option<String>> {

@@ -11,7 +11,7 @@ use onboarding_domain::{parse_rfc3339, rfc3339};
 use super::DynamoInventory;
 use super::items::{Item, get_s, s};
 use super::keys::{CERTIFICATE_SK, RETIREMENT_SK, certificate_pk, thing_pk};
-use crate::error::{classify, is_conditional_failure};
+use crate::error::{classify, is_conditional_failure, won};
 
 fn ticket_item(ticket: &RetirementTicket) -> Item {
     let mut item = Item::from([
@@ -83,11 +83,7 @@ impl RetirementInventory for DynamoInventory {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(classify("PutItem", e)),
-        }
+        won("PutItem", result)
     }
 
     async fn add_retiring_certificates(&self, thing_name: &str, certificate_ids: &BTreeSet<String>) -> PortResult<()> {

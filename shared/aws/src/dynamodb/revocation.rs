@@ -14,7 +14,7 @@ use onboarding_domain::{
 use super::DynamoInventory;
 use super::items::{get_s, s};
 use super::keys::{CERTIFICATE_SK, CLAIM_SK, certificate_pk, thing_pk};
-use crate::error::{classify, is_conditional_failure};
+use crate::error::{classify, is_conditional_failure, won};
 
 /// The attribute that marks a thing-name claim held for a revoked
 /// certificate (its value: `REVOKED`). A transfer requires it absent.
@@ -61,11 +61,7 @@ impl RevocationStore for DynamoInventory {
         }
         // Out of the expiry index: a revoked certificate is never rotated.
         let expression = format!("SET {} REMOVE reasonCode, expiryShard, expiryKey", set.join(", "));
-        match request.update_expression(expression).send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(classify("UpdateItem", e)),
-        }
+        won("UpdateItem", request.update_expression(expression).send().await)
     }
 
     async fn deny(&self, key: &DenyKey, reason: &str, now: i64) -> PortResult<()> {

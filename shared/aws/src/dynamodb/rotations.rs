@@ -54,7 +54,7 @@ use super::keys::{
     CERTIFICATE_SK, DUE_PREFIX, EXPIRING_PREFIX, EXPIRY_INDEX, EXPIRY_SHARDS, JOB_SK, ROTATION_SK, ROTATOR_PK,
     certificate_pk, job_pk, shard_key,
 };
-use crate::error::{classify, invalid, is_conditional_failure};
+use crate::error::{classify, invalid, won};
 
 /// `BatchGetItem` takes at most 100 keys.
 const BATCH_GET_MAX: usize = 100;
@@ -469,11 +469,7 @@ impl RotationInventory for DynamoInventory {
                 .expression_attribute_values(":state", s(state.as_str()))
                 .expression_attribute_values(":attempt", n(attempt)),
         };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(classify("PutItem", e)),
-        }
+        won("PutItem", request.send().await)
     }
 
     /// Writes the record through [`Inventory::record_provisioned`] (status
